@@ -1,0 +1,346 @@
+//! Settings: defaults < TOML file (`COMET_CONFIG` / `--config`) < environment < flags.
+//!
+//! Owns parsing and validation of what whoever runs comet may set. Each layer receives only
+//! its own section.
+
+use crate::server::ServerConfig;
+use crate::session::{OutboundLimits, SessionConfig};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// Command line; every flag also reads the environment variable named beside it.
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "comet",
+    version,
+    about = "A realtime backend that speaks Meteor's DDP protocol"
+)]
+pub struct Cli {
+    /// What to do; `serve` (the default) runs the server.
+    #[arg(value_parser = ["serve"])]
+    pub command: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "COMET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on (default 3000; 0 picks a free port).
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on (default 0.0.0.0).
+    #[arg(long, env = "BIND_IP")]
+    pub bind_ip: Option<IpAddr>,
+    /// Public URL of this server.
+    #[arg(long, env = "ROOT_URL")]
+    pub root_url: Option<String>,
+    /// Directory of the embedded store (default ./comet-data).
+    #[arg(long, env = "COMET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// MongoDB connection string (MongoDB backend).
+    #[arg(long, env = "MONGO_URL", hide_env_values = true)]
+    pub mongo_url: Option<String>,
+    /// Serve raw WebSockets only, no SockJS (also: `DISABLE_SOCKJS` set to any value).
+    #[arg(long)]
+    pub disable_sockjs: bool,
+    /// `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "COMET_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// Milliseconds of client silence before the server pings (0 disables heartbeats).
+    #[arg(long, env = "COMET_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds the client has to answer a ping.
+    #[arg(long, env = "COMET_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Largest inbound message in bytes.
+    #[arg(long, env = "COMET_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Bytes that may wait for one client before it is closed as a slow consumer.
+    #[arg(long, env = "COMET_MAX_OUTBOUND_BYTES")]
+    pub max_outbound_bytes: Option<usize>,
+    /// Milliseconds queued frames may wait for a client before it is closed.
+    #[arg(long, env = "COMET_MAX_DRAIN_DELAY_MS")]
+    pub max_drain_delay_ms: Option<u64>,
+    /// Live subscriptions per connection.
+    #[arg(long, env = "COMET_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Method calls waiting to run per connection.
+    #[arg(long, env = "COMET_MAX_QUEUED_METHODS")]
+    pub max_queued_methods: Option<usize>,
+    /// Milliseconds a SockJS session may stay without a receiver.
+    #[arg(long, env = "COMET_SOCKJS_DISCONNECT_DELAY_MS")]
+    pub sockjs_disconnect_delay_ms: Option<u64>,
+    /// Milliseconds of send inactivity before a SockJS `h` frame.
+    #[arg(long, env = "COMET_SOCKJS_HEARTBEAT_MS")]
+    pub sockjs_heartbeat_ms: Option<u64>,
+    /// Register the test and benchmark methods and publications (`echo`, `test.*`).
+    #[arg(long, env = "COMET_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub test_handlers: Option<bool>,
+}
+
+/// The `[server]` table of the TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub port: Option<u16>,
+    pub bind_ip: Option<IpAddr>,
+    pub root_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub disable_sockjs: Option<bool>,
+    pub log_format: Option<String>,
+    pub worker_threads: Option<usize>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub max_outbound_bytes: Option<usize>,
+    pub max_drain_delay_ms: Option<u64>,
+    pub max_subscriptions: Option<usize>,
+    pub max_queued_methods: Option<usize>,
+    pub sockjs_disconnect_delay_ms: Option<u64>,
+    pub sockjs_heartbeat_ms: Option<u64>,
+    pub test_handlers: Option<bool>,
+}
+
+/// The whole TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+}
+
+/// Effective settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub bind_ip: IpAddr,
+    pub port: u16,
+    pub root_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub mongo_url: Option<String>,
+    pub log_json: bool,
+    pub worker_threads: Option<usize>,
+    pub test_handlers: bool,
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+}
+
+impl Settings {
+    /// Merges the layers. `env_disable_sockjs` is whether `DISABLE_SOCKJS` holds any value.
+    pub fn resolve(cli: Cli, env_disable_sockjs: bool) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let f = file.server;
+        let log_format = cli
+            .log_format
+            .or(f.log_format)
+            .unwrap_or_else(|| "pretty".into());
+        let log_json = match log_format.as_str() {
+            "pretty" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "LOG_FORMAT",
+                    message: format!("expected pretty or json, got {other:?}"),
+                })
+            }
+        };
+        let defaults_session = SessionConfig::default();
+        let defaults_server = ServerConfig::default();
+        let ms = Duration::from_millis;
+        let session = SessionConfig {
+            heartbeat_interval: cli
+                .heartbeat_interval_ms
+                .or(f.heartbeat_interval_ms)
+                .map_or(defaults_session.heartbeat_interval, ms),
+            heartbeat_timeout: cli
+                .heartbeat_timeout_ms
+                .or(f.heartbeat_timeout_ms)
+                .map_or(defaults_session.heartbeat_timeout, ms),
+            max_subscriptions: cli
+                .max_subscriptions
+                .or(f.max_subscriptions)
+                .unwrap_or(defaults_session.max_subscriptions),
+            max_queued_methods: cli
+                .max_queued_methods
+                .or(f.max_queued_methods)
+                .unwrap_or(defaults_session.max_queued_methods),
+            max_queued_messages: defaults_session.max_queued_messages,
+            outbound: OutboundLimits {
+                max_queued_bytes: cli
+                    .max_outbound_bytes
+                    .or(f.max_outbound_bytes)
+                    .unwrap_or(defaults_session.outbound.max_queued_bytes),
+                max_drain_delay: cli
+                    .max_drain_delay_ms
+                    .or(f.max_drain_delay_ms)
+                    .map_or(defaults_session.outbound.max_drain_delay, ms),
+            },
+        };
+        let server = ServerConfig {
+            max_message_bytes: cli
+                .max_message_bytes
+                .or(f.max_message_bytes)
+                .unwrap_or(defaults_server.max_message_bytes),
+            sockjs_enabled: !(cli.disable_sockjs
+                || env_disable_sockjs
+                || f.disable_sockjs.unwrap_or(false)),
+            sockjs_heartbeat: cli
+                .sockjs_heartbeat_ms
+                .or(f.sockjs_heartbeat_ms)
+                .map_or(defaults_server.sockjs_heartbeat, ms),
+            sockjs_disconnect_delay: cli
+                .sockjs_disconnect_delay_ms
+                .or(f.sockjs_disconnect_delay_ms)
+                .map_or(defaults_server.sockjs_disconnect_delay, ms),
+            ..defaults_server
+        };
+        let settings = Settings {
+            bind_ip: cli
+                .bind_ip
+                .or(f.bind_ip)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            port: cli.port.or(f.port).unwrap_or(3000),
+            root_url: cli.root_url.or(f.root_url),
+            data_dir: cli
+                .data_dir
+                .or(f.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./comet-data")),
+            mongo_url: cli.mongo_url,
+            log_json,
+            worker_threads: cli.worker_threads.or(f.worker_threads),
+            test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
+            server,
+            session,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, message: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                message: message.to_owned(),
+            })
+        };
+        if self.server.max_message_bytes < 1024 {
+            return invalid("max_message_bytes", "must be at least 1024");
+        }
+        if self.session.outbound.max_queued_bytes < self.server.max_message_bytes.min(64 * 1024) {
+            return invalid("max_outbound_bytes", "must be at least 64 KiB");
+        }
+        if self.session.max_subscriptions == 0 {
+            return invalid("max_subscriptions", "must be at least 1");
+        }
+        if self.worker_threads == Some(0) {
+            return invalid("worker_threads", "must be at least 1");
+        }
+        if !self.session.heartbeat_interval.is_zero() && self.session.heartbeat_timeout.is_zero() {
+            return invalid(
+                "heartbeat_timeout_ms",
+                "must be positive when heartbeats are on",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        path: path.clone(),
+        cause,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.clone(),
+        message,
+    })
+}
+
+/// Parses TOML text; the error names the line and the problem.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|err| {
+        let line = err
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!("line {line}: {}", err.message()),
+            None => err.message().to_owned(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("comet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nport = 4000\nheartbeat_interval_ms = 1000\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            port: Some(5000),
+            ..Cli::default()
+        };
+        let s = Settings::resolve(cli, false).unwrap();
+        assert_eq!(s.port, 5000);
+        assert_eq!(s.session.heartbeat_interval, Duration::from_secs(1));
+        assert!(s.server.sockjs_enabled);
+        let s = Settings::resolve(
+            Cli {
+                config: Some(path),
+                ..Cli::default()
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.port, 4000);
+        assert!(!s.server.sockjs_enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = parse_file("[server]\nport = 1\nfrobnicate = true\n").unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
+        assert!(err.contains("frobnicate"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cli = Cli {
+            max_message_bytes: Some(10),
+            ..Cli::default()
+        };
+        assert!(matches!(
+            Settings::resolve(cli, false),
+            Err(ConfigError::Invalid {
+                name: "max_message_bytes",
+                ..
+            })
+        ));
+    }
+}

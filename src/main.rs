@@ -1,0 +1,53 @@
+//! The `comet` binary: parse settings, set up logging, run until a signal.
+
+use clap::Parser as _;
+use comet::config::{Cli, Settings};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let disable_sockjs = std::env::var_os("DISABLE_SOCKJS").is_some_and(|v| !v.is_empty());
+    let settings = match Settings::resolve(cli, disable_sockjs) {
+        Ok(s) => s,
+        Err(err) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("comet: {err}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_json);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = settings.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(cause = %err, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(comet::app::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(cause = %err, "comet failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,361 @@
+//! The HTTP server: listener, routes, WebSocket upgrades, SockJS, health and metrics, and
+//! graceful shutdown (stop accepting, close sessions with a close frame, drain, exit).
+//!
+//! It must not know about services or storage: it hands text to sessions and writes what
+//! their outbound queues hold.
+
+pub mod sockjs;
+pub mod websocket;
+
+use crate::session::Hub;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use websocket::Framing;
+
+/// Response body type of every route.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest inbound DDP message (WebSocket message or `xhr_send` body).
+    pub max_message_bytes: usize,
+    pub ws_read_buffer_bytes: usize,
+    pub ws_write_buffer_bytes: usize,
+    /// Serve SockJS (`/sockjs/...`); off with `DISABLE_SOCKJS`.
+    pub sockjs_enabled: bool,
+    /// SockJS `h` frame after this much send inactivity (Meteor: 45 s).
+    pub sockjs_heartbeat: Duration,
+    /// A SockJS session with no receiver for this long is destroyed (Meteor: 60 s).
+    pub sockjs_disconnect_delay: Duration,
+    /// Bytes after which an `xhr_streaming` response ends (SockJS: 128 KiB).
+    pub sockjs_response_limit: usize,
+    /// How long shutdown waits for sessions to drain.
+    pub shutdown_grace: Duration,
+    /// The Rocket.Chat version reported by `/api/info`.
+    pub rocketchat_version: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            ws_read_buffer_bytes: 4096,
+            ws_write_buffer_bytes: 8192,
+            sockjs_enabled: true,
+            sockjs_heartbeat: Duration::from_secs(45),
+            sockjs_disconnect_delay: Duration::from_secs(60),
+            sockjs_response_limit: 128 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+            rocketchat_version: "7.0.0".to_owned(),
+        }
+    }
+}
+
+struct App {
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+    sockjs: sockjs::SockJsSessions,
+}
+
+/// Serves on `listener` until `hub.shutdown` is cancelled, then drains and returns.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, config: ServerConfig) {
+    let app = Arc::new(App {
+        hub: hub.clone(),
+        config: Arc::new(config),
+        sockjs: sockjs::SockJsSessions::default(),
+    });
+    let reaper = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let period = (app.config.sockjs_disconnect_delay / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = app.hub.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(period) => app.sockjs.reap(&app.config),
+                }
+            }
+        })
+    };
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = hub.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(cause = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        connections.spawn(serve_connection(stream, remote, app));
+    }
+    tracing::info!("shutting down: no longer accepting connections");
+    drop(listener);
+    app.sockjs.close_all();
+    connections.close();
+    hub.tasks.close();
+    let grace = app.config.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        connections.wait().await;
+        hub.tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace elapsed with connections still open"
+        );
+    }
+    reaper.abort();
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, remote: SocketAddr, app: Arc<App>) {
+    let service = hyper::service::service_fn({
+        let app = app.clone();
+        move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(route(req, app).await) }
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%remote, cause = %err, "http connection ended with an error");
+            }
+        }
+        _ = app.hub.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(app.config.shutdown_grace, conn).await;
+        }
+    }
+}
+
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    resp
+}
+
+fn owned_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// SockJS's CORS answer: the caller's origin with credentials, or `*`.
+pub(crate) fn cors(headers: &mut HeaderMap, origin: Option<&HeaderValue>) {
+    match origin {
+        Some(o) if o.as_bytes() != b"null" => {
+            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+            headers.insert(
+                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        _ => {
+            headers.insert(
+                hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+    }
+}
+
+fn preflight(req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let mut resp = text_response(StatusCode::NO_CONTENT, "");
+    let headers = resp.headers_mut();
+    cors(headers, req.headers().get(hyper::header::ORIGIN));
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("OPTIONS, GET, POST"),
+    );
+    if let Some(h) = req
+        .headers()
+        .get(hyper::header::ACCESS_CONTROL_REQUEST_HEADERS)
+    {
+        headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
+    }
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("31536000"),
+    );
+    resp
+}
+
+async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") => {
+            if app.hub.shutdown.is_cancelled() {
+                text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else {
+                text_response(StatusCode::OK, "ok\n")
+            }
+        }
+        (&Method::GET, "/metrics") => owned_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.hub.metrics.render(),
+        ),
+        (&Method::GET, "/api/info") => owned_response(
+            StatusCode::OK,
+            "application/json",
+            format!(
+                "{{\"version\":\"{}\",\"success\":true}}",
+                app.config.rocketchat_version
+            ),
+        ),
+        (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw),
+        _ if path == "/sockjs" || path.starts_with("/sockjs/") => {
+            if !app.config.sockjs_enabled {
+                return text_response(StatusCode::NOT_FOUND, "Not found");
+            }
+            sockjs_route(req, &path["/sockjs".len()..], app).await
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+async fn sockjs_route(
+    req: Request<hyper::body::Incoming>,
+    rest: &str,
+    app: Arc<App>,
+) -> Response<Body> {
+    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, [""]) => text_response(StatusCode::OK, "Welcome to SockJS!\n"),
+        (&Method::OPTIONS, ["info"]) => preflight(&req),
+        (&Method::GET, ["info"]) => {
+            let entropy: u32 = rand::random();
+            let mut resp = owned_response(
+                StatusCode::OK,
+                "application/json; charset=UTF-8",
+                format!(
+                    "{{\"websocket\":true,\"origins\":[\"*:*\"],\"cookie_needed\":false,\"entropy\":{entropy}}}"
+                ),
+            );
+            resp.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static(
+                    "no-store, no-cache, no-transform, must-revalidate, max-age=0",
+                ),
+            );
+            cors(resp.headers_mut(), req.headers().get(hyper::header::ORIGIN));
+            resp
+        }
+        (_, ["websocket"]) => upgrade(req, app, Framing::Raw),
+        (_, [server, session, transport]) if valid_segment(server) && valid_segment(session) => {
+            let session = (*session).to_owned();
+            match (req.method(), *transport) {
+                (_, "websocket") => upgrade(req, app, Framing::SockJs),
+                (&Method::OPTIONS, "xhr" | "xhr_streaming" | "xhr_send") => preflight(&req),
+                (&Method::POST, "xhr") => {
+                    sockjs::xhr_polling(req, &session, &app.hub, &app.config, &app.sockjs).await
+                }
+                (&Method::POST, "xhr_streaming") => {
+                    sockjs::xhr_streaming(req, &session, &app.hub, &app.config, &app.sockjs).await
+                }
+                (&Method::POST, "xhr_send") => {
+                    sockjs::xhr_send(req, &session, &app.config, &app.sockjs).await
+                }
+                _ => text_response(StatusCode::NOT_FOUND, "Not found"),
+            }
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// SockJS's `[^/.]+`.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && !s.contains('.')
+}
+
+/// Answers a WebSocket upgrade and serves the socket in its own task.
+fn upgrade(req: Request<hyper::body::Incoming>, app: Arc<App>, framing: Framing) -> Response<Body> {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if req.method() != Method::GET || !is_upgrade {
+        return if framing == Framing::Raw && app.config.sockjs_enabled {
+            text_response(StatusCode::OK, "Welcome to SockJS!\n")
+        } else {
+            text_response(StatusCode::BAD_REQUEST, "Not a valid websocket request")
+        };
+    }
+    let version_ok = headers
+        .get(hyper::header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13" || v == "8");
+    if !version_ok {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "Only supported WebSocket protocol is RFC 6455.",
+        );
+    }
+    let Some(key) = headers.get(hyper::header::SEC_WEBSOCKET_KEY) else {
+        return text_response(StatusCode::BAD_REQUEST, "Not a valid websocket request");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let hub = app.hub.clone();
+    let config = app.config.clone();
+    app.hub.tasks.spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => websocket::serve_socket(upgraded, hub, config, framing).await,
+            Err(err) => tracing::debug!(cause = %err, "websocket upgrade failed"),
+        }
+    });
+    let mut resp = text_response(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = resp.headers_mut();
+    h.remove(hyper::header::CONTENT_TYPE);
+    h.insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}

@@ -1,0 +1,188 @@
+//! Publications every Meteor client asks for at start-up, and the test and benchmark
+//! handlers that exist only when configuration asks for them.
+
+use super::error::ServiceError;
+use super::registry::{Publish, Registry};
+use crate::model::{Document, MeteorError, Value};
+use std::time::Duration;
+
+/// `meteor.loginServiceConfiguration` and `meteor_autoupdate_clientVersions`: both ready with
+/// no documents (no OAuth services configured; no client bundle to version, so a Meteor
+/// client never sees a reason to reload).
+pub fn register_meteor_defaults(registry: &mut Registry) {
+    registry.publication("meteor.loginServiceConfiguration", |_sub, _params| async {
+        Ok(Publish::Ready)
+    });
+    registry.publication("meteor_autoupdate_clientVersions", |_sub, _params| async {
+        Ok(Publish::Ready)
+    });
+}
+
+fn doc_of(value: &Value) -> Result<Document, ServiceError> {
+    match value {
+        Value::Object(d) => Ok(d.clone()),
+        _ => Err(ServiceError::match_failed()),
+    }
+}
+
+/// Handlers for the conformance transcripts, the compat-suite and the benchmark
+/// (`COMET_TEST_HANDLERS=1`). None of them touches data.
+pub fn register_test_handlers(registry: &mut Registry) {
+    registry.method("echo", |_ctx, params| async move {
+        Ok(params.into_iter().next())
+    });
+    registry.method("test.nothing", |_ctx, _params| async { Ok(None) });
+    registry.method("test.null", |_ctx, _params| async { Ok(Some(Value::Null)) });
+    registry.method("test.date", |_ctx, _params| async {
+        Ok(Some(Value::Date(0.0)))
+    });
+    registry.method("test.throw", |_ctx, _params| async {
+        Err(ServiceError::internal(
+            "deliberate failure with a secret inside",
+        ))
+    });
+    registry.method("test.panic", |_ctx, _params| async {
+        #[allow(clippy::panic)]
+        if true {
+            panic!("deliberate panic");
+        }
+        Ok(None)
+    });
+    registry.method("test.error", |_ctx, _params| async {
+        Err(MeteorError::new("e", "r")
+            .with_details(serde_json::json!({"d": 1}))
+            .into())
+    });
+    registry.method("test.check", |_ctx, params| async move {
+        match params.first() {
+            Some(Value::String(s)) => Ok(Some(Value::String(s.clone()))),
+            _ => Err(ServiceError::match_failed()),
+        }
+    });
+    // `test.sleep(ms, unblock)`: returns `ms` after sleeping, optionally unblocking first.
+    registry.method("test.sleep", |ctx, params| async move {
+        let ms = params
+            .first()
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            .clamp(0.0, 60_000.0);
+        if matches!(params.get(1), Some(Value::Bool(true))) {
+            ctx.unblock();
+        }
+        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+        Ok(Some(Value::Number(ms)))
+    });
+    // `test.randomId(collection)`: the id a Meteor client simulates for its first insert.
+    registry.method("test.randomId", |ctx, params| async move {
+        let collection = params
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("tasks")
+            .to_owned();
+        Ok(Some(Value::String(
+            ctx.random_stream(&format!("/collection/{collection}")).id(),
+        )))
+    });
+
+    // `test.publish(collection, [[id, fields], ...])`: publishes exactly those documents.
+    registry.publication("test.publish", |sub, params| async move {
+        let collection = params
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("tasks")
+            .to_owned();
+        if let Some(Value::Array(docs)) = params.get(1) {
+            for entry in docs {
+                let Value::Array(pair) = entry else {
+                    return Err(ServiceError::match_failed());
+                };
+                let (Some(id), Some(fields)) = (pair.first(), pair.get(1)) else {
+                    return Err(ServiceError::match_failed());
+                };
+                sub.added(&collection, id, doc_of(fields)?)?;
+            }
+        }
+        Ok(Publish::Ready)
+    });
+    registry.publication("test.docs", |sub, _params| async move {
+        for (id, title) in [("x1", "first"), ("x2", "second")] {
+            let mut fields = Document::new();
+            fields.insert("title".into(), title.into());
+            sub.added("tasks", &id.into(), fields)?;
+        }
+        Ok(Publish::Ready)
+    });
+    registry.publication("test.throw", |_sub, _params| async {
+        Err(ServiceError::internal("deliberate publication failure"))
+    });
+    registry.publication("test.denied", |_sub, _params| async {
+        Err(MeteorError::new("denied", "no").into())
+    });
+    registry.publication("test.stopAfterAdd", |sub, _params| async move {
+        sub.added("tasks", &"x1".into(), Document::new())?;
+        sub.stop();
+        Ok(Publish::Manual)
+    });
+    // Adds `x` with `f`, then clears `f`, then sends a change with no effect.
+    registry.publication("test.clear", |sub, _params| async move {
+        let mut fields = Document::new();
+        fields.insert("f".into(), Value::Number(1.0));
+        sub.added("c", &"x".into(), fields.clone())?;
+        sub.changed("c", &"x".into(), Document::new(), vec!["f".into()])?;
+        sub.changed("c", &"x".into(), Document::new(), vec!["f".into()])?;
+        Ok(Publish::Ready)
+    });
+    registry.publication("test.never", |_sub, _params| async { Ok(Publish::Manual) });
+    // `test.ticker(ms)`: changes `counter/t` every `ms` until unsubscribed.
+    registry.publication("test.ticker", |sub, params| async move {
+        let ms = params
+            .first()
+            .and_then(Value::as_f64)
+            .unwrap_or(100.0)
+            .max(1.0);
+        sub.added("counter", &"t".into(), Document::new())?;
+        let handle = sub.clone();
+        tokio::spawn(async move {
+            let mut n = 0.0;
+            loop {
+                tokio::select! {
+                    _ = handle.stopped() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => {}
+                }
+                n += 1.0;
+                let mut fields = Document::new();
+                fields.insert("n".into(), Value::Number(n));
+                if handle
+                    .changed("counter", &"t".into(), fields, vec![])
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Publish::Ready)
+    });
+    // `test.flood(count, size)`: publishes `count` documents of `size` bytes each.
+    registry.publication("test.flood", |sub, params| async move {
+        let count = params
+            .first()
+            .and_then(Value::as_f64)
+            .unwrap_or(10.0)
+            .clamp(0.0, 1e6) as usize;
+        let size = params
+            .get(1)
+            .and_then(Value::as_f64)
+            .unwrap_or(100.0)
+            .clamp(0.0, 1e6) as usize;
+        let payload = "x".repeat(size);
+        for i in 0..count {
+            let mut fields = Document::new();
+            fields.insert("p".into(), payload.as_str().into());
+            sub.added("flood", &Value::String(format!("d{i}")), fields)?;
+            if sub.is_stopped() {
+                break;
+            }
+        }
+        Ok(Publish::Ready)
+    });
+}

@@ -1,0 +1,10 @@
+//! Services: business rules exposed as DDP methods and publications through the [`Registry`].
+//!
+//! They return domain values and [`ServiceError`]s; only `session` turns them into DDP frames.
+
+pub mod builtin;
+pub mod error;
+pub mod registry;
+
+pub use error::ServiceError;
+pub use registry::{MethodContext, Publish, Registry, Subscription};

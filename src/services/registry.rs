@@ -1,0 +1,286 @@
+//! The registry of DDP methods and publications, and the handles their handlers receive.
+//!
+//! Owns the Rust API services use to expose methods and publications. It must not know how
+//! sessions merge or send data: a [`Subscription`] only forwards to a [`PublicationSink`].
+
+use super::error::ServiceError;
+use crate::model::{Document, MeteorError, SharedDocument, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a method returns: `None` is JavaScript's `undefined` (no `result` member).
+pub type MethodResult = Result<Option<Value>, ServiceError>;
+
+/// A method handler.
+pub type MethodFn = Arc<dyn Fn(MethodContext, Vec<Value>) -> BoxFuture<MethodResult> + Send + Sync>;
+
+/// How a publication finished its start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// The initial documents are out: send `ready` now.
+    Ready,
+    /// The handler will call [`Subscription::ready`] itself (or never, as Meteor allows).
+    Manual,
+}
+
+/// A publication handler.
+pub type PublicationFn =
+    Arc<dyn Fn(Subscription, Vec<Value>) -> BoxFuture<Result<Publish, ServiceError>> + Send + Sync>;
+
+/// Methods and publications by name. Built at start-up, then shared read-only.
+#[derive(Default, Clone)]
+pub struct Registry {
+    methods: HashMap<String, MethodFn>,
+    publications: HashMap<String, PublicationFn>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a method; a later registration under the same name replaces it.
+    pub fn method<F, Fut>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        F: Fn(MethodContext, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = MethodResult> + Send + 'static,
+    {
+        self.methods.insert(
+            name.to_owned(),
+            Arc::new(move |ctx, params| Box::pin(handler(ctx, params))),
+        );
+        self
+    }
+
+    /// Registers a publication.
+    pub fn publication<F, Fut>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        F: Fn(Subscription, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Publish, ServiceError>> + Send + 'static,
+    {
+        self.publications.insert(
+            name.to_owned(),
+            Arc::new(move |sub, params| Box::pin(handler(sub, params))),
+        );
+        self
+    }
+
+    pub fn find_method(&self, name: &str) -> Option<&MethodFn> {
+        self.methods.get(name)
+    }
+
+    pub fn find_publication(&self, name: &str) -> Option<&PublicationFn> {
+        self.publications.get(name)
+    }
+}
+
+/// What a method handler knows about its call.
+pub struct MethodContext {
+    /// The logged-in user, if any.
+    pub user_id: Option<String>,
+    /// The DDP session id of the caller.
+    pub connection_id: Arc<str>,
+    /// The client's `randomSeed`, from which ids the client simulated are derived.
+    pub random_seed: Option<String>,
+    unblock: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl MethodContext {
+    pub fn new(
+        user_id: Option<String>,
+        connection_id: Arc<str>,
+        random_seed: Option<String>,
+        unblock: oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            user_id,
+            connection_id,
+            random_seed,
+            unblock: Mutex::new(Some(unblock)),
+        }
+    }
+
+    /// Lets the session start its next message before this method returns (Meteor's
+    /// `this.unblock()`). Calling it twice is harmless.
+    pub fn unblock(&self) {
+        let sender = match self.unblock.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+        }
+    }
+
+    /// A stream of Meteor random values seeded from `randomSeed` for `name`
+    /// (`"/collection/<name>"` for inserted ids).
+    pub fn random_stream(&self, name: &str) -> crate::model::random::Alea {
+        match &self.random_seed {
+            Some(seed) => crate::model::random::Alea::stream(seed, name),
+            None => crate::model::random::Alea::stream(&crate::model::random::random_id(), name),
+        }
+    }
+}
+
+/// Identifies one run of one subscription within a session. A handle kept after `unsub`
+/// (or after the same id is reused) no longer reaches the session.
+pub type SubKey = u64;
+
+/// A document addition whose wire frame is built once and shared by every session that
+/// emits it unchanged.
+#[derive(Debug)]
+pub struct SharedAdded {
+    pub collection: Arc<str>,
+    /// The DDP wire id.
+    pub id: Arc<str>,
+    pub fields: SharedDocument,
+    /// The serialized `added` frame, built by the first session that needs it.
+    pub frame: OnceLock<bytes::Bytes>,
+}
+
+impl SharedAdded {
+    pub fn new(collection: Arc<str>, id: Arc<str>, fields: SharedDocument) -> Arc<Self> {
+        Arc::new(Self {
+            collection,
+            id,
+            fields,
+            frame: OnceLock::new(),
+        })
+    }
+}
+
+/// Where a subscription's data goes: implemented by the session's mergebox.
+pub trait PublicationSink: Send + Sync {
+    fn added(&self, sub: SubKey, doc: Arc<SharedAdded>);
+    fn changed(
+        &self,
+        sub: SubKey,
+        collection: &str,
+        id: &str,
+        fields: Document,
+        cleared: Vec<String>,
+    );
+    fn removed(&self, sub: SubKey, collection: &str, id: &str);
+    fn ready(&self, sub: SubKey);
+    /// Ends the subscription: its documents go, then `nosub` (with the error, if any).
+    fn stop(&self, sub: SubKey, error: Option<MeteorError>);
+}
+
+/// The handle a publication handler publishes through. Cheap to clone; keep it to push
+/// changes later (Rocket.Chat's streams do).
+#[derive(Clone)]
+pub struct Subscription {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub user_id: Option<String>,
+    pub connection_id: Arc<str>,
+    key: SubKey,
+    sink: Arc<dyn PublicationSink>,
+    stopped: CancellationToken,
+}
+
+impl Subscription {
+    pub fn new(
+        id: Arc<str>,
+        name: Arc<str>,
+        user_id: Option<String>,
+        connection_id: Arc<str>,
+        key: SubKey,
+        sink: Arc<dyn PublicationSink>,
+        stopped: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            user_id,
+            connection_id,
+            key,
+            sink,
+            stopped,
+        }
+    }
+
+    /// Publishes a document; `fields` may hold `_id`, which is never sent as a field.
+    pub fn added(
+        &self,
+        collection: &str,
+        id: &Value,
+        fields: Document,
+    ) -> Result<(), ServiceError> {
+        let wire = crate::model::id_to_wire(id).map_err(ServiceError::internal)?;
+        self.added_shared(SharedAdded::new(
+            collection.into(),
+            wire.into(),
+            Arc::new(fields),
+        ));
+        Ok(())
+    }
+
+    /// Publishes a document shared with other sessions (its frame is serialized once).
+    pub fn added_shared(&self, doc: Arc<SharedAdded>) {
+        if !self.stopped.is_cancelled() {
+            self.sink.added(self.key, doc);
+        }
+    }
+
+    /// Changes fields and clears others of a published document.
+    pub fn changed(
+        &self,
+        collection: &str,
+        id: &Value,
+        fields: Document,
+        cleared: Vec<String>,
+    ) -> Result<(), ServiceError> {
+        let wire = crate::model::id_to_wire(id).map_err(ServiceError::internal)?;
+        if !self.stopped.is_cancelled() {
+            self.sink
+                .changed(self.key, collection, &wire, fields, cleared);
+        }
+        Ok(())
+    }
+
+    pub fn removed(&self, collection: &str, id: &Value) -> Result<(), ServiceError> {
+        let wire = crate::model::id_to_wire(id).map_err(ServiceError::internal)?;
+        if !self.stopped.is_cancelled() {
+            self.sink.removed(self.key, collection, &wire);
+        }
+        Ok(())
+    }
+
+    /// Marks the initial data as sent (`ready`); only the first call counts.
+    pub fn ready(&self) {
+        if !self.stopped.is_cancelled() {
+            self.sink.ready(self.key);
+        }
+    }
+
+    /// Ends the subscription from the server side with an error for the client.
+    pub fn error(&self, error: MeteorError) {
+        if !self.stopped.is_cancelled() {
+            self.sink.stop(self.key, Some(error));
+        }
+    }
+
+    /// Ends the subscription from the server side: documents removed, then `nosub`.
+    pub fn stop(&self) {
+        if !self.stopped.is_cancelled() {
+            self.sink.stop(self.key, None);
+        }
+    }
+
+    /// Completes when the subscription ends (unsub, stop, error or session close), so
+    /// background publishers can finish.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
+    }
+}

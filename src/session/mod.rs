@@ -1,0 +1,755 @@
+//! DDP sessions: the per-connection state machine, message queue, subscriptions, mergebox,
+//! heartbeat and outbound queue.
+//!
+//! A transport (in `server`) owns a [`Connection`], feeds it text frames and drains its
+//! [`Outbound`]. Everything here is transport-agnostic and never waits on a client.
+//!
+//! ```text
+//! AwaitingConnect --connect ok--> Connected --close/heartbeat/slow--> Closed
+//!        \--connect bad (failed)-----------------------------------------^
+//! ```
+//! See `protocol-spec/behavior.md`.
+
+pub mod error;
+pub mod mergebox;
+pub mod metrics;
+pub mod outbound;
+
+use crate::model::{Document, MeteorError};
+use crate::protocol::client::PingId;
+use crate::protocol::server::{self as frames, MethodOutcome};
+use crate::protocol::{decode_client_frame, negotiate_version, ClientMessage, Frame};
+use crate::services::registry::{PublicationSink, SharedAdded, SubKey};
+use crate::services::{MethodContext, Publish, Registry, Subscription};
+use error::Disposition;
+use futures_util::FutureExt as _;
+use mergebox::Mergebox;
+use metrics::MethodOutcomeKind;
+pub use metrics::{Metrics, Transport};
+pub use outbound::{Batch, CloseReason, Outbound, OutboundLimits};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+/// Session limits and timings.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Silence after which the server pings (Meteor: 15 s). Zero disables heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Time allowed for any answer to that ping (Meteor: 15 s).
+    pub heartbeat_timeout: Duration,
+    /// Live subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Method calls waiting to run per session.
+    pub max_queued_methods: usize,
+    /// Messages of any kind waiting to run; beyond it the connection is closed.
+    pub max_queued_messages: usize,
+    pub outbound: OutboundLimits,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(15),
+            max_subscriptions: 1000,
+            max_queued_methods: 1000,
+            max_queued_messages: 5000,
+            outbound: OutboundLimits::default(),
+        }
+    }
+}
+
+/// What every connection shares: handlers, limits, counters, shutdown.
+pub struct Hub {
+    pub registry: Arc<Registry>,
+    pub config: SessionConfig,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl Hub {
+    pub fn new(registry: Registry, config: SessionConfig) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Arc::new(registry),
+            config,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+}
+
+/// Negotiated DDP version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    Pre2,
+    Pre1,
+}
+
+enum ConnectionState {
+    AwaitingConnect,
+    Connected(Arc<Session>),
+    Closed,
+}
+
+/// One client connection, whatever its transport.
+pub struct Connection {
+    hub: Arc<Hub>,
+    outbound: Arc<Outbound>,
+    transport: Transport,
+    state: ConnectionState,
+}
+
+impl Connection {
+    pub fn new(hub: Arc<Hub>, transport: Transport) -> Self {
+        hub.metrics.connection_opened(transport);
+        let outbound = Arc::new(Outbound::new(hub.config.outbound));
+        Self {
+            hub,
+            outbound,
+            transport,
+            state: ConnectionState::AwaitingConnect,
+        }
+    }
+
+    /// The queue the transport drains.
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
+    }
+
+    /// The DDP session id, once connected.
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.state {
+            ConnectionState::Connected(s) => Some(&s.id),
+            _ => None,
+        }
+    }
+
+    /// Handles one inbound DDP text. Never waits: work is queued to the session.
+    pub fn on_text(&mut self, text: &str) {
+        let session = match &self.state {
+            ConnectionState::Closed => return,
+            ConnectionState::Connected(s) => {
+                s.seen_inbound.store(true, Ordering::Relaxed);
+                Some(s.clone())
+            }
+            ConnectionState::AwaitingConnect => None,
+        };
+        let (message, raw) = match decode_client_frame(text) {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                self.hub.metrics.bad_request();
+                self.apply(error::for_decode_error(&err));
+                return;
+            }
+        };
+        match (session, message) {
+            (
+                None,
+                ClientMessage::Connect {
+                    version, support, ..
+                },
+            ) => self.handshake(version, support),
+            (None, _) => self.reject("Must connect first", Some(&raw)),
+            (Some(_), ClientMessage::Connect { .. }) => {
+                self.reject("Already connected", Some(&raw))
+            }
+            (Some(s), message) => s.on_message(message, &raw),
+        }
+    }
+
+    /// A binary WebSocket frame: DDP travels only in text, so it is answered like any other
+    /// frame that is not a DDP message, and the connection stays.
+    pub fn on_binary(&mut self) {
+        if let ConnectionState::Connected(s) = &self.state {
+            s.seen_inbound.store(true, Ordering::Relaxed);
+        }
+        if !matches!(self.state, ConnectionState::Closed) {
+            self.reject("Bad request", None);
+        }
+    }
+
+    fn reject(&self, reason: &'static str, offending: Option<&serde_json::Value>) {
+        self.hub.metrics.bad_request();
+        self.apply(Disposition::RejectMessage { reason, offending });
+    }
+
+    fn apply(&self, disposition: Disposition<'_>) {
+        match disposition {
+            Disposition::RejectMessage { reason, offending } => {
+                self.outbound.push(frames::error(reason, offending));
+            }
+            Disposition::Close(reason) => self.outbound.close(reason),
+            Disposition::ReplyToCall(_) => {}
+        }
+    }
+
+    fn handshake(&mut self, version: Option<String>, support: Option<Vec<String>>) {
+        let (Some(version), Some(support)) = (version, support) else {
+            return self.fail("1");
+        };
+        if !support.contains(&version) {
+            return self.fail("1");
+        }
+        let chosen = negotiate_version(&support);
+        if chosen != version {
+            return self.fail(chosen);
+        }
+        let version = match chosen {
+            "pre2" => Version::Pre2,
+            "pre1" => Version::Pre1,
+            _ => Version::V1,
+        };
+        let session = Session::start(self.hub.clone(), self.outbound.clone(), version);
+        self.state = ConnectionState::Connected(session);
+    }
+
+    fn fail(&mut self, version: &str) {
+        self.outbound.push(frames::failed(version));
+        self.outbound.close(CloseReason::HandshakeFailed);
+        self.state = ConnectionState::Closed;
+    }
+
+    /// The transport is gone (or closing): end the session.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.outbound.close(reason);
+        if let ConnectionState::Connected(session) =
+            std::mem::replace(&mut self.state, ConnectionState::Closed)
+        {
+            session.end(reason);
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close(CloseReason::Normal);
+        self.hub.metrics.connection_closed(self.transport);
+    }
+}
+
+/// Work that runs in arrival order on the session's queue.
+enum Work {
+    Method {
+        id: String,
+        name: String,
+        params: Vec<crate::model::Value>,
+        random_seed: Option<String>,
+    },
+    Sub {
+        id: String,
+        name: String,
+        params: Vec<crate::model::Value>,
+    },
+    Unsub {
+        id: Option<String>,
+    },
+}
+
+struct SubEntry {
+    id: Arc<str>,
+    ready_sent: bool,
+    stopped: CancellationToken,
+}
+
+#[derive(Default)]
+struct SessionState {
+    mergebox: Mergebox,
+    subs: HashMap<SubKey, SubEntry>,
+    subs_by_id: HashMap<Arc<str>, SubKey>,
+    user_id: Option<String>,
+}
+
+/// A connected DDP session.
+pub struct Session {
+    id: Arc<str>,
+    version: Version,
+    hub: Arc<Hub>,
+    outbound: Arc<Outbound>,
+    state: Mutex<SessionState>,
+    inbox: mpsc::UnboundedSender<Work>,
+    queued_messages: AtomicUsize,
+    queued_methods: AtomicUsize,
+    seen_inbound: AtomicBool,
+    next_sub_key: AtomicU64,
+    ended: CancellationToken,
+    sink: Arc<SinkRef>,
+}
+
+/// What subscriptions hold: a weak link, so a kept `Subscription` does not keep a closed
+/// session alive.
+struct SinkRef(Weak<Session>);
+
+impl Session {
+    fn start(hub: Arc<Hub>, outbound: Arc<Outbound>, version: Version) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id: Arc<str> = crate::model::random::random_id().into();
+        let session = Arc::new_cyclic(|weak| Session {
+            id: id.clone(),
+            version,
+            hub: hub.clone(),
+            outbound,
+            state: Mutex::new(SessionState::default()),
+            inbox: tx,
+            queued_messages: AtomicUsize::new(0),
+            queued_methods: AtomicUsize::new(0),
+            seen_inbound: AtomicBool::new(false),
+            next_sub_key: AtomicU64::new(1),
+            ended: hub.shutdown.child_token(),
+            sink: Arc::new(SinkRef(weak.clone())),
+        });
+        hub.metrics.session_delta(1);
+        session.send(frames::connected(&id));
+        let span = tracing::debug_span!("session", session_id = %id);
+        tracing::debug!(parent: &span, ?version, "session started");
+        hub.tasks
+            .spawn(Session::run_queue(session.clone(), rx).instrument(span.clone()));
+        if version != Version::Pre1 && !hub.config.heartbeat_interval.is_zero() {
+            hub.tasks
+                .spawn(Session::run_heartbeat(Arc::downgrade(&session)).instrument(span));
+        }
+        session
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame; a slow consumer ends the session.
+    fn send(&self, frame: Frame) {
+        if self.outbound.push(frame) == Some(CloseReason::SlowConsumer) {
+            self.slow_consumer();
+        }
+    }
+
+    /// Queues frames in order; `false` when the queue overflowed (call `slow_consumer` after
+    /// releasing the state lock). Called with the state lock held so that frames leave in
+    /// the order the mergebox produced them.
+    fn push_all(&self, frames: Vec<Frame>) -> bool {
+        let mut ok = true;
+        for frame in frames {
+            ok &= self.outbound.push(frame) != Some(CloseReason::SlowConsumer);
+        }
+        ok
+    }
+
+    fn slow_consumer(&self) {
+        tracing::warn!(session_id = %self.id, "slow consumer closed: outbound queue over limit");
+        self.hub.metrics.slow_consumer_closed();
+        self.end(CloseReason::SlowConsumer);
+    }
+
+    fn on_message(self: &Arc<Self>, message: ClientMessage, raw: &serde_json::Value) {
+        let work = match message {
+            ClientMessage::Ping { id } if self.version != Version::Pre1 => {
+                match id {
+                    PingId::Absent => self.send(frames::pong(None)),
+                    PingId::Text(id) => self.send(frames::pong(Some(&id))),
+                    // Meteor cannot build a pong for a non-string id and sends nothing.
+                    PingId::Invalid => tracing::debug!("ping with a non-string id ignored"),
+                }
+                return;
+            }
+            ClientMessage::Pong if self.version != Version::Pre1 => return,
+            ClientMessage::Disconnect => {
+                self.outbound.close(CloseReason::Normal);
+                self.end(CloseReason::Normal);
+                return;
+            }
+            ClientMessage::Method {
+                id,
+                method,
+                params,
+                random_seed,
+            } => {
+                if self.queued_methods.load(Ordering::Relaxed) >= self.hub.config.max_queued_methods
+                {
+                    self.hub.metrics.method_call(MethodOutcomeKind::Rejected);
+                    let err = MeteorError::new(
+                        "too-many-requests",
+                        "Too many method calls waiting on this connection",
+                    );
+                    self.send(frames::result(&id, MethodOutcome::Error(&err)));
+                    self.send(frames::updated(&id));
+                    return;
+                }
+                self.queued_methods.fetch_add(1, Ordering::Relaxed);
+                Work::Method {
+                    id,
+                    name: method,
+                    params,
+                    random_seed,
+                }
+            }
+            ClientMessage::Sub { id, name, params } => Work::Sub { id, name, params },
+            ClientMessage::Unsub { id } => Work::Unsub { id },
+            ClientMessage::Ping { .. }
+            | ClientMessage::Pong
+            | ClientMessage::Unknown
+            | ClientMessage::Connect { .. } => {
+                self.hub.metrics.bad_request();
+                self.send(frames::error("Bad request", Some(raw)));
+                return;
+            }
+        };
+        if self.queued_messages.fetch_add(1, Ordering::Relaxed)
+            >= self.hub.config.max_queued_messages
+        {
+            tracing::warn!(session_id = %self.id, "message flood: closing connection");
+            self.end(CloseReason::Flood);
+            return;
+        }
+        if self.inbox.send(work).is_err() {
+            tracing::debug!("message after session end dropped");
+        }
+    }
+
+    /// Runs queued messages one at a time, in arrival order.
+    async fn run_queue(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Work>) {
+        loop {
+            let work = tokio::select! {
+                biased;
+                _ = self.ended.cancelled() => break,
+                work = inbox.recv() => match work { Some(w) => w, None => break },
+            };
+            self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+            match work {
+                Work::Method {
+                    id,
+                    name,
+                    params,
+                    random_seed,
+                } => {
+                    self.queued_methods.fetch_sub(1, Ordering::Relaxed);
+                    self.run_method(id, name, params, random_seed).await;
+                }
+                Work::Sub { id, name, params } => self.run_sub(id, name, params).await,
+                Work::Unsub { id } => self.unsub(id),
+            }
+        }
+        self.end(CloseReason::Normal);
+    }
+
+    async fn run_method(
+        self: &Arc<Self>,
+        id: String,
+        name: String,
+        params: Vec<crate::model::Value>,
+        random_seed: Option<String>,
+    ) {
+        let Some(handler) = self.hub.registry.find_method(&name).cloned() else {
+            self.hub.metrics.method_call(MethodOutcomeKind::NotFound);
+            let err = MeteorError::new(404, format!("Method '{name}' not found"));
+            self.send(frames::result(&id, MethodOutcome::Error(&err)));
+            self.send(frames::updated(&id));
+            return;
+        };
+        let (unblock_tx, mut unblock_rx) = oneshot::channel();
+        let user_id = self.lock().user_id.clone();
+        let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx);
+        let span = tracing::debug_span!("method", id = %id, name = %name);
+        let mut call = AssertUnwindSafe(handler(ctx, params))
+            .catch_unwind()
+            .instrument(span);
+        tokio::select! {
+            biased;
+            outcome = &mut call => self.finish_method(&id, &name, outcome),
+            Ok(()) = &mut unblock_rx => {
+                // Unblocked: the rest runs beside the queue.
+                let session = self.clone();
+                self.hub.tasks.spawn(async move {
+                    let outcome = call.await;
+                    session.finish_method(&id, &name, outcome);
+                });
+            }
+            _ = self.ended.cancelled() => {}
+        }
+    }
+
+    fn finish_method(
+        &self,
+        id: &str,
+        name: &str,
+        outcome: Result<crate::services::registry::MethodResult, Box<dyn std::any::Any + Send>>,
+    ) {
+        let frame = match outcome {
+            Ok(Ok(value)) => {
+                self.hub.metrics.method_call(MethodOutcomeKind::Ok);
+                match &value {
+                    Some(v) => frames::result(id, MethodOutcome::Value(v)),
+                    None => frames::result(id, MethodOutcome::Nothing),
+                }
+            }
+            Ok(Err(err)) => {
+                let kind = match err {
+                    crate::services::ServiceError::Client(_) => MethodOutcomeKind::ClientError,
+                    crate::services::ServiceError::Internal(_) => MethodOutcomeKind::InternalError,
+                };
+                self.hub.metrics.method_call(kind);
+                let reply = error::for_service_error(err, name).into_reply();
+                frames::result(id, MethodOutcome::Error(&reply))
+            }
+            Err(_panic) => {
+                self.hub
+                    .metrics
+                    .method_call(MethodOutcomeKind::InternalError);
+                let reply = error::for_panic(name).into_reply();
+                frames::result(id, MethodOutcome::Error(&reply))
+            }
+        };
+        self.send(frame);
+        self.send(frames::updated(id));
+    }
+
+    async fn run_sub(self: &Arc<Self>, id: String, name: String, params: Vec<crate::model::Value>) {
+        let Some(handler) = self.hub.registry.find_publication(&name).cloned() else {
+            let err = MeteorError::new(404, format!("Subscription '{name}' not found"));
+            self.send(frames::nosub(Some(&id), Some(&err)));
+            return;
+        };
+        let id: Arc<str> = id.into();
+        let (key, stopped, user_id) = {
+            let mut state = self.lock();
+            if state.subs_by_id.contains_key(&id) {
+                // A live subscription id again (a reconnecting client re-sends): ignored.
+                return;
+            }
+            if state.subs.len() >= self.hub.config.max_subscriptions {
+                drop(state);
+                let err = MeteorError::new(
+                    "too-many-subscriptions",
+                    format!(
+                        "At most {} subscriptions per connection",
+                        self.hub.config.max_subscriptions
+                    ),
+                );
+                self.send(frames::nosub(Some(&id), Some(&err)));
+                return;
+            }
+            let key = self.next_sub_key.fetch_add(1, Ordering::Relaxed);
+            let stopped = self.ended.child_token();
+            state.subs.insert(
+                key,
+                SubEntry {
+                    id: id.clone(),
+                    ready_sent: false,
+                    stopped: stopped.clone(),
+                },
+            );
+            state.subs_by_id.insert(id.clone(), key);
+            (key, stopped, state.user_id.clone())
+        };
+        self.hub.metrics.subscription_delta(1);
+        let sub = Subscription::new(
+            id.clone(),
+            name.as_str().into(),
+            user_id,
+            self.id.clone(),
+            key,
+            self.sink.clone(),
+            stopped,
+        );
+        let span = tracing::debug_span!("sub", id = %id, name = %name);
+        let outcome = AssertUnwindSafe(handler(sub, params))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(Ok(Publish::Ready)) => self.sub_ready(key),
+            Ok(Ok(Publish::Manual)) => {}
+            Ok(Err(err)) => {
+                let reply = error::for_service_error(err, &name).into_reply();
+                self.stop_sub(key, Some(reply));
+            }
+            Err(_panic) => {
+                let reply = error::for_panic(&name).into_reply();
+                self.stop_sub(key, Some(reply));
+            }
+        }
+    }
+
+    fn unsub(&self, id: Option<String>) {
+        let key = id
+            .as_deref()
+            .and_then(|id| self.lock().subs_by_id.get(id).copied());
+        match key {
+            Some(key) => self.stop_sub(key, None),
+            None => self.send(frames::nosub(id.as_deref(), None)),
+        }
+    }
+
+    fn sub_ready(&self, key: SubKey) {
+        let mut state = self.lock();
+        let Some(entry) = state.subs.get_mut(&key) else {
+            return;
+        };
+        if entry.ready_sent {
+            return;
+        }
+        entry.ready_sent = true;
+        let frame = frames::ready(&[&entry.id]);
+        let pushed = self.push_all(vec![frame]);
+        drop(state);
+        if !pushed {
+            self.slow_consumer();
+        }
+    }
+
+    /// Ends one subscription: its documents leave the mergebox, then `nosub`.
+    fn stop_sub(&self, key: SubKey, error: Option<MeteorError>) {
+        let mut out = Vec::new();
+        let pushed = {
+            let mut state = self.lock();
+            let Some(entry) = state.subs.remove(&key) else {
+                return;
+            };
+            state.subs_by_id.remove(&entry.id);
+            entry.stopped.cancel();
+            state.mergebox.remove_subscription(key, &mut out);
+            out.push(frames::nosub(Some(&entry.id), error.as_ref()));
+            self.push_all(out)
+        };
+        self.hub.metrics.subscription_delta(-1);
+        if !pushed {
+            self.slow_consumer();
+        }
+    }
+
+    /// Ends the session: subscriptions stop (their publishers see `stopped()`), the queue
+    /// and heartbeat end, and the outbound queue is closed.
+    fn end(&self, reason: CloseReason) {
+        if self.ended.is_cancelled() {
+            return;
+        }
+        self.ended.cancel();
+        self.outbound.close(reason);
+        let state = std::mem::take(&mut *self.lock());
+        for entry in state.subs.values() {
+            entry.stopped.cancel();
+        }
+        self.hub
+            .metrics
+            .subscription_delta(-(state.subs.len() as i64));
+        self.hub.metrics.session_delta(-1);
+        tracing::debug!(session_id = %self.id, ?reason, "session ended");
+    }
+
+    /// Pings after a quiet interval; closes when the ping goes unanswered.
+    async fn run_heartbeat(session: Weak<Session>) {
+        let Some(s) = session.upgrade() else { return };
+        let (interval, timeout, ended) = (
+            s.hub.config.heartbeat_interval,
+            s.hub.config.heartbeat_timeout,
+            s.ended.clone(),
+        );
+        drop(s);
+        loop {
+            tokio::select! {
+                _ = ended.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let Some(s) = session.upgrade() else { return };
+            if s.outbound.check_stalled() {
+                s.slow_consumer();
+                return;
+            }
+            if s.seen_inbound.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            s.send(frames::ping());
+            drop(s);
+            tokio::select! {
+                _ = ended.cancelled() => return,
+                _ = tokio::time::sleep(timeout) => {}
+            }
+            let Some(s) = session.upgrade() else { return };
+            if !s.seen_inbound.load(Ordering::Relaxed) {
+                tracing::debug!(session_id = %s.id, "heartbeat timeout");
+                s.end(CloseReason::HeartbeatTimeout);
+                return;
+            }
+        }
+    }
+}
+
+impl PublicationSink for SinkRef {
+    fn added(&self, sub: SubKey, doc: Arc<SharedAdded>) {
+        let Some(s) = self.0.upgrade() else { return };
+        let mut out = Vec::with_capacity(1);
+        {
+            let mut state = s.lock();
+            if !state.subs.contains_key(&sub) {
+                return;
+            }
+            state.mergebox.added(sub, &doc, &mut out);
+            if !s.push_all(out) {
+                return;
+            }
+        }
+        s.slow_consumer();
+    }
+
+    fn changed(
+        &self,
+        sub: SubKey,
+        collection: &str,
+        id: &str,
+        fields: Document,
+        cleared: Vec<String>,
+    ) {
+        let Some(s) = self.0.upgrade() else { return };
+        let mut out = Vec::with_capacity(1);
+        {
+            let mut state = s.lock();
+            if !state.subs.contains_key(&sub) {
+                return;
+            }
+            state
+                .mergebox
+                .changed(sub, collection, id, fields, &cleared, &mut out);
+            if !s.push_all(out) {
+                return;
+            }
+        }
+        s.slow_consumer();
+    }
+
+    fn removed(&self, sub: SubKey, collection: &str, id: &str) {
+        let Some(s) = self.0.upgrade() else { return };
+        let mut out = Vec::with_capacity(1);
+        {
+            let mut state = s.lock();
+            if !state.subs.contains_key(&sub) {
+                return;
+            }
+            state.mergebox.removed(sub, collection, id, &mut out);
+            if !s.push_all(out) {
+                return;
+            }
+        }
+        s.slow_consumer();
+    }
+
+    fn ready(&self, sub: SubKey) {
+        if let Some(s) = self.0.upgrade() {
+            s.sub_ready(sub);
+        }
+    }
+
+    fn stop(&self, sub: SubKey, error: Option<MeteorError>) {
+        if let Some(s) = self.0.upgrade() {
+            s.stop_sub(sub, error);
+        }
+    }
+}
