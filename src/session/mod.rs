@@ -693,7 +693,7 @@ impl PublicationSink for SinkRef {
                 return;
             }
             state.mergebox.added(sub, &doc, &mut out);
-            if !s.push_all(out) {
+            if s.push_all(out) {
                 return;
             }
         }
@@ -718,7 +718,7 @@ impl PublicationSink for SinkRef {
             state
                 .mergebox
                 .changed(sub, collection, id, fields, &cleared, &mut out);
-            if !s.push_all(out) {
+            if s.push_all(out) {
                 return;
             }
         }
@@ -734,7 +734,7 @@ impl PublicationSink for SinkRef {
                 return;
             }
             state.mergebox.removed(sub, collection, id, &mut out);
-            if !s.push_all(out) {
+            if s.push_all(out) {
                 return;
             }
         }

@@ -1,0 +1,161 @@
+//! Test harness: the real server on 127.0.0.1:0 and a raw DDP client.
+#![allow(dead_code, unreachable_pub)]
+
+use comet::config::{Cli, Settings};
+use comet::session::Hub;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value as Json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/websocket", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and waits for its drain.
+    pub async fn shutdown(self) {
+        self.hub.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Settings for tests: test handlers on; `tweak` adjusts the rest.
+pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
+    let mut cli = Cli {
+        test_handlers: Some(true),
+        port: Some(0),
+        ..Cli::default()
+    };
+    tweak(&mut cli);
+    Settings::resolve(cli, false).expect("test settings are valid")
+}
+
+pub async fn spawn_server(settings: Settings) -> TestServer {
+    let registry = comet::app::build_registry(&settings);
+    let hub = Hub::new(registry, settings.session.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(comet::server::serve(
+        listener,
+        hub.clone(),
+        settings.server.clone(),
+    ));
+    TestServer { addr, hub, task }
+}
+
+pub async fn spawn_default() -> TestServer {
+    spawn_server(test_settings(|_| {})).await
+}
+
+pub struct DdpClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the client saw instead of a message.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    Message(Json),
+    Closed(Option<u16>),
+    Timeout,
+}
+
+impl DdpClient {
+    pub async fn open(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Self { ws }
+    }
+
+    /// Opens and completes the DDP handshake; returns the client and its session id.
+    pub async fn connect(server: &TestServer) -> (Self, String) {
+        let mut c = Self::open(&server.ws_url()).await;
+        c.send(serde_json::json!({"msg":"connect","version":"1","support":["1","pre2","pre1"]}))
+            .await;
+        let reply = c.recv().await;
+        assert_eq!(reply["msg"], "connected", "{reply}");
+        let session = reply["session"].as_str().unwrap().to_owned();
+        (c, session)
+    }
+
+    pub async fn send(&mut self, msg: Json) {
+        self.send_raw(&msg.to_string()).await;
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    pub async fn next(&mut self, within: Duration) -> Received {
+        loop {
+            match tokio::time::timeout(within, self.ws.next()).await {
+                Err(_) => return Received::Timeout,
+                Ok(None) => return Received::Closed(None),
+                Ok(Some(Err(_))) => return Received::Closed(None),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Received::Message(serde_json::from_str(&t).expect("server sends JSON"))
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next message; panics on close or after 5 s.
+    pub async fn recv(&mut self) -> Json {
+        match self.next(Duration::from_secs(5)).await {
+            Received::Message(m) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next message that is not a server ping.
+    pub async fn recv_data(&mut self) -> Json {
+        loop {
+            let m = self.recv().await;
+            if m["msg"] != "ping" {
+                return m;
+            }
+        }
+    }
+
+    pub async fn expect_silence(&mut self, within: Duration) {
+        match self.next(within).await {
+            Received::Timeout => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    pub async fn call(&mut self, id: &str, method: &str, params: Json) -> (Json, Json) {
+        self.send(serde_json::json!({"msg":"method","id":id,"method":method,"params":params}))
+            .await;
+        let a = self.recv_data().await;
+        let b = self.recv_data().await;
+        if a["msg"] == "result" {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+}
