@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond Rust: Debian's Chromium (browser tests) and the
+# compat-suite's Node packages (exactly as locked). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install-test-deps: need root for: $*" >&2; return 1; fi
+}
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "install-test-deps: installing Debian's chromium"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "install-test-deps: installing Debian's nodejs and npm"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
+(cd compat-suite && npm ci --no-audit --no-fund --loglevel=error)

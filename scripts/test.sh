@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, the Rust tests (unit, transcripts, integration,
+# property/fuzz smoke), then the compat-suite against the release binary.
+# Everything builds once, in the release profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets -- -D warnings
+echo "== cargo test (release)"
+cargo test --release --all-targets
+echo "== compat-suite"
+cargo build --release --bin comet
+(cd compat-suite && COMET_BIN="$PWD/../target/release/comet" npm test)
+echo "== all tests passed"
