@@ -159,3 +159,99 @@ impl DdpClient {
         }
     }
 }
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body_start = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+    let mut body = text[body_start..].to_owned();
+    if text[..body_start]
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some(nl) = s.find("\r\n") {
+        let Ok(len) = usize::from_str_radix(s[..nl].trim(), 16) else {
+            break;
+        };
+        if len == 0 {
+            break;
+        }
+        out.push_str(&s[nl + 2..nl + 2 + len]);
+        s = &s[nl + 2 + len + 2..];
+    }
+    out
+}
+
+/// Reads one Prometheus value from `/metrics`.
+pub async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
+    let (_, body) = http(server.addr, "GET", "/metrics", b"").await;
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("metric {line_prefix} missing in\n{body}"))
+}
+
+/// A WebSocket connection made by hand, for frames a well-behaved client cannot send.
+pub async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req =
+        "GET /websocket HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "upgrade answered");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    stream
+}
+
+/// A masked client frame.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [1u8, 2, 3, 4];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
