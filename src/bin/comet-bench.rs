@@ -1,1 +1,284 @@
-fn main() {}
+//! Load generator for comet and the Node peer: raw DDP frames over WebSockets, latency
+//! histograms, and the server's CPU and RSS read from `/proc`.
+//!
+//! `comet-bench idle  --url URL --pid PID --clients N --sub NAME [--hold-secs S]`
+//! `comet-bench echo  --url URL --pid PID --clients C --inflight W [--secs S] [--warmup-secs S]`
+//!
+//! Prints one JSON object per run on stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// `idle` or `echo`.
+    scenario: String,
+    #[arg(long, default_value = "ws://127.0.0.1:3000/websocket")]
+    url: String,
+    /// The server's process id (for CPU and RSS).
+    #[arg(long)]
+    pid: u32,
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    #[arg(long, default_value = "bench.empty")]
+    sub: String,
+    #[arg(long, default_value_t = 10)]
+    hold_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Source addresses 127.0.0.2.. to spread client ports over.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// Label printed with the result.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time of every thread of `pid`, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+async fn open(url: &str, source: IpAddr) -> Ws {
+    let rest = url.trim_start_matches("ws://");
+    let host_port = rest.split('/').next().unwrap();
+    let addr: SocketAddr = host_port.parse().expect("url with ip:port");
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.expect("tcp connect");
+    stream.set_nodelay(true).unwrap();
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .expect("websocket handshake");
+    ws
+}
+
+async fn recv_until(ws: &mut Ws, want: &str) {
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            if t.contains(want) {
+                return;
+            }
+            if t.contains("\"msg\":\"ping\"") {
+                let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+            }
+        }
+    }
+    panic!("connection closed while waiting for {want}");
+}
+
+const CONNECT: &str = r#"{"msg":"connect","version":"1","support":["1","pre2","pre1"]}"#;
+
+fn source(i: usize, n: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, 2 + (i % n.max(1) as usize) as u8])
+}
+
+async fn idle(args: &Args) -> serde_json::Value {
+    let rss_before = rss_kib(args.pid);
+    let cpu_before = cpu_ns(args.pid);
+    // Phase 1: handshakes, 256 at a time.
+    let started = Instant::now();
+    let mut sockets: Vec<Ws> = Vec::with_capacity(args.clients);
+    let mut pending = futures_util::stream::iter((0..args.clients).map(|i| {
+        let url = args.url.clone();
+        let src = source(i, args.sources);
+        async move {
+            let mut ws = open(&url, src).await;
+            ws.send(Message::text(CONNECT)).await.unwrap();
+            recv_until(&mut ws, "\"connected\"").await;
+            ws
+        }
+    }))
+    .buffer_unordered(256);
+    while let Some(ws) = pending.next().await {
+        sockets.push(ws);
+    }
+    let handshake_secs = started.elapsed().as_secs_f64();
+    // Phase 2: one subscription each.
+    let sub_started = Instant::now();
+    let sub_name = args.sub.clone();
+    let mut subscribed = futures_util::stream::iter(sockets.into_iter().map(|mut ws| {
+        let msg = format!(r#"{{"msg":"sub","id":"s","name":"{sub_name}"}}"#);
+        async move {
+            ws.send(Message::text(msg)).await.unwrap();
+            recv_until(&mut ws, "\"ready\"").await;
+            ws
+        }
+    }))
+    .buffer_unordered(256);
+    let mut sockets = Vec::with_capacity(args.clients);
+    while let Some(ws) = subscribed.next().await {
+        sockets.push(ws);
+    }
+    let sub_secs = sub_started.elapsed().as_secs_f64();
+    // Phase 3: hold, answering pings, sampling RSS at 2 Hz.
+    let alive = Rc::new(RefCell::new(0usize));
+    let local = tokio::task::LocalSet::new();
+    for mut ws in sockets {
+        let alive = alive.clone();
+        *alive.borrow_mut() += 1;
+        local.spawn_local(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    if t.contains("\"msg\":\"ping\"") && ws.send(Message::text(r#"{"msg":"pong"}"#)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            *alive.borrow_mut() -= 1;
+        });
+    }
+    let hold = Duration::from_secs(args.hold_secs);
+    let cpu_hold_start = cpu_ns(args.pid);
+    let samples = local
+        .run_until(async {
+            let mut samples = Vec::new();
+            let t = Instant::now();
+            while t.elapsed() < hold {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                samples.push(rss_kib(args.pid));
+            }
+            samples
+        })
+        .await;
+    let cpu_hold = cpu_ns(args.pid) - cpu_hold_start;
+    let mut late: Vec<u64> = samples[samples.len() / 2..].to_vec();
+    late.sort_unstable();
+    let rss_held = late.get(late.len() / 2).copied().unwrap_or(0);
+    let still_open = *alive.borrow();
+    serde_json::json!({
+        "scenario": "idle", "label": args.label, "clients": args.clients, "sub": args.sub,
+        "rss_before_kib": rss_before, "rss_held_kib": rss_held,
+        "rss_per_session_bytes": ((rss_held.saturating_sub(rss_before)) * 1024) as f64 / args.clients as f64,
+        "handshakes_per_sec": args.clients as f64 / handshake_secs,
+        "subs_ready_per_sec": args.clients as f64 / sub_secs,
+        "server_cpu_ms_setup": (cpu_hold_start - cpu_before) as f64 / 1e6,
+        "server_cpu_pct_idle": cpu_hold as f64 / hold.as_nanos() as f64 * 100.0,
+        "still_open": still_open,
+    })
+}
+
+async fn echo(args: &Args) -> serde_json::Value {
+    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let measuring = Rc::new(RefCell::new(false));
+    let done = Rc::new(RefCell::new(0u64));
+    let stop = Rc::new(RefCell::new(false));
+    let local = tokio::task::LocalSet::new();
+    let payload = r#"{"text":"hello world","n":12345,"at":{"$date":1700000000000}}"#;
+    for i in 0..args.clients {
+        let url = args.url.clone();
+        let src = source(i, args.sources);
+        let (histogram, measuring, done, stop) = (histogram.clone(), measuring.clone(), done.clone(), stop.clone());
+        let inflight = args.inflight;
+        local.spawn_local(async move {
+            let mut ws = open(&url, src).await;
+            ws.send(Message::text(CONNECT)).await.unwrap();
+            recv_until(&mut ws, "\"connected\"").await;
+            let (mut tx, mut rx) = ws.split();
+            let mut sent_at: VecDeque<Instant> = VecDeque::new();
+            let mut next_id = 0u64;
+            let call = |id: u64| format!(r#"{{"msg":"method","id":"{id}","method":"echo","params":[{payload}]}}"#);
+            for _ in 0..inflight {
+                sent_at.push_back(Instant::now());
+                tx.feed(Message::text(call(next_id))).await.unwrap();
+                next_id += 1;
+            }
+            tx.flush().await.unwrap();
+            while let Some(Ok(m)) = rx.next().await {
+                let Message::Text(t) = m else { continue };
+                if t.starts_with(r#"{"msg":"result""#) {
+                    let t0 = sent_at.pop_front().unwrap();
+                    if *measuring.borrow() {
+                        let _ = histogram.borrow_mut().record(t0.elapsed().as_nanos() as u64 / 100);
+                        *done.borrow_mut() += 1;
+                    }
+                    if *stop.borrow() {
+                        if sent_at.is_empty() { break; }
+                        continue;
+                    }
+                    sent_at.push_back(Instant::now());
+                    if tx.send(Message::text(call(next_id))).await.is_err() { break; }
+                    next_id += 1;
+                } else if t.contains("\"msg\":\"ping\"") {
+                    let _ = tx.send(Message::text(r#"{"msg":"pong"}"#)).await;
+                }
+            }
+        });
+    }
+    let secs = args.secs;
+    let warmup = args.warmup_secs;
+    let pid = args.pid;
+    let (elapsed, cpu) = local
+        .run_until(async {
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            *measuring.borrow_mut() = true;
+            let cpu0 = cpu_ns(pid);
+            let t0 = Instant::now();
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            *measuring.borrow_mut() = false;
+            let r = (t0.elapsed(), cpu_ns(pid) - cpu0);
+            *stop.borrow_mut() = true;
+            r
+        })
+        .await;
+    let h = histogram.borrow();
+    let calls = *done.borrow();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 10_000.0;
+    serde_json::json!({
+        "scenario": "echo", "label": args.label, "clients": args.clients, "inflight": args.inflight,
+        "calls": calls, "calls_per_sec": calls as f64 / elapsed.as_secs_f64(),
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "server_cpu_us_per_call": if calls > 0 { cpu as f64 / 1e3 / calls as f64 } else { 0.0 },
+        "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,
+        "rss_kib": rss_kib(pid),
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let result = runtime.block_on(async {
+        match args.scenario.as_str() {
+            "idle" => idle(&args).await,
+            "echo" => echo(&args).await,
+            other => {
+                eprintln!("unknown scenario {other}; use idle or echo");
+                std::process::exit(2);
+            }
+        }
+    });
+    println!("{result}");
+}

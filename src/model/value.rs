@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// An ordered document: insertion order is kept, as Meteor and MongoDB keep it.
-pub type Document = IndexMap<String, Value>;
+pub type Document = IndexMap<String, Value, foldhash::fast::RandomState>;
 
 /// A 12-byte MongoDB ObjectId.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -232,7 +232,7 @@ fn decode(json: serde_json::Value, depth: usize) -> Result<Value, EjsonError> {
                     return Ok(v);
                 }
             }
-            let mut doc = Document::with_capacity(map.len());
+            let mut doc = Document::with_capacity_and_hasher(map.len(), Default::default());
             for (k, v) in map {
                 doc.insert(k, decode(v, depth + 1)?);
             }
@@ -295,7 +295,7 @@ fn decode_special(
             let serde_json::Value::Object(inner) = v else {
                 return Err(EjsonError::InvalidValue("$escape"));
             };
-            let mut doc = Document::with_capacity(inner.len());
+            let mut doc = Document::with_capacity_and_hasher(inner.len(), Default::default());
             for (k, v) in inner {
                 doc.insert(k.clone(), decode(v.clone(), depth + 1)?);
             }

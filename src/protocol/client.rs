@@ -173,14 +173,16 @@ fn take_string(obj: &mut serde_json::Map<String, serde_json::Value>, key: &str) 
     }
 }
 
-/// Decodes `params` as EJSON, leaving a plain-JSON copy behind for `offendingMessage`.
+/// Decodes `params` as EJSON.
 fn take_params(
     obj: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<Value>, DecodeError> {
-    match obj.get("params") {
+    // Taken, not copied: a message that decodes never needs its params again, and
+    // "Parse error" carries no offendingMessage.
+    match obj.remove("params") {
         Some(serde_json::Value::Array(items)) => Ok(items
-            .iter()
-            .map(|v| Value::from_json(v.clone()))
+            .into_iter()
+            .map(Value::from_json)
             .collect::<Result<_, _>>()?),
         _ => Ok(Vec::new()),
     }

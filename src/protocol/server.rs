@@ -243,14 +243,14 @@ mod tests {
     #[test]
     fn data_frames_leave_out_empty_members() {
         assert_eq!(
-            added("c", "x", &Document::new()).as_str(),
+            added("c", "x", &Document::default()).as_str(),
             r#"{"msg":"added","collection":"c","id":"x"}"#
         );
         assert_eq!(
             changed("c", "x", std::iter::empty(), &["f"]).as_str(),
             r#"{"msg":"changed","collection":"c","id":"x","cleared":["f"]}"#
         );
-        let mut doc = Document::new();
+        let mut doc = Document::default();
         doc.insert("_id".into(), Value::from("x"));
         doc.insert("a".into(), Value::Date(0.0));
         assert_eq!(

@@ -49,7 +49,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 2048,
             ws_write_buffer_bytes: 8192,
             sockjs_enabled: true,
             sockjs_heartbeat: Duration::from_secs(45),

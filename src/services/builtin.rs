@@ -2,7 +2,8 @@
 //! handlers that exist only when configuration asks for them.
 
 use super::error::ServiceError;
-use super::registry::{Publish, Registry};
+use super::registry::{Publish, Registry, SharedAdded};
+use std::sync::{Arc, OnceLock};
 use crate::model::{Document, MeteorError, Value};
 use std::time::Duration;
 
@@ -16,6 +17,21 @@ pub fn register_meteor_defaults(registry: &mut Registry) {
     registry.publication("meteor_autoupdate_clientVersions", |_sub, _params| async {
         Ok(Publish::Ready)
     });
+}
+
+/// Fifty documents shared by every `bench.docs` subscriber: stored once, serialized once.
+fn bench_docs() -> &'static [Arc<SharedAdded>] {
+    static DOCS: OnceLock<Vec<Arc<SharedAdded>>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        (0..50)
+            .map(|i| {
+                let mut fields = Document::default();
+                fields.insert("n".into(), Value::Number(f64::from(i)));
+                fields.insert("text".into(), "hello world, this is a document".into());
+                SharedAdded::new("docs".into(), format!("d{i}").into(), Arc::new(fields))
+            })
+            .collect()
+    })
 }
 
 fn doc_of(value: &Value) -> Result<Document, ServiceError> {
@@ -106,7 +122,7 @@ pub fn register_test_handlers(registry: &mut Registry) {
     });
     registry.publication("test.docs", |sub, _params| async move {
         for (id, title) in [("x1", "first"), ("x2", "second")] {
-            let mut fields = Document::new();
+            let mut fields = Document::default();
             fields.insert("title".into(), title.into());
             sub.added("tasks", &id.into(), fields)?;
         }
@@ -119,17 +135,17 @@ pub fn register_test_handlers(registry: &mut Registry) {
         Err(MeteorError::new("denied", "no").into())
     });
     registry.publication("test.stopAfterAdd", |sub, _params| async move {
-        sub.added("tasks", &"x1".into(), Document::new())?;
+        sub.added("tasks", &"x1".into(), Document::default())?;
         sub.stop();
         Ok(Publish::Manual)
     });
     // Adds `x` with `f`, then clears `f`, then sends a change with no effect.
     registry.publication("test.clear", |sub, _params| async move {
-        let mut fields = Document::new();
+        let mut fields = Document::default();
         fields.insert("f".into(), Value::Number(1.0));
         sub.added("c", &"x".into(), fields.clone())?;
-        sub.changed("c", &"x".into(), Document::new(), vec!["f".into()])?;
-        sub.changed("c", &"x".into(), Document::new(), vec!["f".into()])?;
+        sub.changed("c", &"x".into(), Document::default(), vec!["f".into()])?;
+        sub.changed("c", &"x".into(), Document::default(), vec!["f".into()])?;
         Ok(Publish::Ready)
     });
     registry.publication("test.never", |_sub, _params| async { Ok(Publish::Manual) });
@@ -140,7 +156,7 @@ pub fn register_test_handlers(registry: &mut Registry) {
             .and_then(Value::as_f64)
             .unwrap_or(100.0)
             .max(1.0);
-        sub.added("counter", &"t".into(), Document::new())?;
+        sub.added("counter", &"t".into(), Document::default())?;
         let handle = sub.clone();
         tokio::spawn(async move {
             let mut n = 0.0;
@@ -150,7 +166,7 @@ pub fn register_test_handlers(registry: &mut Registry) {
                     _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => {}
                 }
                 n += 1.0;
-                let mut fields = Document::new();
+                let mut fields = Document::default();
                 fields.insert("n".into(), Value::Number(n));
                 if handle
                     .changed("counter", &"t".into(), fields, vec![])
@@ -160,6 +176,14 @@ pub fn register_test_handlers(registry: &mut Registry) {
                 }
             }
         });
+        Ok(Publish::Ready)
+    });
+    // Benchmark publications (the Node peer serves the same two).
+    registry.publication("bench.empty", |_sub, _params| async { Ok(Publish::Ready) });
+    registry.publication("bench.docs", |sub, _params| async move {
+        for doc in bench_docs() {
+            sub.added_shared(doc.clone());
+        }
         Ok(Publish::Ready)
     });
     // `test.flood(count, size)`: publishes `count` documents of `size` bytes each.
@@ -176,7 +200,7 @@ pub fn register_test_handlers(registry: &mut Registry) {
             .clamp(0.0, 1e6) as usize;
         let payload = "x".repeat(size);
         for i in 0..count {
-            let mut fields = Document::new();
+            let mut fields = Document::default();
             fields.insert("p".into(), payload.as_str().into());
             sub.added("flood", &Value::String(format!("d{i}")), fields)?;
             if sub.is_stopped() {

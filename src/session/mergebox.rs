@@ -12,6 +12,9 @@ use crate::protocol::Frame;
 use crate::services::registry::{SharedAdded, SubKey};
 use indexmap::IndexMap;
 use std::collections::HashMap;
+
+/// Hash maps keyed by client-chosen strings: fast, and seeded per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// One document as this session's client sees it.
@@ -25,7 +28,7 @@ enum DocView {
 
 struct MergedDoc {
     holders: Vec<SubKey>,
-    fields: IndexMap<String, Vec<(SubKey, Value)>>,
+    fields: IndexMap<String, Vec<(SubKey, Value)>, foldhash::fast::RandomState>,
 }
 
 impl MergedDoc {
@@ -116,7 +119,7 @@ impl Change {
 /// The mergebox of one session.
 #[derive(Default)]
 pub struct Mergebox {
-    collections: HashMap<Arc<str>, HashMap<Arc<str>, DocView>>,
+    collections: FastMap<Arc<str>, FastMap<Arc<str>, DocView>>,
 }
 
 impl Mergebox {
@@ -126,7 +129,7 @@ impl Mergebox {
 
     /// Number of documents the client holds (all collections).
     pub fn document_count(&self) -> usize {
-        self.collections.values().map(HashMap::len).sum()
+        self.collections.values().map(FastMap::len).sum()
     }
 
     /// A subscription publishes a document.
@@ -429,7 +432,7 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
-        mb.changed(1, "c", "x", Document::new(), &["f".into()], &mut out);
+        mb.changed(1, "c", "x", Document::default(), &["f".into()], &mut out);
         assert_eq!(
             out[0].as_str(),
             r#"{"msg":"changed","collection":"c","id":"x","cleared":["f"]}"#

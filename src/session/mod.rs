@@ -32,7 +32,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -278,7 +278,10 @@ pub struct Session {
     hub: Arc<Hub>,
     outbound: Arc<Outbound>,
     state: Mutex<SessionState>,
-    inbox: mpsc::UnboundedSender<Work>,
+    /// Messages waiting to run. A plain queue rather than a channel: an idle session then
+    /// holds no preallocated slots.
+    inbox: Mutex<std::collections::VecDeque<Work>>,
+    inbox_ready: tokio::sync::Notify,
     queued_messages: AtomicUsize,
     queued_methods: AtomicUsize,
     seen_inbound: AtomicBool,
@@ -293,7 +296,6 @@ struct SinkRef(Weak<Session>);
 
 impl Session {
     fn start(hub: Arc<Hub>, outbound: Arc<Outbound>, version: Version) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
         let id: Arc<str> = crate::model::random::random_id().into();
         let session = Arc::new_cyclic(|weak| Session {
             id: id.clone(),
@@ -301,7 +303,8 @@ impl Session {
             hub: hub.clone(),
             outbound,
             state: Mutex::new(SessionState::default()),
-            inbox: tx,
+            inbox: Mutex::new(std::collections::VecDeque::new()),
+            inbox_ready: tokio::sync::Notify::new(),
             queued_messages: AtomicUsize::new(0),
             queued_methods: AtomicUsize::new(0),
             seen_inbound: AtomicBool::new(false),
@@ -314,7 +317,7 @@ impl Session {
         let span = tracing::debug_span!("session", session_id = %id);
         tracing::debug!(parent: &span, ?version, "session started");
         hub.tasks
-            .spawn(Session::run_queue(session.clone(), rx).instrument(span.clone()));
+            .spawn(Session::run_queue(session.clone()).instrument(span.clone()));
         if version != Version::Pre1 && !hub.config.heartbeat_interval.is_zero() {
             hub.tasks
                 .spawn(Session::run_heartbeat(Arc::downgrade(&session)).instrument(span));
@@ -410,19 +413,35 @@ impl Session {
             self.end(CloseReason::Flood);
             return;
         }
-        if self.inbox.send(work).is_err() {
-            tracing::debug!("message after session end dropped");
-        }
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(work);
+        self.inbox_ready.notify_one();
     }
 
     /// Runs queued messages one at a time, in arrival order.
-    async fn run_queue(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Work>) {
+    async fn run_queue(self: Arc<Self>) {
         loop {
-            let work = tokio::select! {
-                biased;
-                _ = self.ended.cancelled() => break,
-                work = inbox.recv() => match work { Some(w) => w, None => break },
+            let notified = self.inbox_ready.notified();
+            let next = self
+                .inbox
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let work = match next {
+                Some(work) => work,
+                None => {
+                    tokio::select! {
+                        biased;
+                        _ = self.ended.cancelled() => break,
+                        _ = notified => continue,
+                    }
+                }
             };
+            if self.ended.is_cancelled() {
+                break;
+            }
             self.queued_messages.fetch_sub(1, Ordering::Relaxed);
             match work {
                 Work::Method {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: comet and the Node peer (mongodb-livedata-server, Meteor's ddp-server)
+# on this machine. Each server is pinned to core 0 (comet with one worker thread), the Rust load
+# generator to core 1. Every scenario runs RUNS times on a fresh server; the median is reported.
+#
+#   bench/run.sh            # S1 idle sessions and S2 method round trips
+#   RUNS=5 bench/run.sh     # more runs
+#   SCENARIOS="echo" bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+SCENARIOS=${SCENARIOS:-"idle echo"}
+OUT=bench/out/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+
+cargo build --release --bins >/dev/null
+(cd bench/peer && npm ci --no-audit --no-fund --loglevel=error)
+ulimit -n "$(ulimit -Hn)"
+
+PORT_COMET=3901
+PORT_PEER=4001
+SERVER_PID=
+
+start_server() {
+  case "$1" in
+    comet)
+      COMET_TEST_HANDLERS=1 PORT=$PORT_COMET BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
+        taskset -c 0 target/release/comet 2>>"$OUT/comet.log" &
+      SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
+    peer)
+      PORT=$PORT_PEER taskset -c 0 node bench/peer/server.js 2>>"$OUT/peer.log" &
+      SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_PEER/websocket ;;
+  esac
+  for _ in $(seq 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"${URL##*:}") 2>/dev/null; then break; fi
+    URLPORT=${URL#ws://127.0.0.1:}; URLPORT=${URLPORT%%/*}
+    (exec 3<>/dev/tcp/127.0.0.1/"$URLPORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep 1
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+run() { # server label args...
+  local server=$1 label=$2; shift 2
+  for r in $(seq "$RUNS"); do
+    start_server "$server"
+    taskset -c 1 target/release/comet-bench "$@" --url "$URL" --pid "$SERVER_PID" --label "$server/$label" \
+      | tee -a "$OUT/results.jsonl"
+    stop_server
+  done
+}
+
+for scenario in $SCENARIOS; do
+  case $scenario in
+    idle)
+      for n in 1000 5000 10000; do
+        for server in comet peer; do
+          run $server "S1 idle $n" idle --clients $n --sub bench.empty --hold-secs 10
+        done
+      done
+      for server in comet peer; do
+        run $server "S1 idle 1000 50 docs" idle --clients 1000 --sub bench.docs --hold-secs 10
+      done ;;
+    echo)
+      for cw in "1 1" "10 10" "100 1" "100 10"; do
+        set -- $cw
+        for server in comet peer; do
+          run $server "S2 echo ${1}x${2}" echo --clients "$1" --inflight "$2" --secs 10 --warmup-secs 3
+        done
+      done ;;
+  esac
+done
+
+python3 bench/summarize.py "$OUT/results.jsonl" | tee "$OUT/summary.md"

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Medians of benchmark runs, comet beside the Node peer, with their ratio."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+METRICS = {
+    "idle": [("rss_per_session_bytes", "B RSS/session", False), ("handshakes_per_sec", "handshakes/s", True),
+             ("server_cpu_pct_idle", "% CPU idle", False)],
+    "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
+             ("server_cpu_us_per_call", "µs CPU/call", False)],
+}
+
+runs = defaultdict(list)
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    server, label = r["label"].split("/", 1)
+    runs[(label, r["scenario"], server)].append(r)
+
+labels = []
+for (label, scenario, _server) in runs:
+    if (label, scenario) not in labels:
+        labels.append((label, scenario))
+
+print("| scenario | metric | comet (median, spread) | peer (median, spread) | comet advantage |")
+print("|---|---|---|---|---|")
+for label, scenario in labels:
+    for key, name, higher_better in METRICS[scenario]:
+        cell = {}
+        med = {}
+        for server in ("comet", "peer"):
+            values = [r[key] for r in runs.get((label, scenario, server), [])]
+            if values:
+                med[server] = statistics.median(values)
+                cell[server] = f"{med[server]:.4g} ({min(values):.4g}–{max(values):.4g}, n={len(values)})"
+            else:
+                cell[server] = "–"
+        ratio = "–"
+        if "comet" in med and "peer" in med and med["comet"] and med["peer"]:
+            x = med["comet"] / med["peer"] if higher_better else med["peer"] / med["comet"]
+            ratio = f"{x:.2f}x"
+        print(f"| {label} | {name} | {cell['comet']} | {cell['peer']} | {ratio} |")
