@@ -206,23 +206,3 @@ where
     sink.flush().await
 }
 
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_future_sizes() {
-        fn size<F: std::future::Future>(_: &F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        let (a, _b) = tokio::io::duplex(64);
-        let hub = crate::session::Hub::new(Default::default(), Default::default());
-        let config = std::sync::Arc::new(super::ServerConfig::default());
-        let _ = (a, hub, config);
-        let ws_stream_size = std::mem::size_of::<
-            tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
-        >();
-        let conn = std::mem::size_of::<crate::session::Connection>();
-        let session = std::mem::size_of::<crate::session::Session>();
-        let _ = size(&async {});
-        eprintln!("ws stream {ws_stream_size} connection {conn} session {session}");
-    }
-}
