@@ -1,5 +1,7 @@
 //! Bad input and misbehaving clients: each gets a clear answer, and the server keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{DdpClient, Received};

@@ -2,6 +2,8 @@
 //! the client-frame and EJSON decoders never panic on any input, EJSON round-trips, and the
 //! mergebox's frames always rebuild exactly the view Meteor's merge rules define.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)] // test code: a failed unwrap is a failed test
+
 use comet::model::{Document, Value};
 use comet::protocol::decode_client_frame;
 use comet::services::registry::SharedAdded;

@@ -7,6 +7,8 @@
 //! `"$CAPTURE:name"` (remember the value), `"$SAME:name"`, `"$DIFFERENT:name"` (must differ from it).
 //! Server pings are skipped unless a ping is expected.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{DdpClient, Received};

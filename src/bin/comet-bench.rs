@@ -10,10 +10,10 @@
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -63,11 +63,17 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// CPU time of every thread of `pid`, in nanoseconds.
 fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
     tasks
         .filter_map(|t| t.ok())
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .sum()
 }
 
@@ -79,7 +85,9 @@ async fn open(url: &str, source: IpAddr) -> Ws {
     socket.bind(SocketAddr::new(source, 0)).unwrap();
     let stream = socket.connect(addr).await.expect("tcp connect");
     stream.set_nodelay(true).unwrap();
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .expect("websocket handshake");
@@ -153,7 +161,9 @@ async fn idle(args: &Args) -> serde_json::Value {
         local.spawn_local(async move {
             while let Some(Ok(m)) = ws.next().await {
                 if let Message::Text(t) = m {
-                    if t.contains("\"msg\":\"ping\"") && ws.send(Message::text(r#"{"msg":"pong"}"#)).await.is_err() {
+                    if t.contains("\"msg\":\"ping\"")
+                        && ws.send(Message::text(r#"{"msg":"pong"}"#)).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -192,7 +202,9 @@ async fn idle(args: &Args) -> serde_json::Value {
 }
 
 async fn echo(args: &Args) -> serde_json::Value {
-    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let histogram = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let measuring = Rc::new(RefCell::new(false));
     let done = Rc::new(RefCell::new(0u64));
     let stop = Rc::new(RefCell::new(false));
@@ -201,7 +213,12 @@ async fn echo(args: &Args) -> serde_json::Value {
     for i in 0..args.clients {
         let url = args.url.clone();
         let src = source(i, args.sources);
-        let (histogram, measuring, done, stop) = (histogram.clone(), measuring.clone(), done.clone(), stop.clone());
+        let (histogram, measuring, done, stop) = (
+            histogram.clone(),
+            measuring.clone(),
+            done.clone(),
+            stop.clone(),
+        );
         let inflight = args.inflight;
         local.spawn_local(async move {
             let mut ws = open(&url, src).await;
@@ -210,7 +227,9 @@ async fn echo(args: &Args) -> serde_json::Value {
             let (mut tx, mut rx) = ws.split();
             let mut sent_at: VecDeque<Instant> = VecDeque::new();
             let mut next_id = 0u64;
-            let call = |id: u64| format!(r#"{{"msg":"method","id":"{id}","method":"echo","params":[{payload}]}}"#);
+            let call = |id: u64| {
+                format!(r#"{{"msg":"method","id":"{id}","method":"echo","params":[{payload}]}}"#)
+            };
             for _ in 0..inflight {
                 sent_at.push_back(Instant::now());
                 tx.feed(Message::text(call(next_id))).await.unwrap();
@@ -222,15 +241,21 @@ async fn echo(args: &Args) -> serde_json::Value {
                 if t.starts_with(r#"{"msg":"result""#) {
                     let t0 = sent_at.pop_front().unwrap();
                     if *measuring.borrow() {
-                        let _ = histogram.borrow_mut().record(t0.elapsed().as_nanos() as u64 / 100);
+                        let _ = histogram
+                            .borrow_mut()
+                            .record(t0.elapsed().as_nanos() as u64 / 100);
                         *done.borrow_mut() += 1;
                     }
                     if *stop.borrow() {
-                        if sent_at.is_empty() { break; }
+                        if sent_at.is_empty() {
+                            break;
+                        }
                         continue;
                     }
                     sent_at.push_back(Instant::now());
-                    if tx.send(Message::text(call(next_id))).await.is_err() { break; }
+                    if tx.send(Message::text(call(next_id))).await.is_err() {
+                        break;
+                    }
                     next_id += 1;
                 } else if t.contains("\"msg\":\"ping\"") {
                     let _ = tx.send(Message::text(r#"{"msg":"pong"}"#)).await;
@@ -269,7 +294,10 @@ async fn echo(args: &Args) -> serde_json::Value {
 
 fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let result = runtime.block_on(async {
         match args.scenario.as_str() {
             "idle" => idle(&args).await,

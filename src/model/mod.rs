@@ -4,6 +4,7 @@
 
 pub mod id;
 pub mod meteor_error;
+pub mod query;
 pub mod random;
 pub mod value;
 

@@ -205,4 +205,3 @@ where
     }
     sink.flush().await
 }
-

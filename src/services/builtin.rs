@@ -3,8 +3,8 @@
 
 use super::error::ServiceError;
 use super::registry::{Publish, Registry, SharedAdded};
-use std::sync::{Arc, OnceLock};
 use crate::model::{Document, MeteorError, Value};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// `meteor.loginServiceConfiguration` and `meteor_autoupdate_clientVersions`: both ready with

@@ -429,14 +429,11 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop_front();
-            let work = match next {
-                Some(work) => work,
-                None => {
-                    tokio::select! {
-                        biased;
-                        _ = self.ended.cancelled() => break,
-                        _ = notified => continue,
-                    }
+            let Some(work) = next else {
+                tokio::select! {
+                    biased;
+                    _ = self.ended.cancelled() => break,
+                    _ = notified => continue,
                 }
             };
             if self.ended.is_cancelled() {

@@ -1,0 +1,141 @@
+//! MongoDB's ordering and equality of values across types.
+
+use crate::model::Value;
+use std::cmp::Ordering;
+
+/// BSON's canonical type order: null < numbers < strings < objects < arrays < binary <
+/// ObjectId < booleans < dates < regular expressions.
+pub fn type_rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 2,
+        Value::Number(_) | Value::Decimal(_) => 3,
+        Value::String(_) => 4,
+        Value::Object(_) => 5,
+        Value::Array(_) => 6,
+        Value::Binary(_) => 7,
+        Value::ObjectId(_) => 8,
+        Value::Bool(_) => 9,
+        Value::Date(_) => 10,
+        Value::Regex { .. } => 12,
+    }
+}
+
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => *n,
+        Value::Decimal(text) => text.parse().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    }
+}
+
+/// Total order of two values (MongoDB's comparison for sorting and range queries).
+pub fn compare(a: &Value, b: &Value) -> Ordering {
+    let (ra, rb) = (type_rank(a), type_rank(b));
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Object(x), Value::Object(y)) => {
+            for ((kx, vx), (ky, vy)) in x.iter().zip(y.iter()) {
+                let by_type = type_rank(vx).cmp(&type_rank(vy));
+                if by_type != Ordering::Equal {
+                    return by_type;
+                }
+                let by_key = kx.as_bytes().cmp(ky.as_bytes());
+                if by_key != Ordering::Equal {
+                    return by_key;
+                }
+                let by_value = compare(vx, vy);
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for (vx, vy) in x.iter().zip(y.iter()) {
+                let c = compare(vx, vy);
+                if c != Ordering::Equal {
+                    return c;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Value::Binary(x), Value::Binary(y)) => x.len().cmp(&y.len()).then_with(|| x.cmp(y)),
+        (Value::ObjectId(x), Value::ObjectId(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Date(x), Value::Date(y)) => x.total_cmp(y),
+        (
+            Value::Regex {
+                pattern: p1,
+                flags: f1,
+            },
+            Value::Regex {
+                pattern: p2,
+                flags: f2,
+            },
+        ) => p1.cmp(p2).then_with(|| f1.cmp(f2)),
+        (Value::Null, Value::Null) => Ordering::Equal,
+        _ => {
+            // Numbers: NaN sorts below every other number, as in MongoDB.
+            let (x, y) = (number(a), number(b));
+            match (x.is_nan(), y.is_nan()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Less,
+                (false, true) => Ordering::Greater,
+                _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+            }
+        }
+    }
+}
+
+/// MongoDB equality: like [`compare`] giving `Equal`, so embedded documents must have the
+/// same fields in the same order, and `1` equals `1.0`.
+pub fn equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|((kx, vx), (ky, vy))| kx == ky && equal(vx, vy))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(vx, vy)| equal(vx, vy))
+        }
+        _ => type_rank(a) == type_rank(b) && compare(a, b) == Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjectId;
+
+    #[test]
+    fn types_order_as_bson_does() {
+        let ordered = [
+            Value::Null,
+            Value::Number(-5.0),
+            Value::Number(3.0),
+            Value::from("a"),
+            Value::from("b"),
+            Value::Object(Default::default()),
+            Value::Array(vec![]),
+            Value::Binary(vec![1]),
+            Value::ObjectId(ObjectId([0; 12])),
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Date(0.0),
+        ];
+        for w in ordered.windows(2) {
+            assert_eq!(
+                compare(&w[0], &w[1]),
+                Ordering::Less,
+                "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+}
