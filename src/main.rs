@@ -18,11 +18,18 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(settings.log_json);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker means one thread: the current-thread scheduler does the same work without
+    // the cross-thread wake-ups of the multi-thread one.
+    let mut builder = match settings.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = settings.worker_threads {
-        builder.worker_threads(n);
-    }
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(err) => {
