@@ -32,10 +32,18 @@ async fn acknowledged_writes_survive_sigkill_and_resume_is_exact() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("comet-durability-{}", comet::model::random::random_id()));
+    let dir = std::env::temp_dir().join(format!(
+        "comet-durability-{}",
+        comet::model::random::random_id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "durability_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "durability_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -71,9 +79,15 @@ async fn acknowledged_writes_survive_sigkill_and_resume_is_exact() {
     let token = acked[199].0;
     let replay = store.changes_since(token).await.unwrap();
     let seqs: Vec<u64> = replay.iter().map(|e| e.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gap or duplicate in {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap or duplicate in {seqs:?}"
+    );
     assert_eq!(seqs.first(), Some(&(token + 1)));
-    assert!(seqs.len() >= 200, "at least the acknowledged changes after the token");
+    assert!(
+        seqs.len() >= 200,
+        "at least the acknowledged changes after the token"
+    );
     for (seq, id) in &acked[200..] {
         let e = replay.iter().find(|e| e.seq == *seq).unwrap();
         assert_eq!(e.id, Some(Value::String(id.clone())));

@@ -4,11 +4,11 @@
 //! sessions merge or send data: a [`Subscription`] only forwards to a [`PublicationSink`].
 
 use super::error::ServiceError;
-use crate::model::{Document, MeteorError, SharedDocument, Value};
+use crate::model::{Document, MeteorError, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -132,28 +132,7 @@ impl MethodContext {
 /// (or after the same id is reused) no longer reaches the session.
 pub type SubKey = u64;
 
-/// A document addition whose wire frame is built once and shared by every session that
-/// emits it unchanged.
-#[derive(Debug)]
-pub struct SharedAdded {
-    pub collection: Arc<str>,
-    /// The DDP wire id.
-    pub id: Arc<str>,
-    pub fields: SharedDocument,
-    /// The serialized `added` frame, built by the first session that needs it.
-    pub frame: OnceLock<bytes::Bytes>,
-}
-
-impl SharedAdded {
-    pub fn new(collection: Arc<str>, id: Arc<str>, fields: SharedDocument) -> Arc<Self> {
-        Arc::new(Self {
-            collection,
-            id,
-            fields,
-            frame: OnceLock::new(),
-        })
-    }
-}
+pub use crate::model::shared::SharedAdded;
 
 /// Where a subscription's data goes: implemented by the session's mergebox.
 pub trait PublicationSink: Send + Sync {

@@ -1,0 +1,209 @@
+//! Differential test of live queries: random documents, random cursors and random writes on
+//! the real embedded store; after every write (once the write fence says it was observed), the
+//! result a client rebuilds from the events must equal re-running the query.
+//! `COMET_DIFF_CASES` sets the number of cases (default 1000).
+
+#![allow(clippy::unwrap_used)] // test code
+
+use comet::model::{Document, Value};
+use comet::observe::{Cursor, ObserveEvent, ObserveHub, ObserveSink};
+use comet::storage::EmbeddedStore;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Default)]
+struct ClientView {
+    docs: Mutex<BTreeMap<String, Document>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl ObserveSink for ClientView {
+    fn event(&self, event: &ObserveEvent) -> bool {
+        let mut docs = self.docs.lock().unwrap();
+        match event {
+            ObserveEvent::Added(shared) => {
+                let mut d = (*shared.fields).clone();
+                d.shift_remove("_id");
+                if docs.insert(shared.id.to_string(), d).is_some() {
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("added twice: {}", shared.id));
+                }
+            }
+            ObserveEvent::Changed {
+                id,
+                fields,
+                cleared,
+                ..
+            } => match docs.get_mut(&**id) {
+                Some(d) => {
+                    for (k, v) in fields {
+                        d.insert(k.clone(), v.clone());
+                    }
+                    for k in cleared {
+                        d.shift_remove(k);
+                    }
+                }
+                None => self
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("changed unknown {id}")),
+            },
+            ObserveEvent::Removed { id, .. } => {
+                if docs.remove(&**id).is_none() {
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("removed unknown {id}"));
+                }
+            }
+        }
+        true
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Write {
+    Insert(u8, i64, i64),
+    Set(u8, u8, i64),
+    Unset(u8, u8),
+    Replace(u8, i64),
+    Remove(u8),
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        (0u8..8, 0i64..4, 0i64..4).prop_map(|(i, a, b)| Write::Insert(i, a, b)),
+        (0u8..8, 0u8..3, 0i64..4).prop_map(|(i, f, v)| Write::Set(i, f, v)),
+        (0u8..8, 0u8..3).prop_map(|(i, f)| Write::Unset(i, f)),
+        (0u8..8, 0i64..4).prop_map(|(i, a)| Write::Replace(i, a)),
+        (0u8..8).prop_map(Write::Remove),
+    ]
+}
+
+fn field(f: u8) -> &'static str {
+    ["a", "b", "c"][f as usize]
+}
+
+fn json_doc(v: serde_json::Value) -> Document {
+    match Value::from_json(v).unwrap() {
+        Value::Object(d) => d,
+        _ => unreachable!(),
+    }
+}
+
+fn cursor() -> impl Strategy<
+    Value = (
+        serde_json::Value,
+        serde_json::Value,
+        usize,
+        Option<usize>,
+        serde_json::Value,
+    ),
+> {
+    let selector = prop_oneof![
+        Just(serde_json::json!({})),
+        (0i64..4).prop_map(|v| serde_json::json!({"a": v})),
+        (0i64..4).prop_map(|v| serde_json::json!({"a": {"$gte": v}})),
+        (0i64..4).prop_map(|v| serde_json::json!({"$or": [{"b": v}, {"c": {"$exists": true}}]})),
+        (0i64..4).prop_map(|v| serde_json::json!({"b": {"$ne": v}})),
+    ];
+    let sort = prop_oneof![
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"a": 1})),
+        Just(serde_json::json!({"b": -1, "a": 1})),
+    ];
+    let fields = prop_oneof![
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"a": 1})),
+        Just(serde_json::json!({"b": 0})),
+    ];
+    (
+        selector,
+        sort,
+        0usize..3,
+        prop::option::of(1usize..4),
+        fields,
+    )
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("COMET_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn live_query_equals_rerunning_the_query(
+        seed_docs in prop::collection::vec((0u8..8, 0i64..4, 0i64..4), 0..6),
+        (selector, sort, skip, limit, fields) in cursor(),
+        writes in prop::collection::vec(write(), 1..12),
+    ) {
+        runtime().block_on(async {
+            let dir = std::env::temp_dir().join(format!("comet-diff-{}", comet::model::random::random_id()));
+            let store = EmbeddedStore::open(&dir).unwrap();
+            for (i, a, b) in &seed_docs {
+                let _ = store.insert("t", json_doc(serde_json::json!({"_id": format!("d{i}"), "a": a, "b": b}))).await;
+            }
+            let hub = ObserveHub::start(store.clone());
+            hub.wait_processed(store.last_seq()).await;
+            let cursor = Cursor::new("t", &json_doc(selector), &json_doc(sort), skip, limit, &json_doc(fields)).unwrap();
+            let view = Arc::new(ClientView::default());
+            let _handle = hub.observe(cursor.clone(), view.clone()).await.unwrap();
+            for w in &writes {
+                let seq = match w {
+                    Write::Insert(i, a, b) => store.insert("t", json_doc(serde_json::json!({"_id": format!("d{i}"), "a": a, "b": b}))).await.map(|a| a.seq).unwrap_or(0),
+                    Write::Set(i, f, v) => {
+                        let mut set = serde_json::Map::new();
+                        set.insert(field(*f).into(), serde_json::json!(v));
+                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$set": set}))).unwrap(), false, false).await.unwrap().seq
+                    }
+                    Write::Unset(i, f) => {
+                        let mut unset = serde_json::Map::new();
+                        unset.insert(field(*f).into(), serde_json::json!(1));
+                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$unset": unset}))).unwrap(), false, false).await.unwrap().seq
+                    }
+                    Write::Replace(i, a) => store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"a": a, "c": 1}))).unwrap(), false, false).await.unwrap().seq,
+                    Write::Remove(i) => store.remove("t", comet::model::query::Selector::by_id(format!("d{i}").into()), false).await.unwrap().seq,
+                };
+                hub.wait_processed(seq.max(store.last_seq())).await;
+                let expected: BTreeMap<String, Document> = store
+                    .find("t", comet::storage::FindOptions { selector: cursor.selector.clone(), sort: cursor.sort.clone(), skip: cursor.skip, limit: cursor.limit, projection: cursor.projection.clone() })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|mut d| {
+                        let id = comet::model::id_to_wire(d.get("_id").unwrap()).unwrap();
+                        d.shift_remove("_id");
+                        (id, d)
+                    })
+                    .collect();
+                let got = view.docs.lock().unwrap().clone();
+                let errors = view.errors.lock().unwrap().clone();
+                assert!(errors.is_empty(), "after {w:?}: {errors:?}");
+                let show = |m: &BTreeMap<String, Document>| m.iter().map(|(k, d)| format!("{k}={}", Value::Object(d.clone()).to_ejson_string())).collect::<Vec<_>>();
+                assert_eq!(show(&got), show(&expected), "after {:?}", w);
+            }
+            drop(_handle);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+}
