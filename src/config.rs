@@ -123,6 +123,10 @@ pub struct FileServer {
 pub struct FileConfig {
     #[serde(default)]
     pub server: FileServer,
+    #[serde(default)]
+    pub publications: Vec<crate::services::declarative::PublicationConfig>,
+    #[serde(default)]
+    pub collections: Vec<crate::services::declarative::CollectionConfig>,
 }
 
 /// Effective settings.
@@ -138,15 +142,23 @@ pub struct Settings {
     pub test_handlers: bool,
     pub server: ServerConfig,
     pub session: SessionConfig,
+    pub publications: Vec<crate::services::declarative::PublicationConfig>,
+    pub collections: Vec<crate::services::declarative::CollectionConfig>,
+    /// The configuration file and its text, to point at lines in later errors.
+    pub config_source: Option<(PathBuf, String)>,
 }
 
 impl Settings {
     /// Merges the layers. `env_disable_sockjs` is whether `DISABLE_SOCKJS` holds any value.
     pub fn resolve(cli: Cli, env_disable_sockjs: bool) -> Result<Self, ConfigError> {
-        let file = match &cli.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+        let (file, config_source) = match &cli.config {
+            Some(path) => {
+                let (file, text) = load_file(path)?;
+                (file, Some((path.clone(), text)))
+            }
+            None => (FileConfig::default(), None),
         };
+        let (publications, collections) = (file.publications, file.collections);
         let f = file.server;
         let log_format = cli
             .log_format
@@ -229,6 +241,9 @@ impl Settings {
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
             server,
             session,
+            publications,
+            collections,
+            config_source,
         };
         settings.validate()?;
         Ok(settings)
@@ -263,15 +278,24 @@ impl Settings {
     }
 }
 
-fn load_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
+fn load_file(path: &PathBuf) -> Result<(FileConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.clone(),
         cause,
     })?;
-    parse_file(&text).map_err(|message| ConfigError::Parse {
+    let file = parse_file(&text).map_err(|message| ConfigError::Parse {
         path: path.clone(),
         message,
-    })
+    })?;
+    Ok((file, text))
+}
+
+/// The line of `name = "<name>"` in a configuration text, for errors found after parsing.
+pub fn line_of_name(text: &str, name: &str) -> Option<usize> {
+    let quoted = format!("\"{name}\"");
+    text.lines()
+        .position(|l| l.trim_start().starts_with("name") && l.contains(&quoted))
+        .map(|i| i + 1)
 }
 
 /// Parses TOML text; the error names the line and the problem.

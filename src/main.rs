@@ -40,8 +40,12 @@ fn main() -> ExitCode {
     match runtime.block_on(comet::app::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(cause = %err, "comet failed");
-            ExitCode::FAILURE
+            tracing::error!(cause = %err, "comet cannot start");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("comet: {err}");
+            }
+            ExitCode::from(2)
         }
     }
 }

@@ -96,7 +96,7 @@ pub trait ObserveSink: Send + Sync {
 
 struct QueryState {
     /// Current result, in cursor order: wire id → (`_id`, full document, shared projection).
-    results: IndexMap<Arc<str>, (Arc<Document>, Arc<SharedAdded>), foldhash::fast::RandomState>,
+    results: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     sinks: Vec<(u64, Arc<dyn ObserveSink>)>,
 }
 

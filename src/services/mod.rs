@@ -3,6 +3,7 @@
 //! They return domain values and [`ServiceError`]s; only `session` turns them into DDP frames.
 
 pub mod builtin;
+pub mod declarative;
 pub mod error;
 pub mod registry;
 

@@ -89,6 +89,9 @@ pub struct MethodContext {
     /// The client's `randomSeed`, from which ids the client simulated are derived.
     pub random_seed: Option<String>,
     unblock: Mutex<Option<oneshot::Sender<()>>>,
+    /// Highest change sequence this call wrote: the session holds `updated` until observers
+    /// have seen it (Meteor's write fence).
+    write_fence: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MethodContext {
@@ -103,7 +106,19 @@ impl MethodContext {
             connection_id,
             random_seed,
             unblock: Mutex::new(Some(unblock)),
+            write_fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    /// Records a write this call made (its change sequence number).
+    pub fn record_write(&self, seq: u64) {
+        self.write_fence
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The fence the session waits on before `updated`.
+    pub fn write_fence(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.write_fence.clone()
     }
 
     /// Lets the session start its next message before this method returns (Meteor's
@@ -222,6 +237,27 @@ impl Subscription {
                 .changed(self.key, collection, &wire, fields, cleared);
         }
         Ok(())
+    }
+
+    /// Like [`Subscription::changed`], with the id already in wire form.
+    pub fn changed_wire(
+        &self,
+        collection: &str,
+        wire_id: &str,
+        fields: Document,
+        cleared: Vec<String>,
+    ) {
+        if !self.stopped.is_cancelled() {
+            self.sink
+                .changed(self.key, collection, wire_id, fields, cleared);
+        }
+    }
+
+    /// Like [`Subscription::removed`], with the id already in wire form.
+    pub fn removed_wire(&self, collection: &str, wire_id: &str) {
+        if !self.stopped.is_cancelled() {
+            self.sink.removed(self.key, collection, wire_id);
+        }
     }
 
     pub fn removed(&self, collection: &str, id: &Value) -> Result<(), ServiceError> {

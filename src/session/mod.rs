@@ -75,6 +75,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Tracks session tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Live queries, when a store is attached: method writes wait on it before `updated`.
+    pub observe: Option<Arc<crate::observe::ObserveHub>>,
 }
 
 impl Hub {
@@ -85,6 +87,23 @@ impl Hub {
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            observe: None,
+        })
+    }
+
+    /// A hub whose method writes are fenced by `observe`.
+    pub fn with_observe(
+        registry: Registry,
+        config: SessionConfig,
+        observe: Arc<crate::observe::ObserveHub>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Arc::new(registry),
+            config,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            observe: Some(observe),
         })
     }
 }
@@ -474,31 +493,43 @@ impl Session {
         let (unblock_tx, mut unblock_rx) = oneshot::channel();
         let user_id = self.lock().user_id.clone();
         let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx);
+        let fence = ctx.write_fence();
         let span = tracing::debug_span!("method", id = %id, name = %name);
         let mut call = AssertUnwindSafe(handler(ctx, params))
             .catch_unwind()
             .instrument(span);
         tokio::select! {
             biased;
-            outcome = &mut call => self.finish_method(&id, &name, outcome),
+            outcome = &mut call => self.finish_method(&id, &name, outcome, &fence).await,
             Ok(()) = &mut unblock_rx => {
                 // Unblocked: the rest runs beside the queue.
                 let session = self.clone();
                 self.hub.tasks.spawn(async move {
                     let outcome = call.await;
-                    session.finish_method(&id, &name, outcome);
+                    session.finish_method(&id, &name, outcome, &fence).await;
                 });
             }
             _ = self.ended.cancelled() => {}
         }
     }
 
-    fn finish_method(
+    async fn finish_method(
         &self,
         id: &str,
         name: &str,
         outcome: Result<crate::services::registry::MethodResult, Box<dyn std::any::Any + Send>>,
+        fence: &std::sync::atomic::AtomicU64,
     ) {
+        // Write fence: the frames of this call's writes go out before its `updated`.
+        let written = fence.load(Ordering::Relaxed);
+        if written > 0 {
+            if let Some(observe) = &self.hub.observe {
+                tokio::select! {
+                    _ = observe.wait_processed(written) => {}
+                    _ = self.ended.cancelled() => return,
+                }
+            }
+        }
         let frame = match outcome {
             Ok(Ok(value)) => {
                 self.hub.metrics.method_call(MethodOutcomeKind::Ok);

@@ -36,9 +36,15 @@ impl TestServer {
 
 /// Settings for tests: test handlers on; `tweak` adjusts the rest.
 pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
+    let data_dir = std::env::temp_dir().join(format!(
+        "comet-test-{}-{}",
+        std::process::id(),
+        comet::model::random::random_id()
+    ));
     let mut cli = Cli {
         test_handlers: Some(true),
         port: Some(0),
+        data_dir: Some(data_dir),
         ..Cli::default()
     };
     tweak(&mut cli);
@@ -46,8 +52,7 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
 }
 
 pub async fn spawn_server(settings: Settings) -> TestServer {
-    let registry = comet::app::build_registry(&settings);
-    let hub = Hub::new(registry, settings.session.clone());
+    let hub = comet::app::build_hub(&settings).expect("test server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(comet::server::serve(
