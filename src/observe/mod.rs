@@ -320,10 +320,10 @@ impl ObserveHub {
     }
 }
 
-fn shared_entry(
-    cursor: &Cursor,
-    doc: Document,
-) -> Result<(Arc<str>, (Arc<Document>, Arc<SharedAdded>)), StoreError> {
+/// A result entry: the full document (for matching) and its shared, projected form.
+type Entry = (Arc<Document>, Arc<SharedAdded>);
+
+fn shared_entry(cursor: &Cursor, doc: Document) -> Result<(Arc<str>, Entry), StoreError> {
     let id = doc.get("_id").cloned().unwrap_or(Value::Null);
     let wire: Arc<str> = id_to_wire(&id)
         .map_err(|e| StoreError::InvalidDocument(e.to_string()))?
