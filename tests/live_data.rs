@@ -257,8 +257,10 @@ fn configuration_with_an_unknown_operator_names_its_line() {
 #[test]
 fn configuration_with_an_unknown_key_names_its_line() {
     let path = config_file("[[publications]]\nname = \"p\"\ncollection = \"c\"\nlimt = 5\n");
-    let mut cli = comet::config::Cli::default();
-    cli.config = Some(path);
+    let cli = comet::config::Cli {
+        config: Some(path),
+        ..Default::default()
+    };
     let err = comet::config::Settings::resolve(cli, false)
         .err()
         .unwrap()
