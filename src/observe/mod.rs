@@ -258,6 +258,12 @@ impl ObserveHub {
             .collect();
         for q in queries {
             let needs_requery = match event.operation {
+                // Without the document after the change, nothing can be decided from the event.
+                OperationType::Insert | OperationType::Update | OperationType::Replace
+                    if event.full_document.is_none() =>
+                {
+                    true
+                }
                 OperationType::Insert
                 | OperationType::Update
                 | OperationType::Replace

@@ -188,6 +188,7 @@ fn event_from_text(seq: u64, text: &str) -> Result<ChangeEvent, StoreError> {
             _ => None,
         },
         update_description,
+        rename_to: None,
     })
 }
 
@@ -381,6 +382,7 @@ impl EmbeddedStore {
                 id: Some(id.clone()),
                 full_document: Some(Arc::new(doc)),
                 update_description: None,
+                rename_to: None,
             };
             Ok((WriteAck { id, seq }, vec![event]))
         })
@@ -437,6 +439,7 @@ impl EmbeddedStore {
                     id: before.get("_id").cloned(),
                     full_document: Some(Arc::new(after)),
                     update_description,
+                    rename_to: None,
                 });
                 ack.seq = seq;
             }
@@ -470,6 +473,7 @@ impl EmbeddedStore {
                     id: Some(id.clone()),
                     full_document: Some(Arc::new(doc)),
                     update_description: None,
+                    rename_to: None,
                 });
                 ack.upserted_id = Some(id);
                 ack.seq = seq;
@@ -513,6 +517,7 @@ impl EmbeddedStore {
                     id: before.get("_id").cloned(),
                     full_document: None,
                     update_description: None,
+                    rename_to: None,
                 });
                 ack.seq = seq;
             }

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod error;
+pub mod normalize;
 
 use crate::model::{Document, Value};
 use std::sync::Arc;
@@ -74,4 +75,6 @@ pub struct ChangeEvent {
     /// The document after the change, when there is one.
     pub full_document: Option<Arc<Document>>,
     pub update_description: Option<UpdateDescription>,
+    /// For `rename`: the new collection name.
+    pub rename_to: Option<Arc<str>>,
 }
