@@ -6,6 +6,7 @@
 #   bench/run.sh            # S1 idle sessions and S2 method round trips
 #   RUNS=5 bench/run.sh     # more runs
 #   SCENARIOS="echo" bench/run.sh
+#   SCENARIOS=fanout FANOUT_RATES="50 100" bench/run.sh   # S3 fan-out to 1000 subscribers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -65,6 +66,12 @@ for scenario in $SCENARIOS; do
       done
       for server in comet peer; do
         run $server "S1 idle 1000 50 docs" idle --clients 1000 --sub bench.docs --hold-secs 10
+      done ;;
+    fanout)
+      for rate in ${FANOUT_RATES:-20 50 100 200}; do
+        for server in comet peer; do
+          run $server "S3 fanout 1000 x ${rate}/s" fanout --clients 1000 --rate "$rate" --secs 10 --warmup-secs 3
+        done
       done ;;
     echo)
       for cw in "1 1" "10 10" "100 1" "100 10"; do

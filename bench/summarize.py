@@ -8,6 +8,8 @@ from collections import defaultdict
 METRICS = {
     "idle": [("rss_per_session_bytes", "B RSS/session", False), ("handshakes_per_sec", "handshakes/s", True),
              ("server_cpu_pct_idle", "% CPU idle", False)],
+    "fanout": [("deliveries_per_sec", "deliveries/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
+               ("server_cpu_us_per_delivery", "µs CPU/delivery", False), ("rss_kib", "RSS KiB at end", False)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

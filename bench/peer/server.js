@@ -23,6 +23,23 @@ ddp.publish({
   },
 });
 
+// Fan-out (S3): every `bench.room` subscriber gets each `bench.send` as a document.
+const room = new Set();
+let nextId = 0;
+ddp.publish({
+  'bench.room': async function () {
+    room.add(this);
+    this.onStop(() => room.delete(this));
+    this.ready();
+  },
+});
+ddp.methods({
+  'bench.send': async (text, ts) => {
+    const id = `m${nextId++}`;
+    for (const sub of room) sub.added('messages', id, { text, ts });
+  },
+});
+
 httpServer.listen(port, '127.0.0.1', () => {
   process.stderr.write(`peer listening on ${port}\n`);
 });

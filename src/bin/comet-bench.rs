@@ -43,6 +43,9 @@ struct Args {
     /// Source addresses 127.0.0.2.. to spread client ports over.
     #[arg(long, default_value_t = 8)]
     sources: u8,
+    /// Fan-out: messages per second the sender sends.
+    #[arg(long, default_value_t = 50)]
+    rate: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -292,6 +295,122 @@ async fn echo(args: &Args) -> serde_json::Value {
     })
 }
 
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// S3: `clients` subscribers of `bench.room`; one sender calls `bench.send` `rate` times a
+/// second; each subscriber measures send → receive from the timestamp in the document.
+async fn fanout(args: &Args) -> serde_json::Value {
+    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()));
+    let measuring = Rc::new(RefCell::new(false));
+    let delivered = Rc::new(RefCell::new(0u64));
+    let local = tokio::task::LocalSet::new();
+    let ready = Rc::new(RefCell::new(0usize));
+    let mut opened = futures_util::stream::iter((0..args.clients).map(|i| {
+        let url = args.url.clone();
+        let src = source(i, args.sources);
+        async move {
+            let mut ws = open(&url, src).await;
+            ws.send(Message::text(CONNECT)).await.unwrap();
+            recv_until(&mut ws, "\"connected\"").await;
+            ws.send(Message::text(r#"{"msg":"sub","id":"r","name":"bench.room"}"#)).await.unwrap();
+            recv_until(&mut ws, "\"ready\"").await;
+            ws
+        }
+    }))
+    .buffer_unordered(256);
+    let mut sockets = Vec::new();
+    while let Some(ws) = opened.next().await {
+        sockets.push(ws);
+    }
+    for mut ws in sockets {
+        let (histogram, measuring, delivered, ready) = (histogram.clone(), measuring.clone(), delivered.clone(), ready.clone());
+        *ready.borrow_mut() += 1;
+        local.spawn_local(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                if t.starts_with(r#"{"msg":"added""#) {
+                    if !*measuring.borrow() {
+                        continue;
+                    }
+                    if let Some(pos) = t.find("\"ts\":") {
+                        let rest = &t[pos + 5..];
+                        let end = rest.find(|c: char| c != '.' && !c.is_ascii_digit()).unwrap_or(rest.len());
+                        if let Ok(ts) = rest[..end].parse::<f64>() {
+                            let latency_us = ((now_ms() - ts) * 1000.0).max(1.0) as u64;
+                            let _ = histogram.borrow_mut().record(latency_us);
+                            *delivered.borrow_mut() += 1;
+                        }
+                    }
+                } else if t.contains("\"msg\":\"ping\"") {
+                    let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+                }
+            }
+        });
+    }
+    let (url, rate, secs, warmup, pid) = (args.url.clone(), args.rate.max(1), args.secs, args.warmup_secs, args.pid);
+    let sent = Rc::new(RefCell::new(0u64));
+    let (elapsed, cpu) = local
+        .run_until({
+            let sent = sent.clone();
+            let measuring = measuring.clone();
+            async move {
+                let mut sender = open(&url, IpAddr::from([127, 0, 0, 1])).await;
+                sender.send(Message::text(CONNECT)).await.unwrap();
+                recv_until(&mut sender, "\"connected\"").await;
+                let (mut tx, mut rx) = sender.split();
+                tokio::task::spawn_local(async move { while let Some(Ok(_)) = rx.next().await {} });
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let start = Instant::now();
+                let mut measure_start = None;
+                let mut cpu0 = 0;
+                let mut n = 0u64;
+                loop {
+                    tick.tick().await;
+                    let t = start.elapsed();
+                    if measure_start.is_none() && t >= Duration::from_secs(warmup) {
+                        *measuring.borrow_mut() = true;
+                        measure_start = Some(Instant::now());
+                        cpu0 = cpu_ns(pid);
+                    }
+                    if let Some(ms) = measure_start {
+                        if ms.elapsed() >= Duration::from_secs(secs) {
+                            // Let the last messages arrive before closing the window.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            *measuring.borrow_mut() = false;
+                            return (ms.elapsed(), cpu_ns(pid) - cpu0);
+                        }
+                        *sent.borrow_mut() += 1;
+                    }
+                    n += 1;
+                    let msg = format!(r#"{{"msg":"method","id":"{n}","method":"bench.send","params":["hello, this is a chat message of about a hundred bytes in all",{:.3}]}}"#, now_ms());
+                    if tx.send(Message::text(msg)).await.is_err() {
+                        return (start.elapsed(), 0);
+                    }
+                }
+            }
+        })
+        .await;
+    let h = histogram.borrow();
+    let deliveries = *delivered.borrow();
+    let expected = *sent.borrow() * args.clients as u64;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({
+        "scenario": "fanout", "label": args.label, "clients": args.clients, "rate": rate,
+        "deliveries": deliveries, "expected_deliveries": expected,
+        "deliveries_per_sec": deliveries as f64 / elapsed.as_secs_f64(),
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
+        "server_cpu_us_per_delivery": if deliveries > 0 { cpu as f64 / 1e3 / deliveries as f64 } else { 0.0 },
+        "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,
+        "rss_kib": rss_kib(pid),
+        "subscribers_open": *ready.borrow(),
+    })
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -302,6 +421,7 @@ fn main() {
         match args.scenario.as_str() {
             "idle" => idle(&args).await,
             "echo" => echo(&args).await,
+            "fanout" => fanout(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);

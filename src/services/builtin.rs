@@ -19,6 +19,11 @@ pub fn register_meteor_defaults(registry: &mut Registry) {
     });
 }
 
+fn bench_room() -> &'static std::sync::Mutex<Vec<super::registry::Subscription>> {
+    static ROOM: OnceLock<std::sync::Mutex<Vec<super::registry::Subscription>>> = OnceLock::new();
+    ROOM.get_or_init(Default::default)
+}
+
 /// Fifty documents shared by every `bench.docs` subscriber: stored once, serialized once.
 fn bench_docs() -> &'static [Arc<SharedAdded>] {
     static DOCS: OnceLock<Vec<Arc<SharedAdded>>> = OnceLock::new();
@@ -185,6 +190,25 @@ pub fn register_test_handlers(registry: &mut Registry) {
             sub.added_shared(doc.clone());
         }
         Ok(Publish::Ready)
+    });
+    // Fan-out benchmark (S3): `bench.room` subscribers all receive every `bench.send(text, ts)`
+    // as one shared document, serialized once.
+    registry.publication("bench.room", |sub, _params| async move {
+        bench_room().lock().unwrap_or_else(|p| p.into_inner()).push(sub);
+        Ok(Publish::Ready)
+    });
+    registry.method("bench.send", |_ctx, params| async move {
+        let mut fields = Document::default();
+        fields.insert("text".into(), params.first().cloned().unwrap_or(Value::Null));
+        fields.insert("ts".into(), params.get(1).cloned().unwrap_or(Value::Null));
+        let id = crate::model::random::random_id();
+        let doc = SharedAdded::new("messages".into(), id.into(), Arc::new(fields));
+        let mut room = bench_room().lock().unwrap_or_else(|p| p.into_inner());
+        room.retain(|sub| !sub.is_stopped());
+        for sub in room.iter() {
+            sub.added_shared(doc.clone());
+        }
+        Ok(None)
     });
     // `test.flood(count, size)`: publishes `count` documents of `size` bytes each.
     registry.publication("test.flood", |sub, params| async move {
