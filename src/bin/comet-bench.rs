@@ -304,7 +304,9 @@ fn now_ms() -> f64 {
 /// S3: `clients` subscribers of `bench.room`; one sender calls `bench.send` `rate` times a
 /// second; each subscriber measures send → receive from the timestamp in the document.
 async fn fanout(args: &Args) -> serde_json::Value {
-    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()));
+    let histogram = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap(),
+    ));
     let measuring = Rc::new(RefCell::new(false));
     let delivered = Rc::new(RefCell::new(0u64));
     let local = tokio::task::LocalSet::new();
@@ -316,7 +318,11 @@ async fn fanout(args: &Args) -> serde_json::Value {
             let mut ws = open(&url, src).await;
             ws.send(Message::text(CONNECT)).await.unwrap();
             recv_until(&mut ws, "\"connected\"").await;
-            ws.send(Message::text(r#"{"msg":"sub","id":"r","name":"bench.room"}"#)).await.unwrap();
+            ws.send(Message::text(
+                r#"{"msg":"sub","id":"r","name":"bench.room"}"#,
+            ))
+            .await
+            .unwrap();
             recv_until(&mut ws, "\"ready\"").await;
             ws
         }
@@ -327,7 +333,12 @@ async fn fanout(args: &Args) -> serde_json::Value {
         sockets.push(ws);
     }
     for mut ws in sockets {
-        let (histogram, measuring, delivered, ready) = (histogram.clone(), measuring.clone(), delivered.clone(), ready.clone());
+        let (histogram, measuring, delivered, ready) = (
+            histogram.clone(),
+            measuring.clone(),
+            delivered.clone(),
+            ready.clone(),
+        );
         *ready.borrow_mut() += 1;
         local.spawn_local(async move {
             while let Some(Ok(m)) = ws.next().await {
@@ -338,7 +349,9 @@ async fn fanout(args: &Args) -> serde_json::Value {
                     }
                     if let Some(pos) = t.find("\"ts\":") {
                         let rest = &t[pos + 5..];
-                        let end = rest.find(|c: char| c != '.' && !c.is_ascii_digit()).unwrap_or(rest.len());
+                        let end = rest
+                            .find(|c: char| c != '.' && !c.is_ascii_digit())
+                            .unwrap_or(rest.len());
                         if let Ok(ts) = rest[..end].parse::<f64>() {
                             let latency_us = ((now_ms() - ts) * 1000.0).max(1.0) as u64;
                             let _ = histogram.borrow_mut().record(latency_us);
@@ -351,7 +364,13 @@ async fn fanout(args: &Args) -> serde_json::Value {
             }
         });
     }
-    let (url, rate, secs, warmup, pid) = (args.url.clone(), args.rate.max(1), args.secs, args.warmup_secs, args.pid);
+    let (url, rate, secs, warmup, pid) = (
+        args.url.clone(),
+        args.rate.max(1),
+        args.secs,
+        args.warmup_secs,
+        args.pid,
+    );
     let sent = Rc::new(RefCell::new(0u64));
     let (elapsed, cpu) = local
         .run_until({

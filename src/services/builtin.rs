@@ -194,12 +194,18 @@ pub fn register_test_handlers(registry: &mut Registry) {
     // Fan-out benchmark (S3): `bench.room` subscribers all receive every `bench.send(text, ts)`
     // as one shared document, serialized once.
     registry.publication("bench.room", |sub, _params| async move {
-        bench_room().lock().unwrap_or_else(|p| p.into_inner()).push(sub);
+        bench_room()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sub);
         Ok(Publish::Ready)
     });
     registry.method("bench.send", |_ctx, params| async move {
         let mut fields = Document::default();
-        fields.insert("text".into(), params.first().cloned().unwrap_or(Value::Null));
+        fields.insert(
+            "text".into(),
+            params.first().cloned().unwrap_or(Value::Null),
+        );
         fields.insert("ts".into(), params.get(1).cloned().unwrap_or(Value::Null));
         let id = crate::model::random::random_id();
         let doc = SharedAdded::new("messages".into(), id.into(), Arc::new(fields));

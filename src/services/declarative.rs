@@ -282,17 +282,7 @@ pub fn register(
                 }
                 let update = Update::parse(modifier)
                     .map_err(|e| ServiceError::Client(MeteorError::new(400, e.0)))?;
-                let found = store
-                    .find(
-                        &name,
-                        FindOptions {
-                            selector: Selector::by_id(id.clone()),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(store_error)?;
-                let Some(before) = found.into_iter().next() else {
+                let Some(before) = find_by_id(&store, &name, &id).await? else {
                     return Ok(Some(Value::Number(0.0)));
                 };
                 let after = update
@@ -321,17 +311,7 @@ pub fn register(
             );
             async move {
                 let id = id_from_selector(params.first())?;
-                let found = store
-                    .find(
-                        &name,
-                        FindOptions {
-                            selector: Selector::by_id(id.clone()),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(store_error)?;
-                let Some(before) = found.into_iter().next() else {
+                let Some(before) = find_by_id(&store, &name, &id).await? else {
                     return Ok(Some(Value::Number(0.0)));
                 };
                 if !allows(&rule, &before, ctx.user_id.as_deref())? {
@@ -347,6 +327,19 @@ pub fn register(
         });
     }
     Ok(())
+}
+
+async fn find_by_id(
+    store: &Arc<EmbeddedStore>,
+    collection: &str,
+    id: &Value,
+) -> Result<Option<Document>, ServiceError> {
+    let options = FindOptions {
+        selector: Selector::by_id(id.clone()),
+        ..Default::default()
+    };
+    let found = store.find(collection, options).await.map_err(store_error)?;
+    Ok(found.into_iter().next())
 }
 
 /// Untrusted code may only name documents by `_id`, as Meteor's allow/deny requires.

@@ -414,9 +414,7 @@ impl EmbeddedStore {
             for (wire_id, before) in targets {
                 ack.matched += 1;
                 let after = update.apply(&before, None, false)?;
-                if Value::Object(after.clone()) == Value::Object(before.clone())
-                    && after.keys().eq(before.keys())
-                {
+                if unchanged(&before, &after) {
                     continue;
                 }
                 check_field_names(&after, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
@@ -584,6 +582,15 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+/// Whether an update left a document exactly as it was (values and field order).
+fn unchanged(before: &Document, after: &Document) -> bool {
+    before.len() == after.len()
+        && before
+            .iter()
+            .zip(after.iter())
+            .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
 }
 
 /// Documents in order of the sort, ties broken by `_id` so that results are stable.
