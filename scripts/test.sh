@@ -15,5 +15,5 @@ echo "== cargo test (release)"
 cargo test --release --all-targets
 echo "== compat-suite"
 cargo build --release --bin comet
-(cd compat-suite && COMET_BIN="$PWD/../target/release/comet" npm test)
+(cd compat-suite && COMET_BIN="$PWD/../target/release/comet" timeout 1200 npm test)
 echo "== all tests passed"

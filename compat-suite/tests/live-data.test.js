@@ -46,6 +46,12 @@ function asteroid(port) {
   return client;
 }
 
+/** asteroid 0.6's ddp.js reconnects forever and has no way to stop: switch that off, close. */
+function closeAsteroid(client) {
+  client.ddp._try_reconnect = () => {};
+  if (client.ddp._socket) client.ddp._socket.close();
+}
+
 function visible(ddp) {
   return ddp.collection('tasks').fetch()
     .sort((a, b) => b.createdAt - a.createdAt)
@@ -56,7 +62,7 @@ test('live window: simpleddp watches while asteroid writes', async (t) => {
   const server = await liveServer();
   const watcher = new SimpleDDP({ endpoint: server.ws, SocketConstructor: WebSocket, reconnectInterval: 200 });
   const writer = asteroid(server.port);
-  t.after(async () => { watcher.disconnect(); await server.stop(); });
+  t.after(async () => { watcher.disconnect(); closeAsteroid(writer); await server.stop(); });
   await watcher.connect();
   const sub = watcher.subscribe('tasks.open', 'work');
   await sub.ready();
@@ -116,7 +122,7 @@ test('inserted ids match the client simulation from randomSeed', async (t) => {
 test('a reconnecting client gets the current state again', async (t) => {
   const server = await liveServer();
   const writer = asteroid(server.port);
-  t.after(() => server.stop());
+  t.after(async () => { closeAsteroid(writer); await server.stop(); });
   await writer.getCollection('tasks').insert({ _id: 'k', text: 'kept', done: false, list: 'work', createdAt: { $date: 5 } }).remote;
   const port = server.port;
   const watcher = new SimpleDDP({ endpoint: server.ws, SocketConstructor: WebSocket, reconnectInterval: 200 });
