@@ -111,6 +111,8 @@ pub struct ObserveHub {
     queries: Mutex<HashMap<String, Arc<LiveQuery>>>,
     processed: watch::Sender<u64>,
     next_sink: AtomicU64,
+    /// False once the task following the change feed has ended.
+    feed_alive: std::sync::atomic::AtomicBool,
     /// Serializes query starts with event processing, so a query never misses an event that
     /// lands between its initial read and its registration.
     apply_lock: tokio::sync::Mutex<()>,
@@ -142,11 +144,17 @@ impl ObserveHub {
             queries: Mutex::new(HashMap::new()),
             processed,
             next_sink: AtomicU64::new(1),
+            feed_alive: std::sync::atomic::AtomicBool::new(true),
             apply_lock: tokio::sync::Mutex::new(()),
         });
         let feed = store.subscribe();
         tokio::spawn(Self::follow(Arc::downgrade(&hub), feed));
         hub
+    }
+
+    /// Whether change events are still being followed (what `/health` reports).
+    pub fn is_live(&self) -> bool {
+        self.feed_alive.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Arc<EmbeddedStore> {
@@ -245,7 +253,11 @@ impl ObserveHub {
                     }
                     hub.processed.send_replace(last);
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => {
+                    tracing::error!("change feed closed: live queries no longer follow changes");
+                    hub.feed_alive.store(false, Ordering::Relaxed);
+                    return;
+                }
             }
         }
     }

@@ -226,6 +226,8 @@ async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<B
         (&Method::GET, "/health") => {
             if app.hub.shutdown.is_cancelled() {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else if !app.hub.is_healthy() {
+                text_response(StatusCode::SERVICE_UNAVAILABLE, "change feed lost\n")
             } else {
                 text_response(StatusCode::OK, "ok\n")
             }

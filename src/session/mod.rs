@@ -91,6 +91,11 @@ impl Hub {
         })
     }
 
+    /// Whether the hub can serve live data: no store attached, or its change feed is followed.
+    pub fn is_healthy(&self) -> bool {
+        self.observe.as_ref().is_none_or(|o| o.is_live())
+    }
+
     /// A hub whose method writes are fenced by `observe`.
     pub fn with_observe(
         registry: Registry,
