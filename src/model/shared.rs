@@ -1,7 +1,7 @@
 //! Documents shared between sessions: one copy of the fields and one serialized `added`
 //! frame, however many sessions publish them.
 
-use super::{Document, SharedDocument};
+use super::SharedDocument;
 use std::sync::{Arc, OnceLock};
 
 /// A document addition whose wire frame is built once and shared by every session that
@@ -24,13 +24,5 @@ impl SharedAdded {
             fields,
             frame: OnceLock::new(),
         })
-    }
-}
-
-impl SharedAdded {
-    /// The same document under another collection-level identity is never needed; this is
-    /// the fields as a plain document.
-    pub fn document(&self) -> &Document {
-        &self.fields
     }
 }

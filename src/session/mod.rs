@@ -81,13 +81,21 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(registry: Registry, config: SessionConfig) -> Arc<Self> {
+        Self::build(registry, config, None)
+    }
+
+    fn build(
+        registry: Registry,
+        config: SessionConfig,
+        observe: Option<Arc<crate::observe::ObserveHub>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry: Arc::new(registry),
             config,
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            observe: None,
+            observe,
         })
     }
 
@@ -102,14 +110,7 @@ impl Hub {
         config: SessionConfig,
         observe: Arc<crate::observe::ObserveHub>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            registry: Arc::new(registry),
-            config,
-            metrics: Arc::new(Metrics::default()),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            observe: Some(observe),
-        })
+        Self::build(registry, config, Some(observe))
     }
 }
 

@@ -375,15 +375,14 @@ impl EmbeddedStore {
                 )));
             }
             let seq = w.next_seq;
-            let event = ChangeEvent {
+            let event = ChangeEvent::for_document(
                 seq,
-                operation: OperationType::Insert,
-                collection: collection.clone(),
-                id: Some(id.clone()),
-                full_document: Some(Arc::new(doc)),
-                update_description: None,
-                rename_to: None,
-            };
+                OperationType::Insert,
+                collection.clone(),
+                Some(id.clone()),
+                Some(Arc::new(doc)),
+                None,
+            );
             Ok((WriteAck { id, seq }, vec![event]))
         })
         .await
@@ -430,15 +429,14 @@ impl EmbeddedStore {
                 } else {
                     (OperationType::Update, Some(diff_top_level(&before, &after)))
                 };
-                events.push(ChangeEvent {
+                events.push(ChangeEvent::for_document(
                     seq,
                     operation,
-                    collection: collection.clone(),
-                    id: before.get("_id").cloned(),
-                    full_document: Some(Arc::new(after)),
+                    collection.clone(),
+                    before.get("_id").cloned(),
+                    Some(Arc::new(after)),
                     update_description,
-                    rename_to: None,
-                });
+                ));
                 ack.seq = seq;
             }
             if ack.matched == 0 && upsert {
@@ -464,15 +462,14 @@ impl EmbeddedStore {
                     params![wire(&id)?, text],
                 )?;
                 let seq = w.next_seq + events.len() as u64;
-                events.push(ChangeEvent {
+                events.push(ChangeEvent::for_document(
                     seq,
-                    operation: OperationType::Insert,
-                    collection: collection.clone(),
-                    id: Some(id.clone()),
-                    full_document: Some(Arc::new(doc)),
-                    update_description: None,
-                    rename_to: None,
-                });
+                    OperationType::Insert,
+                    collection.clone(),
+                    Some(id.clone()),
+                    Some(Arc::new(doc)),
+                    None,
+                ));
                 ack.upserted_id = Some(id);
                 ack.seq = seq;
             }
@@ -508,15 +505,14 @@ impl EmbeddedStore {
                 ack.matched += 1;
                 ack.modified += 1;
                 let seq = w.next_seq + events.len() as u64;
-                events.push(ChangeEvent {
+                events.push(ChangeEvent::for_document(
                     seq,
-                    operation: OperationType::Delete,
-                    collection: collection.clone(),
-                    id: before.get("_id").cloned(),
-                    full_document: None,
-                    update_description: None,
-                    rename_to: None,
-                });
+                    OperationType::Delete,
+                    collection.clone(),
+                    before.get("_id").cloned(),
+                    None,
+                    None,
+                ));
                 ack.seq = seq;
             }
             Ok((ack, events))

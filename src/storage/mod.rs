@@ -78,3 +78,25 @@ pub struct ChangeEvent {
     /// For `rename`: the new collection name.
     pub rename_to: Option<Arc<str>>,
 }
+
+impl ChangeEvent {
+    /// A document-level event (insert, update, replace, delete).
+    pub fn for_document(
+        seq: u64,
+        operation: OperationType,
+        collection: Arc<str>,
+        id: Option<Value>,
+        full_document: Option<Arc<Document>>,
+        update_description: Option<UpdateDescription>,
+    ) -> Self {
+        Self {
+            seq,
+            operation,
+            collection,
+            id,
+            full_document,
+            update_description,
+            rename_to: None,
+        }
+    }
+}

@@ -137,15 +137,7 @@ fn doc_of(json: Option<&Json>) -> Result<Option<Document>, String> {
 }
 
 fn event(op: OperationType, collection: &str, id: Option<Value>) -> ChangeEvent {
-    ChangeEvent {
-        seq: 0,
-        operation: op,
-        collection: collection.into(),
-        id,
-        full_document: None,
-        update_description: None,
-        rename_to: None,
-    }
+    ChangeEvent::for_document(0, op, collection.into(), id, None, None)
 }
 
 /// A change-stream event (as the driver returns it, in Extended JSON).
