@@ -199,7 +199,16 @@ proptest! {
                 let got = view.docs.lock().unwrap().clone();
                 let errors = view.errors.lock().unwrap().clone();
                 assert!(errors.is_empty(), "after {w:?}: {errors:?}");
-                let show = |m: &BTreeMap<String, Document>| m.iter().map(|(k, d)| format!("{k}={}", Value::Object(d.clone()).to_ejson_string())).collect::<Vec<_>>();
+                // A DDP client keeps no field order, so fields are compared sorted.
+                let show = |m: &BTreeMap<String, Document>| {
+                    m.iter()
+                        .map(|(k, d)| {
+                            let mut sorted = d.clone();
+                            sorted.sort_keys();
+                            format!("{k}={}", Value::Object(sorted).to_ejson_string())
+                        })
+                        .collect::<Vec<_>>()
+                };
                 assert_eq!(show(&got), show(&expected), "after {:?}", w);
             }
             drop(_handle);
