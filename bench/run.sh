@@ -7,6 +7,8 @@
 #   RUNS=5 bench/run.sh     # more runs
 #   SCENARIOS="echo" bench/run.sh
 #   SCENARIOS=fanout FANOUT_RATES="50 100" bench/run.sh   # S3 fan-out to 1000 subscribers
+#   SCENARIOS=mergebox bench/run.sh                        # S4 mergebox stress
+#   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -66,6 +68,21 @@ for scenario in $SCENARIOS; do
       done
       for server in comet peer; do
         run $server "S1 idle 1000 50 docs" idle --clients 1000 --sub bench.docs --hold-secs 10
+      done ;;
+    mergebox)
+      for rate in ${MERGEBOX_RATES:-100 1000}; do
+        for server in comet peer; do
+          run $server "S4 mergebox 1000 x 5 sets, ${rate} updates/s" mergebox --clients 1000 --rate "$rate" --secs 10 --warmup-secs 3
+        done
+      done ;;
+    changes)
+      # 10k events/s (100 batches of 100); 0 or 1000 watching clients, none, 1% or all matching.
+      for clients in 0 1000; do
+        for every in 0 100 1; do
+          for server in comet peer; do
+            run $server "S7 changes ${clients} clients, match 1/${every}" changes --clients "$clients" --rate 100 --match-every "$every" --secs 10 --warmup-secs 3
+          done
+        done
       done ;;
     fanout)
       for rate in ${FANOUT_RATES:-20 50 100 200}; do

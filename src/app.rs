@@ -6,7 +6,7 @@ use crate::observe::ObserveHub;
 use crate::server;
 use crate::services::{builtin, declarative, Registry};
 use crate::session::Hub;
-use crate::storage::EmbeddedStore;
+use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -18,29 +18,59 @@ pub enum StartError {
         dir: String,
         cause: crate::storage::StoreError,
     },
+    #[error("cannot use MongoDB: {0}")]
+    Mongo(crate::storage::StoreError),
+    #[error("cannot create index {keys} on {collection}: {cause}")]
+    Index {
+        collection: String,
+        keys: String,
+        cause: crate::storage::StoreError,
+    },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
+/// The store the settings name: MongoDB when `MONGO_URL` is set, else the embedded store.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    match &settings.mongo_url {
+        Some(url) => {
+            let store = MongoStore::connect(MongoOptions {
+                url: url.clone(),
+                oplog_url: settings.mongo_oplog_url.clone(),
+                state_dir: settings.data_dir.clone(),
+                post_images: settings.mongo_post_images,
+            })
+            .await
+            .map_err(StartError::Mongo)?;
+            Ok(store)
+        }
+        None => {
+            let store =
+                EmbeddedStore::open(&settings.data_dir).map_err(|cause| StartError::Store {
+                    dir: settings.data_dir.display().to_string(),
+                    cause,
+                })?;
+            Ok(store)
+        }
+    }
+}
+
 /// The store, live queries, registry and session hub the settings describe.
-pub fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
-    let store = EmbeddedStore::open(&settings.data_dir).map_err(|cause| StartError::Store {
-        dir: settings.data_dir.display().to_string(),
-        cause,
-    })?;
+pub async fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
+    let store = open_store(settings).await?;
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
     builtin::register_meteor_defaults(&mut registry);
     if settings.test_handlers {
-        builtin::register_test_handlers(&mut registry);
+        builtin::register_test_handlers(&mut registry, Some(observe.clone()));
     }
-    declarative::register(
+    let indexes = declarative::register(
         &mut registry,
         &settings.publications,
         &settings.collections,
-        store,
+        store.clone(),
         observe.clone(),
     )
     .map_err(|err| {
@@ -52,6 +82,16 @@ pub fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
         });
         StartError::Config(format!("{}{err}", place.unwrap_or_default()))
     })?;
+    for index in indexes {
+        store
+            .ensure_index(&index.collection, index.keys.clone())
+            .await
+            .map_err(|cause| StartError::Index {
+                collection: index.collection.clone(),
+                keys: crate::model::Value::Object(index.keys.to_document()).to_ejson_string(),
+                cause,
+            })?;
+    }
     Ok(Hub::with_observe(
         registry,
         settings.session.clone(),
@@ -61,13 +101,10 @@ pub fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let hub = build_hub(&settings)?;
+    let hub = build_hub(&settings).await?;
     let listener = TcpListener::bind((settings.bind_ip, settings.port)).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), "comet listening");
-    if settings.mongo_url.is_some() {
-        tracing::warn!("MONGO_URL is set, but this build serves from the embedded store only");
-    }
+    tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");
     spawn_signal_handler(hub.clone());
     server::serve(listener, hub, settings.server.clone()).await;
     tracing::info!("comet stopped");

@@ -53,6 +53,14 @@ pub struct Cli {
     /// MongoDB connection string (MongoDB backend).
     #[arg(long, env = "MONGO_URL", hide_env_values = true)]
     pub mongo_url: Option<String>,
+    /// MongoDB oplog connection string (the `local` database): tail the oplog instead of
+    /// opening a change stream.
+    #[arg(long, env = "MONGO_OPLOG_URL", hide_env_values = true)]
+    pub mongo_oplog_url: Option<String>,
+    /// Read post-images from change streams (`fullDocument: whenAvailable`; the collections
+    /// need `changeStreamPreAndPostImages`) instead of looking documents up.
+    #[arg(long, env = "COMET_MONGO_POST_IMAGES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub mongo_post_images: Option<bool>,
     /// Serve raw WebSockets only, no SockJS (also: `DISABLE_SOCKJS` set to any value).
     #[arg(long)]
     pub disable_sockjs: bool,
@@ -137,6 +145,8 @@ pub struct Settings {
     pub root_url: Option<String>,
     pub data_dir: PathBuf,
     pub mongo_url: Option<String>,
+    pub mongo_oplog_url: Option<String>,
+    pub mongo_post_images: bool,
     pub log_json: bool,
     pub worker_threads: Option<usize>,
     pub test_handlers: bool,
@@ -236,6 +246,8 @@ impl Settings {
                 .or(f.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./comet-data")),
             mongo_url: cli.mongo_url,
+            mongo_oplog_url: cli.mongo_oplog_url,
+            mongo_post_images: cli.mongo_post_images.unwrap_or(false),
             log_json,
             worker_threads: cli.worker_threads.or(f.worker_threads),
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),

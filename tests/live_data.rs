@@ -245,7 +245,13 @@ fn configuration_with_an_unknown_operator_names_its_line() {
         .enable_all()
         .build()
         .unwrap();
-    let err = rt.block_on(async { comet::app::build_hub(&settings).err().unwrap().to_string() });
+    let err = rt.block_on(async {
+        comet::app::build_hub(&settings)
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+    });
     assert!(
         err.contains("line 2")
             && err.contains("publication 'bad'")

@@ -1,6 +1,8 @@
 //! Differential test of live queries: random documents, random cursors and random writes on
 //! the real embedded store; after every write (once the write fence says it was observed), the
-//! result a client rebuilds from the events must equal re-running the query.
+//! result a client rebuilds from the events must equal re-running the query. Ordered
+//! observers must also rebuild the order (sort, then `_id`) from `addedBefore` /
+//! `movedBefore`; some cases declare indexes, so the store's index plans are checked too.
 //! `COMET_DIFF_CASES` sets the number of cases (default 1000).
 
 #![allow(clippy::unwrap_used)] // test code
@@ -15,11 +17,77 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Default)]
 struct ClientView {
     docs: Mutex<BTreeMap<String, Document>>,
+    /// For an ordered observer: the ids in the order the events describe.
+    order: Mutex<Vec<String>>,
+    ordered: bool,
     errors: Mutex<Vec<String>>,
 }
 
+impl ClientView {
+    fn place(&self, id: &str, before: Option<&str>) {
+        let mut order = self.order.lock().unwrap();
+        order.retain(|x| x != id);
+        let at = match before {
+            None => order.len(),
+            Some(b) => match order.iter().position(|x| x == b) {
+                Some(at) => at,
+                None => {
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id} placed before unknown {b}"));
+                    order.len()
+                }
+            },
+        };
+        order.insert(at, id.to_owned());
+    }
+}
+
 impl ObserveSink for ClientView {
+    fn ordered(&self) -> bool {
+        self.ordered
+    }
+
     fn event(&self, event: &ObserveEvent) -> bool {
+        let wrong_kind = match event {
+            ObserveEvent::Added(_) => self.ordered,
+            ObserveEvent::AddedBefore { .. } | ObserveEvent::MovedBefore { .. } => !self.ordered,
+            _ => false,
+        };
+        if wrong_kind {
+            self.errors.lock().unwrap().push(format!(
+                "{event:?} for an observer with ordered={}",
+                self.ordered
+            ));
+        }
+        match event {
+            ObserveEvent::AddedBefore { doc, before } => {
+                self.place(&doc.id, before.as_deref());
+                self.apply(&ObserveEvent::Added(doc.clone()));
+                return true;
+            }
+            ObserveEvent::MovedBefore { id, before, .. } => {
+                if !self.docs.lock().unwrap().contains_key(&**id) {
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("moved unknown {id}"));
+                }
+                self.place(id, before.as_deref());
+                return true;
+            }
+            ObserveEvent::Removed { id, .. } => self.order.lock().unwrap().retain(|x| x != &**id),
+            _ => {}
+        }
+        self.apply(event);
+        true
+    }
+}
+
+impl ClientView {
+    /// What any client does with an event: keep the documents.
+    fn apply(&self, event: &ObserveEvent) {
         let mut docs = self.docs.lock().unwrap();
         match event {
             ObserveEvent::Added(shared) => {
@@ -60,8 +128,8 @@ impl ObserveSink for ClientView {
                         .push(format!("removed unknown {id}"));
                 }
             }
+            ObserveEvent::AddedBefore { .. } | ObserveEvent::MovedBefore { .. } => {}
         }
-        true
     }
 }
 
@@ -156,17 +224,24 @@ proptest! {
         seed_docs in prop::collection::vec((0u8..8, 0i64..4, 0i64..4), 0..6),
         (selector, sort, skip, limit, fields) in cursor(),
         writes in prop::collection::vec(write(), 1..12),
+        ordered in any::<bool>(),
+        indexed in any::<bool>(),
     ) {
         runtime().block_on(async {
             let dir = std::env::temp_dir().join(format!("comet-diff-{}", comet::model::random::random_id()));
             let store = EmbeddedStore::open(&dir).unwrap();
+            if indexed {
+                for keys in [serde_json::json!({"a": 1}), serde_json::json!({"b": -1, "a": 1})] {
+                    store.ensure_index("t", comet::model::query::Sort::parse(&json_doc(keys)).unwrap()).await.unwrap();
+                }
+            }
             for (i, a, b) in &seed_docs {
                 let _ = store.insert("t", json_doc(serde_json::json!({"_id": format!("d{i}"), "a": a, "b": b}))).await;
             }
             let hub = ObserveHub::start(store.clone());
             hub.wait_processed(store.last_seq()).await;
             let cursor = Cursor::new("t", &json_doc(selector), &json_doc(sort), skip, limit, &json_doc(fields)).unwrap();
-            let view = Arc::new(ClientView::default());
+            let view = Arc::new(ClientView { ordered, ..ClientView::default() });
             let _handle = hub.observe(cursor.clone(), view.clone()).await.unwrap();
             for w in &writes {
                 let seq = match w {
@@ -185,11 +260,17 @@ proptest! {
                     Write::Remove(i) => store.remove("t", comet::model::query::Selector::by_id(format!("d{i}").into()), false).await.unwrap().seq,
                 };
                 hub.wait_processed(seq.max(store.last_seq())).await;
-                let expected: BTreeMap<String, Document> = store
-                    .find("t", comet::storage::FindOptions { selector: cursor.selector.clone(), sort: cursor.sort.clone(), skip: cursor.skip, limit: cursor.limit, projection: cursor.projection.clone() })
+                let mut found = store
+                    .find("t", comet::storage::FindOptions { selector: cursor.selector.clone(), sort: cursor.sort.clone(), skip: cursor.skip, limit: cursor.limit, projection: comet::model::query::Projection::all() })
                     .await
-                    .unwrap()
+                    .unwrap();
+                // Cursor order: the sort, then `_id` (a window without a sort has no order of
+                // its own, so its members are ordered by `_id`).
+                comet::storage::embedded::sort_documents(&mut found, &cursor.sort);
+                let expected_order: Vec<String> = found.iter().map(|d| comet::model::id_to_wire(d.get("_id").unwrap()).unwrap()).collect();
+                let expected: BTreeMap<String, Document> = found
                     .into_iter()
+                    .map(|d| cursor.projection.apply(&d))
                     .map(|mut d| {
                         let id = comet::model::id_to_wire(d.get("_id").unwrap()).unwrap();
                         d.shift_remove("_id");
@@ -210,6 +291,9 @@ proptest! {
                         .collect::<Vec<_>>()
                 };
                 assert_eq!(show(&got), show(&expected), "after {:?}", w);
+                if ordered {
+                    assert_eq!(*view.order.lock().unwrap(), expected_order, "order after {:?}", w);
+                }
             }
             drop(_handle);
             let _ = std::fs::remove_dir_all(&dir);

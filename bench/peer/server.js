@@ -1,5 +1,6 @@
 // The Node peer: Meteor's ddp-server (mongodb-livedata-server) with the same handlers the
-// benchmark calls on comet: `echo` and the publications `bench.empty` and `bench.docs`.
+// benchmark calls on comet: `echo`, `bench.empty`, `bench.docs` (S1/S2), `bench.room` and
+// `bench.send` (S3), `bench.set` and `bench.touch` (S4), `bench.watch` and `bench.events` (S7).
 'use strict';
 const http = require('node:http');
 const { DDPServer } = require('mongodb-livedata-server');
@@ -37,6 +38,68 @@ ddp.methods({
   'bench.send': async (text, ts) => {
     const id = `m${nextId++}`;
     for (const sub of room) sub.added('messages', id, { text, ts });
+  },
+});
+
+// Mergebox stress (S4): 20 sets of 200 documents, each overlapping the next by half.
+const SETS = 20, SET_SIZE = 200, STRIDE = 100, DOCS = SETS * STRIDE;
+const docs = Array.from({ length: DOCS }, (_, i) => ({
+  f0: i, f1: i, f2: i, f3: i, f4: i, text: 'a document shared by overlapping publications',
+}));
+const sets = Array.from({ length: SETS }, () => new Set());
+ddp.publish({
+  'bench.set': async function (k) {
+    k = (Number(k) || 0) % SETS;
+    sets[k].add(this);
+    this.onStop(() => sets[k].delete(this));
+    for (let j = 0; j < SET_SIZE; j++) {
+      const d = (k * STRIDE + j) % DOCS;
+      this.added('bench', `d${d}`, { ...docs[d] });
+    }
+    this.ready();
+  },
+});
+ddp.methods({
+  'bench.touch': async (d, f, value) => {
+    d = (Number(d) || 0) % DOCS;
+    const field = `f${(Number(f) || 0) % 5}`;
+    docs[d][field] = value;
+    const last = Math.floor(d / STRIDE);
+    for (const k of [(last + SETS - 1) % SETS, last]) {
+      for (const sub of sets[k]) sub.changed('bench', `d${d}`, { [field]: value });
+    }
+  },
+});
+
+// Change-source cost (S7): each watcher is one room's live query; every event is checked
+// against every watcher, as an oplog observer checks each entry against each query.
+const watchers = new Set();
+ddp.publish({
+  'bench.watch': async function (rid) {
+    const w = { sub: this, rid, ids: new Set() };
+    watchers.add(w);
+    this.onStop(() => watchers.delete(w));
+    this.ready();
+  },
+});
+ddp.methods({
+  'bench.events': async (count, every, base) => {
+    for (let i = 0; i < Math.min(count, 100000); i++) {
+      const n = base + i;
+      const matching = every > 0 && n % every === 0;
+      const room = Math.floor(n / every) % 1000;
+      const doc = matching ? { _id: `m${room}`, rid: `room${room}`, n } : { _id: `s${n % 1000}`, rid: 'nobody', n };
+      for (const w of watchers) {
+        const has = w.ids.has(doc._id);
+        if (doc.rid === w.rid) {
+          if (has) w.sub.changed('bench_src', doc._id, { n });
+          else { w.ids.add(doc._id); w.sub.added('bench_src', doc._id, { rid: doc.rid, n }); }
+        } else if (has) {
+          w.ids.delete(doc._id);
+          w.sub.removed('bench_src', doc._id);
+        }
+      }
+    }
   },
 });
 

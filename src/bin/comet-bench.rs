@@ -3,6 +3,9 @@
 //!
 //! `comet-bench idle  --url URL --pid PID --clients N --sub NAME [--hold-secs S]`
 //! `comet-bench echo  --url URL --pid PID --clients C --inflight W [--secs S] [--warmup-secs S]`
+//! `comet-bench fanout --url URL --pid PID --clients N --rate R` (S3)
+//! `comet-bench mergebox --url URL --pid PID --clients N --rate R` (S4)
+//! `comet-bench changes --url URL --pid PID --clients N --rate R --match-every M` (S7)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -46,6 +49,9 @@ struct Args {
     /// Fan-out: messages per second the sender sends.
     #[arg(long, default_value_t = 50)]
     rate: u64,
+    /// Change-source cost: one event in this many is for a watched room (0: none).
+    #[arg(long, default_value_t = 0)]
+    match_every: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -430,6 +436,192 @@ async fn fanout(args: &Args) -> serde_json::Value {
     })
 }
 
+/// Connects `n` clients with `connect` and sends each the subscriptions `subs(i)` gives,
+/// returning once every one is ready.
+async fn connect_and_subscribe(args: &Args, subs: impl Fn(usize) -> Vec<String>) -> Vec<Ws> {
+    let subs = &subs;
+    let mut opened = futures_util::stream::iter((0..args.clients).map(|i| {
+        let url = args.url.clone();
+        let src = source(i, args.sources);
+        async move {
+            let mut ws = open(&url, src).await;
+            ws.send(Message::text(CONNECT)).await.unwrap();
+            recv_until(&mut ws, "\"connected\"").await;
+            let frames = subs(i);
+            let want = frames.len();
+            for frame in frames {
+                ws.send(Message::text(frame)).await.unwrap();
+            }
+            let mut ready = 0;
+            while ready < want {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.contains("\"msg\":\"ready\"") => ready += 1,
+                    Some(Ok(Message::Text(t))) if t.contains("\"msg\":\"ping\"") => {
+                        let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => panic!("connection closed before ready"),
+                }
+            }
+            ws
+        }
+    }))
+    .buffer_unordered(64);
+    let mut sockets = Vec::new();
+    while let Some(ws) = opened.next().await {
+        sockets.push(ws);
+    }
+    sockets
+}
+
+/// Counts data frames (and their bytes) on every socket while `measuring`, answering pings.
+fn count_frames(
+    local: &tokio::task::LocalSet,
+    sockets: Vec<Ws>,
+    prefix: &'static str,
+    measuring: &Rc<RefCell<bool>>,
+) -> Rc<RefCell<(u64, u64)>> {
+    let counted = Rc::new(RefCell::new((0u64, 0u64)));
+    for mut ws in sockets {
+        let (counted, measuring) = (counted.clone(), measuring.clone());
+        local.spawn_local(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                if t.starts_with(prefix) {
+                    if *measuring.borrow() {
+                        let mut c = counted.borrow_mut();
+                        c.0 += 1;
+                        c.1 += t.len() as u64;
+                    }
+                } else if t.contains("\"msg\":\"ping\"") {
+                    let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+                }
+            }
+        });
+    }
+    counted
+}
+
+/// Calls `method` with `params(n)` `rate` times a second for the warm-up and the measured
+/// window, each call waiting for the previous result; returns (calls measured, elapsed, CPU ns).
+async fn drive(
+    args: &Args,
+    measuring: Rc<RefCell<bool>>,
+    method: &str,
+    mut params: impl FnMut(u64) -> String,
+) -> (u64, Duration, u64) {
+    let mut driver = open(&args.url, IpAddr::from([127, 0, 0, 1])).await;
+    driver.send(Message::text(CONNECT)).await.unwrap();
+    recv_until(&mut driver, "\"connected\"").await;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = Instant::now();
+    let mut window: Option<(Instant, u64, u64)> = None;
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        if window.is_none() && start.elapsed() >= Duration::from_secs(args.warmup_secs) {
+            *measuring.borrow_mut() = true;
+            window = Some((Instant::now(), cpu_ns(args.pid), n));
+        }
+        if let Some((at, cpu0, n0)) = window {
+            if at.elapsed() >= Duration::from_secs(args.secs) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                *measuring.borrow_mut() = false;
+                return (n - n0, at.elapsed(), cpu_ns(args.pid) - cpu0);
+            }
+        }
+        n += 1;
+        let frame = format!(
+            r#"{{"msg":"method","id":"{n}","method":"{method}","params":{}}}"#,
+            params(n)
+        );
+        driver.send(Message::text(frame)).await.unwrap();
+        recv_until(&mut driver, "\"msg\":\"result\"").await;
+    }
+}
+
+/// S4: each client subscribes to 5 consecutive of 20 sets of 200 documents overlapping by
+/// half (600 distinct documents a session); then `bench.touch` changes one field of a random
+/// document `rate` times a second.
+async fn mergebox(args: &Args) -> serde_json::Value {
+    const DOCS_PER_SESSION: u64 = 600;
+    let before = connect_and_subscribe(args, |_| Vec::new()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_connected = rss_kib(args.pid);
+    drop(before);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sockets = connect_and_subscribe(args, |i| {
+        (0..5)
+            .map(|j| {
+                format!(
+                    r#"{{"msg":"sub","id":"s{j}","name":"bench.set","params":[{}]}}"#,
+                    (i + j) % 20
+                )
+            })
+            .collect()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_subscribed = rss_kib(args.pid);
+    let local = tokio::task::LocalSet::new();
+    let measuring = Rc::new(RefCell::new(false));
+    let counted = count_frames(&local, sockets, r#"{"msg":"changed""#, &measuring);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (updates, elapsed, cpu) = local
+        .run_until(drive(args, measuring.clone(), "bench.touch", move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            format!("[{},{},{n}]", seed % 2000, (seed >> 20) % 5)
+        }))
+        .await;
+    let (frames, bytes) = *counted.borrow();
+    let pairs = args.clients as u64 * DOCS_PER_SESSION;
+    serde_json::json!({
+        "scenario": "mergebox", "label": args.label, "clients": args.clients, "rate": args.rate,
+        "rss_connected_kib": rss_connected, "rss_subscribed_kib": rss_subscribed,
+        // Against the connected-but-unsubscribed baseline: what the mergebox views cost.
+        "bytes_per_session_doc": (rss_subscribed.saturating_sub(rss_connected) * 1024) as f64 / pairs as f64,
+        "updates": updates, "updates_per_sec": updates as f64 / elapsed.as_secs_f64(),
+        "changed_frames": frames, "changed_per_sec": frames as f64 / elapsed.as_secs_f64(),
+        "changed_per_update": if updates > 0 { frames as f64 / updates as f64 } else { 0.0 },
+        "bytes_per_changed": if frames > 0 { bytes as f64 / frames as f64 } else { 0.0 },
+        "server_cpu_us_per_frame": if frames > 0 { cpu as f64 / 1e3 / frames as f64 } else { 0.0 },
+        "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,
+    })
+}
+
+/// S7: `clients` each watch their own room; `bench.events` feeds `rate` batches of 100 change
+/// events a second, one in `match_every` for a watched room.
+async fn changes(args: &Args) -> serde_json::Value {
+    const BATCH: u64 = 100;
+    let sockets = connect_and_subscribe(args, |i| {
+        vec![format!(
+            r#"{{"msg":"sub","id":"w","name":"bench.watch","params":["room{i}"]}}"#
+        )]
+    })
+    .await;
+    let local = tokio::task::LocalSet::new();
+    let measuring = Rc::new(RefCell::new(false));
+    let counted = count_frames(&local, sockets, r#"{"msg":""#, &measuring);
+    let every = args.match_every;
+    let (calls, elapsed, cpu) = local
+        .run_until(drive(args, measuring.clone(), "bench.events", move |n| {
+            format!("[{BATCH},{every},{}]", n * BATCH)
+        }))
+        .await;
+    let events = calls * BATCH;
+    let (frames, _) = *counted.borrow();
+    serde_json::json!({
+        "scenario": "changes", "label": args.label, "clients": args.clients, "match_every": every,
+        "events": events, "events_per_sec": events as f64 / elapsed.as_secs_f64(),
+        "frames_delivered": frames,
+        "server_cpu_us_per_event": if events > 0 { cpu as f64 / 1e3 / events as f64 } else { 0.0 },
+        "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,
+    })
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -441,6 +633,8 @@ fn main() {
             "idle" => idle(&args).await,
             "echo" => echo(&args).await,
             "fanout" => fanout(&args).await,
+            "mergebox" => mergebox(&args).await,
+            "changes" => changes(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);

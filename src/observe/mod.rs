@@ -6,12 +6,15 @@
 //! processed (what a method's write fence waits for). Unlimited cursors are maintained
 //! incrementally from each event's full document; windows (limit or skip), collection drops
 //! and a lagging feed are resolved by re-running the query and diffing, so no change is ever
-//! silently dropped. It must not know about sessions: observers are [`ObserveSink`]s.
+//! silently dropped. Unordered observers get `Added` / `Changed` / `Removed`; ordered ones
+//! get `AddedBefore` / `MovedBefore` instead of `Added`, against the cursor's order (sort,
+//! then `_id`). It must not know about sessions: observers are [`ObserveSink`]s.
 
+use crate::model::query::compare::compare;
 use crate::model::query::{Projection, Selector, Sort};
 use crate::model::shared::SharedAdded;
 use crate::model::{id_to_wire, Document, Value};
-use crate::storage::{ChangeEvent, EmbeddedStore, FindOptions, OperationType, StoreError};
+use crate::storage::{ChangeEvent, FindOptions, OperationType, Store, StoreError};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +79,19 @@ impl Cursor {
 /// One change for observers.
 #[derive(Debug)]
 pub enum ObserveEvent {
+    /// For unordered observers.
     Added(Arc<SharedAdded>),
+    /// For ordered observers: the document enters just before `before` (last when `None`).
+    AddedBefore {
+        doc: Arc<SharedAdded>,
+        before: Option<Arc<str>>,
+    },
+    /// For ordered observers: the document moves to just before `before` (last when `None`).
+    MovedBefore {
+        collection: Arc<str>,
+        id: Arc<str>,
+        before: Option<Arc<str>>,
+    },
     Changed {
         collection: Arc<str>,
         id: Arc<str>,
@@ -92,23 +107,135 @@ pub enum ObserveEvent {
 /// Receives a live query's events. Returns false once it no longer wants them.
 pub trait ObserveSink: Send + Sync {
     fn event(&self, event: &ObserveEvent) -> bool;
+    /// Ordered observers get `AddedBefore` and `MovedBefore` rather than `Added`.
+    fn ordered(&self) -> bool {
+        false
+    }
+}
+
+/// The events of one change, for both kinds of observers (the ordered list only when some
+/// observer is ordered).
+#[derive(Default)]
+struct Diff {
+    unordered: Vec<ObserveEvent>,
+    ordered: Vec<ObserveEvent>,
 }
 
 struct QueryState {
     /// Current result, in cursor order: wire id → (`_id`, full document, shared projection).
     results: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     sinks: Vec<(u64, Arc<dyn ObserveSink>)>,
+    /// Results are kept in cursor order, because some observer is ordered.
+    ordered: bool,
 }
 
 struct LiveQuery {
     cursor: Cursor,
     state: Mutex<QueryState>,
+    /// A top-level equality on a scalar (`{rid: "x"}`): the query is filed under it, so that
+    /// an event for another value never reaches it.
+    route: Option<(String, Vec<u8>)>,
+}
+
+/// The live queries of one collection, filed by their routing equality.
+#[derive(Default)]
+struct Routes {
+    by_value: HashMap<(String, Vec<u8>), Vec<Arc<LiveQuery>>>,
+    unrouted: Vec<Arc<LiveQuery>>,
+    /// Routing paths in use, with the number of queries on each.
+    paths: HashMap<String, usize>,
+}
+
+impl Routes {
+    fn add(&mut self, q: Arc<LiveQuery>) {
+        match &q.route {
+            Some((path, key)) => {
+                *self.paths.entry(path.clone()).or_default() += 1;
+                self.by_value
+                    .entry((path.clone(), key.clone()))
+                    .or_default()
+                    .push(q);
+            }
+            None => self.unrouted.push(q),
+        }
+    }
+
+    fn remove(&mut self, q: &Arc<LiveQuery>) {
+        match &q.route {
+            Some((path, key)) => {
+                let slot = (path.clone(), key.clone());
+                if let Some(list) = self.by_value.get_mut(&slot) {
+                    list.retain(|x| !Arc::ptr_eq(x, q));
+                    if list.is_empty() {
+                        self.by_value.remove(&slot);
+                    }
+                }
+                if let Some(n) = self.paths.get_mut(path) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.paths.remove(path);
+                    }
+                }
+            }
+            None => self.unrouted.retain(|x| !Arc::ptr_eq(x, q)),
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<LiveQuery>> {
+        let mut out = self.unrouted.clone();
+        for list in self.by_value.values() {
+            out.extend(list.iter().cloned());
+        }
+        out
+    }
+
+    /// The queries `event` can concern. An insert, or an update that leaves every routing
+    /// field as it was, reaches only the queries filed under the document's values; anything
+    /// else (deletes, replacements, a routing field changed or holding an array) reaches all.
+    fn candidates(&self, event: &ChangeEvent) -> Vec<Arc<LiveQuery>> {
+        let Some(doc) = &event.full_document else {
+            return self.all();
+        };
+        let routable = match event.operation {
+            OperationType::Insert => true,
+            OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
+                self.paths.keys().all(|p| {
+                    let touches = |k: &String| {
+                        k == p
+                            || k.strip_prefix(p.as_str())
+                                .is_some_and(|r| r.starts_with('.'))
+                            || p.strip_prefix(k.as_str())
+                                .is_some_and(|r| r.starts_with('.'))
+                    };
+                    !u.updated_fields.keys().any(touches) && !u.removed_fields.iter().any(touches)
+                })
+            }),
+            _ => false,
+        };
+        if !routable {
+            return self.all();
+        }
+        let mut out = self.unrouted.clone();
+        for path in self.paths.keys() {
+            let value = doc.get(path).unwrap_or(&Value::Null);
+            let Some(key) = crate::storage::index_key::encode(value) else {
+                // An array matches by its elements: no single key to route by.
+                return self.all();
+            };
+            if let Some(list) = self.by_value.get(&(path.clone(), key)) {
+                out.extend(list.iter().cloned());
+            }
+        }
+        out
+    }
 }
 
 /// Every live query of one store.
 pub struct ObserveHub {
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
     queries: Mutex<HashMap<String, Arc<LiveQuery>>>,
+    /// The same queries by collection and routing equality (locked after `queries`).
+    routes: Mutex<HashMap<Arc<str>, Routes>>,
     processed: watch::Sender<u64>,
     next_sink: AtomicU64,
     /// False once the task following the change feed has ended.
@@ -137,11 +264,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ObserveHub {
     /// Starts the hub: one task follows the store's change feed for every query.
-    pub fn start(store: Arc<EmbeddedStore>) -> Arc<Self> {
+    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
         let (processed, _) = watch::channel(store.last_seq());
         let hub = Arc::new(Self {
             store: store.clone(),
             queries: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
             processed,
             next_sink: AtomicU64::new(1),
             feed_alive: std::sync::atomic::AtomicBool::new(true),
@@ -157,7 +285,7 @@ impl ObserveHub {
         self.feed_alive.load(Ordering::Relaxed)
     }
 
-    pub fn store(&self) -> &Arc<EmbeddedStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -172,6 +300,12 @@ impl ObserveHub {
         let _ = rx.wait_for(|done| *done >= seq).await;
     }
 
+    /// Processes an event no store reported, as if one had (the benchmarks' change source).
+    pub async fn inject(&self, event: &ChangeEvent) {
+        let _guard = self.apply_lock.lock().await;
+        self.apply(event).await;
+    }
+
     /// Observes `cursor`: the current documents arrive as `Added`, then every change.
     pub async fn observe(
         self: &Arc<Self>,
@@ -183,6 +317,7 @@ impl ObserveHub {
         let query = match existing {
             Some(q) => q,
             None => {
+                self.store.follow_collection(&cursor.collection);
                 let docs = self
                     .store
                     .find(&cursor.collection, cursor.find_options())
@@ -192,22 +327,54 @@ impl ObserveHub {
                     let (wire, entry) = shared_entry(&cursor, doc)?;
                     results.insert(wire, entry);
                 }
+                let route = cursor
+                    .selector
+                    .equalities()
+                    .into_iter()
+                    .filter(|(path, _)| !path.contains('.') && *path != "_id")
+                    .find_map(|(path, v)| {
+                        crate::storage::index_key::encode(v).map(|k| (path.to_owned(), k))
+                    });
                 let q = Arc::new(LiveQuery {
+                    route,
                     cursor: cursor.clone(),
                     state: Mutex::new(QueryState {
                         results,
                         sinks: Vec::new(),
+                        ordered: false,
                     }),
                 });
-                lock(&self.queries).insert(cursor.key.clone(), q.clone());
+                let mut queries = lock(&self.queries);
+                queries.insert(cursor.key.clone(), q.clone());
+                lock(&self.routes)
+                    .entry(cursor.collection.clone())
+                    .or_default()
+                    .add(q.clone());
+                drop(queries);
                 q
             }
         };
         let id = self.next_sink.fetch_add(1, Ordering::Relaxed);
         {
             let mut state = lock(&query.state);
-            for (_, shared) in state.results.values() {
-                sink.event(&ObserveEvent::Added(shared.clone()));
+            if sink.ordered() {
+                if !state.ordered {
+                    let sort = &query.cursor.sort;
+                    state
+                        .results
+                        .sort_by(|_, a, _, b| cursor_order(sort, &a.0, &b.0));
+                    state.ordered = true;
+                }
+                for (_, shared) in state.results.values() {
+                    sink.event(&ObserveEvent::AddedBefore {
+                        doc: shared.clone(),
+                        before: None,
+                    });
+                }
+            } else {
+                for (_, shared) in state.results.values() {
+                    sink.event(&ObserveEvent::Added(shared.clone()));
+                }
             }
             state.sinks.push((id, sink));
         }
@@ -229,7 +396,15 @@ impl ObserveHub {
             None => false,
         };
         if empty {
-            queries.remove(key);
+            if let Some(q) = queries.remove(key) {
+                let mut routes = lock(&self.routes);
+                if let Some(r) = routes.get_mut(&q.cursor.collection) {
+                    r.remove(&q);
+                    if r.unrouted.is_empty() && r.by_value.is_empty() {
+                        routes.remove(&q.cursor.collection);
+                    }
+                }
+            }
         }
     }
 
@@ -263,11 +438,20 @@ impl ObserveHub {
     }
 
     async fn apply(&self, event: &ChangeEvent) {
-        let queries: Vec<_> = lock(&self.queries)
-            .values()
-            .filter(|q| q.cursor.collection == event.collection)
-            .cloned()
-            .collect();
+        // A database-wide event (dropDatabase, or a source that lost its place) concerns
+        // every query.
+        let everything = matches!(
+            event.operation,
+            OperationType::DropDatabase | OperationType::Invalidate
+        );
+        let queries: Vec<_> = if everything {
+            lock(&self.queries).values().cloned().collect()
+        } else {
+            lock(&self.routes)
+                .get(&event.collection)
+                .map(|r| r.candidates(event))
+                .unwrap_or_default()
+        };
         for q in queries {
             let needs_requery = match event.operation {
                 // Without the document after the change, nothing can be decided from the event.
@@ -308,7 +492,7 @@ impl ObserveHub {
                 return;
             }
         };
-        let mut fresh = IndexMap::default();
+        let mut fresh: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState> = IndexMap::default();
         for doc in docs {
             match shared_entry(&q.cursor, doc) {
                 Ok((wire, entry)) => {
@@ -318,24 +502,134 @@ impl ObserveHub {
             }
         }
         let mut state = lock(&q.state);
-        let mut events = Vec::new();
+        if state.ordered {
+            let sort = &q.cursor.sort;
+            fresh.sort_by(|_, a, _, b| cursor_order(sort, &a.0, &b.0));
+        }
+        let mut diff = Diff::default();
         for (wire, (_, old)) in &state.results {
             match fresh.get(wire) {
-                None => events.push(ObserveEvent::Removed {
+                None => diff.unordered.push(ObserveEvent::Removed {
                     collection: q.cursor.collection.clone(),
                     id: wire.clone(),
                 }),
-                Some((_, new)) => events.extend(changed_event(&q.cursor, wire, old, new)),
+                Some((_, new)) => {
+                    if let Some(e) = changed_event(&q.cursor, wire, old, new) {
+                        diff.unordered.push(e);
+                    }
+                }
             }
         }
         for (wire, (_, new)) in &fresh {
             if !state.results.contains_key(wire) {
-                events.push(ObserveEvent::Added(new.clone()));
+                diff.unordered.push(ObserveEvent::Added(new.clone()));
             }
         }
+        if state.ordered {
+            ordered_diff(&q.cursor, &state.results, &fresh, &mut diff.ordered);
+        }
         state.results = fresh;
-        deliver(&mut state, &events);
+        deliver(&mut state, &diff);
     }
+}
+
+/// Cursor order: the sort, then `_id`.
+fn cursor_order(sort: &Sort, a: &Document, b: &Document) -> std::cmp::Ordering {
+    let null = Value::Null;
+    sort.compare(a, b)
+        .then_with(|| compare(a.get("_id").unwrap_or(&null), b.get("_id").unwrap_or(&null)))
+}
+
+impl Diff {
+    fn both(&mut self, event: ObserveEvent) {
+        let copy = match &event {
+            ObserveEvent::Removed { collection, id } => ObserveEvent::Removed {
+                collection: collection.clone(),
+                id: id.clone(),
+            },
+            ObserveEvent::Changed {
+                collection,
+                id,
+                fields,
+                cleared,
+            } => ObserveEvent::Changed {
+                collection: collection.clone(),
+                id: id.clone(),
+                fields: fields.clone(),
+                cleared: cleared.clone(),
+            },
+            _ => return self.unordered.push(event),
+        };
+        self.unordered.push(event);
+        self.ordered.push(copy);
+    }
+}
+
+type Results = IndexMap<Arc<str>, Entry, foldhash::fast::RandomState>;
+
+/// The ordered events that turn `old` into `new`: removals, then, walking `new` from its end,
+/// additions and moves placed before the document that follows them. Documents on a longest
+/// run that kept its relative order stay where they are, so moves are few.
+fn ordered_diff(cursor: &Cursor, old: &Results, new: &Results, out: &mut Vec<ObserveEvent>) {
+    for wire in old.keys() {
+        if !new.contains_key(wire) {
+            out.push(ObserveEvent::Removed {
+                collection: cursor.collection.clone(),
+                id: wire.clone(),
+            });
+        }
+    }
+    // Old positions of the survivors, in new order; the longest increasing run stays put.
+    let survivors: Vec<(usize, usize)> = new
+        .keys()
+        .enumerate()
+        .filter_map(|(new_index, wire)| old.get_index_of(wire).map(|o| (new_index, o)))
+        .collect();
+    let staying = longest_increasing(&survivors);
+    let mut next: Option<Arc<str>> = None;
+    for (new_index, (wire, (_, doc))) in new.iter().enumerate().rev() {
+        match old.get(wire) {
+            None => out.push(ObserveEvent::AddedBefore {
+                doc: doc.clone(),
+                before: next.clone(),
+            }),
+            Some((_, previous)) => {
+                out.extend(changed_event(cursor, wire, previous, doc));
+                if !staying.contains(&new_index) {
+                    out.push(ObserveEvent::MovedBefore {
+                        collection: cursor.collection.clone(),
+                        id: wire.clone(),
+                        before: next.clone(),
+                    });
+                }
+            }
+        }
+        next = Some(wire.clone());
+    }
+}
+
+/// The first members (new indexes) of a longest subsequence of `pairs` whose second members
+/// (old indexes) increase.
+fn longest_increasing(pairs: &[(usize, usize)]) -> std::collections::HashSet<usize> {
+    // tails[k]: index into `pairs` of the smallest tail of an increasing run of length k+1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut previous: Vec<Option<usize>> = vec![None; pairs.len()];
+    for (i, &(_, old)) in pairs.iter().enumerate() {
+        let k = tails.partition_point(|&t| pairs[t].1 < old);
+        previous[i] = k.checked_sub(1).map(|p| tails[p]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        out.insert(pairs[i].0);
+        at = previous[i];
+    }
+    out
 }
 
 /// A result entry: the full document (for matching) and its shared, projected form.
@@ -378,13 +672,18 @@ fn changed_event(
     })
 }
 
-fn deliver(state: &mut QueryState, events: &[ObserveEvent]) {
-    if events.is_empty() {
+fn deliver(state: &mut QueryState, diff: &Diff) {
+    if diff.unordered.is_empty() && diff.ordered.is_empty() {
         return;
     }
-    state
-        .sinks
-        .retain(|(_, sink)| events.iter().all(|e| sink.event(e)));
+    state.sinks.retain(|(_, sink)| {
+        let events = if sink.ordered() {
+            &diff.ordered
+        } else {
+            &diff.unordered
+        };
+        events.iter().all(|e| sink.event(e))
+    });
 }
 
 /// An unlimited cursor follows each event from the event's own document.
@@ -397,32 +696,65 @@ fn apply_incremental(q: &LiveQuery, event: &ChangeEvent) {
         .full_document
         .as_ref()
         .filter(|doc| event.operation != OperationType::Delete && q.cursor.selector.matches(doc));
-    let mut events = Vec::new();
-    match (now, state.results.contains_key(&wire)) {
-        (Some(doc), false) => {
+    let mut diff = Diff::default();
+    let ordered = state.ordered;
+    let sort = &q.cursor.sort;
+    match (now, state.results.get_index_of(&wire)) {
+        (Some(doc), None) => {
             if let Ok((w, entry)) = shared_entry(&q.cursor, (**doc).clone()) {
-                events.push(ObserveEvent::Added(entry.1.clone()));
-                state.results.insert(w, entry);
+                let shared = entry.1.clone();
+                diff.unordered.push(ObserveEvent::Added(shared.clone()));
+                if ordered {
+                    let at = state
+                        .results
+                        .partition_point(|_, (d, _)| cursor_order(sort, d, &entry.0).is_lt());
+                    let before = state.results.get_index(at).map(|(k, _)| k.clone());
+                    state.results.shift_insert(at, w, entry);
+                    diff.ordered.push(ObserveEvent::AddedBefore {
+                        doc: shared,
+                        before,
+                    });
+                } else {
+                    state.results.insert(w, entry);
+                }
             }
         }
-        (Some(doc), true) => {
+        (Some(doc), Some(old_index)) => {
             if let Ok((w, entry)) = shared_entry(&q.cursor, (**doc).clone()) {
                 if let Some((_, old)) = state.results.get(&w) {
-                    events.extend(changed_event(&q.cursor, &w, old, &entry.1));
+                    if let Some(e) = changed_event(&q.cursor, &w, old, &entry.1) {
+                        diff.both(e);
+                    }
                 }
-                state.results.insert(w, entry);
+                if ordered {
+                    state.results.shift_remove_index(old_index);
+                    let at = state
+                        .results
+                        .partition_point(|_, (d, _)| cursor_order(sort, d, &entry.0).is_lt());
+                    let before = state.results.get_index(at).map(|(k, _)| k.clone());
+                    state.results.shift_insert(at, w.clone(), entry);
+                    if at != old_index {
+                        diff.ordered.push(ObserveEvent::MovedBefore {
+                            collection: q.cursor.collection.clone(),
+                            id: w,
+                            before,
+                        });
+                    }
+                } else {
+                    state.results.insert(w, entry);
+                }
             }
         }
-        (None, true) => {
+        (None, Some(_)) => {
             state.results.shift_remove(&wire);
-            events.push(ObserveEvent::Removed {
+            diff.both(ObserveEvent::Removed {
                 collection: q.cursor.collection.clone(),
                 id: wire,
             });
         }
-        (None, false) => {}
+        (None, None) => {}
     }
-    deliver(&mut state, &events);
+    deliver(&mut state, &diff);
 }
 
 /// Whether a change can alter a window (limit or skip), in which case the query re-runs.

@@ -48,7 +48,11 @@ fn doc_of(value: &Value) -> Result<Document, ServiceError> {
 
 /// Handlers for the conformance transcripts, the compat-suite and the benchmark
 /// (`COMET_TEST_HANDLERS=1`). None of them touches data.
-pub fn register_test_handlers(registry: &mut Registry) {
+pub fn register_test_handlers(
+    registry: &mut Registry,
+    observe: Option<Arc<crate::observe::ObserveHub>>,
+) {
+    super::bench::register(registry, observe);
     registry.method("echo", |_ctx, params| async move {
         Ok(params.into_iter().next())
     });

@@ -5,10 +5,10 @@
 
 use super::error::ServiceError;
 use super::registry::{Publish, Registry, Subscription};
-use crate::model::query::{Selector, Update};
+use crate::model::query::{Selector, Sort, Update};
 use crate::model::{Document, MeteorError, Value};
 use crate::observe::{Cursor, ObserveEvent, ObserveHub, ObserveSink};
-use crate::storage::{EmbeddedStore, FindOptions, StoreError};
+use crate::storage::{FindOptions, Store, StoreError};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -45,6 +45,16 @@ pub struct CollectionConfig {
     /// The document must match.
     #[serde(default)]
     pub remove: Option<toml::Table>,
+    /// Indexes to keep, each `{field = 1 | -1, ...}` in key order.
+    #[serde(default)]
+    pub indexes: Vec<toml::Table>,
+}
+
+/// An index the declarations need: a collection and its keys.
+#[derive(Clone, Debug)]
+pub struct IndexDeclaration {
+    pub collection: String,
+    pub keys: Sort,
 }
 
 /// Why declared publications or collections cannot be used.
@@ -112,7 +122,8 @@ fn access_denied() -> ServiceError {
 }
 
 /// Forwards a live query's events to one subscription.
-struct SubscriptionSink(Subscription);
+/// Forwards a live query's events to a subscription.
+pub(crate) struct SubscriptionSink(pub(crate) Subscription);
 
 impl ObserveSink for SubscriptionSink {
     fn event(&self, event: &ObserveEvent) -> bool {
@@ -120,7 +131,11 @@ impl ObserveSink for SubscriptionSink {
             return false;
         }
         match event {
-            ObserveEvent::Added(doc) => self.0.added_shared(doc.clone()),
+            ObserveEvent::Added(doc) | ObserveEvent::AddedBefore { doc, .. } => {
+                self.0.added_shared(doc.clone())
+            }
+            // A publication is unordered, as Meteor's are: the client keeps no order.
+            ObserveEvent::MovedBefore { .. } => {}
             ObserveEvent::Changed {
                 collection,
                 id,
@@ -140,9 +155,10 @@ pub fn register(
     registry: &mut Registry,
     publications: &[PublicationConfig],
     collections: &[CollectionConfig],
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
     observe: Arc<ObserveHub>,
-) -> Result<(), DeclarationError> {
+) -> Result<Vec<IndexDeclaration>, DeclarationError> {
+    let mut indexes = Vec::new();
     for p in publications {
         let fail = |problem: String| DeclarationError {
             what: "publication",
@@ -162,6 +178,7 @@ pub fn register(
             &fields,
         )
         .map_err(|e| fail(e.0))?;
+        indexes.extend(publication_index(&p.collection, &selector, &sort));
         let max = p.limit.map(|l| l as usize);
         let (collection, login_required, observe) =
             (p.collection.clone(), p.login_required, observe.clone());
@@ -221,6 +238,17 @@ pub fn register(
         };
         let (insert_rule, update_rule, remove_rule) =
             (rule(&c.insert)?, rule(&c.update)?, rule(&c.remove)?);
+        for keys in &c.indexes {
+            let keys = to_document(&Some(keys.clone())).map_err(&fail)?;
+            if keys.is_empty() {
+                return Err(fail("an index needs at least one field".into()));
+            }
+            let keys = Sort::parse(&keys).map_err(|e| fail(format!("index: {}", e.0)))?;
+            indexes.push(IndexDeclaration {
+                collection: c.name.clone(),
+                keys,
+            });
+        }
         let name = c.name.clone();
         let allows = move |rule: &Option<Document>,
                            doc: &Document,
@@ -326,11 +354,40 @@ pub fn register(
             }
         });
     }
-    Ok(())
+    Ok(indexes)
+}
+
+/// The index that serves a publication: its selector's plain equality fields, then its sort.
+fn publication_index(
+    collection: &str,
+    selector: &Document,
+    sort: &Document,
+) -> Option<IndexDeclaration> {
+    let mut keys = Document::default();
+    for (field, value) in selector {
+        let plain = !field.starts_with('$')
+            && !matches!(
+                value,
+                Value::Object(_) | Value::Array(_) | Value::Regex { .. }
+            );
+        if plain {
+            keys.insert(field.clone(), Value::Number(1.0));
+        }
+    }
+    for (field, dir) in sort {
+        keys.entry(field.clone()).or_insert_with(|| dir.clone());
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Sort::parse(&keys).ok().map(|keys| IndexDeclaration {
+        collection: collection.to_owned(),
+        keys,
+    })
 }
 
 async fn find_by_id(
-    store: &Arc<EmbeddedStore>,
+    store: &Arc<dyn Store>,
     collection: &str,
     id: &Value,
 ) -> Result<Option<Document>, ServiceError> {

@@ -3,13 +3,17 @@
 //! change, so that an acknowledged write is never lost and its sequence number is a resume
 //! token that survives restarts.
 
-use super::{ChangeEvent, OperationType, StoreError, UpdateDescription};
+use super::index_key::{self, FieldKey};
+use super::{ChangeEvent, OperationType, Store, StoreError, StoreFuture, UpdateDescription};
+use crate::model::query::matcher::IndexBound;
 use crate::model::query::update::check_field_names;
 use crate::model::query::{compare::compare, Projection, Selector, Sort, Update};
 use crate::model::{id_to_wire, Document, Value};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::broadcast;
 
 /// MongoDB's largest document.
@@ -65,10 +69,43 @@ struct Writer {
 
 /// The embedded store.
 pub struct EmbeddedStore {
+    /// Itself, for the [`Store`] methods that must move an owned handle into a blocking task.
+    me: Weak<Self>,
     dir: PathBuf,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     changes: broadcast::Sender<Arc<ChangeEvent>>,
+    /// Indexed fields per collection. Changed only under the writer lock, before the change
+    /// commits, so a reader that sees a different list after its query re-runs it.
+    indexed: IndexedFields,
+}
+
+/// A field with a key column (`"k:<path>"`) in its collection's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IndexedField {
+    path: String,
+    column: String,
+    /// Some document holds an array or a document there: the column cannot serve queries.
+    complex: bool,
+}
+
+type IndexedFields = Arc<Mutex<HashMap<String, Arc<Vec<IndexedField>>>>>;
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn key_column(path: &str) -> String {
+    quote_ident(&format!("k:{path}"))
+}
+
+fn fields_of(indexed: &IndexedFields, collection: &str) -> Arc<Vec<IndexedField>> {
+    indexed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(collection)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn table(collection: &str) -> Result<String, StoreError> {
@@ -202,8 +239,29 @@ impl EmbeddedStore {
         let conn = open_connection(&path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS changelog (seq INTEGER PRIMARY KEY, coll TEXT NOT NULL, event TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS indexed_fields (coll TEXT NOT NULL, path TEXT NOT NULL, complex INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (coll, path));",
         )?;
+        let mut indexed: HashMap<String, Vec<IndexedField>> = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT coll, path, complex FROM indexed_fields")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (coll, path, complex) = row?;
+                indexed.entry(coll).or_default().push(IndexedField {
+                    column: key_column(&path),
+                    path,
+                    complex: complex != 0,
+                });
+            }
+        }
+        let indexed = indexed.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let last: Option<i64> = conn
             .query_row("SELECT MAX(seq) FROM changelog", [], |r| r.get(0))
             .optional()?
@@ -219,7 +277,8 @@ impl EmbeddedStore {
             .map(|_| open_connection(&path))
             .collect::<Result<Vec<_>, _>>()?;
         let (changes, _) = broadcast::channel(16 * 1024);
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             dir: dir.to_owned(),
             writer: Mutex::new(Writer {
                 conn,
@@ -228,6 +287,7 @@ impl EmbeddedStore {
             }),
             readers: Mutex::new(readers),
             changes,
+            indexed: Arc::new(Mutex::new(indexed)),
         }))
     }
 
@@ -362,11 +422,18 @@ impl EmbeddedStore {
         let wire_id = wire(&id)?;
         let text = doc_text(&doc)?;
         let collection: Arc<str> = collection.into();
+        let indexed = self.indexed.clone();
         self.write(move |w| {
             ensure_table(&w.conn, &table)?;
-            let inserted = w.conn.execute(
-                &format!("INSERT OR IGNORE INTO {table} (id, doc) VALUES (?1, ?2)"),
-                params![wire_id, text],
+            let inserted = write_row(
+                &w.conn,
+                &indexed,
+                &table,
+                &collection,
+                RowWrite::InsertOrIgnore,
+                &wire_id,
+                &text,
+                &doc,
             )?;
             if inserted == 0 {
                 return Err(StoreError::DuplicateKey(format!(
@@ -400,11 +467,14 @@ impl EmbeddedStore {
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
+        let indexed = self.indexed.clone();
         self.write(move |w| {
             ensure_table(&w.conn, &table)?;
+            let fields = fields_of(&indexed, &collection);
             let targets = scan(
                 &w.conn,
                 &table,
+                &fields,
                 &selector,
                 if multi { None } else { Some(1) },
             )?;
@@ -418,9 +488,15 @@ impl EmbeddedStore {
                 }
                 check_field_names(&after, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
                 let text = doc_text(&after)?;
-                w.conn.execute(
-                    &format!("UPDATE {table} SET doc = ?2 WHERE id = ?1"),
-                    params![wire_id, text],
+                write_row(
+                    &w.conn,
+                    &indexed,
+                    &table,
+                    &collection,
+                    RowWrite::Update,
+                    &wire_id,
+                    &text,
+                    &after,
                 )?;
                 ack.modified += 1;
                 let seq = w.next_seq + events.len() as u64;
@@ -457,9 +533,15 @@ impl EmbeddedStore {
                 check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
                 let id = doc.get("_id").cloned().unwrap_or(Value::Null);
                 let text = doc_text(&doc)?;
-                w.conn.execute(
-                    &format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2)"),
-                    params![wire(&id)?, text],
+                write_row(
+                    &w.conn,
+                    &indexed,
+                    &table,
+                    &collection,
+                    RowWrite::Insert,
+                    &wire(&id)?,
+                    &text,
+                    &doc,
                 )?;
                 let seq = w.next_seq + events.len() as u64;
                 events.push(ChangeEvent::for_document(
@@ -487,11 +569,14 @@ impl EmbeddedStore {
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
+        let indexed = self.indexed.clone();
         self.write(move |w| {
             ensure_table(&w.conn, &table)?;
+            let fields = fields_of(&indexed, &collection);
             let targets = scan(
                 &w.conn,
                 &table,
+                &fields,
                 &selector,
                 if multi { None } else { Some(1) },
             )?;
@@ -520,35 +605,118 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Reads documents: selector, then sort (ties by `_id`), skip, limit, projection.
+    /// Reads documents: selector, then sort (ties by `_id`), skip, limit, projection. Indexed
+    /// fields narrow the rows read and, when every sort field is indexed, give them in order
+    /// so that reading stops at the limit; the matcher decides on every row either way.
     pub async fn find(
         self: &Arc<Self>,
         collection: &str,
         options: FindOptions,
     ) -> Result<Vec<Document>, StoreError> {
         let table = table(collection)?;
+        let indexed = self.indexed.clone();
+        let collection = collection.to_owned();
         self.read(move |conn| {
             if !table_exists(conn, &table)? {
                 return Ok(Vec::new());
             }
-            let unsorted_limit = if options.sort.is_empty() {
-                options.limit.map(|l| l + options.skip)
-            } else {
-                None
-            };
-            let mut docs: Vec<Document> = scan(conn, &table, &options.selector, unsorted_limit)?
-                .into_iter()
-                .map(|(_, d)| d)
-                .collect();
-            sort_documents(&mut docs, &options.sort);
-            Ok(docs
-                .into_iter()
-                .skip(options.skip)
-                .take(options.limit.unwrap_or(usize::MAX))
-                .map(|d| options.projection.apply(&d))
-                .collect())
+            loop {
+                let fields = fields_of(&indexed, &collection);
+                let found = find_with(conn, &table, &fields, &options)?;
+                // A write that made a field unusable while this ran: read again without it.
+                if *fields == *fields_of(&indexed, &collection) {
+                    return Ok(found);
+                }
+            }
         })
         .await
+    }
+
+    /// SQLite's plan for a `find` (`EXPLAIN QUERY PLAN`, one step per line): what shows
+    /// whether an index serves it.
+    pub async fn query_plan(
+        self: &Arc<Self>,
+        collection: &str,
+        options: &FindOptions,
+    ) -> Result<String, StoreError> {
+        let table = table(collection)?;
+        let fields = fields_of(&self.indexed, collection);
+        let plan = Plan::new(&fields, &options.selector, &options.sort);
+        self.read(move |conn| {
+            let sql = format!("EXPLAIN QUERY PLAN {}", plan.sql(&table));
+            let mut stmt = conn.prepare(&sql)?;
+            let steps = stmt.query_map(params_from_iter(plan.params.iter()), |r| {
+                r.get::<_, String>(3)
+            })?;
+            let mut out = Vec::new();
+            for step in steps {
+                out.push(step?);
+            }
+            Ok(out.join("\n"))
+        })
+        .await
+    }
+
+    /// Keeps a key column for each field of `keys` (and `_id`) and an SQLite index over
+    /// them, in the directions given. Idempotent.
+    pub async fn ensure_index(
+        self: &Arc<Self>,
+        collection: &str,
+        keys: Sort,
+    ) -> Result<(), StoreError> {
+        let table = table(collection)?;
+        if keys.is_empty() {
+            return Err(StoreError::InvalidQuery(
+                crate::model::query::QueryError::new("Index keys cannot be empty."),
+            ));
+        }
+        let indexed = self.indexed.clone();
+        let collection = collection.to_owned();
+        let result = self
+            .write({
+                let indexed = indexed.clone();
+                let collection = collection.clone();
+                move |w| {
+                    ensure_table(&w.conn, &table)?;
+                    let mut paths: Vec<&str> =
+                        keys.keys().iter().map(|(p, _)| p.as_str()).collect();
+                    paths.push("_id");
+                    for path in paths {
+                        add_key_column(&w.conn, &indexed, &table, &collection, path)?;
+                    }
+                    let mut columns: Vec<String> = keys
+                        .keys()
+                        .iter()
+                        .map(|(p, asc)| {
+                            format!("{} {}", key_column(p), if *asc { "ASC" } else { "DESC" })
+                        })
+                        .collect();
+                    columns.push(key_column("_id"));
+                    let name = quote_ident(&format!(
+                        "ix.{collection}.{}",
+                        Value::Object(keys.to_document()).to_ejson_string()
+                    ));
+                    w.conn.execute_batch(&format!(
+                        "CREATE INDEX IF NOT EXISTS {name} ON {table} ({})",
+                        columns.join(", ")
+                    ))?;
+                    Ok(((), Vec::new()))
+                }
+            })
+            .await;
+        if result.is_err() {
+            // The key columns added in the failed transaction are gone again.
+            self.read(move |conn| {
+                let fields = load_indexed_fields(conn, &collection)?;
+                indexed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(collection, Arc::new(fields));
+                Ok(())
+            })
+            .await?;
+        }
+        result
     }
 
     /// The changes after `seq`, in order, from the change log.
@@ -577,6 +745,69 @@ impl EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+}
+
+impl EmbeddedStore {
+    fn handle(&self) -> Result<Arc<Self>, StoreError> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn insert(&self, collection: &str, doc: Document) -> StoreFuture<'_, WriteAck> {
+        let collection = collection.to_owned();
+        Box::pin(async move { self.handle()?.insert(&collection, doc).await })
+    }
+
+    fn update(
+        &self,
+        collection: &str,
+        selector: Selector,
+        update: Update,
+        multi: bool,
+        upsert: bool,
+    ) -> StoreFuture<'_, UpdateAck> {
+        let collection = collection.to_owned();
+        Box::pin(async move {
+            self.handle()?
+                .update(&collection, selector, update, multi, upsert)
+                .await
+        })
+    }
+
+    fn remove(
+        &self,
+        collection: &str,
+        selector: Selector,
+        multi: bool,
+    ) -> StoreFuture<'_, UpdateAck> {
+        let collection = collection.to_owned();
+        Box::pin(async move { self.handle()?.remove(&collection, selector, multi).await })
+    }
+
+    fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>> {
+        let collection = collection.to_owned();
+        Box::pin(async move { self.handle()?.find(&collection, options).await })
+    }
+
+    fn ensure_index(&self, collection: &str, keys: Sort) -> StoreFuture<'_, ()> {
+        let collection = collection.to_owned();
+        Box::pin(async move { self.handle()?.ensure_index(&collection, keys).await })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        EmbeddedStore::subscribe(self)
+    }
+
+    fn last_seq(&self) -> u64 {
+        EmbeddedStore::last_seq(self)
     }
 }
 
@@ -615,11 +846,12 @@ fn table_exists(conn: &Connection, table: &str) -> Result<bool, StoreError> {
     Ok(n > 0)
 }
 
-/// Documents matching `selector`: by primary key when it pins one `_id`, else a scan with
-/// the matcher applied in Rust.
+/// Documents matching `selector` (at most `limit`): by primary key when it pins one `_id`,
+/// else the rows the indexed fields allow, with the matcher applied in Rust.
 fn scan(
     conn: &Connection,
     table: &str,
+    fields: &[IndexedField],
     selector: &Selector,
     limit: Option<usize>,
 ) -> Result<Vec<(String, Document)>, StoreError> {
@@ -641,17 +873,319 @@ fn scan(
         }
         return Ok(out);
     }
-    let mut stmt = conn.prepare_cached(&format!("SELECT id, doc FROM {table} ORDER BY id"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let text: String = row.get(1)?;
-        let doc = parse_doc(&text)?;
-        if selector.matches(&doc) {
-            out.push((row.get(0)?, doc));
-            if limit.is_some_and(|l| out.len() >= l) {
+    let plan = Plan::new(fields, selector, &Sort::default());
+    plan.for_each_match(conn, table, selector, |id, doc| {
+        out.push((id, doc));
+        limit.is_none_or(|l| out.len() < l)
+    })?;
+    Ok(out)
+}
+
+/// A `find` through the plan its fields allow.
+fn find_with(
+    conn: &Connection,
+    table: &str,
+    fields: &[IndexedField],
+    options: &FindOptions,
+) -> Result<Vec<Document>, StoreError> {
+    let plan = Plan::new(fields, &options.selector, &options.sort);
+    // Rows that arrive in the cursor's order can stop early.
+    let stop_after = if plan.sorted {
+        options.limit.map(|l| l + options.skip)
+    } else {
+        None
+    };
+    let mut docs = Vec::new();
+    if options.selector.single_id().is_some() {
+        docs = scan(conn, table, fields, &options.selector, None)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+    } else {
+        plan.for_each_match(conn, table, &options.selector, |_, doc| {
+            docs.push(doc);
+            stop_after.is_none_or(|n| docs.len() < n)
+        })?;
+    }
+    if !plan.sorted {
+        sort_documents(&mut docs, &options.sort);
+    }
+    Ok(docs
+        .into_iter()
+        .skip(options.skip)
+        .take(options.limit.unwrap_or(usize::MAX))
+        .map(|d| options.projection.apply(&d))
+        .collect())
+}
+
+/// How rows are read: conditions on key columns and, when the sort allows, their order.
+struct Plan {
+    conditions: Vec<String>,
+    params: Vec<SqlValue>,
+    order: String,
+    /// Rows arrive in the sort's order, ties by `_id`.
+    sorted: bool,
+}
+
+impl Plan {
+    fn new(fields: &[IndexedField], selector: &Selector, sort: &Sort) -> Self {
+        let usable = |path: &str| fields.iter().find(|f| f.path == path && !f.complex);
+        let mut conditions = Vec::new();
+        let mut params: Vec<SqlValue> = Vec::new();
+        let param = |params: &mut Vec<SqlValue>, key: Vec<u8>| {
+            params.push(SqlValue::Blob(key));
+            format!("?{}", params.len())
+        };
+        for (path, bound) in selector.index_bounds() {
+            let Some(field) = usable(path) else { continue };
+            let column = &field.column;
+            match bound {
+                IndexBound::OneOf(values) => {
+                    let list: Vec<String> = values
+                        .iter()
+                        .filter_map(|v| index_key::encode(v))
+                        .map(|k| param(&mut params, k))
+                        .collect();
+                    conditions.push(format!("{column} IN ({})", list.join(", ")));
+                }
+                IndexBound::Range { lower, upper } => {
+                    if let Some((v, inclusive)) = lower {
+                        if let Some(k) = index_key::encode(v) {
+                            let op = if inclusive { ">=" } else { ">" };
+                            let from = param(&mut params, k);
+                            let to = param(&mut params, index_key::type_end(v));
+                            conditions.push(format!("{column} {op} {from} AND {column} < {to}"));
+                        }
+                    }
+                    if let Some((v, inclusive)) = upper {
+                        if let Some(k) = index_key::encode(v) {
+                            let op = if inclusive { "<=" } else { "<" };
+                            let to = param(&mut params, k);
+                            let from = param(&mut params, index_key::type_start(v));
+                            conditions.push(format!("{column} {op} {to} AND {column} >= {from}"));
+                        }
+                    }
+                }
+            }
+        }
+        // Without a sort, the order is `_id`'s, so that windows are the same on every read.
+        let sorted =
+            usable("_id").is_some() && sort.keys().iter().all(|(p, _)| usable(p).is_some());
+        let order = if sorted {
+            let mut terms: Vec<String> = sort
+                .keys()
+                .iter()
+                .map(|(p, asc)| format!("{} {}", key_column(p), if *asc { "ASC" } else { "DESC" }))
+                .collect();
+            terms.push(format!("{} ASC", key_column("_id")));
+            format!(" ORDER BY {}", terms.join(", "))
+        } else if conditions.is_empty() {
+            " ORDER BY id".to_owned()
+        } else {
+            String::new()
+        };
+        Plan {
+            conditions,
+            params,
+            order,
+            sorted,
+        }
+    }
+
+    fn sql(&self, table: &str) -> String {
+        let filter = if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        };
+        format!("SELECT id, doc FROM {table}{filter}{}", self.order)
+    }
+
+    /// Calls `each` with every matching row, in plan order, until it returns false.
+    fn for_each_match(
+        &self,
+        conn: &Connection,
+        table: &str,
+        selector: &Selector,
+        mut each: impl FnMut(String, Document) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(&self.sql(table))?;
+        let mut rows = stmt.query(params_from_iter(self.params.iter()))?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(1)?;
+            let doc = parse_doc(&text)?;
+            if selector.matches(&doc) && !each(row.get(0)?, doc) {
                 break;
             }
         }
+        Ok(())
+    }
+}
+
+/// How [`write_row`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowWrite {
+    Insert,
+    InsertOrIgnore,
+    Update,
+}
+
+/// Writes one row with its key columns; returns the rows changed. A field that turns out
+/// complex is marked so (in this transaction and in the shared list) before the write.
+#[allow(clippy::too_many_arguments)]
+fn write_row(
+    conn: &Connection,
+    indexed: &IndexedFields,
+    table: &str,
+    collection: &str,
+    how: RowWrite,
+    wire_id: &str,
+    text: &str,
+    doc: &Document,
+) -> Result<usize, StoreError> {
+    let fields = fields_of(indexed, collection);
+    let mut values: Vec<SqlValue> = vec![
+        SqlValue::Text(wire_id.to_owned()),
+        SqlValue::Text(text.to_owned()),
+    ];
+    for field in fields.iter() {
+        match index_key::field_key(doc, &field.path) {
+            FieldKey::Key(k) => values.push(SqlValue::Blob(k)),
+            FieldKey::Complex => {
+                if !field.complex {
+                    mark_complex(conn, indexed, collection, &field.path)?;
+                }
+                values.push(SqlValue::Null);
+            }
+        }
+    }
+    let sql = match how {
+        RowWrite::Update => {
+            let sets: String = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| format!(", {} = ?{}", f.column, i + 3))
+                .collect();
+            format!("UPDATE {table} SET doc = ?2{sets} WHERE id = ?1")
+        }
+        RowWrite::Insert | RowWrite::InsertOrIgnore => {
+            let columns: String = fields.iter().map(|f| format!(", {}", f.column)).collect();
+            let placeholders: String = (0..fields.len()).map(|i| format!(", ?{}", i + 3)).collect();
+            let verb = if how == RowWrite::Insert {
+                "INSERT"
+            } else {
+                "INSERT OR IGNORE"
+            };
+            format!("{verb} INTO {table} (id, doc{columns}) VALUES (?1, ?2{placeholders})")
+        }
+    };
+    Ok(conn
+        .prepare_cached(&sql)?
+        .execute(params_from_iter(values.iter()))?)
+}
+
+fn mark_complex(
+    conn: &Connection,
+    indexed: &IndexedFields,
+    collection: &str,
+    path: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE indexed_fields SET complex = 1 WHERE coll = ?1 AND path = ?2",
+        params![collection, path],
+    )?;
+    tracing::info!(
+        collection,
+        field = path,
+        "field holds arrays or documents: its index no longer serves queries"
+    );
+    let mut map = indexed.lock().unwrap_or_else(|p| p.into_inner());
+    let fields: Vec<IndexedField> = map
+        .get(collection)
+        .map(|f| {
+            f.iter()
+                .cloned()
+                .map(|mut f| {
+                    f.complex |= f.path == path;
+                    f
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    map.insert(collection.to_owned(), Arc::new(fields));
+    Ok(())
+}
+
+fn load_indexed_fields(
+    conn: &Connection,
+    collection: &str,
+) -> Result<Vec<IndexedField>, StoreError> {
+    let mut stmt = conn.prepare("SELECT path, complex FROM indexed_fields WHERE coll = ?1")?;
+    let rows = stmt.query_map(params![collection], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (path, complex) = row?;
+        out.push(IndexedField {
+            column: key_column(&path),
+            path,
+            complex: complex != 0,
+        });
     }
     Ok(out)
+}
+
+/// Adds `path`'s key column to the table and fills it from every document (no-op when it
+/// is there).
+fn add_key_column(
+    conn: &Connection,
+    indexed: &IndexedFields,
+    table: &str,
+    collection: &str,
+    path: &str,
+) -> Result<(), StoreError> {
+    if fields_of(indexed, collection)
+        .iter()
+        .any(|f| f.path == path)
+    {
+        return Ok(());
+    }
+    let column = key_column(path);
+    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} BLOB"))?;
+    let mut complex = false;
+    let mut keys: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    {
+        let mut stmt = conn.prepare(&format!("SELECT id, doc FROM {table}"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(1)?;
+            let doc = parse_doc(&text)?;
+            let key = match index_key::field_key(&doc, path) {
+                FieldKey::Key(k) => Some(k),
+                FieldKey::Complex => {
+                    complex = true;
+                    None
+                }
+            };
+            keys.push((row.get(0)?, key));
+        }
+    }
+    let mut update = conn.prepare(&format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"))?;
+    for (id, key) in keys {
+        update.execute(params![id, key])?;
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO indexed_fields (coll, path, complex) VALUES (?1, ?2, ?3)",
+        params![collection, path, i64::from(complex)],
+    )?;
+    let mut map = indexed.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fields: Vec<IndexedField> = map.get(collection).map(|f| f.to_vec()).unwrap_or_default();
+    fields.push(IndexedField {
+        path: path.to_owned(),
+        column,
+        complex,
+    });
+    map.insert(collection.to_owned(), Arc::new(fields));
+    Ok(())
 }

@@ -1,18 +1,69 @@
 //! Persistence and the change feed.
 //!
-//! Owns the [`ChangeEvent`] type every change source produces (the embedded store's change
-//! log today; MongoDB change streams and the oplog next) and the embedded store itself. It
+//! Owns the [`Store`] trait, the [`ChangeEvent`] type every change source produces (the
+//! embedded store's change log, MongoDB change streams, the oplog) and both backends. It
 //! must not know about DDP, sessions or publications. See `protocol-spec/storage.md`.
 
+pub mod bson_value;
 pub mod embedded;
 pub mod error;
+pub mod index_key;
+pub mod mongo;
 pub mod normalize;
 
+use crate::model::query::{Selector, Sort, Update};
 use crate::model::{Document, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use tokio::sync::broadcast;
 
 pub use embedded::{EmbeddedStore, FindOptions, UpdateAck, WriteAck};
 pub use error::StoreError;
+pub use mongo::{MongoOptions, MongoStore};
+
+/// What a store operation returns: boxed so that [`Store`] can be used as `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A document store with a change feed: what services write to and live queries read from.
+///
+/// Every acknowledged write reports the sequence number of its last change; the change feed
+/// delivers every change in sequence order, whoever wrote it. A receiver that lags has lost
+/// events and must re-read.
+pub trait Store: Send + Sync + 'static {
+    /// `embedded` or `mongo`.
+    fn kind(&self) -> &'static str;
+    /// Inserts one document; a missing `_id` gets a fresh random id.
+    fn insert(&self, collection: &str, doc: Document) -> StoreFuture<'_, WriteAck>;
+    /// Updates what `selector` matches (the first only unless `multi`), inserting one when
+    /// `upsert` and nothing matched.
+    fn update(
+        &self,
+        collection: &str,
+        selector: Selector,
+        update: Update,
+        multi: bool,
+        upsert: bool,
+    ) -> StoreFuture<'_, UpdateAck>;
+    /// Removes what `selector` matches (the first only unless `multi`).
+    fn remove(
+        &self,
+        collection: &str,
+        selector: Selector,
+        multi: bool,
+    ) -> StoreFuture<'_, UpdateAck>;
+    /// Reads documents: selector, sort (ties by `_id`), skip, limit, projection.
+    fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>>;
+    /// Declares an index (idempotent): queries that filter or sort on its fields use it.
+    fn ensure_index(&self, collection: &str, keys: Sort) -> StoreFuture<'_, ()>;
+    /// Every change from now on, in order.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>>;
+    /// The sequence number of the last change delivered to subscribers.
+    fn last_seq(&self) -> u64;
+    /// Tells the change source that live queries read `collection`, for sources that filter
+    /// by namespace. The embedded store reports every collection anyway.
+    fn follow_collection(&self, _collection: &str) {}
+}
 
 /// What happened, in the vocabulary of MongoDB's change streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

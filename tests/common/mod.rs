@@ -52,7 +52,9 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
 }
 
 pub async fn spawn_server(settings: Settings) -> TestServer {
-    let hub = comet::app::build_hub(&settings).expect("test server starts");
+    let hub = comet::app::build_hub(&settings)
+        .await
+        .expect("test server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(comet::server::serve(

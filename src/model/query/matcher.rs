@@ -10,6 +10,8 @@ use std::cmp::Ordering;
 #[derive(Clone, Debug)]
 pub struct Selector {
     clauses: Vec<Clause>,
+    /// The document this was compiled from: what a database server is sent.
+    source: std::sync::Arc<Document>,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +41,17 @@ enum Op {
     Never,
 }
 
+/// What an index on one field may skip to: the field is one of the values, or lies between
+/// the ends (each with whether it is included) within the type of the end given.
+#[derive(Debug)]
+pub enum IndexBound<'a> {
+    OneOf(Vec<&'a Value>),
+    Range {
+        lower: Option<(&'a Value, bool)>,
+        upper: Option<(&'a Value, bool)>,
+    },
+}
+
 /// A member of `$in`/`$nin`: a value, or a regular expression.
 #[derive(Clone, Debug)]
 enum Pattern {
@@ -63,11 +76,14 @@ impl Selector {
 
     /// A selector for `{_id: id}`.
     pub fn by_id(id: Value) -> Self {
+        let mut source = Document::default();
+        source.insert("_id".into(), id.clone());
         Selector {
             clauses: vec![Clause::Field {
                 path: "_id".into(),
                 ops: vec![Op::Eq(id)],
             }],
+            source: std::sync::Arc::new(source),
         }
     }
 
@@ -75,7 +91,13 @@ impl Selector {
     pub fn everything() -> Self {
         Selector {
             clauses: Vec::new(),
+            source: std::sync::Arc::default(),
         }
+    }
+
+    /// The selector document as written.
+    pub fn source(&self) -> &Document {
+        &self.source
     }
 
     pub fn matches(&self, doc: &Document) -> bool {
@@ -93,6 +115,59 @@ impl Selector {
             },
             _ => None,
         }
+    }
+
+    /// Top-level conditions an index on one field can serve, each a superset of what the
+    /// selector matches on that field (the matcher still decides). Conditions on the same
+    /// path are all to hold.
+    pub fn index_bounds(&self) -> Vec<(&str, IndexBound<'_>)> {
+        let indexable = |v: &Value| {
+            !matches!(
+                v,
+                Value::Null | Value::Array(_) | Value::Object(_) | Value::Regex { .. }
+            )
+        };
+        let mut out = Vec::new();
+        for c in &self.clauses {
+            let Clause::Field { path, ops } = c else {
+                continue;
+            };
+            for op in ops {
+                let bound = match op {
+                    Op::Eq(v) if indexable(v) => IndexBound::OneOf(vec![v]),
+                    Op::In(patterns) => {
+                        let values: Option<Vec<&Value>> = patterns
+                            .iter()
+                            .map(|p| match p {
+                                Pattern::Value(v) if indexable(v) => Some(v),
+                                _ => None,
+                            })
+                            .collect();
+                        match values {
+                            Some(values) => IndexBound::OneOf(values),
+                            None => continue,
+                        }
+                    }
+                    Op::Cmp(dir, or_equal, v) if indexable(v) => {
+                        let end = Some((v, *or_equal));
+                        if *dir == Ordering::Greater {
+                            IndexBound::Range {
+                                lower: end,
+                                upper: None,
+                            }
+                        } else {
+                            IndexBound::Range {
+                                lower: None,
+                                upper: end,
+                            }
+                        }
+                    }
+                    _ => continue,
+                };
+                out.push((path.as_str(), bound));
+            }
+        }
+        out
     }
 
     /// Equality conditions on plain (non-dotted) fields: what an index can serve.
@@ -160,7 +235,10 @@ fn parse_selector(selector: &Document, depth: usize) -> Result<Selector, QueryEr
             ops,
         });
     }
-    Ok(Selector { clauses })
+    Ok(Selector {
+        clauses,
+        source: std::sync::Arc::new(selector.clone()),
+    })
 }
 
 /// The condition on one field: an operator document, a regular expression, or a value.

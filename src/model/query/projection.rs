@@ -68,6 +68,20 @@ impl Projection {
         }
     }
 
+    /// The specification as a document (`{field: 1}` or `{field: 0}`, `_id` as given).
+    pub fn to_document(&self) -> Document {
+        let on = Value::Number(if self.include { 1.0 } else { 0.0 });
+        let mut out: Document = self
+            .fields
+            .iter()
+            .map(|f| (f.clone(), on.clone()))
+            .collect();
+        if !self.keep_id {
+            out.insert("_id".into(), Value::Number(0.0));
+        }
+        out
+    }
+
     pub fn is_all(&self) -> bool {
         !self.include && self.fields.is_empty() && self.keep_id
     }

@@ -43,6 +43,14 @@ impl Sort {
         self.keys.is_empty()
     }
 
+    /// The specification as a document (`{field: 1 | -1}`).
+    pub fn to_document(&self) -> Document {
+        self.keys
+            .iter()
+            .map(|(f, asc)| (f.clone(), Value::Number(if *asc { 1.0 } else { -1.0 })))
+            .collect()
+    }
+
     /// The fields and directions, in order.
     pub fn keys(&self) -> &[(String, bool)] {
         &self.keys

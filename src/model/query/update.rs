@@ -221,6 +221,26 @@ impl Update {
         Ok(out)
     }
 
+    /// The update as a document: the replacement, or `{$op: {path: operand}}` grouped by
+    /// operator in first-use order.
+    pub fn to_document(&self) -> Document {
+        match self {
+            Update::Replace(doc) => doc.clone(),
+            Update::Modify(ops) => {
+                let mut out = Document::default();
+                for (modifier, path, operand) in ops {
+                    let entry = out
+                        .entry(modifier.name().to_owned())
+                        .or_insert_with(|| Value::Object(Document::default()));
+                    if let Value::Object(fields) = entry {
+                        fields.insert(path.clone(), operand.clone());
+                    }
+                }
+                out
+            }
+        }
+    }
+
     pub fn is_replacement(&self) -> bool {
         matches!(self, Update::Replace(_))
     }

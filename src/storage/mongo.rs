@@ -1,0 +1,762 @@
+//! The MongoDB backend: the official driver for reads and writes, and one change source per
+//! database for the change feed, either a change stream (the default) or the oplog
+//! (`MONGO_OPLOG_URL`).
+//!
+//! Owns the database handles, the change-feed task and its persisted resume position. The
+//! change feed has its own client, so its long polls never queue behind reads and writes. One
+//! change stream watches the whole database, filtered to the collections live queries read
+//! (it is reopened from its resume token when that set grows), never one stream per cursor.
+//! Every source record goes through [`super::normalize`], like the fixtures do; a record it
+//! cannot understand, or a resume position the server no longer holds, becomes an
+//! `invalidate` event, on which every live query re-reads.
+//!
+//! Sequence numbers are MongoDB cluster times (see [`timestamp_seq`]): a write's
+//! `operationTime` is the sequence number its change event will carry, which is what the
+//! write fence waits for.
+
+use super::bson_value::{from_bson, from_bson_document, timestamp_seq, to_bson_document};
+use super::normalize::{from_change_stream, from_oplog, Normalized};
+use super::{
+    ChangeEvent, FindOptions, OperationType, Store, StoreError, StoreFuture, UpdateAck, WriteAck,
+};
+use crate::model::query::update::check_field_names;
+use crate::model::query::{QueryError, Selector, Sort, Update};
+use crate::model::{Document, Value};
+use mongodb::bson::{self, doc, Bson};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, CursorType, FullDocumentType};
+use mongodb::{Client, ClientSession, Database, IndexModel};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+
+/// How the MongoDB backend connects and follows changes.
+#[derive(Clone, Debug)]
+pub struct MongoOptions {
+    /// `MONGO_URL`: must name the database (`mongodb://host/<database>`).
+    pub url: String,
+    /// `MONGO_OPLOG_URL`: tail this `local` database's oplog instead of a change stream.
+    pub oplog_url: Option<String>,
+    /// Where the resume position is kept between runs.
+    pub state_dir: PathBuf,
+    /// Read post-images (`fullDocument: whenAvailable`) rather than look documents up.
+    pub post_images: bool,
+}
+
+/// The MongoDB store.
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    changes: broadcast::Sender<Arc<ChangeEvent>>,
+    last_seq: Arc<AtomicU64>,
+    followed: watch::Sender<BTreeSet<String>>,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MongoStore {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+/// Server error codes that mean the resume position is gone: start over and re-read.
+const HISTORY_LOST: [i32; 3] = [136, 280, 286];
+/// Server error codes for a query or update the server refuses.
+const BAD_QUERY: [i32; 8] = [2, 9, 14, 40, 52, 55, 56, 66];
+/// Write the resume position at most this often.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+fn error_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// The one place driver errors become [`StoreError`]s.
+fn store_error(err: mongodb::error::Error) -> StoreError {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => {
+            StoreError::DuplicateKey(w.message.clone())
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) if BAD_QUERY.contains(&w.code) => {
+            StoreError::InvalidQuery(QueryError::new(w.message.clone()))
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            StoreError::InvalidDocument(w.message.clone())
+        }
+        ErrorKind::Command(c) if c.code == 11000 => StoreError::DuplicateKey(c.message.clone()),
+        ErrorKind::Command(c) if BAD_QUERY.contains(&c.code) => {
+            StoreError::InvalidQuery(QueryError::new(c.message.clone()))
+        }
+        ErrorKind::Command(c) if c.code == 10334 => StoreError::InvalidDocument(c.message.clone()),
+        ErrorKind::InvalidArgument { message, .. } => {
+            StoreError::InvalidQuery(QueryError::new(message.clone()))
+        }
+        _ => StoreError::Unavailable(err.to_string()),
+    }
+}
+
+fn check_collection(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 120
+        && !name.starts_with("system.")
+        && !name.contains(['$', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidCollection(name.to_owned()))
+    }
+}
+
+fn doc_value(doc: Result<Document, String>) -> Result<Document, StoreError> {
+    doc.map_err(|e| StoreError::Unavailable(format!("unreadable document from MongoDB: {e}")))
+}
+
+impl MongoStore {
+    /// Connects (checking the server answers) and starts following changes.
+    pub async fn connect(options: MongoOptions) -> Result<Arc<Self>, StoreError> {
+        let parse = |url: &str| {
+            let url = url.to_owned();
+            async move {
+                let mut parsed = ClientOptions::parse(&url)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("bad MongoDB URL: {e}")))?;
+                parsed.app_name.get_or_insert_with(|| "comet".into());
+                parsed
+                    .server_selection_timeout
+                    .get_or_insert(Duration::from_secs(10));
+                Ok::<_, StoreError>(parsed)
+            }
+        };
+        let client_options = parse(&options.url).await?;
+        let db_name = client_options.default_database.clone().ok_or_else(|| {
+            StoreError::Unavailable(
+                "MONGO_URL names no database (mongodb://host/<database>)".into(),
+            )
+        })?;
+        let client = Client::with_options(client_options.clone()).map_err(store_error)?;
+        let db = client.database(&db_name);
+        db.run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("MongoDB does not answer: {e}")))?;
+        tracing::info!(database = %db_name, oplog = options.oplog_url.is_some(), "connected to MongoDB");
+
+        let (changes, _) = broadcast::channel(16 * 1024);
+        let last_seq = Arc::new(AtomicU64::new(0));
+        let (followed, followed_rx) = watch::channel(BTreeSet::new());
+        let feed = Feed {
+            changes: changes.clone(),
+            last_seq: last_seq.clone(),
+            followed: followed_rx,
+            position_file: options
+                .state_dir
+                .join(format!("mongo-{db_name}.resume.json")),
+            last_persist: Instant::now(),
+            db_name: db_name.clone(),
+        };
+        std::fs::create_dir_all(&options.state_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create {}: {e}",
+                options.state_dir.display()
+            ))
+        })?;
+        let task = match &options.oplog_url {
+            Some(url) => {
+                let oplog_client = Client::with_options(parse(url).await?).map_err(store_error)?;
+                tokio::spawn(feed.tail_oplog(oplog_client, db.clone()))
+            }
+            None => {
+                // Its own pool: the stream's long polls never wait behind reads and writes.
+                let feed_client = Client::with_options(client_options).map_err(store_error)?;
+                let full_document = if options.post_images {
+                    FullDocumentType::WhenAvailable
+                } else {
+                    FullDocumentType::UpdateLookup
+                };
+                tokio::spawn(
+                    feed.follow_change_stream(feed_client.database(&db_name), full_document),
+                )
+            }
+        };
+        Ok(Arc::new(Self {
+            client,
+            db,
+            changes,
+            last_seq,
+            followed,
+            feed: task,
+        }))
+    }
+
+    fn collection(&self, name: &str) -> Result<mongodb::Collection<bson::Document>, StoreError> {
+        check_collection(name)?;
+        Ok(self.db.collection(name))
+    }
+
+    async fn session(&self) -> Result<ClientSession, StoreError> {
+        self.client.start_session().await.map_err(store_error)
+    }
+
+    /// What a write's fence waits for: its operation time, when live queries read the
+    /// collection (otherwise no change event will come for it, and nothing needs it).
+    fn fence(&self, collection: &str, session: &ClientSession, changed: bool) -> u64 {
+        if !changed || !self.followed.borrow().contains(collection) {
+            return 0;
+        }
+        session.operation_time().map(timestamp_seq).unwrap_or(0)
+    }
+
+    async fn insert_inner(
+        &self,
+        collection: String,
+        mut doc: Document,
+    ) -> Result<WriteAck, StoreError> {
+        let coll = self.collection(&collection)?;
+        check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
+        if !doc.contains_key("_id") {
+            doc.shift_insert(
+                0,
+                "_id".into(),
+                Value::String(crate::model::random::random_id()),
+            );
+        }
+        let id = doc.get("_id").cloned().unwrap_or(Value::Null);
+        let mut session = self.session().await?;
+        coll.insert_one(to_bson_document(&doc))
+            .session(&mut session)
+            .await
+            .map_err(store_error)?;
+        let seq = self.fence(&collection, &session, true);
+        Ok(WriteAck { id, seq })
+    }
+
+    async fn update_inner(
+        &self,
+        collection: String,
+        selector: Selector,
+        update: Update,
+        multi: bool,
+        upsert: bool,
+    ) -> Result<UpdateAck, StoreError> {
+        let coll = self.collection(&collection)?;
+        let filter = to_bson_document(selector.source());
+        let mut spec = update.to_document();
+        if upsert && !update.is_replacement() && !selector.source().contains_key("_id") {
+            // As Meteor does: an upserted document gets a string id, not an ObjectId.
+            let on_insert = spec
+                .entry("$setOnInsert".to_owned())
+                .or_insert_with(|| Value::Object(Document::default()));
+            if let Value::Object(fields) = on_insert {
+                fields
+                    .entry("_id".to_owned())
+                    .or_insert_with(|| Value::String(crate::model::random::random_id()));
+            }
+        }
+        let spec = to_bson_document(&spec);
+        let mut session = self.session().await?;
+        let result = if update.is_replacement() {
+            coll.replace_one(filter, spec)
+                .upsert(upsert)
+                .session(&mut session)
+                .await
+        } else if multi {
+            coll.update_many(filter, spec)
+                .upsert(upsert)
+                .session(&mut session)
+                .await
+        } else {
+            coll.update_one(filter, spec)
+                .upsert(upsert)
+                .session(&mut session)
+                .await
+        }
+        .map_err(store_error)?;
+        let upserted_id = match result.upserted_id {
+            Some(id) => Some(from_bson(id).map_err(StoreError::Unavailable)?),
+            None => None,
+        };
+        let changed = result.modified_count > 0 || upserted_id.is_some();
+        Ok(UpdateAck {
+            matched: result.matched_count,
+            modified: result.modified_count,
+            upserted_id,
+            seq: self.fence(&collection, &session, changed),
+        })
+    }
+
+    async fn remove_inner(
+        &self,
+        collection: String,
+        selector: Selector,
+        multi: bool,
+    ) -> Result<UpdateAck, StoreError> {
+        let coll = self.collection(&collection)?;
+        let filter = to_bson_document(selector.source());
+        let mut session = self.session().await?;
+        let result = if multi {
+            coll.delete_many(filter).session(&mut session).await
+        } else {
+            coll.delete_one(filter).session(&mut session).await
+        }
+        .map_err(store_error)?;
+        Ok(UpdateAck {
+            matched: result.deleted_count,
+            modified: result.deleted_count,
+            upserted_id: None,
+            seq: self.fence(&collection, &session, result.deleted_count > 0),
+        })
+    }
+
+    async fn find_inner(
+        &self,
+        collection: String,
+        options: FindOptions,
+    ) -> Result<Vec<Document>, StoreError> {
+        let coll = self.collection(&collection)?;
+        if options.limit == Some(0) {
+            // MongoDB reads a limit of 0 as "no limit"; a cursor's limit 0 means nothing.
+            return Ok(Vec::new());
+        }
+        let mut sort = options.sort.to_document();
+        // Ties broken by `_id`, as the embedded store does, so windows are stable.
+        sort.entry("_id".to_owned()).or_insert(Value::Number(1.0));
+        let mut find = coll
+            .find(to_bson_document(options.selector.source()))
+            .sort(to_bson_document(&sort))
+            .skip(options.skip as u64);
+        if let Some(limit) = options.limit {
+            find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        if !options.projection.is_all() {
+            find = find.projection(to_bson_document(&options.projection.to_document()));
+        }
+        let mut cursor = find.await.map_err(store_error)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(store_error)? {
+            let raw = cursor.deserialize_current().map_err(store_error)?;
+            out.push(doc_value(from_bson_document(raw))?);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongo"
+    }
+
+    fn insert(&self, collection: &str, doc: Document) -> StoreFuture<'_, WriteAck> {
+        Box::pin(self.insert_inner(collection.to_owned(), doc))
+    }
+
+    fn update(
+        &self,
+        collection: &str,
+        selector: Selector,
+        update: Update,
+        multi: bool,
+        upsert: bool,
+    ) -> StoreFuture<'_, UpdateAck> {
+        Box::pin(self.update_inner(collection.to_owned(), selector, update, multi, upsert))
+    }
+
+    fn remove(
+        &self,
+        collection: &str,
+        selector: Selector,
+        multi: bool,
+    ) -> StoreFuture<'_, UpdateAck> {
+        Box::pin(self.remove_inner(collection.to_owned(), selector, multi))
+    }
+
+    fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>> {
+        Box::pin(self.find_inner(collection.to_owned(), options))
+    }
+
+    fn ensure_index(&self, collection: &str, keys: Sort) -> StoreFuture<'_, ()> {
+        let collection = collection.to_owned();
+        Box::pin(async move {
+            let model = IndexModel::builder()
+                .keys(to_bson_document(&keys.to_document()))
+                .build();
+            self.collection(&collection)?
+                .create_index(model)
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.changes.subscribe()
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    fn follow_collection(&self, collection: &str) {
+        self.followed
+            .send_if_modified(|set| set.insert(collection.to_owned()));
+    }
+}
+
+/// The change-feed task's state.
+struct Feed {
+    changes: broadcast::Sender<Arc<ChangeEvent>>,
+    last_seq: Arc<AtomicU64>,
+    followed: watch::Receiver<BTreeSet<String>>,
+    position_file: PathBuf,
+    last_persist: Instant,
+    db_name: String,
+}
+
+impl Feed {
+    /// Delivers normalized events under sequence number `seq`.
+    fn publish(&self, normalized: Normalized, seq: u64) {
+        let events = match normalized {
+            Normalized::Events(events) => events,
+            Normalized::Nothing => Vec::new(),
+            Normalized::Resync(why) => {
+                tracing::warn!(cause = %why, "change not understood: live queries re-read");
+                vec![invalidate()]
+            }
+        };
+        let seq = self.last_seq.load(Ordering::Acquire).max(seq);
+        for mut event in events {
+            event.seq = seq;
+            let _ = self.changes.send(Arc::new(event));
+        }
+        self.last_seq.store(seq, Ordering::Release);
+    }
+
+    fn resync(&self, why: &str) {
+        tracing::warn!(cause = why, "change feed restarts: live queries re-read");
+        let seq = self.last_seq.load(Ordering::Acquire);
+        let mut event = invalidate();
+        event.seq = seq;
+        let _ = self.changes.send(Arc::new(event));
+    }
+
+    fn load_position(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.position_file).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Persists the resume position (at most once a second unless `now`).
+    fn persist_position(&mut self, position: &serde_json::Value, now: bool) {
+        if !now && self.last_persist.elapsed() < PERSIST_EVERY {
+            return;
+        }
+        self.last_persist = Instant::now();
+        let tmp = self.position_file.with_extension("tmp");
+        let written = std::fs::write(&tmp, position.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &self.position_file));
+        if let Err(err) = written {
+            tracing::warn!(cause = %err, file = %self.position_file.display(), "cannot persist the change feed's resume position");
+        }
+    }
+
+    async fn follow_change_stream(mut self, db: Database, full_document: FullDocumentType) {
+        let mut token: Option<mongodb::change_stream::event::ResumeToken> = self
+            .load_position()
+            .and_then(|p| serde_json::from_value(p.get("token")?.clone()).ok());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let collections: Vec<String> =
+                self.followed.borrow_and_update().iter().cloned().collect();
+            let pipeline = [doc! {"$match": {"$or": [
+                {"ns.coll": {"$in": collections}},
+                {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+            ]}}];
+            let opened = db
+                .watch()
+                .pipeline(pipeline)
+                .full_document(full_document.clone())
+                .resume_after(token.clone())
+                .await;
+            let mut stream = match opened {
+                Ok(stream) => stream.with_type::<bson::Document>(),
+                Err(err) if error_code(&err).is_some_and(|c| HISTORY_LOST.contains(&c)) => {
+                    token = None;
+                    self.resync("the resume token is no longer in the oplog");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(cause = %err, "cannot open the change stream; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            loop {
+                if self.followed.has_changed().unwrap_or(false) {
+                    // A new collection to watch: reopen from where this stream is.
+                    break;
+                }
+                match stream.next_if_any().await {
+                    Ok(Some(raw)) => {
+                        let seq = raw
+                            .get_timestamp("clusterTime")
+                            .map(timestamp_seq)
+                            .unwrap_or(0);
+                        let invalidated = raw
+                            .get_str("operationType")
+                            .is_ok_and(|op| op == "invalidate");
+                        let json = Bson::Document(raw).into_canonical_extjson();
+                        self.publish(from_change_stream(&json), seq);
+                        if invalidated {
+                            // A stream cannot resume after its invalidate: start again from now.
+                            token = None;
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        if error_code(&err).is_some_and(|c| HISTORY_LOST.contains(&c)) {
+                            token = None;
+                            self.resync("the change stream lost its history");
+                        } else {
+                            tracing::warn!(cause = %err, "change stream failed; reopening");
+                            token = stream.resume_token().or(token);
+                        }
+                        break;
+                    }
+                }
+                token = stream.resume_token().or(token);
+                if let Some(t) = &token {
+                    if let Ok(json) = serde_json::to_value(t) {
+                        self.persist_position(&serde_json::json!({"token": json}), false);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn tail_oplog(mut self, oplog_client: Client, db: Database) {
+        let oplog = oplog_client
+            .database("local")
+            .collection::<bson::Document>("oplog.rs");
+        let mut last: Option<bson::Timestamp> = self.load_position().and_then(|p| {
+            Some(bson::Timestamp {
+                time: u32::try_from(p.get("t")?.as_u64()?).ok()?,
+                increment: u32::try_from(p.get("i")?.as_u64()?).ok()?,
+            })
+        });
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let start = match last {
+                Some(ts) => match oldest_entry(&oplog).await {
+                    Ok(Some(oldest)) if timestamp_seq(oldest) > timestamp_seq(ts) => {
+                        self.resync("the oplog no longer holds the saved position");
+                        newest_entry(&oplog).await.ok().flatten()
+                    }
+                    _ => Some(ts),
+                },
+                None => newest_entry(&oplog).await.ok().flatten(),
+            };
+            let namespaces = format!("^{}\\.", regex::escape(&self.db_name));
+            let mut filter = doc! {"$or": [{"ns": {"$regex": namespaces}}, {"ns": "admin.$cmd"}]};
+            if let Some(ts) = start {
+                filter.insert("ts", doc! {"$gt": ts});
+            }
+            let cursor = oplog
+                .find(filter)
+                .cursor_type(CursorType::TailableAwait)
+                .no_cursor_timeout(true)
+                .await;
+            let mut cursor = match cursor {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(cause = %err, "cannot tail the oplog; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            last = start;
+            loop {
+                match cursor.advance().await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "oplog tailing failed; restarting");
+                        break;
+                    }
+                }
+                let entry = match cursor.deserialize_current() {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        self.resync(&format!("unreadable oplog entry: {err}"));
+                        continue;
+                    }
+                };
+                let Ok(ts) = entry.get_timestamp("ts") else {
+                    continue;
+                };
+                let json = Bson::Document(entry).into_canonical_extjson();
+                let mut normalized = from_oplog(&json, &self.db_name);
+                if let Normalized::Events(events) = &mut normalized {
+                    let followed = self.followed.borrow().clone();
+                    events.retain(|e| e.collection.is_empty() || followed.contains(&*e.collection));
+                    for event in events.iter_mut() {
+                        look_up_update(&db, event).await;
+                    }
+                }
+                self.publish(normalized, timestamp_seq(ts));
+                last = Some(ts);
+                self.persist_position(&serde_json::json!({"t": ts.time, "i": ts.increment}), false);
+            }
+        }
+    }
+}
+
+fn invalidate() -> ChangeEvent {
+    ChangeEvent::for_document(0, OperationType::Invalidate, "".into(), None, None, None)
+}
+
+async fn oldest_entry(
+    oplog: &mongodb::Collection<bson::Document>,
+) -> Result<Option<bson::Timestamp>, mongodb::error::Error> {
+    entry_at(oplog, 1).await
+}
+
+async fn newest_entry(
+    oplog: &mongodb::Collection<bson::Document>,
+) -> Result<Option<bson::Timestamp>, mongodb::error::Error> {
+    entry_at(oplog, -1).await
+}
+
+async fn entry_at(
+    oplog: &mongodb::Collection<bson::Document>,
+    direction: i32,
+) -> Result<Option<bson::Timestamp>, mongodb::error::Error> {
+    let entry = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": direction})
+        .await?;
+    Ok(entry.and_then(|e| e.get_timestamp("ts").ok()))
+}
+
+/// An oplog update names its document but does not carry it: read the current version, as
+/// a change stream's `updateLookup` would. A document gone by then stays without one, and
+/// observers re-read.
+async fn look_up_update(db: &Database, event: &mut ChangeEvent) {
+    if event.operation != OperationType::Update || event.full_document.is_some() {
+        return;
+    }
+    let Some(id) = &event.id else { return };
+    let coll = db.collection::<bson::Document>(&event.collection);
+    let found = coll
+        .find_one(doc! {"_id": super::bson_value::to_bson(id)})
+        .await;
+    match found {
+        Ok(Some(raw)) => {
+            if let Ok(doc) = from_bson_document(raw) {
+                event.full_document = Some(Arc::new(doc));
+            }
+        }
+        Ok(None) => {}
+        Err(err) => tracing::warn!(cause = %err, "lookup of an updated document failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_mongodb_refuses_are_errors() {
+        for bad in ["", "a$b", "system.users", "nul\0"] {
+            assert!(
+                matches!(check_collection(bad), Err(StoreError::InvalidCollection(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(check_collection("rocketchat_message").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_url_without_a_database_is_refused_before_connecting() {
+        let err = MongoStore::connect(MongoOptions {
+            url: "mongodb://127.0.0.1:1/".into(),
+            oplog_url: None,
+            state_dir: std::env::temp_dir(),
+            post_images: false,
+        })
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("names no database"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_url_is_a_clear_error() {
+        let err = MongoStore::connect(MongoOptions {
+            url: "postgres://nope".into(),
+            oplog_url: None,
+            state_dir: std::env::temp_dir(),
+            post_images: false,
+        })
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("bad MongoDB URL"), "{err}");
+    }
+
+    #[test]
+    fn persisted_positions_round_trip() {
+        let dir = std::env::temp_dir().join(format!(
+            "comet-mongo-pos-{}",
+            crate::model::random::random_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (changes, _) = broadcast::channel(4);
+        let (_tx, followed) = watch::channel(BTreeSet::new());
+        let mut feed = Feed {
+            changes,
+            last_seq: Arc::new(AtomicU64::new(0)),
+            followed,
+            position_file: dir.join("p.json"),
+            last_persist: Instant::now(),
+            db_name: "db".into(),
+        };
+        assert!(feed.load_position().is_none());
+        let position = serde_json::json!({"t": 5, "i": 2});
+        feed.persist_position(&position, true);
+        assert_eq!(feed.load_position(), Some(position));
+    }
+
+    #[test]
+    fn unreadable_records_become_invalidate_events() {
+        let (changes, mut rx) = broadcast::channel(4);
+        let (_tx, followed) = watch::channel(BTreeSet::new());
+        let feed = Feed {
+            changes,
+            last_seq: Arc::new(AtomicU64::new(7)),
+            followed,
+            position_file: std::env::temp_dir().join("unused.json"),
+            last_persist: Instant::now(),
+            db_name: "db".into(),
+        };
+        feed.publish(
+            from_change_stream(&serde_json::json!({"operationType": "shardCollection"})),
+            9,
+        );
+        let event = rx.try_recv().unwrap();
+        assert_eq!(event.operation, OperationType::Invalidate);
+        assert_eq!(event.seq, 9);
+        // Sequence numbers never go backwards.
+        feed.publish(Normalized::Events(vec![invalidate()]), 3);
+        assert_eq!(rx.try_recv().unwrap().seq, 9);
+    }
+}
