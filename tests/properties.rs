@@ -223,6 +223,8 @@ fn apply(client: &mut BTreeMap<String, BTreeMap<String, i64>>, frame: &str) -> R
 #[derive(Clone, Debug)]
 enum Op {
     Add(u64, u8, Vec<(u8, i64)>),
+    /// Publishes the one shared document of this id (the same `Arc` for every subscription).
+    AddShared(u64, u8),
     Change(u64, u8, Vec<(u8, i64)>, Vec<u8>),
     Remove(u64, u8),
     Unsub(u64),
@@ -234,6 +236,7 @@ fn op() -> impl Strategy<Value = Op> {
     let fields = prop::collection::vec((0u8..4, 0i64..3), 0..3);
     prop_oneof![
         (sub.clone(), id.clone(), fields.clone()).prop_map(|(s, i, f)| Op::Add(s, i, f)),
+        (sub.clone(), id.clone()).prop_map(|(s, i)| Op::AddShared(s, i)),
         (
             sub.clone(),
             id.clone(),
@@ -254,6 +257,12 @@ proptest! {
         let mut client = BTreeMap::new();
         let mut out = Vec::new();
         let name = |k: u8| format!("f{k}");
+        let shared: Vec<Arc<SharedAdded>> = (0..4u8)
+            .map(|i| {
+                let doc: Document = [("f0".to_owned(), Value::Number(f64::from(i))), ("f2".to_owned(), Value::Number(9.0))].into_iter().collect();
+                SharedAdded::new("c".into(), format!("d{i}").into(), Arc::new(doc))
+            })
+            .collect();
         let dedupe = |f: &[(u8, i64)]| -> Vec<(String, i64)> {
             let mut m: HashMap<String, i64> = HashMap::new();
             let mut order = Vec::new();
@@ -269,6 +278,11 @@ proptest! {
                     let id = format!("d{i}");
                     mb.added(*s, &SharedAdded::new("c".into(), id.as_str().into(), Arc::new(doc)), &mut out);
                     reference.added(*s, &id, &f);
+                }
+                Op::AddShared(s, i) => {
+                    let id = format!("d{i}");
+                    mb.added(*s, &shared[*i as usize], &mut out);
+                    reference.added(*s, &id, &[("f0".to_owned(), i64::from(*i)), ("f2".to_owned(), 9)]);
                 }
                 Op::Change(s, i, f, c) => {
                     let f = dedupe(f);

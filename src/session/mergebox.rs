@@ -21,9 +21,45 @@ use std::sync::Arc;
 enum DocView {
     /// Held by exactly one subscription; its fields are the publisher's document.
     Single { sub: SubKey, fields: SharedDocument },
+    /// Held by several subscriptions that all published the very same shared document (the
+    /// common case of overlapping publications): one reference, whatever the order.
+    Shared {
+        subs: Box<[SubKey]>,
+        fields: SharedDocument,
+    },
     /// Held by several subscriptions: per field, the values each one published, in
     /// arrival order; the first is what the client sees.
     Merged(Box<MergedDoc>),
+}
+
+impl DocView {
+    /// Turns a shared form into the general one, for a change the shared forms cannot
+    /// express. Every holder of a shared document published all its fields, in holder order.
+    fn make_merged(&mut self) {
+        let merged = match self {
+            DocView::Merged(_) => return,
+            DocView::Single { sub, fields } => MergedDoc::from_single(*sub, fields),
+            DocView::Shared { subs, fields } => {
+                let mut merged = MergedDoc::from_single(subs[0], fields);
+                for &sub in &subs[1..] {
+                    merged.holders.push(sub);
+                    for (k, v) in fields.iter() {
+                        merged.set_field(sub, k, v.clone());
+                    }
+                }
+                merged
+            }
+        };
+        *self = DocView::Merged(Box::new(merged));
+    }
+
+    fn holds(&self, sub: SubKey) -> bool {
+        match self {
+            DocView::Single { sub: holder, .. } => *holder == sub,
+            DocView::Shared { subs, .. } => subs.contains(&sub),
+            DocView::Merged(merged) => merged.holders.contains(&sub),
+        }
+    }
 }
 
 struct MergedDoc {
@@ -169,15 +205,34 @@ impl Mergebox {
             DocView::Single {
                 sub: holder,
                 fields,
-            } => {
-                let mut merged = MergedDoc::from_single(*holder, fields);
-                merged.holders.push(sub);
+            } if Arc::ptr_eq(fields, &doc.fields) => {
+                // Another publication of the same shared document: nothing new to show.
+                *view = DocView::Shared {
+                    subs: Box::new([*holder, sub]),
+                    fields: fields.clone(),
+                };
+            }
+            DocView::Shared { subs, fields }
+                if Arc::ptr_eq(fields, &doc.fields) && !subs.contains(&sub) =>
+            {
+                let mut all = subs.to_vec();
+                all.push(sub);
+                *subs = all.into_boxed_slice();
+            }
+            DocView::Single { .. } | DocView::Shared { .. } => {
+                let holder_adds_again = view.holds(sub);
+                view.make_merged();
+                let DocView::Merged(merged) = view else {
+                    return;
+                };
+                if !holder_adds_again {
+                    merged.holders.push(sub);
+                }
                 for (k, v) in doc.fields.iter() {
                     if let Some(shown) = merged.set_field(sub, k, v.clone()) {
                         change.field(k, Some(shown));
                     }
                 }
-                *view = DocView::Merged(Box::new(merged));
             }
             DocView::Merged(merged) => {
                 if !merged.holders.contains(&sub) {
@@ -232,10 +287,14 @@ impl Mergebox {
                 }
             }
             DocView::Single { .. } => return,
-            DocView::Merged(merged) => {
-                if !merged.holders.contains(&sub) {
+            DocView::Shared { .. } | DocView::Merged(_) => {
+                if !view.holds(sub) {
                     return;
                 }
+                view.make_merged();
+                let DocView::Merged(merged) = view else {
+                    return;
+                };
                 for (k, v) in fields {
                     if let Some(shown) = merged.set_field(sub, &k, v) {
                         change.field(&k, Some(shown));
@@ -261,6 +320,24 @@ impl Mergebox {
         };
         let gone = match view {
             DocView::Single { sub: holder, .. } => *holder == sub,
+            DocView::Shared { subs, fields } => {
+                if !subs.contains(&sub) {
+                    return;
+                }
+                // The others published the same document: the client sees no difference.
+                let rest: Vec<SubKey> = subs.iter().copied().filter(|s| *s != sub).collect();
+                *view = match rest.as_slice() {
+                    [only] => DocView::Single {
+                        sub: *only,
+                        fields: fields.clone(),
+                    },
+                    _ => DocView::Shared {
+                        subs: rest.into_boxed_slice(),
+                        fields: fields.clone(),
+                    },
+                };
+                false
+            }
             DocView::Merged(merged) => {
                 let Some(pos) = merged.holders.iter().position(|s| *s == sub) else {
                     return;
@@ -314,11 +391,7 @@ impl Mergebox {
         let mut targets: Vec<(Arc<str>, Arc<str>)> = Vec::new();
         for (collection, docs) in &self.collections {
             for (id, view) in docs {
-                let holds = match view {
-                    DocView::Single { sub: holder, .. } => *holder == sub,
-                    DocView::Merged(merged) => merged.holders.contains(&sub),
-                };
-                if holds {
+                if view.holds(sub) {
                     targets.push((collection.clone(), id.clone()));
                 }
             }
