@@ -7,6 +7,7 @@
 #   RUNS=5 bench/run.sh     # more runs
 #   SCENARIOS="echo" bench/run.sh
 #   SCENARIOS=fanout FANOUT_RATES="50 100" bench/run.sh   # S3 fan-out to 1000 subscribers
+#   SCENARIOS=fanout FANOUT_CLIENTS="100 10000" bench/run.sh   # other subscriber counts
 #   SCENARIOS=mergebox bench/run.sh                        # S4 mergebox stress
 #   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
 set -euo pipefail
@@ -85,9 +86,11 @@ for scenario in $SCENARIOS; do
         done
       done ;;
     fanout)
-      for rate in ${FANOUT_RATES:-20 50 100 200}; do
-        for server in comet peer; do
-          run $server "S3 fanout 1000 x ${rate}/s" fanout --clients 1000 --rate "$rate" --secs 10 --warmup-secs 3
+      for clients in ${FANOUT_CLIENTS:-1000}; do
+        for rate in ${FANOUT_RATES:-20 50 100 200}; do
+          for server in comet peer; do
+            run $server "S3 fanout ${clients} x ${rate}/s" fanout --clients "$clients" --rate "$rate" --secs 10 --warmup-secs 3
+          done
         done
       done ;;
     echo)

@@ -10,6 +10,12 @@ METRICS = {
              ("server_cpu_pct_idle", "% CPU idle", False)],
     "fanout": [("deliveries_per_sec", "deliveries/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
                ("server_cpu_us_per_delivery", "µs CPU/delivery", False), ("rss_kib", "RSS KiB at end", False)],
+    "mergebox": [("bytes_per_session_doc", "B RSS per (session x doc)", False),
+                 ("changed_per_sec", "changed frames/s", True), ("changed_per_update", "changed frames per update", False),
+                 ("bytes_per_changed", "bytes per changed frame", False),
+                 ("server_cpu_us_per_frame", "µs CPU/changed frame", False)],
+    "changes": [("events_per_sec", "events/s", True), ("server_cpu_us_per_event", "µs CPU/event", False),
+                ("frames_delivered", "frames delivered", True)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

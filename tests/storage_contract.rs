@@ -230,6 +230,55 @@ async fn bad_documents_get_mongodb_errors_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_read_only_store_refuses_writes_reports_no_change_and_keeps_its_data() {
+    let store = open("read-only").await;
+    store
+        .insert("c", doc(serde_json::json!({"_id":"keep","v":1})))
+        .await
+        .unwrap();
+    let mut feed = store.subscribe();
+    let last = store.last_seq();
+    store.set_read_only(true).unwrap();
+    let refused = store
+        .insert("c", doc(serde_json::json!({"_id":"new"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Unavailable(m) if m.contains("readonly")),
+        "{refused}"
+    );
+    let refused = store
+        .update(
+            "c",
+            Selector::by_id("keep".into()),
+            upd(serde_json::json!({"$set":{"v":2}})),
+            false,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+    assert!(
+        feed.try_recv().is_err(),
+        "a refused write reports no change"
+    );
+    assert_eq!(store.last_seq(), last);
+    let docs = store.find("c", FindOptions::default()).await.unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(
+        docs[0]["v"],
+        Value::Number(1.0),
+        "reads still work and the data is intact"
+    );
+    store.set_read_only(false).unwrap();
+    let ack = store
+        .insert("c", doc(serde_json::json!({"_id":"new"})))
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, last + 1, "sequence numbers continue without a gap");
+}
+
+#[tokio::test]
 async fn a_full_store_refuses_writes_and_keeps_its_data() {
     let store = open("full").await;
     store

@@ -140,22 +140,24 @@ struct LiveQuery {
 /// The live queries of one collection, filed by their routing equality.
 #[derive(Default)]
 struct Routes {
-    by_value: HashMap<(String, Vec<u8>), Vec<Arc<LiveQuery>>>,
+    /// Routing path → encoded value → the queries with that equality.
+    by_path: FastMap<String, QueriesByValue>,
     unrouted: Vec<Arc<LiveQuery>>,
-    /// Routing paths in use, with the number of queries on each.
-    paths: HashMap<String, usize>,
 }
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type QueriesByValue = FastMap<Vec<u8>, Vec<Arc<LiveQuery>>>;
 
 impl Routes {
     fn add(&mut self, q: Arc<LiveQuery>) {
         match &q.route {
-            Some((path, key)) => {
-                *self.paths.entry(path.clone()).or_default() += 1;
-                self.by_value
-                    .entry((path.clone(), key.clone()))
-                    .or_default()
-                    .push(q);
-            }
+            Some((path, key)) => self
+                .by_path
+                .entry(path.clone())
+                .or_default()
+                .entry(key.clone())
+                .or_default()
+                .push(q),
             None => self.unrouted.push(q),
         }
     }
@@ -163,28 +165,33 @@ impl Routes {
     fn remove(&mut self, q: &Arc<LiveQuery>) {
         match &q.route {
             Some((path, key)) => {
-                let slot = (path.clone(), key.clone());
-                if let Some(list) = self.by_value.get_mut(&slot) {
+                let Some(values) = self.by_path.get_mut(path) else {
+                    return;
+                };
+                if let Some(list) = values.get_mut(key) {
                     list.retain(|x| !Arc::ptr_eq(x, q));
                     if list.is_empty() {
-                        self.by_value.remove(&slot);
+                        values.remove(key);
                     }
                 }
-                if let Some(n) = self.paths.get_mut(path) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.paths.remove(path);
-                    }
+                if values.is_empty() {
+                    self.by_path.remove(path);
                 }
             }
             None => self.unrouted.retain(|x| !Arc::ptr_eq(x, q)),
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.unrouted.is_empty() && self.by_path.is_empty()
+    }
+
     fn all(&self) -> Vec<Arc<LiveQuery>> {
         let mut out = self.unrouted.clone();
-        for list in self.by_value.values() {
-            out.extend(list.iter().cloned());
+        for values in self.by_path.values() {
+            for list in values.values() {
+                out.extend(list.iter().cloned());
+            }
         }
         out
     }
@@ -199,7 +206,7 @@ impl Routes {
         let routable = match event.operation {
             OperationType::Insert => true,
             OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
-                self.paths.keys().all(|p| {
+                self.by_path.keys().all(|p| {
                     let touches = |k: &String| {
                         k == p
                             || k.strip_prefix(p.as_str())
@@ -216,13 +223,13 @@ impl Routes {
             return self.all();
         }
         let mut out = self.unrouted.clone();
-        for path in self.paths.keys() {
+        for (path, values) in &self.by_path {
             let value = doc.get(path).unwrap_or(&Value::Null);
             let Some(key) = crate::storage::index_key::encode(value) else {
                 // An array matches by its elements: no single key to route by.
                 return self.all();
             };
-            if let Some(list) = self.by_value.get(&(path.clone(), key)) {
+            if let Some(list) = values.get(&key) {
                 out.extend(list.iter().cloned());
             }
         }
@@ -235,7 +242,7 @@ pub struct ObserveHub {
     store: Arc<dyn Store>,
     queries: Mutex<HashMap<String, Arc<LiveQuery>>>,
     /// The same queries by collection and routing equality (locked after `queries`).
-    routes: Mutex<HashMap<Arc<str>, Routes>>,
+    routes: Mutex<FastMap<Arc<str>, Routes>>,
     processed: watch::Sender<u64>,
     next_sink: AtomicU64,
     /// False once the task following the change feed has ended.
@@ -269,7 +276,7 @@ impl ObserveHub {
         let hub = Arc::new(Self {
             store: store.clone(),
             queries: Mutex::new(HashMap::new()),
-            routes: Mutex::new(HashMap::new()),
+            routes: Mutex::new(FastMap::default()),
             processed,
             next_sink: AtomicU64::new(1),
             feed_alive: std::sync::atomic::AtomicBool::new(true),
@@ -400,7 +407,7 @@ impl ObserveHub {
                 let mut routes = lock(&self.routes);
                 if let Some(r) = routes.get_mut(&q.cursor.collection) {
                     r.remove(&q);
-                    if r.unrouted.is_empty() && r.by_value.is_empty() {
+                    if r.is_empty() {
                         routes.remove(&q.cursor.collection);
                     }
                 }
@@ -771,4 +778,125 @@ fn window_affected(q: &LiveQuery, event: &ChangeEvent) -> bool {
         event.operation != OperationType::Delete && q.cursor.selector.matches(doc)
     });
     in_results || matches_now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::query::{Selector, Update};
+    use crate::storage::EmbeddedStore;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl ObserveSink for Seen {
+        fn event(&self, event: &ObserveEvent) -> bool {
+            let line = match event {
+                ObserveEvent::Added(d) => format!("added {}", d.id),
+                ObserveEvent::Removed { id, .. } => format!("removed {id}"),
+                ObserveEvent::Changed { id, .. } => format!("changed {id}"),
+                other => format!("{other:?}"),
+            };
+            lock(&self.0).push(line);
+            true
+        }
+    }
+
+    fn doc(json: serde_json::Value) -> Document {
+        let Ok(Value::Object(d)) = Value::from_json(json) else {
+            unreachable!()
+        };
+        d
+    }
+
+    /// Routing by equality must not hide an event from a query whose document leaves it, nor
+    /// one whose document matches through an array.
+    #[tokio::test]
+    async fn routed_queries_see_documents_leave_and_match_through_arrays() {
+        let dir =
+            std::env::temp_dir().join(format!("comet-route-{}", crate::model::random::random_id()));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let hub = ObserveHub::start(store.clone());
+        let empty = Document::default();
+        let cursor = Cursor::new(
+            "m",
+            &doc(serde_json::json!({"rid": "x"})),
+            &empty,
+            0,
+            None,
+            &empty,
+        )
+        .unwrap();
+        let seen = Arc::new(Seen::default());
+        let _handle = hub.observe(cursor, seen.clone()).await.unwrap();
+        let mut last = 0;
+        for (write, want) in [
+            ("insert a in x", "added a"),
+            ("insert b in y", ""),
+            ("move a to y", "removed a"),
+            ("insert c with [y, x]", "added c"),
+            ("touch c", "changed c"),
+        ] {
+            let seq = match write {
+                "insert a in x" => {
+                    store
+                        .insert("m", doc(serde_json::json!({"_id": "a", "rid": "x"})))
+                        .await
+                        .unwrap()
+                        .seq
+                }
+                "insert b in y" => {
+                    store
+                        .insert("m", doc(serde_json::json!({"_id": "b", "rid": "y"})))
+                        .await
+                        .unwrap()
+                        .seq
+                }
+                "move a to y" => {
+                    store
+                        .update(
+                            "m",
+                            Selector::by_id("a".into()),
+                            Update::parse(&doc(serde_json::json!({"$set": {"rid": "y"}}))).unwrap(),
+                            false,
+                            false,
+                        )
+                        .await
+                        .unwrap()
+                        .seq
+                }
+                "insert c with [y, x]" => {
+                    store
+                        .insert("m", doc(serde_json::json!({"_id": "c", "rid": ["y", "x"]})))
+                        .await
+                        .unwrap()
+                        .seq
+                }
+                _ => {
+                    store
+                        .update(
+                            "m",
+                            Selector::by_id("c".into()),
+                            Update::parse(&doc(serde_json::json!({"$set": {"n": 1}}))).unwrap(),
+                            false,
+                            false,
+                        )
+                        .await
+                        .unwrap()
+                        .seq
+                }
+            };
+            hub.wait_processed(seq).await;
+            let events = lock(&seen.0).clone();
+            let new: Vec<String> = events[last..].to_vec();
+            last = events.len();
+            let expected: Vec<String> = if want.is_empty() {
+                vec![]
+            } else {
+                vec![want.to_owned()]
+            };
+            assert_eq!(new, expected, "after {write}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -314,6 +314,14 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// Refuses or allows writes, as a store on a read-only file system would (tests use it).
+    pub fn set_read_only(&self, read_only: bool) -> Result<(), StoreError> {
+        self.lock_writer()
+            .conn
+            .pragma_update(None, "query_only", read_only)?;
+        Ok(())
+    }
+
     /// Sets how many changes the log keeps.
     pub fn set_log_cap(&self, cap: u64) {
         self.lock_writer().log_cap = cap.max(1);
