@@ -13,6 +13,8 @@ echo "== cargo clippy"
 cargo clippy --release --all-targets -- -D warnings
 echo "== cargo test (release)"
 cargo test --release --all-targets
+echo "== MongoDB storage contract (runs when COMET_TEST_MONGO_URL names a replica set)"
+cargo test --release --test storage_contract mongodb -- --nocapture 2>&1 | grep -E "skipped|test result"
 echo "== compat-suite"
 cargo build --release --bin comet
 (cd compat-suite && COMET_BIN="$PWD/../target/release/comet" timeout 1200 npm test)
