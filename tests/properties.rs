@@ -225,6 +225,8 @@ enum Op {
     Add(u64, u8, Vec<(u8, i64)>),
     /// Publishes the one shared document of this id (the same `Arc` for every subscription).
     AddShared(u64, u8),
+    /// Changes a field of the shared document of this id, passing the whole new document.
+    ChangeShared(u64, u8, u8, i64),
     Change(u64, u8, Vec<(u8, i64)>, Vec<u8>),
     Remove(u64, u8),
     Unsub(u64),
@@ -237,6 +239,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (sub.clone(), id.clone(), fields.clone()).prop_map(|(s, i, f)| Op::Add(s, i, f)),
         (sub.clone(), id.clone()).prop_map(|(s, i)| Op::AddShared(s, i)),
+        (sub.clone(), id.clone(), 0u8..4, 0i64..3)
+            .prop_map(|(s, i, f, v)| Op::ChangeShared(s, i, f, v)),
         (
             sub.clone(),
             id.clone(),
@@ -257,7 +261,7 @@ proptest! {
         let mut client = BTreeMap::new();
         let mut out = Vec::new();
         let name = |k: u8| format!("f{k}");
-        let shared: Vec<Arc<SharedAdded>> = (0..4u8)
+        let mut shared: Vec<Arc<SharedAdded>> = (0..4u8)
             .map(|i| {
                 let doc: Document = [("f0".to_owned(), Value::Number(f64::from(i))), ("f2".to_owned(), Value::Number(9.0))].into_iter().collect();
                 SharedAdded::new("c".into(), format!("d{i}").into(), Arc::new(doc))
@@ -281,15 +285,28 @@ proptest! {
                 }
                 Op::AddShared(s, i) => {
                     let id = format!("d{i}");
-                    mb.added(*s, &shared[*i as usize], &mut out);
-                    reference.added(*s, &id, &[("f0".to_owned(), i64::from(*i)), ("f2".to_owned(), 9)]);
+                    let doc = shared[*i as usize].clone();
+                    mb.added(*s, &doc, &mut out);
+                    let fields: Vec<(String, i64)> = doc.fields.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap() as i64)).collect();
+                    reference.added(*s, &id, &fields);
+                }
+                Op::ChangeShared(s, i, f, v) => {
+                    let id = format!("d{i}");
+                    let old = shared[*i as usize].clone();
+                    let mut fields = (*old.fields).clone();
+                    fields.insert(name(*f), Value::Number(*v as f64));
+                    let new = SharedAdded::new("c".into(), id.as_str().into(), Arc::new(fields));
+                    let delta: Document = [(name(*f), Value::Number(*v as f64))].into_iter().collect();
+                    mb.changed(*s, "c", &id, delta, &[], Some(&new.fields), &mut out);
+                    reference.changed(*s, &id, &[(name(*f), *v)], &[]);
+                    shared[*i as usize] = new;
                 }
                 Op::Change(s, i, f, c) => {
                     let f = dedupe(f);
                     let cleared: Vec<String> = c.iter().map(|k| name(*k)).filter(|k| !f.iter().any(|(n, _)| n == k)).collect();
                     let doc: Document = f.iter().map(|(k, v)| (k.clone(), Value::Number(*v as f64))).collect();
                     let id = format!("d{i}");
-                    mb.changed(*s, "c", &id, doc, &cleared, &mut out);
+                    mb.changed(*s, "c", &id, doc, &cleared, None, &mut out);
                     reference.changed(*s, &id, &f, &cleared);
                 }
                 Op::Remove(s, i) => {

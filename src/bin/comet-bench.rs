@@ -577,10 +577,12 @@ async fn mergebox(args: &Args) -> serde_json::Value {
         }))
         .await;
     let (frames, bytes) = *counted.borrow();
+    let rss_end = rss_kib(args.pid);
     let pairs = args.clients as u64 * DOCS_PER_SESSION;
     serde_json::json!({
         "scenario": "mergebox", "label": args.label, "clients": args.clients, "rate": args.rate,
         "rss_connected_kib": rss_connected, "rss_subscribed_kib": rss_subscribed,
+        "rss_end_kib": rss_end,
         // Against the connected-but-unsubscribed baseline: what the mergebox views cost.
         "bytes_per_session_doc": (rss_subscribed.saturating_sub(rss_connected) * 1024) as f64 / pairs as f64,
         "updates": updates, "updates_per_sec": updates as f64 / elapsed.as_secs_f64(),

@@ -97,6 +97,8 @@ pub enum ObserveEvent {
         id: Arc<str>,
         fields: Document,
         cleared: Vec<String>,
+        /// The whole (projected) document after the change, shared.
+        doc: Arc<SharedAdded>,
     },
     Removed {
         collection: Arc<str>,
@@ -559,11 +561,13 @@ impl Diff {
                 id,
                 fields,
                 cleared,
+                doc,
             } => ObserveEvent::Changed {
                 collection: collection.clone(),
                 id: id.clone(),
                 fields: fields.clone(),
                 cleared: cleared.clone(),
+                doc: doc.clone(),
             },
             _ => return self.unordered.push(event),
         };
@@ -657,7 +661,7 @@ fn changed_event(
     cursor: &Cursor,
     wire: &Arc<str>,
     old: &SharedAdded,
-    new: &SharedAdded,
+    new: &Arc<SharedAdded>,
 ) -> Option<ObserveEvent> {
     let mut fields = Document::default();
     for (k, v) in new.fields.iter() {
@@ -676,6 +680,7 @@ fn changed_event(
         id: wire.clone(),
         fields,
         cleared,
+        doc: new.clone(),
     })
 }
 

@@ -76,25 +76,26 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<ObserveHub>>) {
         let d = number(&params, 0) % DOCS;
         let field = format!("f{}", number(&params, 1) % 5);
         let value = params.get(2).cloned().unwrap_or(Value::Null);
-        let (id, subs) = {
+        let (doc, subs) = {
             let mut state = merge_state().lock().unwrap_or_else(|p| p.into_inner());
             let old = state.docs[d].clone();
             let mut fields = (*old.fields).clone();
             fields.insert(field.clone(), value.clone());
-            state.docs[d] =
-                SharedAdded::new(old.collection.clone(), old.id.clone(), Arc::new(fields));
+            let doc = SharedAdded::new(old.collection.clone(), old.id.clone(), Arc::new(fields));
+            state.docs[d] = doc.clone();
             let last = d / STRIDE;
             let mut subs = Vec::new();
             for k in [(last + SETS - 1) % SETS, last] {
                 state.sets[k].retain(|s| !s.is_stopped());
                 subs.extend(state.sets[k].iter().cloned());
             }
-            (old.id.clone(), subs)
+            (doc, subs)
         };
+        // The publisher keeps the document shared: sessions hold it by reference.
         for sub in subs {
             let mut fields = Document::default();
             fields.insert(field.clone(), value.clone());
-            sub.changed_wire("bench", &id, fields, Vec::new());
+            sub.changed_shared(&doc, fields, Vec::new());
         }
         Ok(None)
     });

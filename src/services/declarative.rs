@@ -137,13 +137,11 @@ impl ObserveSink for SubscriptionSink {
             // A publication is unordered, as Meteor's are: the client keeps no order.
             ObserveEvent::MovedBefore { .. } => {}
             ObserveEvent::Changed {
-                collection,
-                id,
                 fields,
                 cleared,
-            } => self
-                .0
-                .changed_wire(collection, id, fields.clone(), cleared.clone()),
+                doc,
+                ..
+            } => self.0.changed_shared(doc, fields.clone(), cleared.clone()),
             ObserveEvent::Removed { collection, id } => self.0.removed_wire(collection, id),
         }
         true

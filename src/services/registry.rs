@@ -4,7 +4,7 @@
 //! sessions merge or send data: a [`Subscription`] only forwards to a [`PublicationSink`].
 
 use super::error::ServiceError;
-use crate::model::{Document, MeteorError, Value};
+use crate::model::{Document, MeteorError, SharedDocument, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -152,6 +152,8 @@ pub use crate::model::shared::SharedAdded;
 /// Where a subscription's data goes: implemented by the session's mergebox.
 pub trait PublicationSink: Send + Sync {
     fn added(&self, sub: SubKey, doc: Arc<SharedAdded>);
+    /// `after`, when given, is the publisher's whole document after the change: the
+    /// mergebox may keep it by reference instead of copying its own.
     fn changed(
         &self,
         sub: SubKey,
@@ -159,6 +161,7 @@ pub trait PublicationSink: Send + Sync {
         id: &str,
         fields: Document,
         cleared: Vec<String>,
+        after: Option<SharedDocument>,
     );
     fn removed(&self, sub: SubKey, collection: &str, id: &str);
     fn ready(&self, sub: SubKey);
@@ -234,7 +237,7 @@ impl Subscription {
         let wire = crate::model::id_to_wire(id).map_err(ServiceError::internal)?;
         if !self.stopped.is_cancelled() {
             self.sink
-                .changed(self.key, collection, &wire, fields, cleared);
+                .changed(self.key, collection, &wire, fields, cleared, None);
         }
         Ok(())
     }
@@ -249,7 +252,23 @@ impl Subscription {
     ) {
         if !self.stopped.is_cancelled() {
             self.sink
-                .changed(self.key, collection, wire_id, fields, cleared);
+                .changed(self.key, collection, wire_id, fields, cleared, None);
+        }
+    }
+
+    /// Like [`Subscription::changed_wire`], from a publisher that keeps each document as a
+    /// shared one: `doc` is the whole document after the change, which the mergebox then
+    /// holds by reference rather than copying.
+    pub fn changed_shared(&self, doc: &Arc<SharedAdded>, fields: Document, cleared: Vec<String>) {
+        if !self.stopped.is_cancelled() {
+            self.sink.changed(
+                self.key,
+                &doc.collection,
+                &doc.id,
+                fields,
+                cleared,
+                Some(doc.fields.clone()),
+            );
         }
     }
 

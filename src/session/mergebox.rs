@@ -3,7 +3,11 @@
 //! Owns Meteor's merge rules: the first subscription to publish a field wins, a document stays
 //! while any subscription holds it, and only the minimal `added`/`changed`/`removed` frames go
 //! out. A document held through one subscription is stored as a reference to the publisher's
-//! shared document, not a copy. It must not send anything itself: it returns frames.
+//! shared document, not a copy; one held through several subscriptions that published the
+//! same fields keeps one reference per holder; only when their fields diverge does it fall
+//! back to per-field precedence lists. A publisher that passes its whole new document with a
+//! change (`after`) is referenced again instead of copied. It must not send anything itself:
+//! it returns frames.
 //! See `protocol-spec/behavior.md#mergebox`.
 
 use crate::model::{Document, SharedDocument, Value};
@@ -21,12 +25,11 @@ use std::sync::Arc;
 enum DocView {
     /// Held by exactly one subscription; its fields are the publisher's document.
     Single { sub: SubKey, fields: SharedDocument },
-    /// Held by several subscriptions that all published the very same shared document (the
-    /// common case of overlapping publications): one reference, whatever the order.
-    Shared {
-        subs: Box<[SubKey]>,
-        fields: SharedDocument,
-    },
+    /// Held by several subscriptions whose documents have the same fields (the common case of
+    /// overlapping publications), each by reference, in arrival order. Every holder published
+    /// every field, so for each field the first holder wins: the client sees the first
+    /// holder's document.
+    Shared(Box<[(SubKey, SharedDocument)]>),
     /// Held by several subscriptions: per field, the values each one published, in
     /// arrival order; the first is what the client sees.
     Merged(Box<MergedDoc>),
@@ -34,17 +37,17 @@ enum DocView {
 
 impl DocView {
     /// Turns a shared form into the general one, for a change the shared forms cannot
-    /// express. Every holder of a shared document published all its fields, in holder order.
+    /// express. Precedence lists get the holders in arrival order, as they published.
     fn make_merged(&mut self) {
         let merged = match self {
             DocView::Merged(_) => return,
             DocView::Single { sub, fields } => MergedDoc::from_single(*sub, fields),
-            DocView::Shared { subs, fields } => {
-                let mut merged = MergedDoc::from_single(subs[0], fields);
-                for &sub in &subs[1..] {
-                    merged.holders.push(sub);
+            DocView::Shared(holders) => {
+                let mut merged = MergedDoc::from_single(holders[0].0, &holders[0].1);
+                for (sub, fields) in &holders[1..] {
+                    merged.holders.push(*sub);
                     for (k, v) in fields.iter() {
-                        merged.set_field(sub, k, v.clone());
+                        merged.set_field(*sub, k, v.clone());
                     }
                 }
                 merged
@@ -56,7 +59,7 @@ impl DocView {
     fn holds(&self, sub: SubKey) -> bool {
         match self {
             DocView::Single { sub: holder, .. } => *holder == sub,
-            DocView::Shared { subs, .. } => subs.contains(&sub),
+            DocView::Shared(holders) => holders.iter().any(|(s, _)| *s == sub),
             DocView::Merged(merged) => merged.holders.contains(&sub),
         }
     }
@@ -113,6 +116,69 @@ impl MergedDoc {
         }
         None
     }
+}
+
+/// Whether two documents have the same fields (values aside).
+fn same_keys(a: &Document, b: &Document) -> bool {
+    a.len() == b.len() && a.keys().all(|k| b.contains_key(k))
+}
+
+/// Whether `after` is exactly `current` with `fields` set and `cleared` removed: then it can
+/// stand for the holder's document without a copy.
+fn is_result_of(
+    current: &Document,
+    fields: &Document,
+    cleared: &[String],
+    after: &Document,
+) -> bool {
+    let mut expected = current.len();
+    for (k, v) in fields {
+        if !current.contains_key(k) {
+            expected += 1;
+        }
+        if after.get(k) != Some(v) {
+            return false;
+        }
+    }
+    for k in cleared {
+        if fields.contains_key(k) {
+            continue;
+        }
+        if current.contains_key(k) {
+            expected -= 1;
+        }
+        if after.contains_key(k) {
+            return false;
+        }
+    }
+    after.len() == expected
+        && current
+            .iter()
+            .all(|(k, v)| fields.contains_key(k) || cleared.contains(k) || after.get(k) == Some(v))
+}
+
+/// `current` with the change applied: `after` when it is exactly that, else a copy.
+fn apply_change(
+    current: &SharedDocument,
+    fields: &Document,
+    cleared: &[String],
+    after: Option<&SharedDocument>,
+) -> SharedDocument {
+    if let Some(after) = after.filter(|a| is_result_of(current, fields, cleared, a)) {
+        return after.clone();
+    }
+    let mut next = (**current).clone();
+    for (k, v) in fields {
+        if k != "_id" {
+            next.insert(k.clone(), v.clone());
+        }
+    }
+    for k in cleared {
+        if !fields.contains_key(k) {
+            next.shift_remove(k);
+        }
+    }
+    Arc::new(next)
 }
 
 /// Collected changes to one document, turned into one `changed` frame.
@@ -205,21 +271,23 @@ impl Mergebox {
             DocView::Single {
                 sub: holder,
                 fields,
-            } if Arc::ptr_eq(fields, &doc.fields) => {
-                // Another publication of the same shared document: nothing new to show.
-                *view = DocView::Shared {
-                    subs: Box::new([*holder, sub]),
-                    fields: fields.clone(),
-                };
+            } if same_keys(fields, &doc.fields) => {
+                // The same fields from another publication: the first holder's values show,
+                // so the client sees nothing new.
+                *view = DocView::Shared(Box::new([
+                    (*holder, fields.clone()),
+                    (sub, doc.fields.clone()),
+                ]));
             }
-            DocView::Shared { subs, fields }
-                if Arc::ptr_eq(fields, &doc.fields) && !subs.contains(&sub) =>
+            DocView::Shared(holders)
+                if !holders.iter().any(|(s, _)| *s == sub)
+                    && same_keys(&holders[0].1, &doc.fields) =>
             {
-                let mut all = subs.to_vec();
-                all.push(sub);
-                *subs = all.into_boxed_slice();
+                let mut all = holders.to_vec();
+                all.push((sub, doc.fields.clone()));
+                *holders = all.into_boxed_slice();
             }
-            DocView::Single { .. } | DocView::Shared { .. } => {
+            DocView::Single { .. } | DocView::Shared(_) => {
                 let holder_adds_again = view.holds(sub);
                 view.make_merged();
                 let DocView::Merged(merged) = view else {
@@ -250,6 +318,7 @@ impl Mergebox {
 
     /// A subscription changes fields of a document it published. Changes to documents the
     /// subscription does not hold are ignored (newest Meteor tolerates them too).
+    #[allow(clippy::too_many_arguments)] // the change's parts arrive separately from the sink
     pub fn changed(
         &mut self,
         sub: SubKey,
@@ -257,6 +326,7 @@ impl Mergebox {
         id: &str,
         fields: Document,
         cleared: &[String],
+        after: Option<&SharedDocument>,
         out: &mut Vec<Frame>,
     ) {
         let Some(view) = self
@@ -267,27 +337,50 @@ impl Mergebox {
             return;
         };
         let mut change = Change::default();
+        // A change that keeps a shared document's fields (values only) stays shared.
+        let keeps_fields = |doc: &Document| {
+            fields.keys().all(|k| doc.contains_key(k))
+                && !cleared
+                    .iter()
+                    .any(|k| doc.contains_key(k) && !fields.contains_key(k))
+        };
+        let shared_position = match view {
+            DocView::Shared(holders) => holders
+                .iter()
+                .position(|(s, d)| *s == sub && keeps_fields(d)),
+            _ => None,
+        };
         match view {
             DocView::Single {
                 sub: holder,
                 fields: current,
             } if *holder == sub => {
-                let current = Arc::make_mut(current);
-                for (k, v) in fields {
-                    if k == "_id" || current.get(&k) == Some(&v) {
-                        continue;
+                for (k, v) in &fields {
+                    if k != "_id" && current.get(k) != Some(v) {
+                        change.field(k, Some(v.clone()));
                     }
-                    change.field(&k, Some(v.clone()));
-                    current.insert(k, v);
                 }
                 for k in cleared {
-                    if current.shift_remove(k).is_some() {
+                    if current.contains_key(k) && !fields.contains_key(k) {
                         change.field(k, None);
                     }
                 }
+                *current = apply_change(current, &fields, cleared, after);
             }
             DocView::Single { .. } => return,
-            DocView::Shared { .. } | DocView::Merged(_) => {
+            DocView::Shared(holders) if shared_position.is_some() => {
+                let pos = shared_position.unwrap_or(0);
+                let old = holders[pos].1.clone();
+                if pos == 0 {
+                    for (k, v) in &fields {
+                        if k != "_id" && old.get(k) != Some(v) {
+                            change.field(k, Some(v.clone()));
+                        }
+                    }
+                }
+                holders[pos].1 = apply_change(&old, &fields, cleared, after);
+            }
+            DocView::Shared(_) | DocView::Merged(_) => {
                 if !view.holds(sub) {
                     return;
                 }
@@ -320,21 +413,28 @@ impl Mergebox {
         };
         let gone = match view {
             DocView::Single { sub: holder, .. } => *holder == sub,
-            DocView::Shared { subs, fields } => {
-                if !subs.contains(&sub) {
+            DocView::Shared(holders) => {
+                let Some(pos) = holders.iter().position(|(s, _)| *s == sub) else {
                     return;
+                };
+                let mut rest = holders.to_vec();
+                let (_, gone) = rest.remove(pos);
+                if pos == 0 {
+                    // The next holder's values show now (it has the same fields).
+                    let mut change = Change::default();
+                    for (k, v) in rest[0].1.iter() {
+                        if k != "_id" && gone.get(k) != Some(v) {
+                            change.field(k, Some(v.clone()));
+                        }
+                    }
+                    out.extend(change.frame(collection, id));
                 }
-                // The others published the same document: the client sees no difference.
-                let rest: Vec<SubKey> = subs.iter().copied().filter(|s| *s != sub).collect();
                 *view = match rest.as_slice() {
-                    [only] => DocView::Single {
+                    [(only, fields)] => DocView::Single {
                         sub: *only,
                         fields: fields.clone(),
                     },
-                    _ => DocView::Shared {
-                        subs: rest.into_boxed_slice(),
-                        fields: fields.clone(),
-                    },
+                    _ => DocView::Shared(rest.into_boxed_slice()),
                 };
                 false
             }
@@ -479,6 +579,7 @@ mod tests {
             "A1",
             doc(&[("thing", "stuff")]),
             &["foo".into(), "baz".into()],
+            None,
             &mut out,
         );
         assert_eq!(
@@ -502,10 +603,19 @@ mod tests {
             "x",
             doc(&[("f", "v")]),
             &["missing".into()],
+            None,
             &mut out,
         );
         assert!(out.is_empty());
-        mb.changed(1, "c", "x", Document::default(), &["f".into()], &mut out);
+        mb.changed(
+            1,
+            "c",
+            "x",
+            Document::default(),
+            &["f".into()],
+            None,
+            &mut out,
+        );
         assert_eq!(
             out[0].as_str(),
             r#"{"msg":"changed","collection":"c","id":"x","cleared":["f"]}"#

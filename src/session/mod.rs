@@ -760,6 +760,7 @@ impl PublicationSink for SinkRef {
         id: &str,
         fields: Document,
         cleared: Vec<String>,
+        after: Option<crate::model::SharedDocument>,
     ) {
         let Some(s) = self.0.upgrade() else { return };
         let mut out = Vec::with_capacity(1);
@@ -768,9 +769,15 @@ impl PublicationSink for SinkRef {
             if !state.subs.contains_key(&sub) {
                 return;
             }
-            state
-                .mergebox
-                .changed(sub, collection, id, fields, &cleared, &mut out);
+            state.mergebox.changed(
+                sub,
+                collection,
+                id,
+                fields,
+                &cleared,
+                after.as_ref(),
+                &mut out,
+            );
             if s.push_all(out) {
                 return;
             }
