@@ -419,14 +419,7 @@ impl EmbeddedStore {
     ) -> Result<WriteAck, StoreError> {
         let table = table(collection)?;
         check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-        if !doc.contains_key("_id") {
-            doc.shift_insert(
-                0,
-                "_id".into(),
-                Value::String(crate::model::random::random_id()),
-            );
-        }
-        let id = doc.get("_id").cloned().unwrap_or(Value::Null);
+        let id = super::ensure_id(&mut doc);
         let wire_id = wire(&id)?;
         let text = doc_text(&doc)?;
         let collection: Arc<str> = collection.into();
@@ -531,15 +524,8 @@ impl EmbeddedStore {
                     }
                 }
                 let mut doc = update.apply(&base, None, true)?;
-                if !doc.contains_key("_id") {
-                    doc.shift_insert(
-                        0,
-                        "_id".into(),
-                        Value::String(crate::model::random::random_id()),
-                    );
-                }
+                let id = super::ensure_id(&mut doc);
                 check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-                let id = doc.get("_id").cloned().unwrap_or(Value::Null);
                 let text = doc_text(&doc)?;
                 write_row(
                     &w.conn,

@@ -65,6 +65,17 @@ pub trait Store: Send + Sync + 'static {
     fn follow_collection(&self, _collection: &str) {}
 }
 
+/// Gives `doc` a fresh Meteor-style string `_id` (first) when it has none; returns its `_id`.
+/// Both backends insert and upsert through it, so ids look alike whichever store holds them.
+pub(crate) fn ensure_id(doc: &mut Document) -> Value {
+    if let Some(id) = doc.get("_id") {
+        return id.clone();
+    }
+    let id = Value::String(crate::model::random::random_id());
+    doc.shift_insert(0, "_id".into(), id.clone());
+    id
+}
+
 /// What happened, in the vocabulary of MongoDB's change streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperationType {

@@ -218,14 +218,7 @@ impl MongoStore {
     ) -> Result<WriteAck, StoreError> {
         let coll = self.collection(&collection)?;
         check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-        if !doc.contains_key("_id") {
-            doc.shift_insert(
-                0,
-                "_id".into(),
-                Value::String(crate::model::random::random_id()),
-            );
-        }
-        let id = doc.get("_id").cloned().unwrap_or(Value::Null);
+        let id = super::ensure_id(&mut doc);
         let mut session = self.session().await?;
         coll.insert_one(to_bson_document(&doc))
             .session(&mut session)
@@ -683,10 +676,10 @@ mod tests {
         assert!(check_collection("rocketchat_message").is_ok());
     }
 
-    #[tokio::test]
-    async fn a_url_without_a_database_is_refused_before_connecting() {
-        let err = MongoStore::connect(MongoOptions {
-            url: "mongodb://127.0.0.1:1/".into(),
+    /// The error `connect` gives for `url` (none: empty).
+    async fn connect_error(url: &str) -> String {
+        MongoStore::connect(MongoOptions {
+            url: url.into(),
             oplog_url: None,
             state_dir: std::env::temp_dir(),
             post_images: false,
@@ -694,22 +687,36 @@ mod tests {
         .await
         .err()
         .map(|e| e.to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+    }
+
+    /// A feed task's state with no task, writing its position to `position_file`.
+    fn feed(
+        position_file: PathBuf,
+        last_seq: u64,
+    ) -> (Feed, broadcast::Receiver<Arc<ChangeEvent>>) {
+        let (changes, rx) = broadcast::channel(4);
+        let (_tx, followed) = watch::channel(BTreeSet::new());
+        let feed = Feed {
+            changes,
+            last_seq: Arc::new(AtomicU64::new(last_seq)),
+            followed,
+            position_file,
+            last_persist: Instant::now(),
+            db_name: "db".into(),
+        };
+        (feed, rx)
+    }
+
+    #[tokio::test]
+    async fn a_url_without_a_database_is_refused_before_connecting() {
+        let err = connect_error("mongodb://127.0.0.1:1/").await;
         assert!(err.contains("names no database"), "{err}");
     }
 
     #[tokio::test]
     async fn an_unparsable_url_is_a_clear_error() {
-        let err = MongoStore::connect(MongoOptions {
-            url: "postgres://nope".into(),
-            oplog_url: None,
-            state_dir: std::env::temp_dir(),
-            post_images: false,
-        })
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let err = connect_error("postgres://nope").await;
         assert!(err.contains("bad MongoDB URL"), "{err}");
     }
 
@@ -720,16 +727,7 @@ mod tests {
             crate::model::random::random_id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (changes, _) = broadcast::channel(4);
-        let (_tx, followed) = watch::channel(BTreeSet::new());
-        let mut feed = Feed {
-            changes,
-            last_seq: Arc::new(AtomicU64::new(0)),
-            followed,
-            position_file: dir.join("p.json"),
-            last_persist: Instant::now(),
-            db_name: "db".into(),
-        };
+        let (mut feed, _rx) = feed(dir.join("p.json"), 0);
         assert!(feed.load_position().is_none());
         let position = serde_json::json!({"t": 5, "i": 2});
         feed.persist_position(&position, true);
@@ -738,16 +736,7 @@ mod tests {
 
     #[test]
     fn unreadable_records_become_invalidate_events() {
-        let (changes, mut rx) = broadcast::channel(4);
-        let (_tx, followed) = watch::channel(BTreeSet::new());
-        let feed = Feed {
-            changes,
-            last_seq: Arc::new(AtomicU64::new(7)),
-            followed,
-            position_file: std::env::temp_dir().join("unused.json"),
-            last_persist: Instant::now(),
-            db_name: "db".into(),
-        };
+        let (feed, mut rx) = feed(std::env::temp_dir().join("unused.json"), 7);
         feed.publish(
             from_change_stream(&serde_json::json!({"operationType": "shardCollection"})),
             9,
