@@ -75,7 +75,7 @@ pub async fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
     )
     .map_err(|err| {
         let place = settings.config_source.as_ref().map(|(path, text)| {
-            match crate::config::line_of_name(text, &err.name) {
+            match crate::config::line_of_name(text, &err.name, err.occurrence) {
                 Some(line) => format!("configuration file {}, line {line}: ", path.display()),
                 None => format!("configuration file {}: ", path.display()),
             }

@@ -302,12 +302,15 @@ fn load_file(path: &PathBuf) -> Result<(FileConfig, String), ConfigError> {
     Ok((file, text))
 }
 
-/// The line of `name = "<name>"` in a configuration text, for errors found after parsing.
-pub fn line_of_name(text: &str, name: &str) -> Option<usize> {
+/// The line of the `occurrence`-th (from 0) `name = "<name>"` in a configuration text, for
+/// errors found after parsing.
+pub fn line_of_name(text: &str, name: &str, occurrence: usize) -> Option<usize> {
     let quoted = format!("\"{name}\"");
     text.lines()
-        .position(|l| l.trim_start().starts_with("name") && l.contains(&quoted))
-        .map(|i| i + 1)
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("name") && l.contains(&quoted))
+        .nth(occurrence)
+        .map(|(i, _)| i + 1)
 }
 
 /// Parses TOML text; the error names the line and the problem.

@@ -2,7 +2,6 @@
 //! the test handlers (`COMET_TEST_HANDLERS=1`). The Node peer (`bench/peer/server.js`) serves
 //! the same names over the same documents, so both run the same scenario.
 
-use super::declarative::SubscriptionSink;
 use super::error::ServiceError;
 use super::registry::{Publish, Registry, SharedAdded, Subscription};
 use crate::model::{Document, Value};
@@ -112,15 +111,9 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<ObserveHub>>) {
             let empty = Document::default();
             let cursor = Cursor::new("bench_src", &selector, &empty, 0, None, &empty)
                 .map_err(ServiceError::internal)?;
-            let handle = hub
-                .observe(cursor, Arc::new(SubscriptionSink(sub.clone())))
+            super::publish::observe_into(&hub, cursor, sub)
                 .await
-                .map_err(ServiceError::internal)?;
-            tokio::spawn(async move {
-                sub.stopped().await;
-                drop(handle);
-            });
-            Ok(Publish::Ready)
+                .map_err(ServiceError::internal)
         }
     });
     // `bench.events(count, matchEvery, base)`: `count` update events on `bench_src`, as a

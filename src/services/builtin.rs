@@ -84,6 +84,15 @@ pub fn register_test_handlers(
             _ => Err(ServiceError::match_failed()),
         }
     });
+    // `test.setUserId(id | null)`: the session's user from now on, as a login would set it.
+    registry.method("test.setUserId", |ctx, params| async move {
+        match params.first() {
+            Some(Value::String(id)) => ctx.set_user_id(Some(id.clone())),
+            Some(Value::Null) => ctx.set_user_id(None),
+            _ => return Err(ServiceError::match_failed()),
+        }
+        Ok(None)
+    });
     // `test.sleep(ms, unblock)`: returns `ms` after sleeping, optionally unblocking first.
     registry.method("test.sleep", |ctx, params| async move {
         let ms = params

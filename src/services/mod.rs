@@ -2,10 +2,12 @@
 //!
 //! They return domain values and [`ServiceError`]s; only `session` turns them into DDP frames.
 
+pub mod args;
 pub mod bench;
 pub mod builtin;
 pub mod declarative;
 pub mod error;
+pub mod publish;
 pub mod registry;
 
 pub use error::ServiceError;

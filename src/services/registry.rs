@@ -92,7 +92,12 @@ pub struct MethodContext {
     /// Highest change sequence this call wrote: the session holds `updated` until observers
     /// have seen it (Meteor's write fence).
     write_fence: Arc<std::sync::atomic::AtomicU64>,
+    /// The user the call asked the session to take on (`Some(None)`: log out).
+    user_change: UserChange,
 }
+
+/// A change of the session's user asked for by a method, applied before its `result`.
+pub type UserChange = Arc<Mutex<Option<Option<String>>>>;
 
 impl MethodContext {
     pub fn new(
@@ -107,7 +112,19 @@ impl MethodContext {
             random_seed,
             unblock: Mutex::new(Some(unblock)),
             write_fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            user_change: UserChange::default(),
         }
+    }
+
+    /// Sets the session's user from the end of this call on (Meteor's `this.setUserId`;
+    /// `None` logs out).
+    pub fn set_user_id(&self, user_id: Option<String>) {
+        *self.user_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(user_id);
+    }
+
+    /// Where the session finds a user change once the call is over.
+    pub fn user_change(&self) -> UserChange {
+        self.user_change.clone()
     }
 
     /// Records a write this call made (its change sequence number).
@@ -167,6 +184,10 @@ pub trait PublicationSink: Send + Sync {
     fn ready(&self, sub: SubKey);
     /// Ends the subscription: its documents go, then `nosub` (with the error, if any).
     fn stop(&self, sub: SubKey, error: Option<MeteorError>);
+    /// Bytes waiting for the client: queued and not yet taken by the transport.
+    fn backlog(&self) -> usize;
+    /// Completes once the backlog is at most `bytes`, or the session has ended.
+    fn drained(&self, bytes: usize) -> BoxFuture<()>;
 }
 
 /// The handle a publication handler publishes through. Cheap to clone; keep it to push
@@ -305,6 +326,20 @@ impl Subscription {
     pub fn stop(&self) {
         if !self.stopped.is_cancelled() {
             self.sink.stop(self.key, None);
+        }
+    }
+
+    /// Bytes waiting for the client of this subscription's session: a publisher with much
+    /// to send paces itself by it.
+    pub fn backlog(&self) -> usize {
+        self.sink.backlog()
+    }
+
+    /// Completes once the session's backlog is at most `bytes`, or the subscription ended.
+    pub async fn drained(&self, bytes: usize) {
+        tokio::select! {
+            _ = self.sink.drained(bytes) => {}
+            _ = self.stopped.cancelled() => {}
         }
     }
 

@@ -500,22 +500,34 @@ impl Session {
         let user_id = self.lock().user_id.clone();
         let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx);
         let fence = ctx.write_fence();
+        let user_change = ctx.user_change();
         let span = tracing::debug_span!("method", id = %id, name = %name);
         let mut call = AssertUnwindSafe(handler(ctx, params))
             .catch_unwind()
             .instrument(span);
         tokio::select! {
             biased;
-            outcome = &mut call => self.finish_method(&id, &name, outcome, &fence).await,
+            outcome = &mut call => {
+                self.apply_user_change(&user_change);
+                self.finish_method(&id, &name, outcome, &fence).await
+            }
             Ok(()) = &mut unblock_rx => {
                 // Unblocked: the rest runs beside the queue.
                 let session = self.clone();
                 self.hub.tasks.spawn(async move {
                     let outcome = call.await;
+                    session.apply_user_change(&user_change);
                     session.finish_method(&id, &name, outcome, &fence).await;
                 });
             }
             _ = self.ended.cancelled() => {}
+        }
+    }
+
+    fn apply_user_change(&self, change: &crate::services::registry::UserChange) {
+        let change = change.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(user_id) = change {
+            self.lock().user_id = user_id;
         }
     }
 
@@ -811,5 +823,18 @@ impl PublicationSink for SinkRef {
         if let Some(s) = self.0.upgrade() {
             s.stop_sub(sub, error);
         }
+    }
+
+    fn backlog(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.outbound.queued_bytes())
+    }
+
+    fn drained(&self, bytes: usize) -> crate::services::registry::BoxFuture<()> {
+        let outbound = self.0.upgrade().map(|s| s.outbound.clone());
+        Box::pin(async move {
+            if let Some(outbound) = outbound {
+                outbound.drained_to(bytes).await;
+            }
+        })
     }
 }

@@ -84,6 +84,9 @@ pub enum Batch {
 pub struct Outbound {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Woken when the writer takes frames or the queue closes (producers that pace
+    /// themselves wait on it).
+    drained: Notify,
     limits: OutboundLimits,
 }
 
@@ -92,6 +95,7 @@ impl Outbound {
         Self {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            drained: Notify::new(),
             limits,
         }
     }
@@ -157,6 +161,22 @@ impl Outbound {
         }
         drop(q);
         self.notify.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    /// Completes once at most `bytes` wait in the queue, or it is closed.
+    pub async fn drained_to(&self, bytes: usize) {
+        loop {
+            // Created before the check: a take in between still wakes it.
+            let notified = self.drained.notified();
+            {
+                let q = self.lock();
+                if q.closed.is_some() || q.bytes <= bytes {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     pub fn closed_reason(&self) -> Option<CloseReason> {
@@ -185,6 +205,8 @@ impl Outbound {
         let frames: Vec<Frame> = q.frames.drain(..).collect();
         q.bytes = 0;
         q.waiting_since = None;
+        drop(q);
+        self.drained.notify_waiters();
         Some(Batch::Frames(frames))
     }
 

@@ -109,14 +109,7 @@ fn fields_of(indexed: &IndexedFields, collection: &str) -> Arc<Vec<IndexedField>
 }
 
 fn table(collection: &str) -> Result<String, StoreError> {
-    let ok = !collection.is_empty()
-        && collection.len() <= 120
-        && !collection.starts_with('$')
-        && !collection.starts_with("system.")
-        && collection
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
+    if !super::valid_collection_name(collection) {
         return Err(StoreError::InvalidCollection(collection.to_owned()));
     }
     Ok(format!("\"col.{collection}\""))

@@ -65,6 +65,18 @@ pub trait Store: Send + Sync + 'static {
     fn follow_collection(&self, _collection: &str) {}
 }
 
+/// Whether `name` can name a collection in every backend: 1 to 120 letters, digits, `_`,
+/// `-` or `.`, not starting with `system.` or `$`.
+pub fn valid_collection_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 120
+        && !name.starts_with('$')
+        && !name.starts_with("system.")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Gives `doc` a fresh Meteor-style string `_id` (first) when it has none; returns its `_id`.
 /// Both backends insert and upsert through it, so ids look alike whichever store holds them.
 pub(crate) fn ensure_id(doc: &mut Document) -> Value {

@@ -1,0 +1,207 @@
+//! Parameters read with the semantics of Meteor's `check()`: each declared position has a
+//! type, a mismatch is `400 "Match failed"` before the handler does anything with the value.
+//!
+//! Owns the vocabulary of argument types (`string`, `number`, `integer`, `boolean`, `id`,
+//! `date`, `object`, `any`, each optional with a trailing `?`). It must not interpret what
+//! the values mean: callers decide how a checked value is used.
+
+use super::error::ServiceError;
+use crate::model::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// What one parameter may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// Any string (Meteor's `String`).
+    String,
+    /// Any number (Meteor's `Number`).
+    Number,
+    /// A whole number in the 32-bit range (Meteor's `Match.Integer`).
+    Integer,
+    Boolean,
+    /// A document id: a string of 1 to 64 letters, digits, `_` or `-` (Meteor's random ids,
+    /// MongoDB's hexadecimal ObjectIds), or an ObjectId value.
+    Id,
+    Date,
+    /// A plain object (an options argument).
+    Object,
+    /// Any EJSON value.
+    Any,
+}
+
+/// A declared parameter: its kind, and whether it may be left out (or `null`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgType {
+    pub kind: ArgKind,
+    /// Absent or `null` is accepted (Meteor's `Match.Maybe`).
+    pub optional: bool,
+}
+
+impl FromStr for ArgType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, optional) = match text.strip_suffix('?') {
+            Some(name) => (name, true),
+            None => (text, false),
+        };
+        let kind = match name {
+            "string" => ArgKind::String,
+            "number" => ArgKind::Number,
+            "integer" => ArgKind::Integer,
+            "boolean" => ArgKind::Boolean,
+            "id" => ArgKind::Id,
+            "date" => ArgKind::Date,
+            "object" => ArgKind::Object,
+            "any" => ArgKind::Any,
+            _ => {
+                return Err(format!(
+                    "unknown argument type {text:?} (expected string, number, integer, \
+                     boolean, id, date, object or any, with ? when optional)"
+                ))
+            }
+        };
+        Ok(Self { kind, optional })
+    }
+}
+
+impl fmt::Display for ArgType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.kind {
+            ArgKind::String => "string",
+            ArgKind::Number => "number",
+            ArgKind::Integer => "integer",
+            ArgKind::Boolean => "boolean",
+            ArgKind::Id => "id",
+            ArgKind::Date => "date",
+            ArgKind::Object => "object",
+            ArgKind::Any => "any",
+        };
+        f.write_str(name)?;
+        if self.optional {
+            f.write_str("?")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` has the shape of a document id.
+pub fn is_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl ArgType {
+    /// Whether `value` (`None`: the parameter was not sent) fits.
+    pub fn accepts(&self, value: Option<&Value>) -> bool {
+        let value = match value {
+            None | Some(Value::Null) => return self.optional || self.kind == ArgKind::Any,
+            Some(v) => v,
+        };
+        match self.kind {
+            ArgKind::String => matches!(value, Value::String(_)),
+            ArgKind::Number => matches!(value, Value::Number(_)),
+            ArgKind::Integer => matches!(value, Value::Number(n)
+                if n.fract() == 0.0 && *n >= f64::from(i32::MIN) && *n <= f64::from(i32::MAX)),
+            ArgKind::Boolean => matches!(value, Value::Bool(_)),
+            ArgKind::Id => match value {
+                Value::String(s) => is_id(s),
+                Value::ObjectId(_) => true,
+                _ => false,
+            },
+            ArgKind::Date => matches!(value, Value::Date(ms) if ms.is_finite()),
+            ArgKind::Object => matches!(value, Value::Object(_)),
+            ArgKind::Any => true,
+        }
+    }
+
+    /// `Ok` when `value` fits, else Meteor's `Match failed`.
+    pub fn check(&self, value: Option<&Value>) -> Result<(), ServiceError> {
+        if self.accepts(value) {
+            Ok(())
+        } else {
+            Err(ServiceError::match_failed())
+        }
+    }
+}
+
+/// Checks positional parameters against their declared types; parameters beyond the
+/// declared ones are refused unless `allow_extra` says they may be there.
+pub fn check_params(
+    types: &[ArgType],
+    params: &[Value],
+    allow_extra: impl Fn(usize, &Value) -> bool,
+) -> Result<(), ServiceError> {
+    for (i, ty) in types.iter().enumerate() {
+        ty.check(params.get(i))?;
+    }
+    for (i, extra) in params.iter().enumerate().skip(types.len()) {
+        if !allow_extra(i, extra) {
+            return Err(ServiceError::match_failed());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(s: &str) -> ArgType {
+        s.parse().expect("a known type")
+    }
+
+    #[test]
+    fn types_parse_and_print_back() {
+        for name in [
+            "string", "number", "integer", "boolean", "id", "date", "object", "any", "id?",
+        ] {
+            assert_eq!(ty(name).to_string(), name);
+        }
+        assert!("str".parse::<ArgType>().is_err());
+        assert!("?".parse::<ArgType>().is_err());
+    }
+
+    #[test]
+    fn values_are_checked_like_meteor_check() {
+        let s = Value::from("abc");
+        let op = Value::from_json(serde_json::json!({"$ne": "x"})).expect("ejson");
+        let re = Value::Regex {
+            pattern: ".".into(),
+            flags: String::new(),
+        };
+        assert!(ty("string").accepts(Some(&s)));
+        assert!(!ty("string").accepts(Some(&op)));
+        assert!(!ty("string").accepts(Some(&re)));
+        assert!(!ty("string").accepts(None));
+        assert!(!ty("string").accepts(Some(&Value::Null)));
+        assert!(ty("string?").accepts(None));
+        assert!(ty("string?").accepts(Some(&Value::Null)));
+        assert!(!ty("string?").accepts(Some(&Value::from(1.0))));
+        assert!(ty("integer").accepts(Some(&Value::from(3.0))));
+        assert!(!ty("integer").accepts(Some(&Value::from(3.5))));
+        assert!(!ty("integer").accepts(Some(&Value::from(1e12))));
+        assert!(ty("id").accepts(Some(&Value::from("Ab3_-x"))));
+        assert!(!ty("id").accepts(Some(&Value::from(""))));
+        assert!(!ty("id").accepts(Some(&Value::from("a b"))));
+        assert!(!ty("id").accepts(Some(&Value::from("$where"))));
+        assert!(ty("date").accepts(Some(&Value::Date(0.0))));
+        assert!(!ty("date").accepts(Some(&Value::Date(f64::NAN))));
+        assert!(ty("boolean").accepts(Some(&Value::Bool(false))));
+        assert!(ty("object").accepts(Some(&op)));
+        assert!(ty("any").accepts(None));
+    }
+
+    #[test]
+    fn extra_parameters_are_refused_unless_allowed() {
+        let types = [ty("string")];
+        let params = [Value::from("a"), Value::from("b")];
+        assert!(check_params(&types, &params, |_, _| false).is_err());
+        assert!(check_params(&types, &params, |i, _| i == 1).is_ok());
+        assert!(check_params(&types, &[], |_, _| true).is_err());
+    }
+}
