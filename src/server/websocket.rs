@@ -77,7 +77,11 @@ pub async fn serve_socket(
                 match tokio::time::timeout(write_timeout, write).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break None,
-                    Err(_) => break Some(CloseReason::SlowConsumer),
+                    Err(_) => {
+                        tracing::warn!("slow consumer closed: socket not writable in time");
+                        hub.metrics.slow_consumer_closed();
+                        break Some(CloseReason::SlowConsumer);
+                    }
                 }
                 if let Some(reason) = closed {
                     break Some(reason);

@@ -16,8 +16,13 @@ use crate::storage::StoreError;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-/// While the session's backlog is below this, initial documents keep going out.
+/// While the session's backlog is below this (or a quarter of its limit, if less), initial
+/// documents keep going out.
 pub const INITIAL_BACKLOG_BYTES: usize = 256 * 1024;
+
+fn high_water(sub: &Subscription) -> usize {
+    INITIAL_BACKLOG_BYTES.min(sub.backlog_limit() / 4)
+}
 
 /// Observes `cursor` for `sub` until the subscription ends. Small result sets go out before
 /// this returns (`Publish::Ready`); larger ones continue in a task that sends `ready` after
@@ -38,7 +43,7 @@ pub async fn observe_into(
     }
     tokio::spawn(async move {
         loop {
-            sub.drained(INITIAL_BACKLOG_BYTES / 2).await;
+            sub.drained(high_water(&sub) / 2).await;
             if sub.is_stopped() {
                 break;
             }
@@ -87,7 +92,8 @@ impl SubscriptionSink {
     /// none is left (and live events then go straight out).
     fn deliver_some(&self) -> bool {
         let mut pending = self.lock();
-        while self.sub.backlog() < INITIAL_BACKLOG_BYTES {
+        let high_water = high_water(&self.sub);
+        while self.sub.backlog() < high_water {
             if self.sub.is_stopped() {
                 return true;
             }

@@ -186,6 +186,8 @@ pub trait PublicationSink: Send + Sync {
     fn stop(&self, sub: SubKey, error: Option<MeteorError>);
     /// Bytes waiting for the client: queued and not yet taken by the transport.
     fn backlog(&self) -> usize;
+    /// The most bytes that may wait before the client is closed as a slow consumer.
+    fn backlog_limit(&self) -> usize;
     /// Completes once the backlog is at most `bytes`, or the session has ended.
     fn drained(&self, bytes: usize) -> BoxFuture<()>;
 }
@@ -333,6 +335,11 @@ impl Subscription {
     /// to send paces itself by it.
     pub fn backlog(&self) -> usize {
         self.sink.backlog()
+    }
+
+    /// The most bytes that may wait for the client before it is cut as a slow consumer.
+    pub fn backlog_limit(&self) -> usize {
+        self.sink.backlog_limit()
     }
 
     /// Completes once the session's backlog is at most `bytes`, or the subscription ended.

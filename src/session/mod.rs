@@ -829,6 +829,12 @@ impl PublicationSink for SinkRef {
         self.0.upgrade().map_or(0, |s| s.outbound.queued_bytes())
     }
 
+    fn backlog_limit(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |s| s.hub.config.outbound.max_queued_bytes)
+    }
+
     fn drained(&self, bytes: usize) -> crate::services::registry::BoxFuture<()> {
         let outbound = self.0.upgrade().map(|s| s.outbound.clone());
         Box::pin(async move {

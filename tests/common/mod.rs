@@ -223,8 +223,12 @@ pub async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
 
 /// A WebSocket connection made by hand, for frames a well-behaved client cannot send.
 pub async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    raw_websocket_over(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// Upgrades an open TCP connection to a WebSocket by hand.
+pub async fn raw_websocket_over(mut stream: TcpStream) -> TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let req =
         "GET /websocket HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
