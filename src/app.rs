@@ -28,6 +28,11 @@ pub enum StartError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        cause: std::io::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -102,7 +107,7 @@ pub async fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     let hub = build_hub(&settings).await?;
-    let listener = TcpListener::bind((settings.bind_ip, settings.port)).await?;
+    let listener = bind(&settings).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");
     spawn_signal_handler(hub.clone());
@@ -110,6 +115,14 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tracing::info!("comet stopped");
     Ok(())
 }
+/// The listening socket the settings name; the error says which address could not be used.
+pub async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
+    let addr = std::net::SocketAddr::new(settings.bind_ip, settings.port);
+    TcpListener::bind(addr)
+        .await
+        .map_err(|cause| StartError::Bind { addr, cause })
+}
+
 fn spawn_signal_handler(hub: Arc<Hub>) {
     tokio::spawn(async move {
         let terminate = async {

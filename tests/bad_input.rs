@@ -230,3 +230,26 @@ async fn health_metrics_and_info_answer() {
     assert_eq!(status, 404);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn head_health_answers_like_get_without_a_body() {
+    let server = common::spawn_default().await;
+    let (status, body) = common::http(server.addr, "HEAD", "/health", b"").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let settings = common::test_settings(|c| {
+        c.port = Some(port);
+        c.bind_ip = Some("127.0.0.1".parse().unwrap());
+    });
+    let err = comet::app::bind(&settings).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
+}

@@ -50,6 +50,12 @@ selector = { owner = "$userId" }
 login_required = true
 
 [[publications]]
+name = "owned.matching"
+collection = "owned"
+args = ["string"]
+selector = { owner = { "$regex" = "$args.0" } }
+
+[[publications]]
 name = "owned.everything"
 collection = "owned"
 limit = 0
@@ -361,6 +367,39 @@ async fn operations_without_a_rule_are_refused_before_any_lookup() {
     assert_eq!(
         r["error"]["reason"],
         "Not permitted. Untrusted code may only update documents by ID."
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pattern_that_does_not_compile_gets_a_short_stable_error() {
+    let server = server().await;
+    seed(&server).await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let (added, end) = subscribe(&mut c, "re", "owned.matching", json!(["("])).await;
+    assert!(added.is_empty());
+    assert_eq!(end["error"]["error"], 400, "{end}");
+    assert_eq!(
+        end["error"]["reason"], "Invalid regular expression",
+        "{end}"
+    );
+    let (added, _) = subscribe(&mut c, "re2", "owned.matching", json!(["^b"])).await;
+    assert_eq!(ids(&added), ["b1"]);
+    let (r, _) = c
+        .call("i", "/items/insert", json!([{"_id": "u1", "tags": ["a"]}]))
+        .await;
+    assert_eq!(r["result"], "u1");
+    let (r, _) = c
+        .call(
+            "p",
+            "/items/update",
+            json!(["u1", {"$pull": {"tags": {"$regex": "a{2,1}"}}}]),
+        )
+        .await;
+    assert_eq!(r["error"]["reason"], "Invalid regular expression", "{r}");
+    assert!(
+        !r.to_string().contains('^'),
+        "no caret drawing reaches the client: {r}"
     );
     server.shutdown().await;
 }

@@ -218,4 +218,5 @@ transcripts!(
     x05_deep_nesting,
     x06_random_seed_ids,
     x07_ping_non_string_id,
+    x08_ejson_values_clients_cannot_hold,
 );

@@ -257,9 +257,20 @@ fn decode_special(
     if one {
         if let Some(v) = map.get("$date") {
             return Ok(Some(Value::Date(match v {
-                serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+                serde_json::Value::Number(n) => {
+                    let ms = n.as_f64().unwrap_or(f64::NAN);
+                    // JavaScript's Date holds ±8.64e15 ms; beyond it a client cannot build one.
+                    if ms.abs() > MAX_DATE_MS {
+                        return Err(EjsonError::InvalidValue("$date"));
+                    }
+                    ms
+                }
                 _ => f64::NAN,
             })));
+        }
+        if map.contains_key("$regexp") {
+            // A `$regexp` without `$flags` is no EJSON value and no usable document either.
+            return Err(EjsonError::InvalidValue("$regexp"));
         }
     }
     if map.len() == 2 {
@@ -267,6 +278,9 @@ fn decode_special(
             let (Some(pattern), Some(flags)) = (p.as_str(), f.as_str()) else {
                 return Err(EjsonError::InvalidValue("$regexp"));
             };
+            if !is_javascript_regexp(pattern) {
+                return Err(EjsonError::InvalidValue("$regexp"));
+            }
             return Ok(Some(Value::Regex {
                 pattern: pattern.to_owned(),
                 flags: sanitize_regex_flags(flags),
@@ -322,6 +336,27 @@ fn decode_special(
 }
 
 /// Meteor keeps at most 50 characters of flags, only `gimuy`, each once.
+/// The largest distance from the epoch a JavaScript `Date` can hold, in milliseconds.
+pub const MAX_DATE_MS: f64 = 8.64e15;
+
+/// Whether `pattern` is a regular expression a JavaScript client could have built, as far as
+/// its syntax goes: look-around and back-references are JavaScript (which comet's matcher
+/// refuses later with its own message), an unclosed group or a stray quantifier is not.
+fn is_javascript_regexp(pattern: &str) -> bool {
+    use regex_syntax::ast::ErrorKind;
+    match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            ErrorKind::UnsupportedLookAround
+                | ErrorKind::UnsupportedBackreference
+                | ErrorKind::EscapeUnrecognized
+                | ErrorKind::GroupNameInvalid
+                | ErrorKind::FlagUnrecognized
+        ),
+    }
+}
+
 fn sanitize_regex_flags(flags: &str) -> String {
     let mut out = String::new();
     for c in flags.chars().take(50) {
@@ -599,6 +634,31 @@ mod tests {
         let a = Value::from_json(serde_json::json!({"a": 1, "b": {"$InfNaN": 0}})).unwrap();
         let b = Value::from_json(serde_json::json!({"b": {"$InfNaN": 0}, "a": 1})).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn dates_beyond_javascript_and_broken_patterns_are_refused() {
+        for bad in [
+            serde_json::json!({"$date": 1e300}),
+            serde_json::json!({"$date": -8.7e15}),
+            serde_json::json!({"a": [{"$date": 9e15}]}),
+            serde_json::json!({"$regexp": "(", "$flags": ""}),
+            serde_json::json!({"$regexp": "*a", "$flags": "g"}),
+            serde_json::json!({"$regexp": "[b-a]", "$flags": ""}),
+            serde_json::json!({"$regexp": "("}),
+            serde_json::json!({"$regexp": "a"}),
+        ] {
+            assert!(Value::from_json(bad.clone()).is_err(), "{bad}");
+        }
+        for good in [
+            serde_json::json!({"$date": 8.64e15}),
+            serde_json::json!({"$date": -8.64e15}),
+            serde_json::json!({"$regexp": "(?<=a)b", "$flags": ""}),
+            serde_json::json!({"$regexp": "(a)\\1", "$flags": "i"}),
+            serde_json::json!({"$regexp": "^[a-z]+$", "$flags": "i"}),
+        ] {
+            assert!(Value::from_json(good.clone()).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -223,7 +223,8 @@ fn preflight(req: &Request<hyper::body::Incoming>) -> Response<Body> {
 async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/health") => {
+        // HEAD answers as GET does; hyper leaves the body out.
+        (&Method::GET | &Method::HEAD, "/health") => {
             if app.hub.shutdown.is_cancelled() {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             } else if !app.hub.is_healthy() {

@@ -457,9 +457,25 @@ pub fn compile_regex(pattern: &str, flags: &str) -> Result<regex::Regex, QueryEr
         };
     }
     builder.size_limit(1 << 20);
-    builder
-        .build()
-        .map_err(|e| QueryError::new(format!("Regular expression is invalid: {e}")))
+    builder.build().map_err(|e| {
+        // The library's text spans lines and draws carets: fine for a log, not for a client.
+        tracing::debug!(pattern, detail = %e, "regular expression refused");
+        use regex_syntax::ast::ErrorKind;
+        let unsupported = regex_syntax::ast::parse::Parser::new()
+            .parse(pattern)
+            .err()
+            .is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    ErrorKind::UnsupportedLookAround | ErrorKind::UnsupportedBackreference
+                )
+            });
+        QueryError::new(if unsupported {
+            "Invalid regular expression: look-around and back-references are not supported"
+        } else {
+            "Invalid regular expression"
+        })
+    })
 }
 
 impl Clause {
