@@ -226,6 +226,48 @@ async fn health_metrics_and_info_answer() {
         1.0
     );
     assert!(common::metric(&server, "comet_frames_out_total").await >= 5.0);
+    // Latency by method: a registered name has its own series, any other folds into one.
+    c.call("3", "made.up.1", json!([])).await;
+    c.call("4", "made.up.2", json!([])).await;
+    assert_eq!(
+        common::metric(
+            &server,
+            "comet_method_duration_seconds_count{name=\"echo\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        common::metric(
+            &server,
+            "comet_method_duration_seconds_count{name=\"unknown\"}"
+        )
+        .await,
+        3.0
+    );
+    c.send(json!({"msg":"sub","id":"s","name":"test.docs","params":[]}))
+        .await;
+    while c.recv_data().await["msg"] != "ready" {}
+    assert_eq!(
+        common::metric(
+            &server,
+            "comet_publication_start_duration_seconds_count{name=\"test.docs\"}"
+        )
+        .await,
+        1.0
+    );
+    let (_, text) = common::http(server.addr, "GET", "/metrics", b"").await;
+    assert!(
+        !text.contains("made.up"),
+        "client names never become labels"
+    );
+    assert!(common::metric(&server, "process_resident_memory_bytes").await > 1e6);
+    assert!(common::metric(&server, "process_open_fds").await >= 3.0);
+    assert!(common::metric(&server, "process_cpu_seconds_total").await > 0.0);
+    assert!(
+        text.contains("# TYPE comet_change_feed_lag_seconds histogram"),
+        "{text}"
+    );
     let (status, _) = common::http(server.addr, "GET", "/nope", b"").await;
     assert_eq!(status, 404);
     server.shutdown().await;

@@ -164,6 +164,8 @@ async fn window_follows_inserts_with_the_write_fence_and_seeded_ids() {
             .any(|m| m["msg"] == "added" && m["id"] == simulated),
         "{seen:?}"
     );
+    // Every write above went through the change feed, and its lag was measured.
+    assert!(common::metric(&server, "comet_change_feed_lag_seconds_count").await >= 5.0);
     server.shutdown().await;
 }
 

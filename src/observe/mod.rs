@@ -252,6 +252,8 @@ pub struct ObserveHub {
     /// Serializes query starts with event processing, so a query never misses an event that
     /// lands between its initial read and its registration.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Seconds from a change entering comet to the live queries having applied it.
+    lag: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Ends an observation when dropped or stopped.
@@ -283,10 +285,18 @@ impl ObserveHub {
             next_sink: AtomicU64::new(1),
             feed_alive: std::sync::atomic::AtomicBool::new(true),
             apply_lock: tokio::sync::Mutex::new(()),
+            lag: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 22),
+            ),
         });
         let feed = store.subscribe();
         tokio::spawn(Self::follow(Arc::downgrade(&hub), feed));
         hub
+    }
+
+    /// The histogram of the change feed's lag (shared: `/metrics` reads the same one).
+    pub fn lag_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.lag.clone()
     }
 
     /// Whether change events are still being followed (what `/health` reports).
@@ -426,6 +436,7 @@ impl ObserveHub {
                     let _guard = hub.apply_lock.lock().await;
                     hub.apply(&event).await;
                     hub.processed.send_replace(event.seq);
+                    hub.lag.observe(event.received.elapsed().as_secs_f64());
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "change feed lagged: re-running every live query");

@@ -235,7 +235,7 @@ async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<B
         }
         (&Method::GET, "/metrics") => owned_response(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            crate::session::metrics::CONTENT_TYPE,
             app.hub.metrics.render(),
         ),
         (&Method::GET, "/api/info") => owned_response(

@@ -78,6 +78,16 @@ impl Registry {
     pub fn find_publication(&self, name: &str) -> Option<&PublicationFn> {
         self.publications.get(name)
     }
+
+    /// Every registered method name (a fixed set once the server runs).
+    pub fn method_names(&self) -> Vec<String> {
+        self.methods.keys().cloned().collect()
+    }
+
+    /// Every registered publication name.
+    pub fn publication_names(&self) -> Vec<String> {
+        self.publications.keys().cloned().collect()
+    }
 }
 
 /// What a method handler knows about its call.

@@ -1,7 +1,20 @@
-//! Counters for `/metrics`, shared by every connection. Plain atomics: counting never waits.
+//! What `/metrics` reports, on the `prometheus-client` library: connection, session and
+//! subscription gauges, outcome counters, latency histograms per method and publication
+//! (names registered at start-up get their own label, any other name folds into
+//! `unknown`, so a client cannot grow the label set), the change feed's lag, and the
+//! process's own figures (resident memory, open files, CPU). Counting never waits on
+//! anything but the metric's own atomics.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The transports a connection can arrive on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +40,6 @@ impl Transport {
             Transport::SockJsXhrStreaming => "sockjs_xhr_streaming",
             Transport::SockJsXhrPolling => "sockjs_xhr_polling",
         }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -64,123 +73,467 @@ impl MethodOutcomeKind {
     }
 }
 
-/// Process-wide counters.
-#[derive(Default)]
+/// Why a connection or session was refused before it was served.
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    /// The cap on concurrent connections was reached.
+    ConnectionCap,
+    /// The cap on SockJS sessions (in total) was reached.
+    SockJsSessionCap,
+    /// The cap on SockJS sessions from one address was reached.
+    SockJsSessionsPerAddress,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [
+        Refusal::ConnectionCap,
+        Refusal::SockJsSessionCap,
+        Refusal::SockJsSessionsPerAddress,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::ConnectionCap => "connection_cap",
+            Refusal::SockJsSessionCap => "sockjs_session_cap",
+            Refusal::SockJsSessionsPerAddress => "sockjs_sessions_per_address",
+        }
+    }
+}
+
+/// Why the server closed a connection that was not the client's doing.
+#[derive(Clone, Copy, Debug)]
+pub enum Timeout {
+    /// No complete request head in time (includes idle keep-alive connections).
+    RequestHead,
+    /// A request body that did not arrive in time.
+    RequestBody,
+    /// A DDP connection that never sent `connect`.
+    Connect,
+    /// A SockJS session whose receiver never came.
+    SockJsReceiver,
+}
+
+impl Timeout {
+    const ALL: [Timeout; 4] = [
+        Timeout::RequestHead,
+        Timeout::RequestBody,
+        Timeout::Connect,
+        Timeout::SockJsReceiver,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Timeout::RequestHead => "request_head",
+            Timeout::RequestBody => "request_body",
+            Timeout::Connect => "connect",
+            Timeout::SockJsReceiver => "sockjs_receiver",
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+/// Latency histograms by name, for a set of names fixed at start-up plus `unknown`.
+struct ByName {
+    known: HashMap<String, Histogram, foldhash::fast::RandomState>,
+    unknown: Histogram,
+}
+
+impl ByName {
+    fn new(family: &Family<NameLabel, Histogram>, names: &[String]) -> Self {
+        let get = |name: &str| {
+            family.get_or_create_owned(&NameLabel {
+                name: name.to_owned(),
+            })
+        };
+        Self {
+            known: names.iter().map(|n| (n.clone(), get(n))).collect(),
+            unknown: get("unknown"),
+        }
+    }
+
+    fn observe(&self, name: &str, seconds: f64) {
+        self.known
+            .get(name)
+            .unwrap_or(&self.unknown)
+            .observe(seconds);
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~105 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 22))
+}
+
+/// Process-wide metrics.
 pub struct Metrics {
-    connections_open: [AtomicI64; 4],
-    sessions_open: AtomicI64,
-    subscriptions_open: AtomicI64,
-    method_calls: [AtomicU64; 5],
-    frames_out: AtomicU64,
-    bytes_out: AtomicU64,
-    slow_consumers_closed: AtomicU64,
-    bad_requests: AtomicU64,
+    registry: Registry,
+    /// One series per label value, looked up once here rather than on every count.
+    connections_open: [Gauge; 4],
+    sessions_open: Gauge,
+    subscriptions_open: Gauge,
+    method_calls: [Counter; 5],
+    frames_out: Counter,
+    bytes_out: Counter,
+    slow_consumers_closed: Counter,
+    bad_requests: Counter,
+    refused: [Counter; 3],
+    timeouts: [Counter; 4],
+    sockjs_sessions_open: Gauge,
+    methods: ByName,
+    publications: ByName,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(&[], &[], None)
+    }
 }
 
 impl Metrics {
-    pub fn connection_opened(&self, t: Transport) {
-        self.connections_open[t.index()].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn connection_closed(&self, t: Transport) {
-        self.connections_open[t.index()].fetch_sub(1, Ordering::Relaxed);
-    }
-    pub fn session_delta(&self, d: i64) {
-        self.sessions_open.fetch_add(d, Ordering::Relaxed);
-    }
-    pub fn subscription_delta(&self, d: i64) {
-        self.subscriptions_open.fetch_add(d, Ordering::Relaxed);
-    }
-    pub fn method_call(&self, outcome: MethodOutcomeKind) {
-        self.method_calls[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn frames_sent(&self, frames: u64, bytes: u64) {
-        self.frames_out.fetch_add(frames, Ordering::Relaxed);
-        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-    }
-    pub fn slow_consumer_closed(&self) {
-        self.slow_consumers_closed.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn bad_request(&self) {
-        self.bad_requests.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn sessions_open(&self) -> i64 {
-        self.sessions_open.load(Ordering::Relaxed)
+    /// Metrics for the given method and publication names; `change_feed_lag`, when the
+    /// server follows a store, is the live queries' lag histogram.
+    pub fn new(
+        method_names: &[String],
+        publication_names: &[String],
+        change_feed_lag: Option<Histogram>,
+    ) -> Self {
+        let mut registry = Registry::default();
+        let family = Family::<Labels, Gauge>::default();
+        registry.register(
+            "comet_connections_open",
+            "Open client connections by transport",
+            family.clone(),
+        );
+        let connections_open =
+            Transport::ALL.map(|t| family.get_or_create_owned(&vec![("transport", t.label())]));
+        let sessions_open = Gauge::default();
+        registry.register(
+            "comet_sessions_open",
+            "Open DDP sessions",
+            sessions_open.clone(),
+        );
+        let subscriptions_open = Gauge::default();
+        registry.register(
+            "comet_subscriptions_open",
+            "Live subscriptions",
+            subscriptions_open.clone(),
+        );
+        let family = Family::<Labels, Counter>::default();
+        registry.register(
+            "comet_method_calls",
+            "Method calls by outcome",
+            family.clone(),
+        );
+        let method_calls = MethodOutcomeKind::ALL
+            .map(|o| family.get_or_create_owned(&vec![("outcome", o.label())]));
+        let frames_out = Counter::default();
+        registry.register(
+            "comet_frames_out",
+            "DDP messages written to clients",
+            frames_out.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register_with_unit(
+            "comet_sent",
+            "Bytes of DDP messages written to clients",
+            Unit::Bytes,
+            bytes_out.clone(),
+        );
+        let slow_consumers_closed = Counter::default();
+        registry.register(
+            "comet_slow_consumers_closed",
+            "Connections closed because they did not read fast enough",
+            slow_consumers_closed.clone(),
+        );
+        let bad_requests = Counter::default();
+        registry.register(
+            "comet_bad_requests",
+            "Client frames answered with a DDP error",
+            bad_requests.clone(),
+        );
+        let family = Family::<Labels, Counter>::default();
+        registry.register(
+            "comet_refused",
+            "Connections and SockJS sessions refused because a cap was reached",
+            family.clone(),
+        );
+        let refused =
+            Refusal::ALL.map(|r| family.get_or_create_owned(&vec![("reason", r.label())]));
+        let family = Family::<Labels, Counter>::default();
+        registry.register(
+            "comet_timeouts",
+            "Connections and sessions closed for lack of progress, by stage",
+            family.clone(),
+        );
+        let timeouts =
+            Timeout::ALL.map(|t| family.get_or_create_owned(&vec![("stage", t.label())]));
+        let sockjs_sessions_open = Gauge::default();
+        registry.register(
+            "comet_sockjs_sessions_open",
+            "SockJS sessions of the HTTP transports",
+            sockjs_sessions_open.clone(),
+        );
+        let method_family =
+            Family::<NameLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register_with_unit(
+            "comet_method_duration",
+            "Method call latency, from the call's turn in its session's queue to its result",
+            Unit::Seconds,
+            method_family.clone(),
+        );
+        let publication_family =
+            Family::<NameLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register_with_unit(
+            "comet_publication_start_duration",
+            "Time from a subscription's turn to its publication handler's return",
+            Unit::Seconds,
+            publication_family.clone(),
+        );
+        if let Some(lag) = change_feed_lag {
+            registry.register_with_unit(
+                "comet_change_feed_lag",
+                "Time from a change entering comet to its live queries having applied it",
+                Unit::Seconds,
+                lag,
+            );
+        }
+        registry.register_collector(Box::new(ProcessCollector::default()));
+        Self {
+            methods: ByName::new(&method_family, method_names),
+            publications: ByName::new(&publication_family, publication_names),
+            registry,
+            connections_open,
+            sessions_open,
+            subscriptions_open,
+            method_calls,
+            frames_out,
+            bytes_out,
+            slow_consumers_closed,
+            bad_requests,
+            refused,
+            timeouts,
+            sockjs_sessions_open,
+        }
     }
 
-    /// Prometheus text exposition.
+    pub fn connection_opened(&self, t: Transport) {
+        self.connections_open[t as usize].inc();
+    }
+    pub fn connection_closed(&self, t: Transport) {
+        self.connections_open[t as usize].dec();
+    }
+    pub fn session_delta(&self, d: i64) {
+        self.sessions_open.inc_by(d);
+    }
+    pub fn subscription_delta(&self, d: i64) {
+        self.subscriptions_open.inc_by(d);
+    }
+    pub fn method_call(&self, outcome: MethodOutcomeKind) {
+        self.method_calls[outcome as usize].inc();
+    }
+    /// How long a method took, by its name (an unregistered name counts as `unknown`).
+    pub fn method_duration(&self, name: &str, seconds: f64) {
+        self.methods.observe(name, seconds);
+    }
+    /// How long a publication took to start, by its name.
+    pub fn publication_start(&self, name: &str, seconds: f64) {
+        self.publications.observe(name, seconds);
+    }
+    pub fn frames_sent(&self, frames: u64, bytes: u64) {
+        self.frames_out.inc_by(frames);
+        self.bytes_out.inc_by(bytes);
+    }
+    pub fn slow_consumer_closed(&self) {
+        self.slow_consumers_closed.inc();
+    }
+    pub fn bad_request(&self) {
+        self.bad_requests.inc();
+    }
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].inc();
+    }
+    pub fn timed_out(&self, stage: Timeout) {
+        self.timeouts[stage as usize].inc();
+    }
+    pub fn sockjs_sessions(&self, open: usize) {
+        self.sockjs_sessions_open.set(open as i64);
+    }
+    pub fn sessions_open(&self) -> i64 {
+        self.sessions_open.get()
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus reads).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP comet_connections_open Open client connections by transport."
-        );
-        let _ = writeln!(out, "# TYPE comet_connections_open gauge");
-        for t in Transport::ALL {
-            let _ = writeln!(
-                out,
-                "comet_connections_open{{transport=\"{}\"}} {}",
-                t.label(),
-                self.connections_open[t.index()].load(Ordering::Relaxed)
-            );
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(cause = %err, "metrics could not be encoded");
         }
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "comet_sessions_open",
-            "Open DDP sessions.",
-            self.sessions_open(),
-        );
-        gauge(
-            &mut out,
-            "comet_subscriptions_open",
-            "Live subscriptions.",
-            self.subscriptions_open.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP comet_method_calls_total Method calls by outcome."
-        );
-        let _ = writeln!(out, "# TYPE comet_method_calls_total counter");
-        for o in MethodOutcomeKind::ALL {
-            let _ = writeln!(
-                out,
-                "comet_method_calls_total{{outcome=\"{}\"}} {}",
-                o.label(),
-                self.method_calls[o as usize].load(Ordering::Relaxed)
-            );
-        }
-        counter(
-            &mut out,
-            "comet_frames_out_total",
-            "DDP messages written to clients.",
-            self.frames_out.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "comet_bytes_out_total",
-            "Bytes of DDP messages written to clients.",
-            self.bytes_out.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "comet_slow_consumers_closed_total",
-            "Connections closed because they did not read fast enough.",
-            self.slow_consumers_closed.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "comet_bad_requests_total",
-            "Client frames answered with a DDP error.",
-            self.bad_requests.load(Ordering::Relaxed),
-        );
         out
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The process's own figures, read from `/proc` at each scrape (Prometheus's `process_*`
+/// names). On a system without `/proc` they are left out.
+#[derive(Debug)]
+struct ProcessCollector {
+    start_time_seconds: f64,
+    /// The last CPU figure, so the counter never goes backwards on a bad read.
+    cpu_micros: AtomicU64,
+    read_failed: Mutex<bool>,
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        let start_time_seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Self {
+            start_time_seconds,
+            cpu_micros: AtomicU64::new(0),
+            read_failed: Mutex::new(false),
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: 100 on every Linux platform
+/// comet runs on (the kernel's `USER_HZ`).
+const USER_HZ: f64 = 100.0;
+
+fn read_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn read_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces: the fields start after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+fn count_open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+pub fn max_open_files() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (rss, cpu, fds, max_fds) = (
+            read_rss_bytes(),
+            read_cpu_seconds(),
+            count_open_fds(),
+            max_open_files(),
+        );
+        if rss.is_none() || cpu.is_none() || fds.is_none() {
+            let mut failed = self.read_failed.lock().unwrap_or_else(|p| p.into_inner());
+            if !*failed {
+                *failed = true;
+                tracing::warn!("process metrics unavailable: /proc cannot be read");
+            }
+        }
+        if let Some(rss) = rss {
+            let g = ConstGauge::new(rss as i64);
+            g.encode(encoder.encode_descriptor(
+                "process_resident_memory",
+                "Resident memory size",
+                Some(&Unit::Bytes),
+                g.metric_type(),
+            )?)?;
+        }
+        if let Some(cpu) = cpu {
+            let micros = (cpu * 1e6) as u64;
+            let kept = self
+                .cpu_micros
+                .fetch_max(micros, Ordering::Relaxed)
+                .max(micros);
+            let c = ConstCounter::new(kept as f64 / 1e6);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time spent",
+                Some(&Unit::Seconds),
+                c.metric_type(),
+            )?)?;
+        }
+        if let Some(fds) = fds {
+            let g = ConstGauge::new(fds as i64);
+            g.encode(encoder.encode_descriptor(
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        if let Some(max) = max_fds {
+            let g = ConstGauge::new(max as i64);
+            g.encode(encoder.encode_descriptor(
+                "process_max_fds",
+                "The limit on open file descriptors",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        let g = ConstGauge::new(self.start_time_seconds);
+        g.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since the epoch",
+            Some(&Unit::Seconds),
+            g.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_series_with_prometheus_names() {
+        let m = Metrics::new(&["echo".to_owned()], &["tasks".to_owned()], None);
+        m.method_call(MethodOutcomeKind::Ok);
+        m.method_duration("echo", 0.001);
+        m.method_duration("made-up-by-a-client-1", 0.002);
+        m.method_duration("made-up-by-a-client-2", 0.002);
+        m.publication_start("tasks", 0.01);
+        m.frames_sent(2, 100);
+        let text = m.render();
+        for wanted in [
+            "comet_method_calls_total{outcome=\"ok\"} 1",
+            "comet_method_duration_seconds_count{name=\"echo\"} 1",
+            "comet_method_duration_seconds_count{name=\"unknown\"} 2",
+            "comet_publication_start_duration_seconds_count{name=\"tasks\"} 1",
+            "comet_frames_out_total 2",
+            "comet_sent_bytes_total 100",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(wanted), "{wanted} missing in\n{text}");
+        }
+        assert!(!text.contains("made-up-by-a-client"), "{text}");
     }
 }

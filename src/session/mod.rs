@@ -89,10 +89,15 @@ impl Hub {
         config: SessionConfig,
         observe: Option<Arc<crate::observe::ObserveHub>>,
     ) -> Arc<Self> {
+        let metrics = Metrics::new(
+            &registry.method_names(),
+            &registry.publication_names(),
+            observe.as_ref().map(|o| o.lag_histogram()),
+        );
         Arc::new(Self {
             registry: Arc::new(registry),
             config,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             observe,
@@ -489,8 +494,12 @@ impl Session {
         params: Vec<crate::model::Value>,
         random_seed: Option<String>,
     ) {
+        let started = std::time::Instant::now();
         let Some(handler) = self.hub.registry.find_method(&name).cloned() else {
             self.hub.metrics.method_call(MethodOutcomeKind::NotFound);
+            self.hub
+                .metrics
+                .method_duration(&name, started.elapsed().as_secs_f64());
             let err = MeteorError::new(404, format!("Method '{name}' not found"));
             self.send(frames::result(&id, MethodOutcome::Error(&err)));
             self.send(frames::updated(&id));
@@ -509,7 +518,7 @@ impl Session {
             biased;
             outcome = &mut call => {
                 self.apply_user_change(&user_change);
-                self.finish_method(&id, &name, outcome, &fence).await
+                self.finish_method(&id, &name, outcome, &fence, started).await
             }
             Ok(()) = &mut unblock_rx => {
                 // Unblocked: the rest runs beside the queue.
@@ -517,7 +526,7 @@ impl Session {
                 self.hub.tasks.spawn(async move {
                     let outcome = call.await;
                     session.apply_user_change(&user_change);
-                    session.finish_method(&id, &name, outcome, &fence).await;
+                    session.finish_method(&id, &name, outcome, &fence, started).await;
                 });
             }
             _ = self.ended.cancelled() => {}
@@ -537,6 +546,7 @@ impl Session {
         name: &str,
         outcome: Result<crate::services::registry::MethodResult, Box<dyn std::any::Any + Send>>,
         fence: &std::sync::atomic::AtomicU64,
+        started: std::time::Instant,
     ) {
         // Write fence: the frames of this call's writes go out before its `updated`.
         let written = fence.load(Ordering::Relaxed);
@@ -573,6 +583,9 @@ impl Session {
                 frames::result(id, MethodOutcome::Error(&reply))
             }
         };
+        self.hub
+            .metrics
+            .method_duration(name, started.elapsed().as_secs_f64());
         self.send(frame);
         self.send(frames::updated(id));
     }
@@ -626,10 +639,14 @@ impl Session {
             stopped,
         );
         let span = tracing::debug_span!("sub", id = %id, name = %name);
+        let started = std::time::Instant::now();
         let outcome = AssertUnwindSafe(handler(sub, params))
             .catch_unwind()
             .instrument(span)
             .await;
+        self.hub
+            .metrics
+            .publication_start(&name, started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(Publish::Ready)) => self.sub_ready(key),
             Ok(Ok(Publish::Manual)) => {}

@@ -219,6 +219,7 @@ fn event_from_text(seq: u64, text: &str) -> Result<ChangeEvent, StoreError> {
         },
         update_description,
         rename_to: None,
+        received: std::time::Instant::now(),
     })
 }
 

@@ -151,6 +151,8 @@ pub struct ChangeEvent {
     pub update_description: Option<UpdateDescription>,
     /// For `rename`: the new collection name.
     pub rename_to: Option<Arc<str>>,
+    /// When comet received or made the event: how far live queries lag is measured from it.
+    pub received: std::time::Instant,
 }
 
 impl ChangeEvent {
@@ -171,6 +173,7 @@ impl ChangeEvent {
             full_document,
             update_description,
             rename_to: None,
+            received: std::time::Instant::now(),
         }
     }
 }
