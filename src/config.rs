@@ -97,6 +97,24 @@ pub struct Cli {
     /// Milliseconds of send inactivity before a SockJS `h` frame.
     #[arg(long, env = "COMET_SOCKJS_HEARTBEAT_MS")]
     pub sockjs_heartbeat_ms: Option<u64>,
+    /// Milliseconds for a complete HTTP request head; also the idle keep-alive timeout.
+    #[arg(long, env = "COMET_REQUEST_HEAD_TIMEOUT_MS")]
+    pub request_head_timeout_ms: Option<u64>,
+    /// Milliseconds for an HTTP request body to arrive whole.
+    #[arg(long, env = "COMET_REQUEST_BODY_TIMEOUT_MS")]
+    pub request_body_timeout_ms: Option<u64>,
+    /// Milliseconds for a WebSocket or SockJS session to send DDP's `connect`.
+    #[arg(long, env = "COMET_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Concurrent TCP connections (default: the open-file limit less 128).
+    #[arg(long, env = "COMET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// SockJS sessions of the HTTP transports, in total.
+    #[arg(long, env = "COMET_SOCKJS_MAX_SESSIONS")]
+    pub sockjs_max_sessions: Option<usize>,
+    /// SockJS sessions of the HTTP transports from one client address.
+    #[arg(long, env = "COMET_SOCKJS_MAX_SESSIONS_PER_ADDRESS")]
+    pub sockjs_max_sessions_per_address: Option<usize>,
     /// Register the test and benchmark methods and publications (`echo`, `test.*`).
     #[arg(long, env = "COMET_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub test_handlers: Option<bool>,
@@ -123,6 +141,12 @@ pub struct FileServer {
     pub sockjs_disconnect_delay_ms: Option<u64>,
     pub sockjs_heartbeat_ms: Option<u64>,
     pub test_handlers: Option<bool>,
+    pub request_head_timeout_ms: Option<u64>,
+    pub request_body_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub sockjs_max_sessions: Option<usize>,
+    pub sockjs_max_sessions_per_address: Option<usize>,
 }
 
 /// The whole TOML file.
@@ -232,6 +256,30 @@ impl Settings {
                 .sockjs_disconnect_delay_ms
                 .or(f.sockjs_disconnect_delay_ms)
                 .map_or(defaults_server.sockjs_disconnect_delay, ms),
+            request_head_timeout: cli
+                .request_head_timeout_ms
+                .or(f.request_head_timeout_ms)
+                .map_or(defaults_server.request_head_timeout, ms),
+            request_body_timeout: cli
+                .request_body_timeout_ms
+                .or(f.request_body_timeout_ms)
+                .map_or(defaults_server.request_body_timeout, ms),
+            connect_timeout: cli
+                .connect_timeout_ms
+                .or(f.connect_timeout_ms)
+                .map_or(defaults_server.connect_timeout, ms),
+            max_connections: cli
+                .max_connections
+                .or(f.max_connections)
+                .unwrap_or(defaults_server.max_connections),
+            sockjs_max_sessions: cli
+                .sockjs_max_sessions
+                .or(f.sockjs_max_sessions)
+                .unwrap_or(defaults_server.sockjs_max_sessions),
+            sockjs_max_sessions_per_address: cli
+                .sockjs_max_sessions_per_address
+                .or(f.sockjs_max_sessions_per_address)
+                .unwrap_or(defaults_server.sockjs_max_sessions_per_address),
             ..defaults_server
         };
         let settings = Settings {
@@ -276,6 +324,27 @@ impl Settings {
         }
         if self.session.max_subscriptions == 0 {
             return invalid("max_subscriptions", "must be at least 1");
+        }
+        for (name, value) in [
+            ("request_head_timeout_ms", self.server.request_head_timeout),
+            ("request_body_timeout_ms", self.server.request_body_timeout),
+            ("connect_timeout_ms", self.server.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(name, "must be positive");
+            }
+        }
+        for (name, value) in [
+            ("max_connections", self.server.max_connections),
+            ("sockjs_max_sessions", self.server.sockjs_max_sessions),
+            (
+                "sockjs_max_sessions_per_address",
+                self.server.sockjs_max_sessions_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(name, "must be at least 1");
+            }
         }
         if self.worker_threads == Some(0) {
             return invalid("worker_threads", "must be at least 1");

@@ -43,6 +43,37 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The Rocket.Chat version reported by `/api/info`.
     pub rocketchat_version: String,
+    /// Time for a complete request head, counted from the connection's start or, on a
+    /// kept-alive connection, from the end of the last response (so it is also the idle
+    /// keep-alive timeout).
+    pub request_head_timeout: Duration,
+    /// Time for a request body to arrive whole.
+    pub request_body_timeout: Duration,
+    /// Time for a DDP connection (WebSocket or SockJS session) to send `connect`; Meteor's
+    /// clients send it at once.
+    pub connect_timeout: Duration,
+    /// Concurrent TCP connections served; beyond it, `/health` and `/metrics` still answer
+    /// and everything else gets 503.
+    pub max_connections: usize,
+    /// SockJS sessions of the HTTP transports, in total.
+    pub sockjs_max_sessions: usize,
+    /// SockJS sessions of the HTTP transports from one client address.
+    pub sockjs_max_sessions_per_address: usize,
+}
+
+/// File descriptors kept free below the process's limit when the connection cap is
+/// derived from it: the store's files, logs, and the connections served at capacity.
+pub const RESERVED_FILES: usize = 128;
+
+/// Connections served while at the cap, for `/health` and a 503 to the rest.
+const AT_CAPACITY_SLOTS: usize = 32;
+
+/// The connection cap when none is set: the open-file limit less [`RESERVED_FILES`].
+pub fn default_max_connections() -> usize {
+    crate::session::metrics::max_open_files()
+        .map_or(4096, |n| n as usize)
+        .saturating_sub(RESERVED_FILES)
+        .max(16)
 }
 
 impl Default for ServerConfig {
@@ -57,6 +88,12 @@ impl Default for ServerConfig {
             sockjs_response_limit: 128 * 1024,
             shutdown_grace: Duration::from_secs(5),
             rocketchat_version: "7.0.0".to_owned(),
+            request_head_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: default_max_connections(),
+            sockjs_max_sessions: 10_000,
+            sockjs_max_sessions_per_address: 100,
         }
     }
 }
@@ -65,6 +102,68 @@ struct App {
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     sockjs: sockjs::SockJsSessions,
+}
+
+/// Holds one of the capped connection slots: the HTTP connection, then the WebSocket it
+/// was upgraded to, each hold a clone, and the slot is free when both are gone.
+pub(crate) type ConnectionSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
+/// A log line that says something at most once per period, counting what it left out.
+pub struct RateLimitedLog {
+    period: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(how many were left out since the last one)` when a line may be written now.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|last| now - last < self.period) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Connections served while at the cap. When all slots are taken the oldest is dropped:
+/// a probe of `/health` sends its request at once and is done long before that.
+#[derive(Default)]
+struct AtCapacity {
+    slots: std::sync::Mutex<std::collections::VecDeque<(u64, tokio_util::sync::CancellationToken)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl AtCapacity {
+    fn admit(&self) -> (u64, tokio_util::sync::CancellationToken) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= AT_CAPACITY_SLOTS {
+            if let Some((_, oldest)) = slots.pop_front() {
+                oldest.cancel();
+            }
+        }
+        slots.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn release(&self, id: u64) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
 }
 
 /// Serves on `listener` until `hub.shutdown` is cancelled, then drains and returns.
@@ -78,16 +177,21 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, config: ServerConfig) {
         let app = app.clone();
         tokio::spawn(async move {
             let period = (app.config.sockjs_disconnect_delay / 4)
+                .min(app.config.connect_timeout / 4)
                 .clamp(Duration::from_millis(50), Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = app.hub.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(period) => app.sockjs.reap(&app.config),
+                    _ = tokio::time::sleep(period) => app.sockjs.reap(&app.config, &app.hub.metrics),
                 }
             }
         })
     };
     let connections = tokio_util::task::TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
+    let at_capacity = Arc::new(AtCapacity::default());
+    let mut accept_log = RateLimitedLog::new(Duration::from_secs(5));
+    let mut cap_log = RateLimitedLog::new(Duration::from_secs(5));
     loop {
         let accepted = tokio::select! {
             _ = hub.shutdown.cancelled() => break,
@@ -97,14 +201,38 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, config: ServerConfig) {
             Ok(pair) => pair,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(cause = %err, "accept failed");
+                if let Some(suppressed) = accept_log.ready() {
+                    tracing::warn!(cause = %err, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        connections.spawn(serve_connection(stream, remote, app));
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                connections.spawn(serve_connection(stream, remote, app, Arc::new(permit)));
+            }
+            Err(_) => {
+                hub.metrics
+                    .refused(crate::session::metrics::Refusal::ConnectionCap);
+                if let Some(suppressed) = cap_log.ready() {
+                    tracing::warn!(
+                        cap = app.config.max_connections,
+                        suppressed,
+                        "connection cap reached: new connections get 503 until others close \
+                         (COMET_MAX_CONNECTIONS)"
+                    );
+                }
+                let (id, evicted) = at_capacity.admit();
+                let at_capacity = at_capacity.clone();
+                connections.spawn(async move {
+                    serve_at_capacity(stream, app, evicted).await;
+                    at_capacity.release(id);
+                });
+            }
+        }
     }
     tracing::info!("shutting down: no longer accepting connections");
     drop(listener);
@@ -126,23 +254,47 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, config: ServerConfig) {
     reaper.abort();
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, remote: SocketAddr, app: Arc<App>) {
+fn http1(config: &ServerConfig) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.request_head_timeout)
+        .keep_alive(true);
+    builder
+}
+
+fn note_connection_error(app: &App, remote: SocketAddr, err: &hyper::Error) {
+    if err.is_timeout() {
+        app.hub
+            .metrics
+            .timed_out(crate::session::metrics::Timeout::RequestHead);
+        tracing::debug!(%remote, "no complete request head in time: connection closed");
+    } else {
+        tracing::debug!(%remote, cause = %err, "http connection ended with an error");
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    slot: ConnectionSlot,
+) {
     let service = hyper::service::service_fn({
         let app = app.clone();
         move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(route(req, app).await) }
+            let (app, slot) = (app.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(route(req, app, remote, slot).await) }
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
+    let conn = http1(&app.config)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(err) = result {
-                tracing::debug!(%remote, cause = %err, "http connection ended with an error");
+                note_connection_error(&app, remote, &err);
             }
         }
         _ = app.hub.shutdown.cancelled() => {
@@ -150,6 +302,65 @@ async fn serve_connection(stream: tokio::net::TcpStream, remote: SocketAddr, app
             let _ = tokio::time::timeout(app.config.shutdown_grace, conn).await;
         }
     }
+}
+
+/// A connection beyond the cap: `/health` and `/metrics` answer, the rest is told to come
+/// back later; one request, a short head timeout, and it may be dropped for a newer one.
+async fn serve_at_capacity(
+    stream: tokio::net::TcpStream,
+    app: Arc<App>,
+    evicted: tokio_util::sync::CancellationToken,
+) {
+    let service = hyper::service::service_fn({
+        let app = app.clone();
+        move |req: Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            async move {
+                let resp = match (req.method(), req.uri().path()) {
+                    (&Method::GET | &Method::HEAD, "/health") => health(&app),
+                    (&Method::GET, "/metrics") => metrics(&app),
+                    _ => {
+                        let mut resp = text_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "Server at capacity, retry later\n",
+                        );
+                        resp.headers_mut()
+                            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                        resp
+                    }
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        }
+    });
+    let mut builder = http1(&app.config);
+    builder
+        .keep_alive(false)
+        .header_read_timeout(app.config.request_head_timeout.min(Duration::from_secs(2)));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = evicted.cancelled() => {}
+        _ = app.hub.shutdown.cancelled() => {}
+    }
+}
+
+fn health(app: &App) -> Response<Body> {
+    if app.hub.shutdown.is_cancelled() {
+        text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !app.hub.is_healthy() {
+        text_response(StatusCode::SERVICE_UNAVAILABLE, "change feed lost\n")
+    } else {
+        text_response(StatusCode::OK, "ok\n")
+    }
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    owned_response(
+        StatusCode::OK,
+        crate::session::metrics::CONTENT_TYPE,
+        app.hub.metrics.render(),
+    )
 }
 
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -220,24 +431,17 @@ fn preflight(req: &Request<hyper::body::Incoming>) -> Response<Body> {
     resp
 }
 
-async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<Body> {
+async fn route(
+    req: Request<hyper::body::Incoming>,
+    app: Arc<App>,
+    remote: SocketAddr,
+    slot: ConnectionSlot,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         // HEAD answers as GET does; hyper leaves the body out.
-        (&Method::GET | &Method::HEAD, "/health") => {
-            if app.hub.shutdown.is_cancelled() {
-                text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-            } else if !app.hub.is_healthy() {
-                text_response(StatusCode::SERVICE_UNAVAILABLE, "change feed lost\n")
-            } else {
-                text_response(StatusCode::OK, "ok\n")
-            }
-        }
-        (&Method::GET, "/metrics") => owned_response(
-            StatusCode::OK,
-            crate::session::metrics::CONTENT_TYPE,
-            app.hub.metrics.render(),
-        ),
+        (&Method::GET | &Method::HEAD, "/health") => health(&app),
+        (&Method::GET, "/metrics") => metrics(&app),
         (&Method::GET, "/api/info") => owned_response(
             StatusCode::OK,
             "application/json",
@@ -246,12 +450,12 @@ async fn route(req: Request<hyper::body::Incoming>, app: Arc<App>) -> Response<B
                 app.config.rocketchat_version
             ),
         ),
-        (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw),
+        (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot),
         _ if path == "/sockjs" || path.starts_with("/sockjs/") => {
             if !app.config.sockjs_enabled {
                 return text_response(StatusCode::NOT_FOUND, "Not found");
             }
-            sockjs_route(req, &path["/sockjs".len()..], app).await
+            sockjs_route(req, &path["/sockjs".len()..], app, remote, slot).await
         }
         _ => text_response(StatusCode::NOT_FOUND, "Not found"),
     }
@@ -261,6 +465,8 @@ async fn sockjs_route(
     req: Request<hyper::body::Incoming>,
     rest: &str,
     app: Arc<App>,
+    remote: SocketAddr,
+    slot: ConnectionSlot,
 ) -> Response<Body> {
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
@@ -284,20 +490,24 @@ async fn sockjs_route(
             cors(resp.headers_mut(), req.headers().get(hyper::header::ORIGIN));
             resp
         }
-        (_, ["websocket"]) => upgrade(req, app, Framing::Raw),
+        (_, ["websocket"]) => upgrade(req, app, Framing::Raw, slot),
         (_, [server, session, transport]) if valid_segment(server) && valid_segment(session) => {
             let session = (*session).to_owned();
             match (req.method(), *transport) {
-                (_, "websocket") => upgrade(req, app, Framing::SockJs),
+                (_, "websocket") => upgrade(req, app, Framing::SockJs, slot),
                 (&Method::OPTIONS, "xhr" | "xhr_streaming" | "xhr_send") => preflight(&req),
                 (&Method::POST, "xhr") => {
-                    sockjs::xhr_polling(req, &session, &app.hub, &app.config, &app.sockjs).await
+                    let from = remote.ip();
+                    sockjs::xhr_polling(req, &session, from, &app.hub, &app.config, &app.sockjs)
+                        .await
                 }
                 (&Method::POST, "xhr_streaming") => {
-                    sockjs::xhr_streaming(req, &session, &app.hub, &app.config, &app.sockjs).await
+                    let from = remote.ip();
+                    sockjs::xhr_streaming(req, &session, from, &app.hub, &app.config, &app.sockjs)
+                        .await
                 }
                 (&Method::POST, "xhr_send") => {
-                    sockjs::xhr_send(req, &session, &app.config, &app.sockjs).await
+                    sockjs::xhr_send(req, &session, &app.hub, &app.config, &app.sockjs).await
                 }
                 _ => text_response(StatusCode::NOT_FOUND, "Not found"),
             }
@@ -312,7 +522,12 @@ fn valid_segment(s: &str) -> bool {
 }
 
 /// Answers a WebSocket upgrade and serves the socket in its own task.
-fn upgrade(req: Request<hyper::body::Incoming>, app: Arc<App>, framing: Framing) -> Response<Body> {
+fn upgrade(
+    req: Request<hyper::body::Incoming>,
+    app: Arc<App>,
+    framing: Framing,
+    slot: ConnectionSlot,
+) -> Response<Body> {
     let headers = req.headers();
     let is_upgrade = headers
         .get(hyper::header::UPGRADE)
@@ -341,6 +556,8 @@ fn upgrade(req: Request<hyper::body::Incoming>, app: Arc<App>, framing: Framing)
     let hub = app.hub.clone();
     let config = app.config.clone();
     app.hub.tasks.spawn(async move {
+        // The socket keeps its connection slot for as long as it lives.
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => websocket::serve_socket(upgraded, hub, config, framing).await,
             Err(err) => tracing::debug!(cause = %err, "websocket upgrade failed"),
@@ -361,4 +578,35 @@ fn upgrade(req: Request<hyper::body::Incoming>, app: Arc<App>, framing: Framing)
         h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_log_speaks_once_per_period_and_counts_the_rest() {
+        let mut log = RateLimitedLog::new(Duration::from_millis(50));
+        assert_eq!(log.ready(), Some(0));
+        assert_eq!(log.ready(), None);
+        assert_eq!(log.ready(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(log.ready(), Some(2));
+    }
+
+    #[test]
+    fn at_capacity_drops_the_oldest_when_full() {
+        let slots = AtCapacity::default();
+        let first = slots.admit();
+        let rest: Vec<_> = (1..AT_CAPACITY_SLOTS).map(|_| slots.admit()).collect();
+        assert!(!first.1.is_cancelled());
+        let newest = slots.admit();
+        assert!(first.1.is_cancelled(), "the oldest made room");
+        assert!(rest.iter().all(|(_, t)| !t.is_cancelled()));
+        slots.release(newest.0);
+        assert_eq!(
+            slots.slots.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            AT_CAPACITY_SLOTS - 1
+        );
+    }
 }

@@ -6,11 +6,13 @@
 
 use super::{cors, text_response, Body, ServerConfig};
 use crate::protocol::Frame;
-use crate::session::{Batch, CloseReason, Connection, Hub, Outbound, Transport};
+use crate::session::metrics::{Refusal, Timeout};
+use crate::session::{Batch, CloseReason, Connection, Hub, Metrics, Outbound, Transport};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,10 +50,15 @@ struct XhrSession {
     conn: Mutex<Connection>,
     outbound: Arc<Outbound>,
     receiver: Mutex<ReceiverState>,
+    /// The client's address, for the per-address cap.
+    address: IpAddr,
+    created: Instant,
 }
 
 struct ReceiverState {
     attached: bool,
+    /// Whether a receiver ever came (the request that opened a polling session is none).
+    ever_attached: bool,
     /// When the last receiver left (or the session was created).
     detached_since: Instant,
 }
@@ -68,6 +75,7 @@ impl XhrSession {
             return false;
         }
         r.attached = true;
+        r.ever_attached = true;
         true
     }
 
@@ -87,71 +95,163 @@ impl Drop for Attached {
     }
 }
 
-/// Every live SockJS HTTP session.
+/// Every live SockJS HTTP session, and how many each client address holds.
 #[derive(Default)]
 pub struct SockJsSessions {
-    sessions: Mutex<HashMap<String, Arc<XhrSession>>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    sessions: HashMap<String, Arc<XhrSession>>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Table {
+    fn remove(&mut self, id: &str) -> Option<Arc<XhrSession>> {
+        let session = self.sessions.remove(id)?;
+        if let Some(n) = self.per_address.get_mut(&session.address) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&session.address);
+            }
+        }
+        Some(session)
+    }
+}
+
+/// Why a reaped session went.
+enum Reaped {
+    /// Its receiver left and did not come back in time.
+    Abandoned,
+    /// No receiver ever came.
+    NoReceiver,
+    /// The client never sent `connect`.
+    NoConnect,
 }
 
 impl SockJsSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<XhrSession>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &str) -> Option<Arc<XhrSession>> {
-        self.lock().get(id).cloned()
+        self.lock().sessions.get(id).cloned()
     }
 
-    fn create(&self, id: &str, hub: &Arc<Hub>, transport: Transport) -> Arc<XhrSession> {
+    /// A new session for `address`, unless a cap says no.
+    fn create(
+        &self,
+        id: &str,
+        address: IpAddr,
+        hub: &Arc<Hub>,
+        config: &ServerConfig,
+        transport: Transport,
+    ) -> Result<Arc<XhrSession>, Refusal> {
+        let mut table = self.lock();
+        if table.sessions.len() >= config.sockjs_max_sessions {
+            return Err(Refusal::SockJsSessionCap);
+        }
+        let from_address = table.per_address.get(&address).copied().unwrap_or(0);
+        if from_address >= config.sockjs_max_sessions_per_address {
+            return Err(Refusal::SockJsSessionsPerAddress);
+        }
         let conn = Connection::new(hub.clone(), transport);
         let outbound = conn.outbound().clone();
+        let now = Instant::now();
         let session = Arc::new(XhrSession {
             conn: Mutex::new(conn),
             outbound,
             receiver: Mutex::new(ReceiverState {
                 attached: false,
-                detached_since: Instant::now(),
+                ever_attached: false,
+                detached_since: now,
             }),
+            address,
+            created: now,
         });
-        self.lock().insert(id.to_owned(), session.clone());
-        session
+        table.sessions.insert(id.to_owned(), session.clone());
+        *table.per_address.entry(address).or_default() += 1;
+        hub.metrics.sockjs_sessions(table.sessions.len());
+        Ok(session)
     }
 
     /// Number of live sessions (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Drops sessions that no receiver has come back for within `disconnect_delay`, and
-    /// sessions already closed whose last frame was delivered.
-    pub fn reap(&self, config: &ServerConfig) {
+    /// Drops sessions no receiver has come back for within `disconnect_delay`, sessions no
+    /// receiver ever came for and sessions that never sent `connect`, both within
+    /// `connect_timeout`.
+    pub fn reap(&self, config: &ServerConfig, metrics: &Metrics) {
         let mut gone = Vec::new();
-        self.lock().retain(|id, s| {
+        let mut table = self.lock();
+        for (id, s) in &table.sessions {
             let r = s.receiver.lock().unwrap_or_else(|p| p.into_inner());
-            let abandoned =
-                !r.attached && r.detached_since.elapsed() >= config.sockjs_disconnect_delay;
-            if abandoned {
-                gone.push((id.clone(), s.clone()));
+            let young = s.created.elapsed() < config.connect_timeout;
+            let why = if !r.attached && r.detached_since.elapsed() >= config.sockjs_disconnect_delay
+            {
+                Some(Reaped::Abandoned)
+            } else if !r.ever_attached && !young {
+                Some(Reaped::NoReceiver)
+            } else if !young && s.lock_conn().awaiting_connect() {
+                Some(Reaped::NoConnect)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                gone.push((id.clone(), why));
             }
-            !abandoned
-        });
-        for (id, s) in gone {
-            tracing::debug!(sockjs_session = %id, "abandoned SockJS session reaped");
-            s.lock_conn().close(CloseReason::Normal);
+        }
+        let gone: Vec<_> = gone
+            .into_iter()
+            .filter_map(|(id, why)| table.remove(&id).map(|s| (id, s, why)))
+            .collect();
+        metrics.sockjs_sessions(table.sessions.len());
+        drop(table);
+        for (id, s, why) in gone {
+            let reason = match why {
+                Reaped::Abandoned => {
+                    tracing::debug!(sockjs_session = %id, "abandoned SockJS session reaped");
+                    CloseReason::Normal
+                }
+                Reaped::NoReceiver => {
+                    tracing::debug!(sockjs_session = %id, "SockJS session without a receiver reaped");
+                    metrics.timed_out(Timeout::SockJsReceiver);
+                    CloseReason::Normal
+                }
+                Reaped::NoConnect => {
+                    tracing::debug!(sockjs_session = %id, "SockJS session without connect reaped");
+                    metrics.timed_out(Timeout::Connect);
+                    CloseReason::ConnectTimeout
+                }
+            };
+            s.lock_conn().close(reason);
         }
     }
 
     /// Closes every session (server shutdown); waiting receivers get the close frame.
     pub fn close_all(&self) {
-        let all: Vec<_> = self.lock().values().cloned().collect();
+        let all: Vec<_> = self.lock().sessions.values().cloned().collect();
         for s in all {
             s.lock_conn().close(CloseReason::Shutdown);
         }
     }
+}
+
+/// The answer when a cap refuses a new session.
+fn refused(hub: &Hub, why: Refusal) -> Response<Body> {
+    hub.metrics.refused(why);
+    tracing::debug!(?why, "SockJS session refused");
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Too many SockJS sessions\n",
+    )
 }
 
 fn frame_body(text: &str) -> Bytes {
@@ -205,14 +305,17 @@ fn batch_frame(batch: Batch) -> (String, bool) {
 pub async fn xhr_polling(
     req: Request<hyper::body::Incoming>,
     session_id: &str,
+    from: IpAddr,
     hub: &Arc<Hub>,
     config: &ServerConfig,
     sessions: &SockJsSessions,
 ) -> Response<Body> {
     let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let Some(session) = sessions.get(session_id) else {
-        sessions.create(session_id, hub, Transport::SockJsXhrPolling);
-        return js_response(origin.as_ref(), full(frame_body("o")));
+        return match sessions.create(session_id, from, hub, config, Transport::SockJsXhrPolling) {
+            Ok(_) => js_response(origin.as_ref(), full(frame_body("o"))),
+            Err(why) => refused(hub, why),
+        };
     };
     if !session.attach() {
         return js_response(
@@ -236,6 +339,7 @@ pub async fn xhr_polling(
 pub async fn xhr_streaming(
     req: Request<hyper::body::Incoming>,
     session_id: &str,
+    from: IpAddr,
     hub: &Arc<Hub>,
     config: &ServerConfig,
     sessions: &SockJsSessions,
@@ -245,10 +349,11 @@ pub async fn xhr_streaming(
     prelude.push(b'\n');
     let (session, opened) = match sessions.get(session_id) {
         Some(s) => (s, false),
-        None => (
-            sessions.create(session_id, hub, Transport::SockJsXhrStreaming),
-            true,
-        ),
+        None => match sessions.create(session_id, from, hub, config, Transport::SockJsXhrStreaming)
+        {
+            Ok(s) => (s, true),
+            Err(why) => return refused(hub, why),
+        },
     };
     if !session.attach() {
         prelude.extend_from_slice(&frame_body(&super::websocket::sockjs_close_frame(
@@ -304,6 +409,7 @@ pub async fn xhr_streaming(
 pub async fn xhr_send(
     req: Request<hyper::body::Incoming>,
     session_id: &str,
+    hub: &Hub,
     config: &ServerConfig,
     sessions: &SockJsSessions,
 ) -> Response<Body> {
@@ -312,10 +418,22 @@ pub async fn xhr_send(
         return text_response(StatusCode::NOT_FOUND, "Not found");
     };
     let limited = http_body_util::Limited::new(req.into_body(), config.max_message_bytes);
-    let body = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let body = match tokio::time::timeout(config.request_body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             return text_response(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.");
+        }
+        Err(_) => {
+            hub.metrics.timed_out(Timeout::RequestBody);
+            let mut resp = text_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time.",
+            );
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return resp;
         }
     };
     if body.is_empty() {

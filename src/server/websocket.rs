@@ -58,6 +58,8 @@ pub async fn serve_socket(
     }
     let sockjs_heartbeat = config.sockjs_heartbeat;
     let mut shutting_down = false;
+    let connect_deadline = tokio::time::sleep(config.connect_timeout);
+    let mut connect_deadline = std::pin::pin!(connect_deadline);
     let close_reason = loop {
         let heartbeat = async {
             if framing == Framing::SockJs {
@@ -86,6 +88,11 @@ pub async fn serve_socket(
                 if let Some(reason) = closed {
                     break Some(reason);
                 }
+            }
+            _ = &mut connect_deadline, if conn.awaiting_connect() => {
+                tracing::debug!("no connect message in time: closing");
+                hub.metrics.timed_out(crate::session::metrics::Timeout::Connect);
+                conn.close(CloseReason::ConnectTimeout);
             }
             _ = hub.shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;

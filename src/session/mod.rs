@@ -166,6 +166,11 @@ impl Connection {
         }
     }
 
+    /// Whether the client has yet to send `connect` (and the connection is still open).
+    pub fn awaiting_connect(&self) -> bool {
+        matches!(self.state, ConnectionState::AwaitingConnect)
+    }
+
     /// Handles one inbound DDP text. Never waits: work is queued to the session.
     pub fn on_text(&mut self, text: &str) {
         let session = match &self.state {

@@ -27,6 +27,8 @@ pub enum CloseReason {
     Shutdown,
     /// A frame the transport cannot carry (binary, over the size limit, not UTF-8).
     ProtocolViolation,
+    /// No `connect` within the connect timeout.
+    ConnectTimeout,
 }
 
 impl CloseReason {
@@ -40,6 +42,7 @@ impl CloseReason {
             CloseReason::Flood => (1008, "Too many queued messages"),
             CloseReason::Shutdown => (1001, "Server shutting down"),
             CloseReason::ProtocolViolation => (1003, "Unsupported frame"),
+            CloseReason::ConnectTimeout => (1008, "No connect message in time"),
         }
     }
 }
