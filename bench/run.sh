@@ -10,6 +10,7 @@
 #   SCENARIOS=fanout FANOUT_CLIENTS="100 10000" bench/run.sh   # other subscriber counts
 #   SCENARIOS=mergebox bench/run.sh                        # S4 mergebox stress
 #   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
+#   SCENARIOS=initial bench/run.sh                         # S8 50 MB initial result set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -69,6 +70,13 @@ for scenario in $SCENARIOS; do
       done
       for server in comet peer; do
         run $server "S1 idle 1000 50 docs" idle --clients 1000 --sub bench.docs --hold-secs 10
+      done ;;
+    initial)
+      # 5,000 documents of 10 KB (~50 MB of added frames) to 1 and to 100 clients at once.
+      for n in ${INITIAL_CLIENTS:-1 100}; do
+        for server in comet peer; do
+          run $server "S8 initial 50 MB to $n" initial --clients "$n" --docs 5000 --doc-bytes 10240
+        done
       done ;;
     mergebox)
       for rate in ${MERGEBOX_RATES:-100 1000}; do

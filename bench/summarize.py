@@ -17,6 +17,11 @@ METRICS = {
                  ("rss_end_kib", "RSS KiB after the updates", False)],
     "changes": [("events_per_sec", "events/s", True), ("server_cpu_us_per_event", "µs CPU/event", False),
                 ("frames_delivered", "frames delivered", True)],
+    "initial": [("secs_to_last_ready", "s until every client is ready", False),
+                ("delivered_mb_per_sec", "MB/s delivered", True),
+                ("rss_peak_over_before_mb", "MB peak RSS over the start", False),
+                ("rss_peak_kib", "KiB peak RSS", False),
+                ("server_cpu_secs", "s server CPU", False)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

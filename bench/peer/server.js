@@ -1,6 +1,7 @@
 // The Node peer: Meteor's ddp-server (mongodb-livedata-server) with the same handlers the
 // benchmark calls on comet: `echo`, `bench.empty`, `bench.docs` (S1/S2), `bench.room` and
-// `bench.send` (S3), `bench.set` and `bench.touch` (S4), `bench.watch` and `bench.events` (S7).
+// `bench.send` (S3), `bench.set` and `bench.touch` (S4), `bench.watch` and `bench.events` (S7),
+// `bench.seed` and `bench.initial` (S8).
 'use strict';
 const http = require('node:http');
 const { DDPServer } = require('mongodb-livedata-server');
@@ -105,4 +106,23 @@ ddp.methods({
 
 httpServer.listen(port, '127.0.0.1', () => {
   process.stderr.write(`peer listening on ${port}\n`);
+});
+
+// Large initial result sets (S8): the seeded documents, held once, published whole to each
+// subscriber as a cursor's observer would.
+const initial = [];
+ddp.methods({
+  'bench.seed': async (count, bytes) => {
+    const body = 'x'.repeat(Math.min(bytes, 1 << 20));
+    for (let i = initial.length; i < count; i++) {
+      initial.push({ _id: `d${String(i).padStart(7, '0')}`, n: i, body });
+    }
+    return initial.length;
+  },
+});
+ddp.publish({
+  'bench.initial': async function () {
+    for (const { _id, ...fields } of initial) this.added('bench_initial', _id, fields);
+    this.ready();
+  },
 });

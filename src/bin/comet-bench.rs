@@ -6,6 +6,7 @@
 //! `comet-bench fanout --url URL --pid PID --clients N --rate R` (S3)
 //! `comet-bench mergebox --url URL --pid PID --clients N --rate R` (S4)
 //! `comet-bench changes --url URL --pid PID --clients N --rate R --match-every M` (S7)
+//! `comet-bench initial --url URL --pid PID --clients N --docs D --doc-bytes B` (S8)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -52,6 +53,12 @@ struct Args {
     /// Change-source cost: one event in this many is for a watched room (0: none).
     #[arg(long, default_value_t = 0)]
     match_every: u64,
+    /// Large initial sets: documents to seed.
+    #[arg(long, default_value_t = 5000)]
+    docs: u64,
+    /// Large initial sets: bytes of each document's body.
+    #[arg(long, default_value_t = 10240)]
+    doc_bytes: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -624,6 +631,95 @@ async fn changes(args: &Args) -> serde_json::Value {
     })
 }
 
+/// S8: `bench.seed` fills `bench_initial` with `docs` documents of `doc_bytes`; then every
+/// client subscribes to all of them at once and reads as fast as it can. Reports the time
+/// until the last client had `ready`, what each received, and the server's peak RSS.
+async fn initial(args: &Args) -> serde_json::Value {
+    let mut control = open(&args.url, IpAddr::from([127, 0, 0, 1])).await;
+    control.send(Message::text(CONNECT)).await.unwrap();
+    recv_until(&mut control, "\"connected\"").await;
+    let seed = format!(
+        r#"{{"msg":"method","id":"seed","method":"bench.seed","params":[{},{}]}}"#,
+        args.docs, args.doc_bytes
+    );
+    control.send(Message::text(seed)).await.unwrap();
+    recv_until(&mut control, "\"updated\"").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = rss_kib(args.pid);
+    let peak = Rc::new(RefCell::new(rss_before));
+    let sampling = Rc::new(RefCell::new(true));
+    let local = tokio::task::LocalSet::new();
+    {
+        let (peak, sampling, pid) = (peak.clone(), sampling.clone(), args.pid);
+        local.spawn_local(async move {
+            while *sampling.borrow() {
+                let now = rss_kib(pid);
+                let highest = (*peak.borrow()).max(now);
+                *peak.borrow_mut() = highest;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    let cpu_before = cpu_ns(args.pid);
+    let started = Instant::now();
+    let received = local
+        .run_until(async {
+            let readers = futures_util::stream::iter((0..args.clients).map(|i| {
+                let url = args.url.clone();
+                let src = source(i, args.sources);
+                async move {
+                    let mut ws = open(&url, src).await;
+                    ws.send(Message::text(CONNECT)).await.unwrap();
+                    recv_until(&mut ws, "\"connected\"").await;
+                    ws.send(Message::text(
+                        r#"{"msg":"sub","id":"all","name":"bench.initial","params":[]}"#,
+                    ))
+                    .await
+                    .unwrap();
+                    let (mut docs, mut bytes) = (0u64, 0u64);
+                    loop {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(t))) => {
+                                bytes += t.len() as u64;
+                                if t.starts_with(r#"{"msg":"added""#) {
+                                    docs += 1;
+                                } else if t.contains("\"msg\":\"ready\"") {
+                                    break;
+                                } else if t.contains("\"msg\":\"ping\"") {
+                                    let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            other => panic!("connection ended before ready: {other:?}"),
+                        }
+                    }
+                    (docs, bytes, ws)
+                }
+            }))
+            .buffer_unordered(args.clients.max(1));
+            readers.collect::<Vec<_>>().await
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_ns(args.pid) - cpu_before;
+    *sampling.borrow_mut() = false;
+    let rss_after = rss_kib(args.pid);
+    let complete = received.iter().filter(|(d, _, _)| *d == args.docs).count();
+    let bytes: u64 = received.iter().map(|(_, b, _)| b).sum();
+    let peak = *peak.borrow();
+    serde_json::json!({
+        "scenario": "initial", "label": args.label, "clients": args.clients,
+        "docs": args.docs, "doc_bytes": args.doc_bytes,
+        "clients_complete": complete,
+        "mb_per_client": bytes as f64 / args.clients.max(1) as f64 / 1e6,
+        "secs_to_last_ready": elapsed.as_secs_f64(),
+        "delivered_mb_per_sec": bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        "rss_before_kib": rss_before, "rss_peak_kib": peak, "rss_after_kib": rss_after,
+        "rss_peak_over_before_mb": peak.saturating_sub(rss_before) as f64 / 1024.0,
+        "server_cpu_secs": cpu as f64 / 1e9,
+    })
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -637,6 +733,7 @@ fn main() {
             "fanout" => fanout(&args).await,
             "mergebox" => mergebox(&args).await,
             "changes" => changes(&args).await,
+            "initial" => initial(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);

@@ -2,18 +2,29 @@
 //! frame, however many sessions publish them.
 
 use super::SharedDocument;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 
 /// A document addition whose wire frame is built once and shared by every session that
-/// emits it unchanged.
+/// emits it while another still holds it.
 #[derive(Debug)]
 pub struct SharedAdded {
     pub collection: Arc<str>,
     /// The DDP wire id.
     pub id: Arc<str>,
     pub fields: SharedDocument,
-    /// The serialized `added` frame, built by the first session that needs it.
-    pub frame: OnceLock<bytes::Bytes>,
+    /// The serialized `added` frame for as long as some outbound queue holds it. Kept weakly:
+    /// once every session has written it the text is freed, so a large result set is not
+    /// held twice (as documents and as text) after it went out.
+    frame: Mutex<Option<Weak<[u8]>>>,
+}
+
+/// The owner of a shared frame's bytes (lets `Bytes` point into an `Arc` kept weakly here).
+struct FrameText(Arc<[u8]>);
+
+impl AsRef<[u8]> for FrameText {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl SharedAdded {
@@ -22,7 +33,58 @@ impl SharedAdded {
             collection,
             id,
             fields,
-            frame: OnceLock::new(),
+            frame: Mutex::new(None),
         })
+    }
+
+    /// The `added` frame's bytes: the ones another session still holds, or new ones from
+    /// `build`.
+    pub fn frame(&self, build: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        let mut cached = self.frame.lock().unwrap_or_else(|p| p.into_inner());
+        let text = match cached.as_ref().and_then(Weak::upgrade) {
+            Some(text) => text,
+            None => {
+                let text: Arc<[u8]> = Arc::from(&build()[..]);
+                *cached = Some(Arc::downgrade(&text));
+                text
+            }
+        };
+        drop(cached);
+        bytes::Bytes::from_owner(FrameText(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_is_shared_while_held_and_freed_after() {
+        let doc = SharedAdded::new("c".into(), "x".into(), Arc::default());
+        let mut builds = 0;
+        let first = doc.frame(|| {
+            builds += 1;
+            bytes::Bytes::from_static(b"frame")
+        });
+        let again = doc.frame(|| {
+            builds += 1;
+            bytes::Bytes::from_static(b"other")
+        });
+        assert_eq!(
+            (builds, &again[..]),
+            (1, &b"frame"[..]),
+            "shared while held"
+        );
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        drop((first, again));
+        let rebuilt = doc.frame(|| {
+            builds += 1;
+            bytes::Bytes::from_static(b"new")
+        });
+        assert_eq!(
+            (builds, &rebuilt[..]),
+            (2, &b"new"[..]),
+            "freed once no one holds it"
+        );
     }
 }

@@ -343,7 +343,7 @@ impl ObserveHub {
                     .await?;
                 let mut results = IndexMap::default();
                 for doc in docs {
-                    let (wire, entry) = shared_entry(&cursor, doc)?;
+                    let (wire, entry) = shared_entry(&cursor, Arc::new(doc))?;
                     results.insert(wire, entry);
                 }
                 let route = cursor
@@ -514,7 +514,7 @@ impl ObserveHub {
         };
         let mut fresh: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState> = IndexMap::default();
         for doc in docs {
-            match shared_entry(&q.cursor, doc) {
+            match shared_entry(&q.cursor, Arc::new(doc)) {
                 Ok((wire, entry)) => {
                     fresh.insert(wire, entry);
                 }
@@ -657,14 +657,20 @@ fn longest_increasing(pairs: &[(usize, usize)]) -> std::collections::HashSet<usi
 /// A result entry: the full document (for matching) and its shared, projected form.
 type Entry = (Arc<Document>, Arc<SharedAdded>);
 
-fn shared_entry(cursor: &Cursor, doc: Document) -> Result<(Arc<str>, Entry), StoreError> {
+fn shared_entry(cursor: &Cursor, doc: Arc<Document>) -> Result<(Arc<str>, Entry), StoreError> {
     let id = doc.get("_id").cloned().unwrap_or(Value::Null);
     let wire: Arc<str> = id_to_wire(&id)
         .map_err(|e| StoreError::InvalidDocument(e.to_string()))?
         .into();
-    let projected = Arc::new(cursor.projection.apply(&doc));
+    // Without a projection the published fields are the document itself: one copy, shared
+    // with the change event it came from.
+    let projected = if cursor.projection.is_all() {
+        doc.clone()
+    } else {
+        Arc::new(cursor.projection.apply(&doc))
+    };
     let shared = SharedAdded::new(cursor.collection.clone(), wire.clone(), projected);
-    Ok((wire, (Arc::new(doc), shared)))
+    Ok((wire, (doc, shared)))
 }
 
 /// The top-level fields that differ between two projected versions.
@@ -724,7 +730,7 @@ fn apply_incremental(q: &LiveQuery, event: &ChangeEvent) {
     let sort = &q.cursor.sort;
     match (now, state.results.get_index_of(&wire)) {
         (Some(doc), None) => {
-            if let Ok((w, entry)) = shared_entry(&q.cursor, (**doc).clone()) {
+            if let Ok((w, entry)) = shared_entry(&q.cursor, doc.clone()) {
                 let shared = entry.1.clone();
                 diff.unordered.push(ObserveEvent::Added(shared.clone()));
                 if ordered {
@@ -743,7 +749,7 @@ fn apply_incremental(q: &LiveQuery, event: &ChangeEvent) {
             }
         }
         (Some(doc), Some(old_index)) => {
-            if let Ok((w, entry)) = shared_entry(&q.cursor, (**doc).clone()) {
+            if let Ok((w, entry)) = shared_entry(&q.cursor, doc.clone()) {
                 if let Some((_, old)) = state.results.get(&w) {
                     if let Some(e) = changed_event(&q.cursor, &w, old, &entry.1) {
                         diff.both(e);

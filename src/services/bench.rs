@@ -1,4 +1,5 @@
-//! Benchmark handlers for S4 (mergebox stress) and S7 (change-source cost), registered with
+//! Benchmark handlers for S4 (mergebox stress), S7 (change-source cost) and S8 (large
+//! initial result sets), registered with
 //! the test handlers (`COMET_TEST_HANDLERS=1`). The Node peer (`bench/peer/server.js`) serves
 //! the same names over the same documents, so both run the same scenario.
 
@@ -110,6 +111,46 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<ObserveHub>>) {
             selector.insert("rid".into(), rid);
             let empty = Document::default();
             let cursor = Cursor::new("bench_src", &selector, &empty, 0, None, &empty)
+                .map_err(ServiceError::internal)?;
+            super::publish::observe_into(&hub, cursor, sub)
+                .await
+                .map_err(ServiceError::internal)
+        }
+    });
+    // `bench.seed(count, bytes)`: `count` documents of about `bytes` each in
+    // `bench_initial` (S8), unless it already holds that many.
+    let seed_hub = observe.clone();
+    registry.method("bench.seed", move |ctx, params| {
+        let store = seed_hub.store().clone();
+        async move {
+            let (count, bytes) = (number(&params, 0).min(1_000_000), number(&params, 1));
+            let held = store
+                .find("bench_initial", crate::storage::FindOptions::default())
+                .await
+                .map_err(ServiceError::internal)?
+                .len();
+            let body = "x".repeat(bytes.min(1 << 20));
+            for i in held..count {
+                let mut doc = Document::default();
+                doc.insert("_id".into(), Value::String(format!("d{i:07}")));
+                doc.insert("n".into(), Value::Number(i as f64));
+                doc.insert("body".into(), Value::String(body.clone()));
+                let ack = store
+                    .insert("bench_initial", doc)
+                    .await
+                    .map_err(ServiceError::internal)?;
+                ctx.record_write(ack.seq);
+            }
+            Ok(Some(Value::Number(count.max(held) as f64)))
+        }
+    });
+    // `bench.initial`: every document of `bench_initial`, live (S8).
+    let initial_hub = observe.clone();
+    registry.publication("bench.initial", move |sub, _params| {
+        let hub = initial_hub.clone();
+        async move {
+            let empty = Document::default();
+            let cursor = Cursor::new("bench_initial", &empty, &empty, 0, None, &empty)
                 .map_err(ServiceError::internal)?;
             super::publish::observe_into(&hub, cursor, sub)
                 .await

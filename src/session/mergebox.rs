@@ -245,12 +245,12 @@ impl Mergebox {
                     fields: doc.fields.clone(),
                 },
             );
-            let bytes = doc.frame.get_or_init(|| {
+            let bytes = doc.frame(|| {
                 frames::added(&doc.collection, &doc.id, &doc.fields)
                     .bytes()
                     .clone()
             });
-            out.push(Frame::from_shared(bytes.clone()));
+            out.push(Frame::from_shared(bytes));
             return;
         };
         let mut change = Change::default();
