@@ -70,14 +70,13 @@ async fn client_that_never_reads_is_closed_as_slow_consumer() {
     raw.write_all(&common::client_frame(0x1, sub.as_bytes()))
         .await
         .unwrap();
-    let mut closed = false;
-    for _ in 0..100 {
-        if common::metric(&server, "comet_slow_consumers_closed_total").await >= 1.0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let closed = common::metric_reaches(
+        &server,
+        "comet_slow_consumers_closed_total",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(closed, "the slow consumer was closed");
     still_serving(&server).await;
     drop(raw);

@@ -76,14 +76,7 @@ name = "notes"
 insert = {}
 "#;
 
-fn config_file(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "comet-config-{}.toml",
-        comet::model::random::random_id()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::config_file;
 
 async fn server() -> common::TestServer {
     let path = config_file(CONFIG);

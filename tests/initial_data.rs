@@ -27,11 +27,7 @@ remove = {}
 const DOC_BYTES: usize = 100 * 1024;
 
 async fn server_with(docs: usize) -> common::TestServer {
-    let path = std::env::temp_dir().join(format!(
-        "comet-config-{}.toml",
-        comet::model::random::random_id()
-    ));
-    std::fs::write(&path, CONFIG).unwrap();
+    let path = common::config_file(CONFIG);
     let server = common::spawn_server(common::test_settings(|c| {
         c.config = Some(path);
         c.max_outbound_bytes = Some(1024 * 1024);
@@ -139,14 +135,13 @@ async fn a_client_that_stops_reading_initial_documents_is_still_cut() {
             .await
             .unwrap();
     }
-    let mut closed = false;
-    for _ in 0..200 {
-        if common::metric(&server, "comet_slow_consumers_closed_total").await >= 1.0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let closed = common::metric_reaches(
+        &server,
+        "comet_slow_consumers_closed_total",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(closed, "the client that stopped reading was closed");
     // Others are still served.
     let (mut c, _) = DdpClient::connect(&server).await;

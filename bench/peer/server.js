@@ -113,8 +113,10 @@ httpServer.listen(port, '127.0.0.1', () => {
 const initial = [];
 ddp.methods({
   'bench.seed': async (count, bytes) => {
-    const body = 'x'.repeat(Math.min(bytes, 1 << 20));
+    // Each body its own string, as documents read from a database are.
+    const filler = 'x'.repeat(Math.max(Math.min(bytes, 1 << 20) - 8, 0));
     for (let i = initial.length; i < count; i++) {
+      const body = (filler + String(i).padStart(8, '0')).split('').join('');
       initial.push({ _id: `d${String(i).padStart(7, '0')}`, n: i, body });
     }
     return initial.length;

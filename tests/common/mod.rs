@@ -221,6 +221,33 @@ pub async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {line_prefix} missing in\n{body}"))
 }
 
+/// Waits up to `within` for a `/metrics` value to reach `at_least`; false if it never did.
+pub async fn metric_reaches(
+    server: &TestServer,
+    line_prefix: &str,
+    at_least: f64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if metric(server, line_prefix).await >= at_least {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Writes a configuration file with `text` and returns its path.
+pub fn config_file(text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "comet-config-{}.toml",
+        comet::model::random::random_id()
+    ));
+    std::fs::write(&path, text).expect("config file written");
+    path
+}
+
 /// A WebSocket connection made by hand, for frames a well-behaved client cannot send.
 pub async fn raw_websocket(addr: SocketAddr) -> TcpStream {
     raw_websocket_over(TcpStream::connect(addr).await.unwrap()).await
