@@ -91,6 +91,9 @@ pub struct Cli {
     /// Method calls waiting to run per connection.
     #[arg(long, env = "COMET_MAX_QUEUED_METHODS")]
     pub max_queued_methods: Option<usize>,
+    /// Milliseconds a method's `updated` waits at most for its writes' change events.
+    #[arg(long, env = "COMET_WRITE_FENCE_TIMEOUT_MS")]
+    pub write_fence_timeout_ms: Option<u64>,
     /// Milliseconds a SockJS session may stay without a receiver.
     #[arg(long, env = "COMET_SOCKJS_DISCONNECT_DELAY_MS")]
     pub sockjs_disconnect_delay_ms: Option<u64>,
@@ -147,6 +150,7 @@ pub struct FileServer {
     pub max_connections: Option<usize>,
     pub sockjs_max_sessions: Option<usize>,
     pub sockjs_max_sessions_per_address: Option<usize>,
+    pub write_fence_timeout_ms: Option<u64>,
 }
 
 /// The whole TOML file.
@@ -229,6 +233,10 @@ impl Settings {
                 .or(f.max_queued_methods)
                 .unwrap_or(defaults_session.max_queued_methods),
             max_queued_messages: defaults_session.max_queued_messages,
+            write_fence_timeout: cli
+                .write_fence_timeout_ms
+                .or(f.write_fence_timeout_ms)
+                .map_or(defaults_session.write_fence_timeout, ms),
             outbound: OutboundLimits {
                 max_queued_bytes: cli
                     .max_outbound_bytes

@@ -432,6 +432,15 @@ impl ObserveHub {
             let received = feed.recv().await;
             let Some(hub) = hub.upgrade() else { return };
             match received {
+                Ok(event) if event.operation == OperationType::Progress => {
+                    // Everything before it was applied (the feed is in order): its position
+                    // is passed.
+                    hub.processed.send_if_modified(|done| {
+                        let moved = event.seq > *done;
+                        *done = (*done).max(event.seq);
+                        moved
+                    });
+                }
                 Ok(event) => {
                     let _guard = hub.apply_lock.lock().await;
                     hub.apply(&event).await;

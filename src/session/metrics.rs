@@ -185,6 +185,7 @@ pub struct Metrics {
     refused: [Counter; 3],
     timeouts: [Counter; 4],
     sockjs_sessions_open: Gauge,
+    write_fence_timeouts: Counter,
     methods: ByName,
     publications: ByName,
 }
@@ -279,6 +280,12 @@ impl Metrics {
             "SockJS sessions of the HTTP transports",
             sockjs_sessions_open.clone(),
         );
+        let write_fence_timeouts = Counter::default();
+        registry.register(
+            "comet_write_fence_timeouts",
+            "Methods whose updated was sent after the bound, without their writes' changes seen",
+            write_fence_timeouts.clone(),
+        );
         let method_family =
             Family::<NameLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register_with_unit(
@@ -319,6 +326,7 @@ impl Metrics {
             refused,
             timeouts,
             sockjs_sessions_open,
+            write_fence_timeouts,
         }
     }
 
@@ -360,6 +368,9 @@ impl Metrics {
     }
     pub fn timed_out(&self, stage: Timeout) {
         self.timeouts[stage as usize].inc();
+    }
+    pub fn write_fence_timed_out(&self) {
+        self.write_fence_timeouts.inc();
     }
     pub fn sockjs_sessions(&self, open: usize) {
         self.sockjs_sessions_open.set(open as i64);

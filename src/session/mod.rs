@@ -50,6 +50,8 @@ pub struct SessionConfig {
     pub max_queued_methods: usize,
     /// Messages of any kind waiting to run; beyond it the connection is closed.
     pub max_queued_messages: usize,
+    /// The longest a method's `updated` waits for the live queries to see its writes.
+    pub write_fence_timeout: Duration,
     pub outbound: OutboundLimits,
 }
 
@@ -61,6 +63,7 @@ impl Default for SessionConfig {
             max_subscriptions: 1000,
             max_queued_methods: 1000,
             max_queued_messages: 5000,
+            write_fence_timeout: Duration::from_secs(5),
             outbound: OutboundLimits::default(),
         }
     }
@@ -545,24 +548,16 @@ impl Session {
         }
     }
 
+    /// Sends the call's `result` at once, and its `updated` once the live queries have seen
+    /// its writes (the write fence), without holding up the session's queue meanwhile.
     async fn finish_method(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         name: &str,
         outcome: Result<crate::services::registry::MethodResult, Box<dyn std::any::Any + Send>>,
         fence: &std::sync::atomic::AtomicU64,
         started: std::time::Instant,
     ) {
-        // Write fence: the frames of this call's writes go out before its `updated`.
-        let written = fence.load(Ordering::Relaxed);
-        if written > 0 {
-            if let Some(observe) = &self.hub.observe {
-                tokio::select! {
-                    _ = observe.wait_processed(written) => {}
-                    _ = self.ended.cancelled() => return,
-                }
-            }
-        }
         let frame = match outcome {
             Ok(Ok(value)) => {
                 self.hub.metrics.method_call(MethodOutcomeKind::Ok);
@@ -592,7 +587,32 @@ impl Session {
             .metrics
             .method_duration(name, started.elapsed().as_secs_f64());
         self.send(frame);
-        self.send(frames::updated(id));
+        let written = fence.load(Ordering::Relaxed);
+        let observe = match &self.hub.observe {
+            Some(observe) if written > 0 => observe.clone(),
+            _ => return self.send(frames::updated(id)),
+        };
+        // Write fence: the frames of this call's writes go out before its `updated`. A write
+        // whose change never comes (a source that lost it) is released after the bound.
+        let (session, id) = (self.clone(), id.to_owned());
+        self.hub.tasks.spawn(async move {
+            let bound = session.hub.config.write_fence_timeout;
+            tokio::select! {
+                passed = tokio::time::timeout(bound, observe.wait_processed(written)) => {
+                    if passed.is_err() {
+                        session.hub.metrics.write_fence_timed_out();
+                        tracing::warn!(
+                            session_id = %session.id,
+                            method_id = %id,
+                            bound_ms = bound.as_millis() as u64,
+                            "write fence not passed in time: updated sent without the change"
+                        );
+                    }
+                    session.send(frames::updated(&id));
+                }
+                _ = session.ended.cancelled() => {}
+            }
+        });
     }
 
     async fn run_sub(self: &Arc<Self>, id: String, name: String, params: Vec<crate::model::Value>) {

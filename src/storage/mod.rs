@@ -99,6 +99,10 @@ pub enum OperationType {
     Rename,
     DropDatabase,
     Invalidate,
+    /// Not a change: the source has seen everything up to the event's `seq` (a change
+    /// stream's empty batch and its `postBatchResumeToken`), so writes up to there whose
+    /// changes never came (filtered, or to collections nobody follows) are past.
+    Progress,
 }
 
 impl OperationType {
@@ -112,6 +116,7 @@ impl OperationType {
             OperationType::Rename => "rename",
             OperationType::DropDatabase => "dropDatabase",
             OperationType::Invalidate => "invalidate",
+            OperationType::Progress => "progress",
         }
     }
 

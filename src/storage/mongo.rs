@@ -428,6 +428,18 @@ impl Feed {
         self.last_seq.store(seq, Ordering::Release);
     }
 
+    /// Tells live queries the source has seen the database up to `seq`.
+    fn progress(&self, seq: u64) {
+        if seq <= self.last_seq.load(Ordering::Acquire) {
+            return;
+        }
+        let mut event =
+            ChangeEvent::for_document(seq, OperationType::Progress, "".into(), None, None, None);
+        event.seq = seq;
+        let _ = self.changes.send(Arc::new(event));
+        self.last_seq.store(seq, Ordering::Release);
+    }
+
     fn resync(&self, why: &str) {
         tracing::warn!(cause = why, "change feed restarts: live queries re-read");
         let seq = self.last_seq.load(Ordering::Acquire);
@@ -510,7 +522,15 @@ impl Feed {
                             break;
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        // An empty batch: the stream has seen the database up to its
+                        // post-batch token, whether or not a change was for us.
+                        if let Some(at) =
+                            stream.resume_token().as_ref().and_then(token_cluster_time)
+                        {
+                            self.progress(at);
+                        }
+                    }
                     Err(err) => {
                         if error_code(&err).is_some_and(|c| HISTORY_LOST.contains(&c)) {
                             token = None;
@@ -611,6 +631,17 @@ impl Feed {
     }
 }
 
+/// The cluster time a change stream's resume token stands for: its `_data` starts with the
+/// key-string type byte of a timestamp (130) and the timestamp's 8 bytes, big-endian.
+fn token_cluster_time(token: &mongodb::change_stream::event::ResumeToken) -> Option<u64> {
+    let json = serde_json::to_value(token).ok()?;
+    let data = json.get("_data")?.as_str()?;
+    if data.len() < 18 || !data.starts_with("82") {
+        return None;
+    }
+    u64::from_str_radix(&data[2..18], 16).ok()
+}
+
 fn invalidate() -> ChangeEvent {
     ChangeEvent::for_document(0, OperationType::Invalidate, "".into(), None, None, None)
 }
@@ -664,6 +695,21 @@ async fn look_up_update(db: &Database, event: &mut ChangeEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_token_gives_its_cluster_time() {
+        let token: mongodb::change_stream::event::ResumeToken = serde_json::from_value(
+            serde_json::json!({"_data": "826553F1000000000A2B022C0100296E5A1004"}),
+        )
+        .expect("a token");
+        assert_eq!(
+            token_cluster_time(&token),
+            Some((0x6553_F100u64 << 32) | 0x0A)
+        );
+        let odd: mongodb::change_stream::event::ResumeToken =
+            serde_json::from_value(serde_json::json!({"_data": "00"})).expect("a token");
+        assert_eq!(token_cluster_time(&odd), None);
+    }
 
     #[test]
     fn collection_names_mongodb_refuses_are_errors() {

@@ -205,6 +205,8 @@ fn change_stream_inner(json: &Json) -> Result<Normalized, String> {
                 .map(Arc::from);
         }
         OperationType::Drop | OperationType::DropDatabase | OperationType::Invalidate => {}
+        // Not a change-stream operation type: never parsed from one.
+        OperationType::Progress => return Ok(Normalized::Nothing),
     }
     Ok(Normalized::Events(vec![e]))
 }
