@@ -21,3 +21,11 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 
 (cd compat-suite && npm ci --no-audit --no-fund --loglevel=error)
+
+# The MongoDB wire harness: mockupdb and its client side in a virtual environment of its own.
+venv=tests/mongo_wire/.venv
+if ! "$venv/bin/python" -c "import mockupdb, websocket, pytest" >/dev/null 2>&1; then
+  echo "install-test-deps: installing the MongoDB wire harness into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/mongo_wire/requirements.txt
+fi

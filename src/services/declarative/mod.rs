@@ -505,6 +505,11 @@ fn publication_index(
     if keys.is_empty() {
         return None;
     }
+    // Live queries sort by `_id` after the declared sort (a window is then the same on
+    // every read): the index ends with it too, so the server never sorts in memory.
+    if !sort.is_empty() {
+        keys.entry("_id".into()).or_insert(Value::Number(1.0));
+    }
     Sort::parse(&keys).ok().map(|keys| IndexDeclaration {
         collection: collection.to_owned(),
         keys,
