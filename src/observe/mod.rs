@@ -301,7 +301,7 @@ impl ObserveHub {
 
     /// Whether change events are still being followed (what `/health` reports).
     pub fn is_live(&self) -> bool {
-        self.feed_alive.load(Ordering::Relaxed)
+        self.feed_alive.load(Ordering::Relaxed) && self.store.is_following()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

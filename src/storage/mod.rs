@@ -63,6 +63,11 @@ pub trait Store: Send + Sync + 'static {
     /// Tells the change source that live queries read `collection`, for sources that filter
     /// by namespace. The embedded store reports every collection anyway.
     fn follow_collection(&self, _collection: &str) {}
+    /// Whether the change feed follows its source right now (a server that went away, a
+    /// stream that keeps failing: no). The embedded store's feed always does.
+    fn is_following(&self) -> bool {
+        true
+    }
 }
 
 /// Whether `name` can name a collection in every backend: 1 to 120 letters, digits, `_`,

@@ -53,6 +53,8 @@ pub struct MongoStore {
     changes: broadcast::Sender<Arc<ChangeEvent>>,
     last_seq: Arc<AtomicU64>,
     followed: watch::Sender<BTreeSet<String>>,
+    /// Whether the change feed is following the server now (what `/health` reports).
+    following: Arc<std::sync::atomic::AtomicBool>,
     feed: tokio::task::JoinHandle<()>,
 }
 
@@ -149,9 +151,11 @@ impl MongoStore {
         let (changes, _) = broadcast::channel(16 * 1024);
         let last_seq = Arc::new(AtomicU64::new(0));
         let (followed, followed_rx) = watch::channel(BTreeSet::new());
+        let following = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let feed = Feed {
             changes: changes.clone(),
             last_seq: last_seq.clone(),
+            following: following.clone(),
             followed: followed_rx,
             position_file: options
                 .state_dir
@@ -189,6 +193,7 @@ impl MongoStore {
             changes,
             last_seq,
             followed,
+            following,
             feed: task,
         }))
     }
@@ -397,12 +402,17 @@ impl Store for MongoStore {
         self.followed
             .send_if_modified(|set| set.insert(collection.to_owned()));
     }
+
+    fn is_following(&self) -> bool {
+        self.following.load(Ordering::Acquire)
+    }
 }
 
 /// The change-feed task's state.
 struct Feed {
     changes: broadcast::Sender<Arc<ChangeEvent>>,
     last_seq: Arc<AtomicU64>,
+    following: Arc<std::sync::atomic::AtomicBool>,
     followed: watch::Receiver<BTreeSet<String>>,
     position_file: PathBuf,
     last_persist: Instant,
@@ -441,11 +451,28 @@ impl Feed {
     }
 
     fn resync(&self, why: &str) {
+        self.resync_at(why, None);
+    }
+
+    /// Live queries re-read everything; `at`, when known, is where the source now stands, so
+    /// that fences of writes up to there (which the re-read covers) are released.
+    fn resync_at(&self, why: &str, at: Option<u64>) {
         tracing::warn!(cause = why, "change feed restarts: live queries re-read");
-        let seq = self.last_seq.load(Ordering::Acquire);
+        let seq = self.last_seq.load(Ordering::Acquire).max(at.unwrap_or(0));
         let mut event = invalidate();
         event.seq = seq;
         let _ = self.changes.send(Arc::new(event));
+        self.last_seq.store(seq, Ordering::Release);
+    }
+
+    fn set_following(&self, following: bool) {
+        if self.following.swap(following, Ordering::AcqRel) != following {
+            if following {
+                tracing::info!("change feed following again");
+            } else {
+                tracing::warn!("change feed not following: /health answers 503 until it is");
+            }
+        }
     }
 
     fn load_position(&self) -> Option<serde_json::Value> {
@@ -468,9 +495,18 @@ impl Feed {
     }
 
     async fn follow_change_stream(mut self, db: Database, full_document: FullDocumentType) {
-        let mut token: Option<mongodb::change_stream::event::ResumeToken> = self
+        type Token = mongodb::change_stream::event::ResumeToken;
+        let mut token: Option<Token> = self
             .load_position()
             .and_then(|p| serde_json::from_value(p.get("token")?.clone()).ok());
+        // After an invalidate: the next stream starts after its token.
+        let mut start_after: Option<Token> = None;
+        // Why live queries must re-read once the next stream is open (never before: a write
+        // between the re-read and the new stream would be lost).
+        let mut resync_when_open: Option<&'static str> = None;
+        // Errors in a row on the same position, and the wait before the next attempt; reset
+        // only once a batch was read, so a stream that opens and fails at once backs off.
+        let mut failures = 0u32;
         let mut backoff = Duration::from_millis(100);
         loop {
             let collections: Vec<String> =
@@ -479,48 +515,73 @@ impl Feed {
                 {"ns.coll": {"$in": collections}},
                 {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
             ]}}];
-            let opened = db
+            let watch = db
                 .watch()
                 .pipeline(pipeline)
-                .full_document(full_document.clone())
-                .resume_after(token.clone())
-                .await;
+                .full_document(full_document.clone());
+            let opened = match start_after.clone() {
+                Some(after) => watch.start_after(after).await,
+                None => watch.resume_after(token.clone()).await,
+            };
             let mut stream = match opened {
                 Ok(stream) => stream.with_type::<bson::Document>(),
                 Err(err) if error_code(&err).is_some_and(|c| HISTORY_LOST.contains(&c)) => {
                     token = None;
-                    self.resync("the resume token is no longer in the oplog");
+                    start_after = None;
+                    resync_when_open = Some("the resume token is no longer in the oplog");
                     continue;
                 }
                 Err(err) => {
-                    tracing::error!(cause = %err, "cannot open the change stream; retrying");
+                    self.set_following(false);
+                    tracing::error!(cause = %err, backoff_ms = backoff.as_millis() as u64, "cannot open the change stream; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            start_after = None;
+            // The first poll only hands over the opening batch; the stream has proved itself
+            // once a `getMore` came back.
+            let mut polls = 0u32;
+            if let Some(why) = resync_when_open.take() {
+                // The stream is open: a re-read now misses nothing, and covers every write
+                // up to where the stream starts.
+                let at = stream.resume_token().as_ref().and_then(token_cluster_time);
+                self.resync_at(why, at);
+            }
             loop {
                 if self.followed.has_changed().unwrap_or(false) {
                     // A new collection to watch: reopen from where this stream is.
                     break;
                 }
-                match stream.next_if_any().await {
+                let polled = stream.next_if_any().await;
+                polls += 1;
+                if polled.is_ok() && polls > 1 {
+                    failures = 0;
+                    backoff = Duration::from_millis(100);
+                    self.set_following(true);
+                }
+                match polled {
                     Ok(Some(raw)) => {
                         let seq = raw
                             .get_timestamp("clusterTime")
                             .map(timestamp_seq)
                             .unwrap_or(0);
-                        let invalidated = raw
+                        if raw
                             .get_str("operationType")
-                            .is_ok_and(|op| op == "invalidate");
-                        let json = Bson::Document(raw).into_canonical_extjson();
-                        self.publish(from_change_stream(&json), seq);
-                        if invalidated {
-                            // A stream cannot resume after its invalidate: start again from now.
+                            .is_ok_and(|op| op == "invalidate")
+                        {
+                            // A stream cannot resume after its invalidate, but the next may
+                            // start after it; live queries re-read once it is open.
+                            start_after = raw
+                                .get("_id")
+                                .and_then(|t| bson::from_bson::<Token>(t.clone()).ok());
                             token = None;
+                            resync_when_open = Some("the change stream was invalidated");
                             break;
                         }
+                        let json = Bson::Document(raw).into_canonical_extjson();
+                        self.publish(from_change_stream(&json), seq);
                     }
                     Ok(None) => {
                         // An empty batch: the stream has seen the database up to its
@@ -532,13 +593,25 @@ impl Feed {
                         }
                     }
                     Err(err) => {
+                        self.set_following(false);
+                        failures += 1;
                         if error_code(&err).is_some_and(|c| HISTORY_LOST.contains(&c)) {
                             token = None;
-                            self.resync("the change stream lost its history");
+                            resync_when_open = Some("the change stream lost its history");
+                        } else if failures >= 3 {
+                            // The same position fails again and again (an event too large to
+                            // read, say): start from now and re-read instead.
+                            tracing::error!(cause = %err, failures, "change stream keeps failing at one position; restarting past it");
+                            token = None;
+                            resync_when_open =
+                                Some("the change stream could not get past an event");
+                            failures = 0;
                         } else {
-                            tracing::warn!(cause = %err, "change stream failed; reopening");
+                            tracing::warn!(cause = %err, backoff_ms = backoff.as_millis() as u64, "change stream failed; reopening");
                             token = stream.resume_token().or(token);
                         }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         break;
                     }
                 }
@@ -587,20 +660,24 @@ impl Feed {
             let mut cursor = match cursor {
                 Ok(c) => c,
                 Err(err) => {
+                    self.set_following(false);
                     tracing::error!(cause = %err, "cannot tail the oplog; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            self.set_following(true);
             last = start;
             loop {
                 match cursor.advance().await {
-                    Ok(true) => {}
+                    Ok(true) => backoff = Duration::from_millis(100),
                     Ok(false) => break,
                     Err(err) => {
-                        tracing::warn!(cause = %err, "oplog tailing failed; restarting");
+                        self.set_following(false);
+                        tracing::warn!(cause = %err, backoff_ms = backoff.as_millis() as u64, "oplog tailing failed; restarting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         break;
                     }
                 }
@@ -746,6 +823,7 @@ mod tests {
         let feed = Feed {
             changes,
             last_seq: Arc::new(AtomicU64::new(last_seq)),
+            following: Arc::default(),
             followed,
             position_file,
             last_persist: Instant::now(),

@@ -69,6 +69,8 @@ class Primary:
         self.held = []  # getMore requests waiting for events
         self.streams = []  # every aggregate that opened a change stream, in order
         self.pings = 0
+        self.order = []  # names of the requests that opened streams or went to expect()
+        self.getmore_error = None  # (code, message, times left or None for always)
         self.indexes = []  # every createIndexes, answered ok
         self.others = queue.Queue()
         self.lock = threading.Lock()
@@ -97,6 +99,25 @@ class Primary:
             event = dict(event, clusterTime=ts, _id=token_for(ts))
             self.events.append(event)
         self._serve_held()
+
+    def fail_getmores(self, code, message, times=None):
+        """Answers the next `times` change-stream getMores (every one, if None) with a
+        server error; getMores already waiting get it too."""
+        with self.lock:
+            self.getmore_error = (code, message, times)
+            held, self.held = self.held, []
+        for request, _ in held:
+            self._fail_getmore(request)
+
+    def _fail_getmore(self, request):
+        with self.lock:
+            if self.getmore_error is None:
+                return False
+            code, message, times = self.getmore_error
+            if times is not None:
+                self.getmore_error = (code, message, times - 1) if times > 1 else None
+        request.command_err(code=code, errmsg=message)
+        return True
 
     def _batch_reply(self, request, first):
         with self.lock:
@@ -139,6 +160,7 @@ class Primary:
             if name == "aggregate" and any("$changeStream" in stage for stage in doc.get("pipeline", [])):
                 with self.lock:
                     self.streams.append(doc)
+                    self.order.append("stream")
                 self._batch_reply(request, first=True)
             elif name == "ping":
                 with self.lock:
@@ -150,12 +172,16 @@ class Primary:
                 with self.lock:
                     self.indexes.append(doc)
                 request.ok(operationTime=self.now)
+            elif name == "getMore" and doc.get("getMore") == CURSOR_ID and self._fail_getmore(request):
+                pass
             elif name == "getMore" and doc.get("getMore") == CURSOR_ID:
                 wait = doc.get("maxTimeMS", 1000) / 1000.0
                 with self.lock:
                     self.held.append((request, time.monotonic() + wait))
                 self._serve_held()
             else:
+                with self.lock:
+                    self.order.append(name)
                 self.others.put(request)
 
     def expect(self, name, timeout=10.0, skip=()):

@@ -171,3 +171,113 @@ def test_a_fence_the_stream_never_passes_is_released_at_the_bound_and_counted(pr
     finally:
         comet.stop()
 
+
+
+def test_history_lost_opens_the_new_stream_before_the_re_read(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client, _, _ = subscribe(primary, comet)
+        wait_for_stream_on(primary, "tasks")
+        streams_before = len(primary.streams)
+        # A write lands while the stream has lost its place: its event is gone for good.
+        gap = {"_id": "gap", "text": "in the gap", "done": False, "list": "work", "createdAt": 9}
+        primary.advance()
+        primary.fail_getmores(286, "Resume of change stream was not possible", times=1)
+        reread = primary.expect("find", timeout=5)
+        with primary.lock:
+            order = list(primary.order)
+        # The new stream was open before the re-read asked anything: a write between the two
+        # is in one or the other, never in neither.
+        assert len(primary.streams) > streams_before
+        last_stream = max(i for i, n in enumerate(order) if n == "stream")
+        last_find = max(i for i, n in enumerate(order) if n == "find")
+        assert last_stream < last_find, order
+        new_stream = primary.streams[-1]["pipeline"][0]["$changeStream"]
+        assert "resumeAfter" not in new_stream, "the lost position is not asked for again"
+        primary.reply_cursor(reread, [gap], ns="meteor.tasks")
+        frames = client.recv_until(lambda m: m.get("msg") == "added")
+        assert frames[-1]["id"] == "gap"
+    finally:
+        comet.stop()
+
+
+def test_after_an_invalidate_the_stream_starts_after_it(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client, _, _ = subscribe(primary, comet)
+        wait_for_stream_on(primary, "tasks")
+        streams_before = len(primary.streams)
+        at = primary.advance()
+        primary.emit({"operationType": "invalidate", "clusterTime": at})
+        reread = primary.expect("find", timeout=5)
+        assert len(primary.streams) > streams_before
+        new_stream = primary.streams[-1]["pipeline"][0]["$changeStream"]
+        assert new_stream.get("startAfter") == {"_data": "82%08X%08X2B0229296E04" % (at.time, at.inc)}, new_stream
+        primary.reply_cursor(reread, [], ns="meteor.tasks")
+    finally:
+        comet.stop()
+
+
+def test_a_stream_that_fails_every_get_more_backs_off_and_restarts_past_the_event(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        subscribe(primary, comet)
+        wait_for_stream_on(primary, "tasks")
+        before = len(primary.streams)
+        primary.fail_getmores(10334, "BSONObjectTooLarge: event over 16 MB")
+        time.sleep(3)
+        opened = len(primary.streams) - before
+        # 100, 200, 400, 800, 1600 ms: a handful of attempts, not thousands.
+        assert 2 <= opened <= 8, opened
+        # Not following: /health says so.
+        import urllib.request
+        try:
+            urllib.request.urlopen("http://%s/health" % comet.addr, timeout=5)
+            status = 200
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status == 503
+        # Past the failing event the stream starts from now, and live queries re-read.
+        with primary.lock:
+            primary.getmore_error = None
+        reread = primary.expect("find", timeout=15)
+        primary.reply_cursor(reread, [], ns="meteor.tasks")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen("http://%s/health" % comet.addr, timeout=5)
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("/health did not recover")
+    finally:
+        comet.stop()
+
+
+def test_without_the_server_methods_fail_fast_with_a_clear_error_and_health_says_so(primary, tmp_path):
+    primary_url = primary.url() + "&serverSelectionTimeoutMS=1500"
+    comet, _ = start(primary, tmp_path, env={"MONGO_URL": primary_url})
+    try:
+        client, _, _ = subscribe(primary, comet)
+        wait_for_stream_on(primary, "tasks")
+        primary.close()
+        sent = time.monotonic()
+        client.send({"msg": "method", "id": "1", "method": "/tasks/insert",
+                     "params": [{"_id": "x", "done": False, "list": "work", "createdAt": 1}]})
+        result = client.recv_until(lambda m: m.get("msg") == "result", timeout=10)[-1]
+        assert result["error"]["error"] == 503, result
+        assert result["error"]["reason"] == "Database unavailable"
+        assert time.monotonic() - sent < 5
+        client.send({"msg": "sub", "id": "s2", "name": "tasks.open", "params": ["home"]})
+        nosub = client.recv_until(lambda m: m.get("msg") in ("nosub", "ready"), timeout=10)[-1]
+        assert nosub["msg"] == "nosub" and nosub["error"]["error"] == 503, nosub
+        import urllib.request
+        try:
+            urllib.request.urlopen("http://%s/health" % comet.addr, timeout=5)
+            status = 200
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status == 503
+    finally:
+        comet.stop()

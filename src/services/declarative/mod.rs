@@ -99,6 +99,11 @@ fn store_error(err: StoreError) -> ServiceError {
             ServiceError::Client(MeteorError::new(409, m))
         }
         StoreError::InvalidQuery(q) => ServiceError::Client(MeteorError::new(400, q.0)),
+        StoreError::Unavailable(detail) => {
+            // The database is away (or refuses): say so, keep its words for the log.
+            tracing::warn!(cause = %detail, "store unavailable");
+            ServiceError::Client(MeteorError::new(503, "Database unavailable"))
+        }
         other => ServiceError::internal(other),
     }
 }
