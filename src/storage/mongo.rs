@@ -132,6 +132,11 @@ impl MongoStore {
                 parsed
                     .server_selection_timeout
                     .get_or_insert(Duration::from_secs(10));
+                // Acknowledged by a majority, so an acknowledged write survives a failover
+                // (a `w` in the URL wins).
+                parsed
+                    .write_concern
+                    .get_or_insert_with(mongodb::options::WriteConcern::majority);
                 Ok::<_, StoreError>(parsed)
             }
         };

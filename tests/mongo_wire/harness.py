@@ -100,11 +100,11 @@ class Primary:
             self.events.append(event)
         self._serve_held()
 
-    def fail_getmores(self, code, message, times=None):
+    def fail_getmores(self, code, message, times=None, labels=()):
         """Answers the next `times` change-stream getMores (every one, if None) with a
         server error; getMores already waiting get it too."""
         with self.lock:
-            self.getmore_error = (code, message, times)
+            self.getmore_error = (code, message, times, list(labels))
             held, self.held = self.held, []
         for request, _ in held:
             self._fail_getmore(request)
@@ -113,10 +113,13 @@ class Primary:
         with self.lock:
             if self.getmore_error is None:
                 return False
-            code, message, times = self.getmore_error
+            code, message, times, labels = self.getmore_error
             if times is not None:
-                self.getmore_error = (code, message, times - 1) if times > 1 else None
-        request.command_err(code=code, errmsg=message)
+                self.getmore_error = (code, message, times - 1, labels) if times > 1 else None
+        if labels:
+            request.command_err(code=code, errmsg=message, errorLabels=labels)
+        else:
+            request.command_err(code=code, errmsg=message)
         return True
 
     def _batch_reply(self, request, first):

@@ -6,6 +6,7 @@ Each scenario asserts the commands comet sends and what its clients see.
 import time
 
 import pytest
+import websocket
 from harness import Comet, Primary
 
 CONFIG = """
@@ -16,6 +17,12 @@ args = ["string"]
 selector = { done = false, list = "$args.0" }
 sort = { createdAt = -1 }
 limit = 2
+
+[[publications]]
+name = "tasks.list"
+collection = "tasks"
+args = ["string"]
+selector = { list = "$args.0" }
 
 [[collections]]
 name = "tasks"
@@ -110,6 +117,7 @@ def test_an_insert_gets_its_result_its_added_and_then_updated(primary, tmp_path)
         insert = primary.expect("insert")
         assert insert.doc["insert"] == "tasks"
         assert dict(insert.doc["documents"][0]) == doc
+        assert dict(insert.doc["writeConcern"]) == {"w": "majority"}
         at = primary.advance()
         insert.ok(n=1, operationTime=at)
         primary.emit(insert_event(at, doc))
@@ -279,5 +287,43 @@ def test_without_the_server_methods_fail_fast_with_a_clear_error_and_health_says
         except urllib.error.HTTPError as err:
             status = err.code
         assert status == 503
+    finally:
+        comet.stop()
+
+
+def test_a_resumable_error_resumes_from_the_last_token_without_loss_or_duplicates(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client = comet.client()
+        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
+        primary.reply_cursor(primary.expect("find"), [], ns="meteor.tasks")
+        client.recv_until(lambda m: m.get("msg") == "ready")
+        wait_for_stream_on(primary, "tasks")
+        first = {"_id": "a", "list": "work"}
+        primary.emit(insert_event(primary.advance(), first))
+        assert client.recv_until(lambda m: m.get("msg") == "added")[-1]["id"] == "a"
+        streams_before = len(primary.streams)
+        with primary.lock:
+            seen_up_to = primary.now
+        # A network-class error on getMore: the driver resumes by itself.
+        primary.fail_getmores(6, "host unreachable", times=1, labels=["ResumableChangeStreamError"])
+        deadline = time.monotonic() + 5
+        while len(primary.streams) == streams_before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        resumed = primary.streams[-1]["pipeline"][0]["$changeStream"]
+        token = resumed.get("resumeAfter") or resumed.get("startAfter")
+        assert token is not None, resumed
+        # From the last position seen, not from now and not from before `a`.
+        assert token["_data"][2:18] >= "%08X%08X" % (seen_up_to.time, seen_up_to.inc), token
+        second = {"_id": "b", "list": "work"}
+        primary.emit(insert_event(primary.advance(), second))
+        frames = client.recv_until(lambda m: m.get("msg") == "added")
+        assert [f["id"] for f in frames if f.get("msg") == "added"] == ["b"], frames
+        # And `a` does not come again.
+        try:
+            extra = client.recv(timeout=0.5)
+        except websocket.WebSocketTimeoutException:
+            extra = None
+        assert extra is None or extra.get("msg") != "added", extra
     finally:
         comet.stop()
