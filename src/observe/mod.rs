@@ -113,6 +113,8 @@ pub trait ObserveSink: Send + Sync {
     fn ordered(&self) -> bool {
         false
     }
+    /// The query could not be kept up to date (a re-read failed): no event follows.
+    fn failed(&self, _error: &StoreError) {}
 }
 
 /// The events of one change, for both kinds of observers (the ordered list only when some
@@ -404,6 +406,24 @@ impl ObserveHub {
         })
     }
 
+    /// Drops a query from the hub (its observers are gone or failed).
+    fn forget(&self, q: &Arc<LiveQuery>) {
+        let mut queries = lock(&self.queries);
+        if queries
+            .get(&q.cursor.key)
+            .is_some_and(|held| Arc::ptr_eq(held, q))
+        {
+            queries.remove(&q.cursor.key);
+            let mut routes = lock(&self.routes);
+            if let Some(r) = routes.get_mut(&q.cursor.collection) {
+                r.remove(q);
+                if r.is_empty() {
+                    routes.remove(&q.cursor.collection);
+                }
+            }
+        }
+    }
+
     fn remove_sink(&self, key: &str, sink: u64) {
         let mut queries = lock(&self.queries);
         let empty = match queries.get(key) {
@@ -517,7 +537,14 @@ impl ObserveHub {
         {
             Ok(docs) => docs,
             Err(err) => {
-                tracing::error!(cause = %err, collection = %q.cursor.collection, "live query re-run failed");
+                // The query can no longer be kept right: its observers end with the error
+                // (a subscription gets `nosub`), rather than stay silently stale.
+                tracing::error!(cause = %err, collection = %q.cursor.collection, "live query re-run failed: its observers end");
+                let sinks = std::mem::take(&mut lock(&q.state).sinks);
+                self.forget(q);
+                for (_, sink) in sinks {
+                    sink.failed(&err);
+                }
                 return;
             }
         };

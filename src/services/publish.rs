@@ -11,6 +11,7 @@
 
 use super::registry::{Publish, Subscription};
 use crate::model::shared::SharedAdded;
+use crate::model::MeteorError;
 use crate::observe::{Cursor, ObserveEvent, ObserveHub, ObserveSink};
 use crate::storage::StoreError;
 use std::collections::{HashMap, VecDeque};
@@ -130,6 +131,14 @@ impl SubscriptionSink {
 }
 
 impl ObserveSink for SubscriptionSink {
+    fn failed(&self, error: &StoreError) {
+        let reply = match error {
+            StoreError::Unavailable(_) => MeteorError::new(503, "Database unavailable"),
+            _ => MeteorError::internal(),
+        };
+        self.sub.error(reply);
+    }
+
     fn event(&self, event: &ObserveEvent) -> bool {
         if self.sub.is_stopped() {
             return false;

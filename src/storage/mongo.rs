@@ -501,9 +501,13 @@ impl Feed {
 
     async fn follow_change_stream(mut self, db: Database, full_document: FullDocumentType) {
         type Token = mongodb::change_stream::event::ResumeToken;
-        let mut token: Option<Token> = self
-            .load_position()
-            .and_then(|p| serde_json::from_value(p.get("token")?.clone()).ok());
+        // Not the saved position: after a start every live query reads fresh, and events
+        // replayed from an old token would be applied to newer results. The stream starts
+        // now; the saved token only tells the log how long comet was away.
+        if let Some(saved) = self.load_position() {
+            tracing::info!(saved = %saved, "change stream starts now, not at the saved position: live queries read fresh");
+        }
+        let mut token: Option<Token> = None;
         // After an invalidate: the next stream starts after its token.
         let mut start_after: Option<Token> = None;
         // Why live queries must re-read once the next stream is open (never before: a write

@@ -327,3 +327,41 @@ def test_a_resumable_error_resumes_from_the_last_token_without_loss_or_duplicate
         assert extra is None or extra.get("msg") != "added", extra
     finally:
         comet.stop()
+
+
+def test_a_re_read_that_fails_ends_its_subscriptions_with_an_error(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client = comet.client()
+        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
+        primary.reply_cursor(primary.expect("find"), [{"_id": "a", "list": "work"}], ns="meteor.tasks")
+        client.recv_until(lambda m: m.get("msg") == "ready")
+        wait_for_stream_on(primary, "tasks")
+        # An update whose document could not be looked up: the query must read again...
+        primary.emit({"operationType": "update", "clusterTime": primary.advance(),
+                      "ns": {"db": "meteor", "coll": "tasks"}, "documentKey": {"_id": "a"},
+                      "updateDescription": {"updatedFields": {"x": 1}, "removedFields": []},
+                      "fullDocument": None})
+        # ...and the server fails it (and the driver's one retry of a read).
+        for _ in range(2):
+            primary.expect("find").command_err(code=91, errmsg="The server is in quiesce mode")
+        nosub = client.recv_until(lambda m: m.get("msg") == "nosub")[-1]
+        assert nosub["id"] == "l"
+        assert nosub["error"]["error"] == 503 and nosub["error"]["reason"] == "Database unavailable"
+    finally:
+        comet.stop()
+
+
+def test_a_saved_resume_token_is_not_replayed_into_fresh_reads(primary, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mongo-meteor.resume.json").write_text('{"token": {"_data": "8200000001000000012B0229296E04"}}')
+    comet, _ = start(primary, tmp_path)
+    try:
+        deadline = time.monotonic() + 5
+        while not primary.streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        change_stream = primary.streams[0]["pipeline"][0]["$changeStream"]
+        assert "resumeAfter" not in change_stream and "startAfter" not in change_stream, change_stream
+    finally:
+        comet.stop()
