@@ -50,9 +50,9 @@ class Primary:
     to answer.
     """
 
-    def __init__(self):
-        self.clock = Clock()
-        self.server = MockupDB(auto_ismaster=False, verbose=False)
+    def __init__(self, port=None, clock=None):
+        self.clock = clock or Clock()
+        self.server = MockupDB(port=port, auto_ismaster=False, verbose=False)
         self.port = self.server.run()
         self.host = "localhost:%d" % self.port
         self.now = self.clock.tick()

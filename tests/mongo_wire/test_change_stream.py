@@ -263,8 +263,17 @@ def test_a_stream_that_fails_every_get_more_backs_off_and_restarts_past_the_even
         comet.stop()
 
 
+def health(comet):
+    import urllib.error
+    import urllib.request
+    try:
+        return urllib.request.urlopen("http://%s/health" % comet.addr, timeout=5).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def test_without_the_server_methods_fail_fast_with_a_clear_error_and_health_says_so(primary, tmp_path):
-    primary_url = primary.url() + "&serverSelectionTimeoutMS=1500"
+    primary_url = primary.url() + "&serverSelectionTimeoutMS=1500&heartbeatFrequencyMS=500"
     comet, _ = start(primary, tmp_path, env={"MONGO_URL": primary_url})
     try:
         client, _, _ = subscribe(primary, comet)
@@ -280,13 +289,23 @@ def test_without_the_server_methods_fail_fast_with_a_clear_error_and_health_says
         client.send({"msg": "sub", "id": "s2", "name": "tasks.open", "params": ["home"]})
         nosub = client.recv_until(lambda m: m.get("msg") in ("nosub", "ready"), timeout=10)[-1]
         assert nosub["msg"] == "nosub" and nosub["error"]["error"] == 503, nosub
-        import urllib.request
+        assert health(comet) == 503
+        # The server comes back on the same address: comet follows again by itself.
+        back = Primary(port=primary.port, clock=primary.clock)
         try:
-            urllib.request.urlopen("http://%s/health" % comet.addr, timeout=5)
-            status = 200
-        except urllib.error.HTTPError as err:
-            status = err.code
-        assert status == 503
+            deadline = time.monotonic() + 20
+            while health(comet) != 200:
+                assert time.monotonic() < deadline, "no recovery"
+                time.sleep(0.2)
+            assert back.streams, "the change stream was opened on the returned server"
+            client.send({"msg": "method", "id": "2", "method": "/tasks/insert",
+                         "params": [{"_id": "y", "done": True, "list": "work", "createdAt": 2}]})
+            insert = back.expect("insert")
+            insert.ok(n=1, operationTime=back.advance())
+            result = client.recv_until(lambda m: m.get("msg") == "result" and m["id"] == "2")[-1]
+            assert result.get("result") == "y", result
+        finally:
+            back.close()
     finally:
         comet.stop()
 
