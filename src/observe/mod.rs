@@ -496,10 +496,20 @@ impl ObserveHub {
         let queries: Vec<_> = if everything {
             lock(&self.queries).values().cloned().collect()
         } else {
-            lock(&self.routes)
+            let routes = lock(&self.routes);
+            let mut queries = routes
                 .get(&event.collection)
                 .map(|r| r.candidates(event))
-                .unwrap_or_default()
+                .unwrap_or_default();
+            // A rename replaces its target's documents: the target's queries read again too.
+            if let Some(target) = event
+                .rename_to
+                .as_ref()
+                .filter(|_| event.operation == OperationType::Rename)
+            {
+                queries.extend(routes.get(target).map(Routes::all).unwrap_or_default());
+            }
+            queries
         };
         for q in queries {
             let needs_requery = match event.operation {

@@ -521,7 +521,9 @@ impl Feed {
             let collections: Vec<String> =
                 self.followed.borrow_and_update().iter().cloned().collect();
             let pipeline = [doc! {"$match": {"$or": [
-                {"ns.coll": {"$in": collections}},
+                {"ns.coll": {"$in": collections.clone()}},
+                // A rename into a followed collection replaces what it holds.
+                {"to.coll": {"$in": collections}},
                 {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
             ]}}];
             let watch = db

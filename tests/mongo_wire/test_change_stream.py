@@ -384,3 +384,26 @@ def test_a_saved_resume_token_is_not_replayed_into_fresh_reads(primary, tmp_path
         assert "resumeAfter" not in change_stream and "startAfter" not in change_stream, change_stream
     finally:
         comet.stop()
+
+
+def test_a_rename_into_a_followed_collection_makes_its_queries_read_again(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client = comet.client()
+        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
+        primary.reply_cursor(primary.expect("find"), [{"_id": "old", "list": "work"}], ns="meteor.tasks")
+        client.recv_until(lambda m: m.get("msg") == "ready")
+        stream = wait_for_stream_on(primary, "tasks")
+        clauses = stream["pipeline"][1]["$match"]["$or"]
+        assert {"to.coll": {"$in": ["tasks"]}} in [dict(c) for c in clauses], clauses
+        primary.emit({"operationType": "rename", "clusterTime": primary.advance(),
+                      "ns": {"db": "meteor", "coll": "staging"}, "to": {"db": "meteor", "coll": "tasks"}})
+        reread = primary.expect("find")
+        assert reread.doc["find"] == "tasks"
+        primary.reply_cursor(reread, [{"_id": "new", "list": "work"}], ns="meteor.tasks")
+        seen = {}
+        frames = client.recv_until(lambda m: seen.setdefault(m.get("msg"), m["id"]) and
+                                   "added" in seen and "removed" in seen)
+        assert seen["added"] == "new" and seen["removed"] == "old", frames
+    finally:
+        comet.stop()
