@@ -15,7 +15,7 @@
 //! write fence waits for.
 
 use super::bson_value::{from_bson, from_bson_document, timestamp_seq, to_bson_document};
-use super::normalize::{from_change_stream, from_oplog, Normalized};
+use super::normalize::{from_change_stream, from_oplog, settle_transactions, Normalized};
 use super::{
     ChangeEvent, FindOptions, OperationType, Store, StoreError, StoreFuture, UpdateAck, WriteAck,
 };
@@ -434,6 +434,10 @@ impl Feed {
                 tracing::warn!(cause = %why, "change not understood: live queries re-read");
                 vec![invalidate()]
             }
+            // Change streams report committed writes only; the oplog tailer settles
+            // transactions before publishing.
+            Normalized::Commit { events, .. } => events,
+            Normalized::Pending { .. } | Normalized::Abort { .. } => Vec::new(),
         };
         let seq = self.last_seq.load(Ordering::Acquire).max(seq);
         for mut event in events {
@@ -647,6 +651,8 @@ impl Feed {
             })
         });
         let mut backoff = Duration::from_millis(100);
+        // Writes of transactions not committed yet, by transaction.
+        let mut transactions = std::collections::HashMap::new();
         loop {
             let start = match last {
                 Some(ts) => match oldest_entry(&oplog).await {
@@ -703,7 +709,8 @@ impl Feed {
                     continue;
                 };
                 let json = Bson::Document(entry).into_canonical_extjson();
-                let mut normalized = from_oplog(&json, &self.db_name);
+                let mut normalized =
+                    settle_transactions(&mut transactions, from_oplog(&json, &self.db_name));
                 if let Normalized::Events(events) = &mut normalized {
                     let followed = self.followed.borrow().clone();
                     events.retain(|e| e.collection.is_empty() || followed.contains(&*e.collection));

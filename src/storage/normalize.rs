@@ -15,10 +15,60 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum Normalized {
     Events(Vec<ChangeEvent>),
-    /// Nothing for observers (no-op entries, other databases).
+    /// Nothing for observers (no-op entries, other databases, index builds).
     Nothing,
     /// Not understood: re-query everything that could be affected.
     Resync(String),
+    /// Writes of a transaction that has not committed yet (a prepared transaction, or one
+    /// entry of a transaction spread over several): held under the transaction's key.
+    Pending {
+        txn: String,
+        events: Vec<ChangeEvent>,
+    },
+    /// A transaction commits: what it held applies now, then `events` (this entry's own).
+    Commit {
+        txn: String,
+        events: Vec<ChangeEvent>,
+    },
+    /// A transaction was aborted: what it held is dropped.
+    Abort {
+        txn: String,
+    },
+}
+
+/// Resolves the transaction forms of [`Normalized`] against what `pending` holds: pending
+/// writes are kept, a commit releases them in order, an abort drops them.
+pub fn settle_transactions(
+    pending: &mut std::collections::HashMap<String, Vec<ChangeEvent>>,
+    normalized: Normalized,
+) -> Normalized {
+    match normalized {
+        Normalized::Pending { txn, events } => {
+            pending.entry(txn).or_default().extend(events);
+            Normalized::Nothing
+        }
+        Normalized::Commit { txn, events } => {
+            let mut all = pending.remove(&txn).unwrap_or_default();
+            all.extend(events);
+            if all.is_empty() {
+                Normalized::Nothing
+            } else {
+                Normalized::Events(all)
+            }
+        }
+        Normalized::Abort { txn } => {
+            pending.remove(&txn);
+            Normalized::Nothing
+        }
+        other => other,
+    }
+}
+
+/// The key of the transaction an oplog entry belongs to: its session and transaction number.
+fn transaction_key(entry: &Json) -> Option<String> {
+    let lsid = entry.get("lsid")?;
+    let number = entry.get("txnNumber")?;
+    Some(format!("{lsid}/{number}"))
 }
 
 /// Converts MongoDB Extended JSON (canonical or relaxed) to EJSON values.
@@ -310,21 +360,53 @@ fn oplog_inner(json: &Json, db: &str, depth: usize) -> Result<Normalized, String
                 e.rename_to = Some(to.split_once('.').map_or(to, |(_, c)| c).into());
                 return Ok(Normalized::Events(vec![e]));
             }
+            let txn = if depth == 0 {
+                transaction_key(json)
+            } else {
+                None
+            };
             if let Some(Json::Array(ops)) = map.get("applyOps") {
                 let mut all = Vec::new();
                 for inner in ops {
                     match oplog_inner(inner, db, depth + 1)? {
                         Normalized::Events(es) => all.extend(es),
-                        Normalized::Nothing => {}
                         Normalized::Resync(why) => return Ok(Normalized::Resync(why)),
+                        _ => {}
                     }
                 }
-                return Ok(Normalized::Events(all));
+                let flag = |k: &str| map.get(k).and_then(Json::as_bool).unwrap_or(false);
+                return Ok(match txn {
+                    // Prepared: applied at `commitTransaction`. Partial: more entries follow,
+                    // the last without `partialTxn` commits them.
+                    Some(txn) if flag("prepare") || flag("partialTxn") => {
+                        Normalized::Pending { txn, events: all }
+                    }
+                    Some(txn) => Normalized::Commit { txn, events: all },
+                    None => Normalized::Events(all),
+                });
             }
-            if map.contains_key("create")
-                || map.contains_key("createIndexes")
-                || map.contains_key("dropIndexes")
-            {
+            if map.contains_key("commitTransaction") {
+                let txn = txn.ok_or("commitTransaction without a transaction")?;
+                return Ok(Normalized::Commit {
+                    txn,
+                    events: Vec::new(),
+                });
+            }
+            if map.contains_key("abortTransaction") {
+                let txn = txn.ok_or("abortTransaction without a transaction")?;
+                return Ok(Normalized::Abort { txn });
+            }
+            // Index builds and collection options change no document.
+            const NO_DOCUMENT_CHANGES: [&str; 7] = [
+                "create",
+                "createIndexes",
+                "dropIndexes",
+                "startIndexBuild",
+                "commitIndexBuild",
+                "abortIndexBuild",
+                "collMod",
+            ];
+            if NO_DOCUMENT_CHANGES.iter().any(|k| map.contains_key(*k)) {
                 return Ok(Normalized::Nothing);
             }
             Err(format!("command {:?} not understood", map.keys().next()))
@@ -368,4 +450,86 @@ fn apply_v2_diff(diff: &Json, prefix: &str, desc: &mut UpdateDescription) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod transaction_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(json: serde_json::Value) -> Normalized {
+        from_oplog(&json, "app")
+    }
+
+    fn txn_fields(mut o: serde_json::Value) -> serde_json::Value {
+        o["lsid"] = serde_json::json!({"id": {"$binary": {"base64": "AAAA", "subType": "04"}}});
+        o["txnNumber"] = serde_json::json!({"$numberLong": "7"});
+        o
+    }
+
+    fn ids(n: &Normalized) -> Vec<String> {
+        match n {
+            Normalized::Events(es) => es
+                .iter()
+                .map(|e| {
+                    e.id.as_ref()
+                        .map(|v| v.to_ejson_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_prepared_transaction_applies_at_commit_and_not_at_abort() {
+        let prepare = txn_fields(serde_json::json!({"op": "c", "ns": "admin.$cmd", "o": {
+            "applyOps": [{"op": "i", "ns": "app.tasks", "o": {"_id": "a"}}], "prepare": true}}));
+        let commit = txn_fields(serde_json::json!({"op": "c", "ns": "admin.$cmd",
+            "o": {"commitTransaction": 1, "commitTimestamp": {"$timestamp": {"t": 2, "i": 1}}}}));
+        let abort = txn_fields(serde_json::json!({"op": "c", "ns": "admin.$cmd",
+            "o": {"abortTransaction": 1}}));
+        let mut pending = HashMap::new();
+        let at_prepare = settle_transactions(&mut pending, entry(prepare.clone()));
+        assert!(
+            matches!(at_prepare, Normalized::Nothing),
+            "nothing at prepare"
+        );
+        let at_commit = settle_transactions(&mut pending, entry(commit));
+        assert_eq!(ids(&at_commit), ["\"a\""]);
+        assert!(pending.is_empty());
+        settle_transactions(&mut pending, entry(prepare));
+        let at_abort = settle_transactions(&mut pending, entry(abort));
+        assert!(matches!(at_abort, Normalized::Nothing) && pending.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_over_several_entries_applies_with_its_last() {
+        let part = txn_fields(serde_json::json!({"op": "c", "ns": "admin.$cmd", "o": {
+            "applyOps": [{"op": "i", "ns": "app.tasks", "o": {"_id": "a"}}], "partialTxn": true}}));
+        let last = txn_fields(serde_json::json!({"op": "c", "ns": "admin.$cmd", "o": {
+            "applyOps": [{"op": "d", "ns": "app.tasks", "o": {"_id": "b"}}]}}));
+        let mut pending = HashMap::new();
+        assert!(matches!(
+            settle_transactions(&mut pending, entry(part)),
+            Normalized::Nothing
+        ));
+        assert_eq!(
+            ids(&settle_transactions(&mut pending, entry(last))),
+            ["\"a\"", "\"b\""]
+        );
+    }
+
+    #[test]
+    fn index_builds_change_no_document() {
+        for o in [
+            serde_json::json!({"startIndexBuild": "tasks", "indexBuildUUID": {"$binary": {"base64": "AAAA", "subType": "04"}}, "indexes": []}),
+            serde_json::json!({"commitIndexBuild": "tasks", "indexes": []}),
+            serde_json::json!({"abortIndexBuild": "tasks"}),
+            serde_json::json!({"collMod": "tasks"}),
+        ] {
+            let n = entry(serde_json::json!({"op": "c", "ns": "app.$cmd", "o": o}));
+            assert!(matches!(n, Normalized::Nothing), "{o}");
+        }
+    }
 }
