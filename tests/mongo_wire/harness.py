@@ -21,6 +21,7 @@ from mockupdb import MockupDB
 
 COMET_BIN = os.environ.get("COMET_BIN", os.path.join(os.path.dirname(__file__), "../../target/release/comet"))
 CURSOR_ID = Int64(7_000_000_001)
+OPLOG_CURSOR_ID = Int64(7_000_000_002)
 START_TIME = 1_700_000_000
 
 
@@ -65,7 +66,9 @@ class Primary:
         }
         for name in ("ismaster", "isMaster", "hello"):
             self.server.autoresponds(name, lambda r: r.ok(**{k: v for k, v in hello().items() if k != "ok"}))
-        self.events = []  # (ts, event document) not yet served
+        self.events = []  # change events not yet served
+        self.oplog = []  # oplog entries not yet served to the tailing cursor
+        self.tails = []  # every tailable find on the oplog
         self.held = []  # getMore requests waiting for events
         self.streams = []  # every aggregate that opened a change stream, in order
         self.pings = 0
@@ -122,6 +125,21 @@ class Primary:
             request.command_err(code=code, errmsg=message)
         return True
 
+    def append_oplog(self, entry):
+        """Appends an oplog entry (its `ts` filled in when missing) for the tailing cursor."""
+        with self.lock:
+            ts = entry.get("ts") or self.clock.tick()
+            self.now = max(self.now, ts, key=lambda t: (t.time, t.inc))
+            self.oplog.append(dict(entry, ts=ts))
+        self._serve_held()
+
+    def _oplog_reply(self, request, first):
+        with self.lock:
+            batch, self.oplog = self.oplog, []
+        key = "firstBatch" if first else "nextBatch"
+        request.ok(cursor={"id": OPLOG_CURSOR_ID, "ns": "local.oplog.rs", key: batch},
+                   operationTime=self.now)
+
     def _batch_reply(self, request, first):
         with self.lock:
             batch, self.events = self.events, []
@@ -130,13 +148,19 @@ class Primary:
         request.ok(cursor={"id": CURSOR_ID, "ns": "meteor.$cmd.aggregate", key: batch,
                            "postBatchResumeToken": post}, operationTime=self.now)
 
+    def _reply_held(self, request):
+        if request.doc.get("getMore") == OPLOG_CURSOR_ID:
+            self._oplog_reply(request, first=False)
+        else:
+            self._batch_reply(request, first=False)
+
     def _serve_held(self):
         with self.lock:
-            ready = self.held if self.events else []
-            if ready:
-                self.held = []
+            ready = [h for h in self.held
+                     if (self.oplog if h[0].doc.get("getMore") == OPLOG_CURSOR_ID else self.events)]
+            self.held = [h for h in self.held if h not in ready]
         for request, _deadline in ready:
-            self._batch_reply(request, first=False)
+            self._reply_held(request)
 
     def _wake_held(self):
         while not self.stopped:
@@ -146,7 +170,7 @@ class Primary:
                 due = [h for h in self.held if h[1] <= now]
                 self.held = [h for h in self.held if h[1] > now]
             for request, _ in due:
-                self._batch_reply(request, first=False)
+                self._reply_held(request)
 
     def _dispatch(self):
         while not self.stopped:
@@ -177,7 +201,15 @@ class Primary:
                 request.ok(operationTime=self.now)
             elif name == "getMore" and doc.get("getMore") == CURSOR_ID and self._fail_getmore(request):
                 pass
-            elif name == "getMore" and doc.get("getMore") == CURSOR_ID:
+            elif name == "find" and doc.get("find") == "oplog.rs" and doc.get("tailable"):
+                with self.lock:
+                    self.tails.append(doc)
+                self._oplog_reply(request, first=True)
+            elif name == "find" and doc.get("find") == "oplog.rs":
+                # The oldest or newest entry: a no-op at the current time.
+                self.reply_cursor(request, [{"ts": self.now, "op": "n", "ns": "", "o": {}}],
+                                  ns="local.oplog.rs")
+            elif name == "getMore" and doc.get("getMore") in (CURSOR_ID, OPLOG_CURSOR_ID):
                 wait = doc.get("maxTimeMS", 1000) / 1000.0
                 with self.lock:
                     self.held.append((request, time.monotonic() + wait))
