@@ -65,6 +65,16 @@ def wait_for_stream_on(primary, collection, timeout=5.0):
     raise AssertionError("no change stream followed %s: %r" % (collection, primary.streams))
 
 
+def subscribe_list(primary, comet, docs=()):
+    """Subscribes to the unlimited `tasks.list` for "work", the read answered with `docs`,
+    and waits until the change stream follows `tasks`; returns the client and that stream."""
+    client = comet.client()
+    client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
+    primary.reply_cursor(primary.expect("find"), list(docs), ns="meteor.tasks")
+    client.recv_until(lambda m: m.get("msg") == "ready")
+    return client, wait_for_stream_on(primary, "tasks")
+
+
 def insert_event(ts, doc):
     return {"operationType": "insert", "clusterTime": ts, "ns": {"db": "meteor", "coll": "tasks"},
             "documentKey": {"_id": doc["_id"]}, "fullDocument": doc}
@@ -313,11 +323,7 @@ def test_without_the_server_methods_fail_fast_with_a_clear_error_and_health_says
 def test_a_resumable_error_resumes_from_the_last_token_without_loss_or_duplicates(primary, tmp_path):
     comet, _ = start(primary, tmp_path)
     try:
-        client = comet.client()
-        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
-        primary.reply_cursor(primary.expect("find"), [], ns="meteor.tasks")
-        client.recv_until(lambda m: m.get("msg") == "ready")
-        wait_for_stream_on(primary, "tasks")
+        client, _ = subscribe_list(primary, comet)
         first = {"_id": "a", "list": "work"}
         primary.emit(insert_event(primary.advance(), first))
         assert client.recv_until(lambda m: m.get("msg") == "added")[-1]["id"] == "a"
@@ -351,11 +357,7 @@ def test_a_resumable_error_resumes_from_the_last_token_without_loss_or_duplicate
 def test_a_re_read_that_fails_ends_its_subscriptions_with_an_error(primary, tmp_path):
     comet, _ = start(primary, tmp_path)
     try:
-        client = comet.client()
-        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
-        primary.reply_cursor(primary.expect("find"), [{"_id": "a", "list": "work"}], ns="meteor.tasks")
-        client.recv_until(lambda m: m.get("msg") == "ready")
-        wait_for_stream_on(primary, "tasks")
+        client, _ = subscribe_list(primary, comet, [{"_id": "a", "list": "work"}])
         # An update whose document could not be looked up: the query must read again...
         primary.emit({"operationType": "update", "clusterTime": primary.advance(),
                       "ns": {"db": "meteor", "coll": "tasks"}, "documentKey": {"_id": "a"},
@@ -389,11 +391,7 @@ def test_a_saved_resume_token_is_not_replayed_into_fresh_reads(primary, tmp_path
 def test_a_rename_into_a_followed_collection_makes_its_queries_read_again(primary, tmp_path):
     comet, _ = start(primary, tmp_path)
     try:
-        client = comet.client()
-        client.send({"msg": "sub", "id": "l", "name": "tasks.list", "params": ["work"]})
-        primary.reply_cursor(primary.expect("find"), [{"_id": "old", "list": "work"}], ns="meteor.tasks")
-        client.recv_until(lambda m: m.get("msg") == "ready")
-        stream = wait_for_stream_on(primary, "tasks")
+        client, stream = subscribe_list(primary, comet, [{"_id": "old", "list": "work"}])
         clauses = stream["pipeline"][1]["$match"]["$or"]
         assert {"to.coll": {"$in": ["tasks"]}} in [dict(c) for c in clauses], clauses
         primary.emit({"operationType": "rename", "clusterTime": primary.advance(),
