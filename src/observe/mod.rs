@@ -464,7 +464,18 @@ impl ObserveHub {
                 Ok(event) => {
                     let _guard = hub.apply_lock.lock().await;
                     hub.apply(&event).await;
-                    hub.processed.send_replace(event.seq);
+                    // Where events share a position, more may come at this one: only what
+                    // lies before it is surely done (a `progress` event completes it).
+                    let done = if hub.store.events_share_positions() {
+                        event.seq.saturating_sub(1)
+                    } else {
+                        event.seq
+                    };
+                    hub.processed.send_if_modified(|at| {
+                        let moved = done > *at;
+                        *at = (*at).max(done);
+                        moved
+                    });
                     hub.lag.observe(event.received.elapsed().as_secs_f64());
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + 'static {
     fn is_following(&self) -> bool {
         true
     }
+    /// Whether several change events may carry one sequence number (MongoDB's cluster time:
+    /// a transaction's writes). Then an event at `n` does not mean every change up to `n`
+    /// was seen; a `progress` event at `n` does. The embedded store numbers each change.
+    fn events_share_positions(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `name` can name a collection in every backend: 1 to 120 letters, digits, `_`,

@@ -68,6 +68,8 @@ impl Drop for MongoStore {
 const HISTORY_LOST: [i32; 3] = [136, 280, 286];
 /// Server error codes for a query or update the server refuses.
 const BAD_QUERY: [i32; 8] = [2, 9, 14, 40, 52, 55, 56, 66];
+/// How long a change stream's `getMore` waits for events before an empty batch.
+const CHANGE_STREAM_AWAIT: Duration = Duration::from_millis(200);
 /// Write the resume position at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -411,6 +413,10 @@ impl Store for MongoStore {
     fn is_following(&self) -> bool {
         self.following.load(Ordering::Acquire)
     }
+
+    fn events_share_positions(&self) -> bool {
+        true
+    }
 }
 
 /// The change-feed task's state.
@@ -447,9 +453,9 @@ impl Feed {
         self.last_seq.store(seq, Ordering::Release);
     }
 
-    /// Tells live queries the source has seen the database up to `seq`.
+    /// Tells live queries the source has seen the database up to `seq`, included.
     fn progress(&self, seq: u64) {
-        if seq <= self.last_seq.load(Ordering::Acquire) {
+        if seq < self.last_seq.load(Ordering::Acquire) || seq == 0 {
             return;
         }
         let mut event =
@@ -530,10 +536,13 @@ impl Feed {
                 {"to.coll": {"$in": collections}},
                 {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
             ]}}];
+            // Short polls: an empty batch is what says a cluster time is complete (a
+            // transaction's events share one), so it must come soon after the last event.
             let watch = db
                 .watch()
                 .pipeline(pipeline)
-                .full_document(full_document.clone());
+                .full_document(full_document.clone())
+                .max_await_time(CHANGE_STREAM_AWAIT);
             let opened = match start_after.clone() {
                 Some(after) => watch.start_after(after).await,
                 None => watch.resume_after(token.clone()).await,
@@ -719,6 +728,8 @@ impl Feed {
                     }
                 }
                 self.publish(normalized, timestamp_seq(ts));
+                // One oplog entry holds every write at its time: the time is complete.
+                self.progress(timestamp_seq(ts));
                 last = Some(ts);
                 self.persist_position(&serde_json::json!({"t": ts.time, "i": ts.increment}), false);
             }

@@ -94,11 +94,14 @@ class Primary:
 
     # The change stream.
 
-    def emit(self, event):
-        """Queues a change event (its `_id` and `clusterTime` are filled in)."""
+    def emit(self, event, more_at_this_time=False):
+        """Queues a change event (its `_id` and `clusterTime` are filled in). With
+        `more_at_this_time`, post-batch tokens stay before its time, as a server's do while
+        events of one transaction are still to come."""
         with self.lock:
             ts = event.get("clusterTime") or self.clock.tick()
-            self.now = max(self.now, ts, key=lambda t: (t.time, t.inc))
+            if not more_at_this_time:
+                self.now = max(self.now, ts, key=lambda t: (t.time, t.inc))
             event = dict(event, clusterTime=ts, _id=token_for(ts))
             self.events.append(event)
         self._serve_held()

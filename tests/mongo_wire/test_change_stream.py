@@ -405,3 +405,30 @@ def test_a_rename_into_a_followed_collection_makes_its_queries_read_again(primar
         assert seen["added"] == "new" and seen["removed"] == "old", frames
     finally:
         comet.stop()
+
+
+def test_a_fence_waits_for_every_event_at_its_cluster_time(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client, _ = subscribe_list(primary, comet)
+        one = {"_id": "one", "list": "work"}
+        client.send({"msg": "method", "id": "1", "method": "/tasks/insert", "params": [one]})
+        insert = primary.expect("insert")
+        # A write that is one of two at its cluster time (a transaction's, say).
+        at = primary.clock.tick()
+        insert.ok(n=1, operationTime=at)
+        assert client.recv_until(lambda m: m.get("msg") == "result")[-1]["result"] == "one"
+        primary.emit(insert_event(at, one), more_at_this_time=True)
+        frames = client.recv_until(lambda m: m.get("msg") == "added")
+        # Several empty batches go by, none past the write's time: no `updated` yet.
+        try:
+            early = client.recv(timeout=1.0)
+        except websocket.WebSocketTimeoutException:
+            early = None
+        assert early is None, "updated before every change at its time was seen: %r" % (early,)
+        two = {"_id": "two", "list": "work"}
+        primary.emit(insert_event(at, two))
+        frames = client.recv_until(lambda m: m.get("msg") == "updated")
+        assert [f["id"] for f in frames if f.get("msg") == "added"] == ["two"], frames
+    finally:
+        comet.stop()
