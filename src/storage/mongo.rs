@@ -68,6 +68,10 @@ impl Drop for MongoStore {
 const HISTORY_LOST: [i32; 3] = [136, 280, 286];
 /// Server error codes for a query or update the server refuses.
 const BAD_QUERY: [i32; 8] = [2, 9, 14, 40, 52, 55, 56, 66];
+/// The longest the server may work on one read (`maxTimeMS`).
+const QUERY_MAX_TIME: Duration = Duration::from_secs(10);
+/// Connections for reads and writes (the change feed has a client and pool of its own).
+const POOL_SIZE: u32 = 32;
 /// How long a change stream's `getMore` waits for events before an empty batch.
 const CHANGE_STREAM_AWAIT: Duration = Duration::from_millis(200);
 /// Write the resume position at most this often.
@@ -131,6 +135,7 @@ impl MongoStore {
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("bad MongoDB URL: {e}")))?;
                 parsed.app_name.get_or_insert_with(|| "comet".into());
+                parsed.max_pool_size.get_or_insert(POOL_SIZE);
                 parsed
                     .server_selection_timeout
                     .get_or_insert(Duration::from_secs(10));
@@ -333,7 +338,10 @@ impl MongoStore {
         let mut find = coll
             .find(to_bson_document(options.selector.source()))
             .sort(to_bson_document(&sort))
-            .skip(options.skip as u64);
+            .skip(options.skip as u64)
+            // Live queries read under a lock the change feed also needs: a read the server
+            // cannot finish in time fails rather than holding every other query.
+            .max_time(QUERY_MAX_TIME);
         if let Some(limit) = options.limit {
             find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
         }

@@ -107,6 +107,7 @@ def test_a_subscription_reads_with_the_window_and_the_stream_follows_the_collect
         assert dict(find.doc["filter"]) == {"done": False, "list": "work"}
         assert list(find.doc["sort"].items()) == [("createdAt", -1), ("_id", 1)]
         assert find.doc["limit"] == 2
+        assert find.doc["maxTimeMS"] == 10000, "a read is bounded on the server"
         assert [f["msg"] for f in frames] == ["added", "ready"]
         assert frames[0]["id"] == "t1"
         reopened = wait_for_stream_on(primary, "tasks")
