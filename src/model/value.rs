@@ -54,7 +54,12 @@ pub enum Value {
     Object(Document),
     /// Milliseconds since the epoch; NaN is an invalid date (`{"$date":null}`).
     Date(f64),
-    Binary(Vec<u8>),
+    /// Binary data and its BSON subtype (0: generic; 4: a UUID). Clients see `$binary`, which
+    /// has no subtype; the store gets the subtype back, so a UUID `_id` still matches.
+    Binary {
+        subtype: u8,
+        bytes: Vec<u8>,
+    },
     ObjectId(ObjectId),
     Regex {
         pattern: String,
@@ -110,6 +115,11 @@ impl Value {
         out
     }
 
+    /// Generic binary data (subtype 0), as EJSON's `$binary` decodes.
+    pub fn binary(bytes: Vec<u8>) -> Self {
+        Value::Binary { subtype: 0, bytes }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -141,7 +151,7 @@ impl Value {
             Value::Array(_) => "array",
             Value::Object(_) => "object",
             Value::Date(_) => "date",
-            Value::Binary(_) => "binData",
+            Value::Binary { .. } => "binData",
             Value::ObjectId(_) => "objectId",
             Value::Regex { .. } => "regex",
             Value::Decimal(_) => "decimal",
@@ -199,7 +209,16 @@ impl PartialEq for Value {
                 a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))
             }
             (Value::Date(a), Value::Date(b)) => a == b || (a.is_nan() && b.is_nan()),
-            (Value::Binary(a), Value::Binary(b)) => a == b,
+            (
+                Value::Binary {
+                    subtype: s1,
+                    bytes: a,
+                },
+                Value::Binary {
+                    subtype: s2,
+                    bytes: b,
+                },
+            ) => s1 == s2 && a == b,
             (Value::ObjectId(a), Value::ObjectId(b)) => a == b,
             (
                 Value::Regex {
@@ -303,7 +322,7 @@ fn decode_special(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .map_err(|_| EjsonError::InvalidValue("$binary"))?;
-            return Ok(Some(Value::Binary(bytes)));
+            return Ok(Some(Value::binary(bytes)));
         }
         if let Some(v) = map.get("$escape") {
             let serde_json::Value::Object(inner) = v else {
@@ -430,7 +449,7 @@ pub fn write_ejson(value: &Value, out: &mut String) {
             }
             out.push('}');
         }
-        Value::Binary(bytes) => {
+        Value::Binary { bytes, .. } => {
             out.push_str("{\"$binary\":\"");
             out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
             out.push_str("\"}");

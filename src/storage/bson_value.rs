@@ -32,8 +32,8 @@ pub fn to_bson(value: &Value) -> Bson {
         // An invalid date has no BSON form; null is what a JavaScript driver stores for it.
         Value::Date(ms) if ms.is_nan() => Bson::Null,
         Value::Date(ms) => Bson::DateTime(bson::DateTime::from_millis(*ms as i64)),
-        Value::Binary(bytes) => Bson::Binary(bson::Binary {
-            subtype: bson::spec::BinarySubtype::Generic,
+        Value::Binary { subtype, bytes } => Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::from(*subtype),
             bytes: bytes.clone(),
         }),
         Value::ObjectId(oid) => Bson::ObjectId(bson::oid::ObjectId::from_bytes(oid.0)),
@@ -96,7 +96,11 @@ mod tests {
             Value::Number(4_000_000_000.0),
             Value::String("héllo".into()),
             Value::Date(1_700_000_000_123.0),
-            Value::Binary(vec![0, 1, 255]),
+            Value::binary(vec![0, 1, 255]),
+            Value::Binary {
+                subtype: 4,
+                bytes: vec![7; 16],
+            },
             Value::ObjectId(ObjectId([7; 12])),
             Value::Regex {
                 pattern: "^a.c$".into(),
@@ -105,6 +109,20 @@ mod tests {
             Value::Decimal("1.5".into()),
             Value::Array(vec![Value::Number(1.0), Value::String("x".into())]),
         ];
+        let uuid = Value::Binary {
+            subtype: 4,
+            bytes: vec![7; 16],
+        };
+        assert_eq!(round_trip(uuid.clone()), uuid, "the subtype survives");
+        let stored = Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Uuid,
+            bytes: vec![9; 16],
+        });
+        assert_eq!(
+            to_bson(&from_bson(stored.clone()).expect("decodes")),
+            stored,
+            "a UUID read from the store is written back as a UUID"
+        );
         for v in cases {
             let back = round_trip(v.clone());
             match (&v, &back) {

@@ -49,9 +49,10 @@ pub fn encode(value: &Value) -> Option<Vec<u8>> {
         Value::Number(n) => out.extend(number_bytes(*n)),
         Value::Decimal(text) => out.extend(number_bytes(text.parse().unwrap_or(f64::NAN))),
         Value::String(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Binary(bytes) => {
-            // Binary data orders by length first.
+        Value::Binary { subtype, bytes } => {
+            // Binary data orders by length, then subtype, then bytes.
             out.extend((bytes.len() as u64).to_be_bytes());
+            out.push(*subtype);
             out.extend_from_slice(bytes);
         }
         Value::ObjectId(oid) => out.extend_from_slice(&oid.0),
@@ -107,7 +108,7 @@ mod tests {
             "[a-c\u{e9}]{0,4}".prop_map(Value::String),
             any::<bool>().prop_map(Value::Bool),
             (-1e12f64..1e12).prop_map(Value::Date),
-            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::Binary),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::binary),
             any::<[u8; 12]>().prop_map(|b| Value::ObjectId(ObjectId(b))),
         ]
     }

@@ -111,7 +111,12 @@ pub fn from_extended_json(json: &Json) -> Result<Value, String> {
                         let bytes = base64::engine::general_purpose::STANDARD
                             .decode(data)
                             .map_err(|e| e.to_string())?;
-                        return Ok(Value::Binary(bytes));
+                        let subtype = match b.get("subType").and_then(Json::as_str) {
+                            Some(hex) => u8::from_str_radix(hex, 16)
+                                .map_err(|_| format!("bad binary subtype {hex}"))?,
+                            None => 0,
+                        };
+                        return Ok(Value::Binary { subtype, bytes });
                     }
                     ("$regularExpression", Json::Object(r)) => {
                         return Ok(Value::Regex {

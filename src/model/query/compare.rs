@@ -12,7 +12,7 @@ pub fn type_rank(v: &Value) -> u8 {
         Value::String(_) => 4,
         Value::Object(_) => 5,
         Value::Array(_) => 6,
-        Value::Binary(_) => 7,
+        Value::Binary { .. } => 7,
         Value::ObjectId(_) => 8,
         Value::Bool(_) => 9,
         Value::Date(_) => 10,
@@ -62,7 +62,21 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
             }
             x.len().cmp(&y.len())
         }
-        (Value::Binary(x), Value::Binary(y)) => x.len().cmp(&y.len()).then_with(|| x.cmp(y)),
+        // MongoDB's order: length, then subtype, then bytes.
+        (
+            Value::Binary {
+                subtype: s,
+                bytes: x,
+            },
+            Value::Binary {
+                subtype: t,
+                bytes: y,
+            },
+        ) => x
+            .len()
+            .cmp(&y.len())
+            .then_with(|| s.cmp(t))
+            .then_with(|| x.cmp(y)),
         (Value::ObjectId(x), Value::ObjectId(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Date(x), Value::Date(y)) => x.total_cmp(y),
@@ -122,7 +136,7 @@ mod tests {
             Value::from("b"),
             Value::Object(Default::default()),
             Value::Array(vec![]),
-            Value::Binary(vec![1]),
+            Value::binary(vec![1]),
             Value::ObjectId(ObjectId([0; 12])),
             Value::Bool(false),
             Value::Bool(true),
