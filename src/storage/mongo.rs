@@ -158,7 +158,16 @@ impl MongoStore {
         db.run_command(doc! {"ping": 1})
             .await
             .map_err(|e| StoreError::Unavailable(format!("MongoDB does not answer: {e}")))?;
-        tracing::info!(database = %db_name, oplog = options.oplog_url.is_some(), "connected to MongoDB");
+        // Servers from 7.0 (wire version 21) split change events over 16 MB into fragments
+        // (`$changeStreamSplitLargeEvent`); older ones fail on such an event.
+        let wire_version = db
+            .run_command(doc! {"hello": 1})
+            .await
+            .ok()
+            .and_then(|hello| hello.get_i32("maxWireVersion").ok())
+            .unwrap_or(0);
+        let split_large_events = wire_version >= 21;
+        tracing::info!(database = %db_name, oplog = options.oplog_url.is_some(), wire_version, "connected to MongoDB");
 
         let (changes, _) = broadcast::channel(16 * 1024);
         let last_seq = Arc::new(AtomicU64::new(0));
@@ -194,9 +203,11 @@ impl MongoStore {
                 } else {
                     FullDocumentType::UpdateLookup
                 };
-                tokio::spawn(
-                    feed.follow_change_stream(feed_client.database(&db_name), full_document),
-                )
+                tokio::spawn(feed.follow_change_stream(
+                    feed_client.database(&db_name),
+                    full_document,
+                    split_large_events,
+                ))
             }
         };
         Ok(Arc::new(Self {
@@ -517,7 +528,12 @@ impl Feed {
         }
     }
 
-    async fn follow_change_stream(mut self, db: Database, full_document: FullDocumentType) {
+    async fn follow_change_stream(
+        mut self,
+        db: Database,
+        full_document: FullDocumentType,
+        split_large_events: bool,
+    ) {
         type Token = mongodb::change_stream::event::ResumeToken;
         // Not the saved position: after a start every live query reads fresh, and events
         // replayed from an old token would be applied to newer results. The stream starts
@@ -538,12 +554,17 @@ impl Feed {
         loop {
             let collections: Vec<String> =
                 self.followed.borrow_and_update().iter().cloned().collect();
-            let pipeline = [doc! {"$match": {"$or": [
+            let mut pipeline = vec![doc! {"$match": {"$or": [
                 {"ns.coll": {"$in": collections.clone()}},
                 // A rename into a followed collection replaces what it holds.
                 {"to.coll": {"$in": collections}},
                 {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
             ]}}];
+            if split_large_events {
+                pipeline.push(doc! {"$changeStreamSplitLargeEvent": {}});
+            }
+            // Fragments of a split event, joined until the last arrives.
+            let mut fragments: Option<bson::Document> = None;
             // Short polls: an empty batch is what says a cluster time is complete (a
             // transaction's events share one), so it must come soon after the last event.
             let watch = db
@@ -595,6 +616,9 @@ impl Feed {
                 }
                 match polled {
                     Ok(Some(raw)) => {
+                        let Some(raw) = join_fragments(&mut fragments, raw) else {
+                            continue;
+                        };
                         let seq = raw
                             .get_timestamp("clusterTime")
                             .map(timestamp_seq)
@@ -745,6 +769,37 @@ impl Feed {
     }
 }
 
+/// Joins the fragments of a split change event (`splitEvent: {fragment, of}`, each holding
+/// some of the event's top-level fields): `None` until the last, then the whole event. An
+/// event that was not split passes through.
+fn join_fragments(
+    pending: &mut Option<bson::Document>,
+    raw: bson::Document,
+) -> Option<bson::Document> {
+    let Ok(split) = raw.get_document("splitEvent") else {
+        return Some(raw);
+    };
+    let number = |k: &str| {
+        split
+            .get_i32(k)
+            .map(i64::from)
+            .or_else(|_| split.get_i64(k))
+            .unwrap_or(0)
+    };
+    let (fragment, of) = (number("fragment"), number("of"));
+    let whole = pending.get_or_insert_with(bson::Document::new);
+    for (k, v) in raw {
+        if k != "splitEvent" {
+            whole.insert(k, v);
+        }
+    }
+    if fragment >= of {
+        pending.take()
+    } else {
+        None
+    }
+}
+
 /// The cluster time a change stream's resume token stands for: its `_data` starts with the
 /// key-string type byte of a timestamp (130) and the timestamp's 8 bytes, big-endian.
 fn token_cluster_time(token: &mongodb::change_stream::event::ResumeToken) -> Option<u64> {
@@ -809,6 +864,28 @@ async fn look_up_update(db: &Database, event: &mut ChangeEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_events_are_joined_from_their_fragments() {
+        let mut pending = None;
+        let first = doc! {"_id": {"_data": "82"}, "splitEvent": {"fragment": 1, "of": 2},
+        "operationType": "insert", "documentKey": {"_id": "a"}};
+        let second = doc! {"_id": {"_data": "83"}, "splitEvent": {"fragment": 2, "of": 2},
+        "fullDocument": {"_id": "a", "big": "x"}};
+        assert!(join_fragments(&mut pending, first).is_none());
+        let whole = join_fragments(&mut pending, second).expect("the last fragment completes it");
+        assert_eq!(whole.get_str("operationType").ok(), Some("insert"));
+        assert!(whole.get_document("fullDocument").is_ok() && !whole.contains_key("splitEvent"));
+        assert_eq!(
+            whole
+                .get_document("_id")
+                .ok()
+                .and_then(|t| t.get_str("_data").ok()),
+            Some("83")
+        );
+        let plain = doc! {"operationType": "delete"};
+        assert_eq!(join_fragments(&mut None, plain.clone()), Some(plain));
+    }
 
     #[test]
     fn a_resume_token_gives_its_cluster_time() {

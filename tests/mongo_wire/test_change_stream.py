@@ -94,6 +94,8 @@ def test_start_up_pings_creates_the_index_and_opens_one_change_stream(primary, t
         stream = primary.streams[0]
         assert stream["aggregate"] == 1, "one stream for the database"
         assert stream["pipeline"][0]["$changeStream"]["fullDocument"] == "updateLookup"
+        # The server (wire version 21) splits events over 16 MB; comet asks it to.
+        assert "$changeStreamSplitLargeEvent" in stream["pipeline"][-1], stream["pipeline"]
     finally:
         comet.stop()
 
@@ -431,5 +433,21 @@ def test_a_fence_waits_for_every_event_at_its_cluster_time(primary, tmp_path):
         primary.emit(insert_event(at, two))
         frames = client.recv_until(lambda m: m.get("msg") == "updated")
         assert [f["id"] for f in frames if f.get("msg") == "added"] == ["two"], frames
+    finally:
+        comet.stop()
+
+
+def test_a_split_event_is_joined_from_its_fragments(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        client, _ = subscribe_list(primary, comet)
+        at = primary.advance()
+        big = {"_id": "big", "list": "work", "body": "x" * 1000}
+        primary.emit({"operationType": "insert", "clusterTime": at, "splitEvent": {"fragment": 1, "of": 2},
+                      "ns": {"db": "meteor", "coll": "tasks"}, "documentKey": {"_id": "big"}},
+                     more_at_this_time=True)
+        primary.emit({"clusterTime": at, "splitEvent": {"fragment": 2, "of": 2}, "fullDocument": big})
+        added = client.recv_until(lambda m: m.get("msg") == "added")[-1]
+        assert added["id"] == "big" and added["fields"]["body"] == "x" * 1000, added
     finally:
         comet.stop()
