@@ -300,3 +300,148 @@ proptest! {
         });
     }
 }
+
+/// The real store with slow reads: writes land while a live query's first read is under way.
+struct SlowReads(Arc<EmbeddedStore>);
+
+impl comet::storage::Store for SlowReads {
+    fn kind(&self) -> &'static str {
+        "embedded, slow reads"
+    }
+    fn insert(
+        &self,
+        c: &str,
+        d: Document,
+    ) -> comet::storage::StoreFuture<'_, comet::storage::WriteAck> {
+        comet::storage::Store::insert(&*self.0, c, d)
+    }
+    fn update(
+        &self,
+        c: &str,
+        s: comet::model::query::Selector,
+        u: comet::model::query::Update,
+        multi: bool,
+        upsert: bool,
+    ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
+        comet::storage::Store::update(&*self.0, c, s, u, multi, upsert)
+    }
+    fn remove(
+        &self,
+        c: &str,
+        s: comet::model::query::Selector,
+        multi: bool,
+    ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
+        comet::storage::Store::remove(&*self.0, c, s, multi)
+    }
+    fn find(
+        &self,
+        c: &str,
+        o: comet::storage::FindOptions,
+    ) -> comet::storage::StoreFuture<'_, Vec<Document>> {
+        let c = c.to_owned();
+        Box::pin(async move {
+            let found = comet::storage::Store::find(&*self.0, &c, o).await;
+            // The answer is read, then takes its time to arrive, as a busy server's does.
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            found
+        })
+    }
+    fn ensure_index(
+        &self,
+        c: &str,
+        k: comet::model::query::Sort,
+    ) -> comet::storage::StoreFuture<'_, ()> {
+        comet::storage::Store::ensure_index(&*self.0, c, k)
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<comet::storage::ChangeEvent>> {
+        comet::storage::Store::subscribe(&*self.0)
+    }
+    fn last_seq(&self) -> u64 {
+        comet::storage::Store::last_seq(&*self.0)
+    }
+}
+
+/// Live queries started while writes stream in (their first read is made without the hub's
+/// lock) miss no write: once the writer stops and its last change is processed, every
+/// observer's view equals a fresh read.
+#[test]
+fn queries_started_during_writes_miss_none() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir =
+            std::env::temp_dir().join(format!("comet-diff-{}", comet::model::random::random_id()));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let hub = ObserveHub::start(Arc::new(SlowReads(store.clone())));
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Each document written once: a write a query missed is never repaired later.
+                let mut last = 0;
+                for n in 0..600u32 {
+                    let doc =
+                        json_doc(serde_json::json!({"_id": format!("d{n}"), "a": n % 7, "b": n}));
+                    last = store.insert("t", doc).await.unwrap().seq;
+                    if n % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                last
+            })
+        };
+        let mut observers = Vec::new();
+        for k in 0..7u32 {
+            let cursor = Cursor::new(
+                "t",
+                &json_doc(serde_json::json!({"a": k})),
+                &Document::default(),
+                0,
+                None,
+                &Document::default(),
+            )
+            .unwrap();
+            let view = Arc::new(ClientView::default());
+            let handle = hub.observe(cursor.clone(), view.clone()).await.unwrap();
+            observers.push((cursor, view, handle));
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let last = writer.await.unwrap();
+        hub.wait_processed(last.max(store.last_seq())).await;
+        for (cursor, view, _handle) in &observers {
+            let found = store
+                .find(
+                    "t",
+                    comet::storage::FindOptions {
+                        selector: cursor.selector.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let mut expected: Vec<String> = found
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}={}",
+                        comet::model::id_to_wire(d.get("_id").unwrap()).unwrap(),
+                        d.get("b").unwrap().to_ejson_string()
+                    )
+                })
+                .collect();
+            expected.sort();
+            let mut got: Vec<String> = view
+                .docs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, d)| format!("{id}={}", d.get("b").unwrap().to_ejson_string()))
+                .collect();
+            got.sort();
+            assert_eq!(got, expected, "query {}", cursor.key);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -256,7 +256,12 @@ pub struct ObserveHub {
     apply_lock: tokio::sync::Mutex<()>,
     /// Seconds from a change entering comet to the live queries having applied it.
     lag: prometheus_client::metrics::histogram::Histogram,
+    /// Events applied so far: a read made without the lock counts only if this did not move.
+    applied: AtomicU64,
 }
+
+/// Reads of a new live query tried without the lock before one is made under it.
+const OPTIMISTIC_READS: usize = 3;
 
 /// Ends an observation when dropped or stopped.
 pub struct ObserveHandle {
@@ -287,6 +292,7 @@ impl ObserveHub {
             next_sink: AtomicU64::new(1),
             feed_alive: std::sync::atomic::AtomicBool::new(true),
             apply_lock: tokio::sync::Mutex::new(()),
+            applied: AtomicU64::new(0),
             lag: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 22),
             ),
@@ -325,6 +331,7 @@ impl ObserveHub {
     pub async fn inject(&self, event: &ChangeEvent) {
         let _guard = self.apply_lock.lock().await;
         self.apply(event).await;
+        self.applied.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Observes `cursor`: the current documents arrive as `Added`, then every change.
@@ -333,47 +340,46 @@ impl ObserveHub {
         cursor: Cursor,
         sink: Arc<dyn ObserveSink>,
     ) -> Result<ObserveHandle, StoreError> {
-        let _guard = self.apply_lock.lock().await;
-        let existing = lock(&self.queries).get(&cursor.key).cloned();
-        let query = match existing {
-            Some(q) => q,
-            None => {
-                self.store.follow_collection(&cursor.collection);
+        let mut guard = self.apply_lock.lock().await;
+        let mut existing = lock(&self.queries).get(&cursor.key).cloned();
+        if existing.is_none() {
+            self.store.follow_collection(&cursor.collection);
+            // Read without the lock, so a slow read holds up no other query and no event;
+            // the read counts only if no event was applied meanwhile (it might have missed
+            // one), else read again, and in the end under the lock.
+            let mut read = None;
+            for _ in 0..OPTIMISTIC_READS {
+                let applied = self.applied.load(Ordering::Acquire);
+                drop(guard);
                 let docs = self
                     .store
                     .find(&cursor.collection, cursor.find_options())
-                    .await?;
-                let mut results = IndexMap::default();
-                for doc in docs {
-                    let (wire, entry) = shared_entry(&cursor, Arc::new(doc))?;
-                    results.insert(wire, entry);
+                    .await;
+                guard = self.apply_lock.lock().await;
+                let docs = docs?;
+                existing = lock(&self.queries).get(&cursor.key).cloned();
+                if existing.is_some() {
+                    break;
                 }
-                let route = cursor
-                    .selector
-                    .equalities()
-                    .into_iter()
-                    .filter(|(path, _)| !path.contains('.') && *path != "_id")
-                    .find_map(|(path, v)| {
-                        crate::storage::index_key::encode(v).map(|k| (path.to_owned(), k))
-                    });
-                let q = Arc::new(LiveQuery {
-                    route,
-                    cursor: cursor.clone(),
-                    state: Mutex::new(QueryState {
-                        results,
-                        sinks: Vec::new(),
-                        ordered: false,
-                    }),
-                });
-                let mut queries = lock(&self.queries);
-                queries.insert(cursor.key.clone(), q.clone());
-                lock(&self.routes)
-                    .entry(cursor.collection.clone())
-                    .or_default()
-                    .add(q.clone());
-                drop(queries);
-                q
+                if self.applied.load(Ordering::Acquire) == applied {
+                    read = Some(docs);
+                    break;
+                }
             }
+            if existing.is_none() {
+                let docs = match read {
+                    Some(docs) => docs,
+                    None => {
+                        self.store
+                            .find(&cursor.collection, cursor.find_options())
+                            .await?
+                    }
+                };
+                existing = Some(self.start_query(&cursor, docs)?);
+            }
+        }
+        let Some(query) = existing else {
+            return Err(StoreError::Unavailable("live query not started".into()));
         };
         let id = self.next_sink.fetch_add(1, Ordering::Relaxed);
         {
@@ -404,6 +410,43 @@ impl ObserveHub {
             key: cursor.key,
             sink: id,
         })
+    }
+
+    /// Files a new live query with its first results (the apply lock held).
+    fn start_query(
+        &self,
+        cursor: &Cursor,
+        docs: Vec<Document>,
+    ) -> Result<Arc<LiveQuery>, StoreError> {
+        let mut results = IndexMap::default();
+        for doc in docs {
+            let (wire, entry) = shared_entry(cursor, Arc::new(doc))?;
+            results.insert(wire, entry);
+        }
+        let route = cursor
+            .selector
+            .equalities()
+            .into_iter()
+            .filter(|(path, _)| !path.contains('.') && *path != "_id")
+            .find_map(|(path, v)| {
+                crate::storage::index_key::encode(v).map(|k| (path.to_owned(), k))
+            });
+        let q = Arc::new(LiveQuery {
+            route,
+            cursor: cursor.clone(),
+            state: Mutex::new(QueryState {
+                results,
+                sinks: Vec::new(),
+                ordered: false,
+            }),
+        });
+        let mut queries = lock(&self.queries);
+        queries.insert(cursor.key.clone(), q.clone());
+        lock(&self.routes)
+            .entry(cursor.collection.clone())
+            .or_default()
+            .add(q.clone());
+        Ok(q)
     }
 
     /// Drops a query from the hub (its observers are gone or failed).
@@ -464,6 +507,7 @@ impl ObserveHub {
                 Ok(event) => {
                     let _guard = hub.apply_lock.lock().await;
                     hub.apply(&event).await;
+                    hub.applied.fetch_add(1, Ordering::AcqRel);
                     // Where events share a position, more may come at this one: only what
                     // lies before it is surely done (a `progress` event completes it).
                     let done = if hub.store.events_share_positions() {
@@ -486,6 +530,7 @@ impl ObserveHub {
                     for q in queries {
                         hub.requery(&q).await;
                     }
+                    hub.applied.fetch_add(1, Ordering::AcqRel);
                     hub.processed.send_replace(last);
                 }
                 Err(broadcast::error::RecvError::Closed) => {

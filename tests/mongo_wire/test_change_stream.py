@@ -451,3 +451,25 @@ def test_a_split_event_is_joined_from_its_fragments(primary, tmp_path):
         assert added["id"] == "big" and added["fields"]["body"] == "x" * 1000, added
     finally:
         comet.stop()
+
+
+def test_a_slow_first_read_holds_up_no_other_query(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        live, _ = subscribe_list(primary, comet)
+        # A second subscription whose first read the server is slow to answer.
+        slow = comet.client()
+        slow.send({"msg": "sub", "id": "s", "name": "tasks.open", "params": ["home"]})
+        pending = primary.expect("find")
+        # Meanwhile a change for the live query reaches its client.
+        primary.emit(insert_event(primary.advance(), {"_id": "n", "list": "work"}))
+        added = live.recv_until(lambda m: m.get("msg") == "added", timeout=3)[-1]
+        assert added["id"] == "n"
+        # The slow read went past an applied event, so it is made again; then it is ready.
+        primary.reply_cursor(pending, [], ns="meteor.tasks")
+        again = primary.expect("find")
+        assert dict(again.doc["filter"]) == dict(pending.doc["filter"])
+        primary.reply_cursor(again, [], ns="meteor.tasks")
+        assert slow.recv_until(lambda m: m.get("msg") == "ready")[-1]["subs"] == ["s"]
+    finally:
+        comet.stop()
