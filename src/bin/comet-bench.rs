@@ -124,6 +124,14 @@ async fn recv_until(ws: &mut Ws, want: &str) {
     panic!("connection closed while waiting for {want}");
 }
 
+/// Opens a socket and completes DDP's handshake.
+async fn connected(url: &str, source: IpAddr) -> Ws {
+    let mut ws = open(url, source).await;
+    ws.send(Message::text(CONNECT)).await.unwrap();
+    recv_until(&mut ws, "\"connected\"").await;
+    ws
+}
+
 const CONNECT: &str = r#"{"msg":"connect","version":"1","support":["1","pre2","pre1"]}"#;
 
 fn source(i: usize, n: u8) -> IpAddr {
@@ -140,9 +148,7 @@ async fn idle(args: &Args) -> serde_json::Value {
         let url = args.url.clone();
         let src = source(i, args.sources);
         async move {
-            let mut ws = open(&url, src).await;
-            ws.send(Message::text(CONNECT)).await.unwrap();
-            recv_until(&mut ws, "\"connected\"").await;
+            let ws = connected(&url, src).await;
             ws
         }
     }))
@@ -237,9 +243,7 @@ async fn echo(args: &Args) -> serde_json::Value {
         );
         let inflight = args.inflight;
         local.spawn_local(async move {
-            let mut ws = open(&url, src).await;
-            ws.send(Message::text(CONNECT)).await.unwrap();
-            recv_until(&mut ws, "\"connected\"").await;
+            let ws = connected(&url, src).await;
             let (mut tx, mut rx) = ws.split();
             let mut sent_at: VecDeque<Instant> = VecDeque::new();
             let mut next_id = 0u64;
@@ -328,9 +332,7 @@ async fn fanout(args: &Args) -> serde_json::Value {
         let url = args.url.clone();
         let src = source(i, args.sources);
         async move {
-            let mut ws = open(&url, src).await;
-            ws.send(Message::text(CONNECT)).await.unwrap();
-            recv_until(&mut ws, "\"connected\"").await;
+            let mut ws = connected(&url, src).await;
             ws.send(Message::text(
                 r#"{"msg":"sub","id":"r","name":"bench.room"}"#,
             ))
@@ -390,9 +392,7 @@ async fn fanout(args: &Args) -> serde_json::Value {
             let sent = sent.clone();
             let measuring = measuring.clone();
             async move {
-                let mut sender = open(&url, IpAddr::from([127, 0, 0, 1])).await;
-                sender.send(Message::text(CONNECT)).await.unwrap();
-                recv_until(&mut sender, "\"connected\"").await;
+                let sender = connected(&url, IpAddr::from([127, 0, 0, 1])).await;
                 let (mut tx, mut rx) = sender.split();
                 tokio::task::spawn_local(async move { while let Some(Ok(_)) = rx.next().await {} });
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -451,9 +451,7 @@ async fn connect_and_subscribe(args: &Args, subs: impl Fn(usize) -> Vec<String>)
         let url = args.url.clone();
         let src = source(i, args.sources);
         async move {
-            let mut ws = open(&url, src).await;
-            ws.send(Message::text(CONNECT)).await.unwrap();
-            recv_until(&mut ws, "\"connected\"").await;
+            let mut ws = connected(&url, src).await;
             let frames = subs(i);
             let want = frames.len();
             for frame in frames {
@@ -517,9 +515,7 @@ async fn drive(
     method: &str,
     mut params: impl FnMut(u64) -> String,
 ) -> (u64, Duration, u64) {
-    let mut driver = open(&args.url, IpAddr::from([127, 0, 0, 1])).await;
-    driver.send(Message::text(CONNECT)).await.unwrap();
-    recv_until(&mut driver, "\"connected\"").await;
+    let mut driver = connected(&args.url, IpAddr::from([127, 0, 0, 1])).await;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start = Instant::now();
@@ -635,9 +631,7 @@ async fn changes(args: &Args) -> serde_json::Value {
 /// client subscribes to all of them at once and reads as fast as it can. Reports the time
 /// until the last client had `ready`, what each received, and the server's peak RSS.
 async fn initial(args: &Args) -> serde_json::Value {
-    let mut control = open(&args.url, IpAddr::from([127, 0, 0, 1])).await;
-    control.send(Message::text(CONNECT)).await.unwrap();
-    recv_until(&mut control, "\"connected\"").await;
+    let mut control = connected(&args.url, IpAddr::from([127, 0, 0, 1])).await;
     let seed = format!(
         r#"{{"msg":"method","id":"seed","method":"bench.seed","params":[{},{}]}}"#,
         args.docs, args.doc_bytes
@@ -668,9 +662,7 @@ async fn initial(args: &Args) -> serde_json::Value {
                 let url = args.url.clone();
                 let src = source(i, args.sources);
                 async move {
-                    let mut ws = open(&url, src).await;
-                    ws.send(Message::text(CONNECT)).await.unwrap();
-                    recv_until(&mut ws, "\"connected\"").await;
+                    let mut ws = connected(&url, src).await;
                     ws.send(Message::text(
                         r#"{"msg":"sub","id":"all","name":"bench.initial","params":[]}"#,
                     ))

@@ -11,7 +11,6 @@
 
 use super::registry::{Publish, Subscription};
 use crate::model::shared::SharedAdded;
-use crate::model::MeteorError;
 use crate::observe::{Cursor, ObserveEvent, ObserveHub, ObserveSink};
 use crate::storage::StoreError;
 use std::collections::{HashMap, VecDeque};
@@ -132,11 +131,8 @@ impl SubscriptionSink {
 
 impl ObserveSink for SubscriptionSink {
     fn failed(&self, error: &StoreError) {
-        let reply = match error {
-            StoreError::Unavailable(_) => MeteorError::new(503, "Database unavailable"),
-            _ => MeteorError::internal(),
-        };
-        self.sub.error(reply);
+        self.sub
+            .error(super::error::ServiceError::from_store(error).client_view());
     }
 
     fn event(&self, event: &ObserveEvent) -> bool {

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -170,6 +170,39 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 22))
 }
 
+/// Registers a metric without labels.
+fn register<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> M {
+    let metric = M::default();
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// Registers a metric with one label and returns its series for each value, in order: they
+/// are looked up once here, not on every count.
+fn labelled<M, const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [M; N]
+where
+    M: Metric + Clone + Default,
+    Family<Labels, M>: Metric,
+{
+    let family = Family::<Labels, M>::default();
+    registry.register(name, help, family.clone());
+    values.map(|v| family.get_or_create_owned(&vec![(key, v)]))
+}
+
 /// Process-wide metrics.
 pub struct Metrics {
     registry: Registry,
@@ -205,86 +238,73 @@ impl Metrics {
         change_feed_lag: Option<Histogram>,
     ) -> Self {
         let mut registry = Registry::default();
-        let family = Family::<Labels, Gauge>::default();
-        registry.register(
+        let r = &mut registry;
+        let connections_open = labelled(
+            r,
             "comet_connections_open",
             "Open client connections by transport",
-            family.clone(),
+            "transport",
+            Transport::ALL.map(Transport::label),
         );
-        let connections_open =
-            Transport::ALL.map(|t| family.get_or_create_owned(&vec![("transport", t.label())]));
-        let sessions_open = Gauge::default();
-        registry.register(
-            "comet_sessions_open",
-            "Open DDP sessions",
-            sessions_open.clone(),
-        );
-        let subscriptions_open = Gauge::default();
-        registry.register(
-            "comet_subscriptions_open",
-            "Live subscriptions",
-            subscriptions_open.clone(),
-        );
-        let family = Family::<Labels, Counter>::default();
-        registry.register(
+        let sessions_open = register(r, "comet_sessions_open", "Open DDP sessions", None);
+        let subscriptions_open =
+            register(r, "comet_subscriptions_open", "Live subscriptions", None);
+        let method_calls = labelled(
+            r,
             "comet_method_calls",
             "Method calls by outcome",
-            family.clone(),
+            "outcome",
+            MethodOutcomeKind::ALL.map(MethodOutcomeKind::label),
         );
-        let method_calls = MethodOutcomeKind::ALL
-            .map(|o| family.get_or_create_owned(&vec![("outcome", o.label())]));
-        let frames_out = Counter::default();
-        registry.register(
+        let frames_out = register(
+            r,
             "comet_frames_out",
             "DDP messages written to clients",
-            frames_out.clone(),
+            None,
         );
-        let bytes_out = Counter::default();
-        registry.register_with_unit(
+        let bytes_out = register(
+            r,
             "comet_sent",
             "Bytes of DDP messages written to clients",
-            Unit::Bytes,
-            bytes_out.clone(),
+            Some(Unit::Bytes),
         );
-        let slow_consumers_closed = Counter::default();
-        registry.register(
+        let slow_consumers_closed = register(
+            r,
             "comet_slow_consumers_closed",
             "Connections closed because they did not read fast enough",
-            slow_consumers_closed.clone(),
+            None,
         );
-        let bad_requests = Counter::default();
-        registry.register(
+        let bad_requests = register(
+            r,
             "comet_bad_requests",
             "Client frames answered with a DDP error",
-            bad_requests.clone(),
+            None,
         );
-        let family = Family::<Labels, Counter>::default();
-        registry.register(
+        let refused = labelled(
+            r,
             "comet_refused",
             "Connections and SockJS sessions refused because a cap was reached",
-            family.clone(),
+            "reason",
+            Refusal::ALL.map(Refusal::label),
         );
-        let refused =
-            Refusal::ALL.map(|r| family.get_or_create_owned(&vec![("reason", r.label())]));
-        let family = Family::<Labels, Counter>::default();
-        registry.register(
+        let timeouts = labelled(
+            r,
             "comet_timeouts",
             "Connections and sessions closed for lack of progress, by stage",
-            family.clone(),
+            "stage",
+            Timeout::ALL.map(Timeout::label),
         );
-        let timeouts =
-            Timeout::ALL.map(|t| family.get_or_create_owned(&vec![("stage", t.label())]));
-        let sockjs_sessions_open = Gauge::default();
-        registry.register(
+        let sockjs_sessions_open = register(
+            r,
             "comet_sockjs_sessions_open",
             "SockJS sessions of the HTTP transports",
-            sockjs_sessions_open.clone(),
+            None,
         );
-        let write_fence_timeouts = Counter::default();
-        registry.register(
+        let write_fence_timeouts = register(
+            r,
             "comet_write_fence_timeouts",
             "Methods whose updated was sent after the bound, without their writes' changes seen",
-            write_fence_timeouts.clone(),
+            None,
         );
         let method_family =
             Family::<NameLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);

@@ -94,18 +94,7 @@ fn to_document(table: &Option<toml::Table>) -> Result<Document, String> {
 }
 
 fn store_error(err: StoreError) -> ServiceError {
-    match err {
-        StoreError::InvalidDocument(m) | StoreError::DuplicateKey(m) => {
-            ServiceError::Client(MeteorError::new(409, m))
-        }
-        StoreError::InvalidQuery(q) => ServiceError::Client(MeteorError::new(400, q.0)),
-        StoreError::Unavailable(detail) => {
-            // The database is away (or refuses): say so, keep its words for the log.
-            tracing::warn!(cause = %detail, "store unavailable");
-            ServiceError::Client(MeteorError::new(503, "Database unavailable"))
-        }
-        other => ServiceError::internal(other),
-    }
+    ServiceError::from_store(&err)
 }
 
 fn access_denied(reason: impl Into<String>) -> ServiceError {
