@@ -580,12 +580,88 @@ async fn contract_upsert_and_indexes(store: Arc<dyn Store>, coll: &str) {
     );
 }
 
+/// Integers beyond 2^53 keep every digit: stored, matched, sorted, incremented.
+async fn contract_exact_integers(store: Arc<dyn Store>, coll: &str) {
+    let two53 = 1i64 << 53;
+    store
+        .ensure_index(
+            coll,
+            comet::model::query::Sort::parse(&doc(serde_json::json!({"big":1}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    for (id, big) in [
+        (
+            "long",
+            serde_json::json!({"$numberLong": (two53 + 1).to_string()}),
+        ),
+        ("double", serde_json::json!(two53 as f64)),
+        (
+            "above",
+            serde_json::json!({"$numberLong": (two53 + 3).to_string()}),
+        ),
+    ] {
+        store
+            .insert(coll, doc(serde_json::json!({"_id": id, "big": big})))
+            .await
+            .unwrap();
+    }
+    let exact = store
+        .find(
+            coll,
+            FindOptions {
+                selector: sel(serde_json::json!({"big": {"$numberLong": (two53 + 1).to_string()}})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1, "{exact:?}");
+    assert_eq!(exact[0]["big"], Value::Long(two53 + 1));
+    let ordered = store
+        .find(
+            coll,
+            FindOptions {
+                selector: sel(serde_json::json!({"big": {"$gte": two53 as f64}})),
+                sort: comet::model::query::Sort::parse(&doc(serde_json::json!({"big":-1})))
+                    .unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ordered.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["above", "long", "double"]);
+    store
+        .update(
+            coll,
+            sel(serde_json::json!({"_id":"long"})),
+            upd(serde_json::json!({"$inc":{"big":1}})),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    let after = store
+        .find(
+            coll,
+            FindOptions {
+                selector: sel(serde_json::json!({"_id":"long"})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after[0]["big"], Value::Long(two53 + 2), "$inc stays exact");
+}
+
 #[tokio::test]
 async fn embedded_store_meets_the_generic_contract() {
     let store: Arc<dyn Store> = open("generic").await;
     contract_crud_and_events(store.clone(), "crud").await;
     contract_bad_input(store.clone(), "bad").await;
-    contract_upsert_and_indexes(store, "upsert").await;
+    contract_upsert_and_indexes(store.clone(), "upsert").await;
+    contract_exact_integers(store, "exact").await;
 }
 
 #[tokio::test]
@@ -613,6 +689,7 @@ async fn mongodb_store_meets_the_generic_contract() {
         let prefix = format!("contract_{run}_{}", if oplog { "oplog" } else { "stream" });
         contract_crud_and_events(store.clone(), &format!("{prefix}_crud")).await;
         contract_bad_input(store.clone(), &format!("{prefix}_bad")).await;
-        contract_upsert_and_indexes(store, &format!("{prefix}_upsert")).await;
+        contract_upsert_and_indexes(store.clone(), &format!("{prefix}_upsert")).await;
+        contract_exact_integers(store, &format!("{prefix}_exact")).await;
     }
 }

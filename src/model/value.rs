@@ -1,7 +1,8 @@
 //! EJSON values: the document model every layer shares.
 //!
 //! Owns the in-memory form of Meteor's EJSON (`$date`, `$binary`, `$InfNaN`, `$regexp`,
-//! `$type`/`$value` for ObjectId and Decimal, `$escape`), its decoding from parsed JSON and
+//! `$type`/`$value` for ObjectId and Decimal, `$escape`, and `$numberLong` for integers a
+//! JavaScript number cannot hold), its decoding from parsed JSON and
 //! its encoding to wire text. It must not know about DDP messages or I/O.
 //! See `protocol-spec/behavior.md#ejson`.
 
@@ -67,7 +68,15 @@ pub enum Value {
     },
     /// Decimal128 as Meteor's mongo-decimal writes it: the decimal's text.
     Decimal(String),
+    /// A 64-bit integer beyond ±2^53, which a JavaScript number would round. Only
+    /// [`Value::integer`] makes one, so a smaller integer is always a `Number` and each
+    /// integer has one form. Clients see `{"$numberLong": "<digits>"}`, a plain object to
+    /// Meteor's EJSON that keeps every digit; the store gets the exact int64 back.
+    Long(i64),
 }
+
+/// The largest integer a JavaScript number holds exactly (`Number.MAX_SAFE_INTEGER` + 1).
+pub const SAFE_INTEGER_LIMIT: i64 = 1 << 53;
 
 /// Why an EJSON text could not be decoded. Each maps to DDP's "Parse error".
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,6 +124,16 @@ impl Value {
         out
     }
 
+    /// An integer in its one form: a `Number` when a JavaScript number holds it exactly,
+    /// else a `Long`.
+    pub fn integer(n: i64) -> Self {
+        if (-SAFE_INTEGER_LIMIT..=SAFE_INTEGER_LIMIT).contains(&n) {
+            Value::Number(n as f64)
+        } else {
+            Value::Long(n)
+        }
+    }
+
     /// Generic binary data (subtype 0), as EJSON's `$binary` decodes.
     pub fn binary(bytes: Vec<u8>) -> Self {
         Value::Binary { subtype: 0, bytes }
@@ -127,9 +146,23 @@ impl Value {
         }
     }
 
+    /// A number's value; an int64 beyond 2^53 rounded to the nearest double.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => Some(*n),
+            Value::Long(n) => Some(*n as f64),
+            _ => None,
+        }
+    }
+
+    /// An integer's exact value: a `Long`, or a `Number` that is a whole number a JavaScript
+    /// number holds exactly.
+    pub fn as_exact_integer(&self) -> Option<i64> {
+        match self {
+            Value::Long(n) => Some(*n),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() <= SAFE_INTEGER_LIMIT as f64 => {
+                Some(*n as i64)
+            }
             _ => None,
         }
     }
@@ -155,6 +188,7 @@ impl Value {
             Value::ObjectId(_) => "objectId",
             Value::Regex { .. } => "regex",
             Value::Decimal(_) => "decimal",
+            Value::Long(_) => "long",
         }
     }
 }
@@ -176,7 +210,7 @@ impl From<f64> for Value {
 }
 impl From<i64> for Value {
     fn from(n: i64) -> Self {
-        Value::Number(n as f64)
+        Value::integer(n)
     }
 }
 impl From<bool> for Value {
@@ -231,6 +265,7 @@ impl PartialEq for Value {
                 },
             ) => p1 == p2 && f1 == f2,
             (Value::Decimal(a), Value::Decimal(b)) => a == b,
+            (Value::Long(a), Value::Long(b)) => a == b,
             _ => false,
         }
     }
@@ -324,6 +359,12 @@ fn decode_special(
                 .map_err(|_| EjsonError::InvalidValue("$binary"))?;
             return Ok(Some(Value::binary(bytes)));
         }
+        if let Some(serde_json::Value::String(digits)) = map.get("$numberLong") {
+            return digits
+                .parse::<i64>()
+                .map(|n| Some(Value::integer(n)))
+                .map_err(|_| EjsonError::InvalidValue("$numberLong"));
+        }
         if let Some(v) = map.get("$escape") {
             let serde_json::Value::Object(inner) = v else {
                 return Err(EjsonError::InvalidValue("$escape"));
@@ -394,7 +435,13 @@ fn needs_escape(doc: &Document) -> bool {
     }
     let has = |k: &str| doc.contains_key(k);
     match doc.len() {
-        1 => has("$date") || has("$InfNaN") || has("$binary") || has("$escape"),
+        1 => {
+            has("$date")
+                || has("$InfNaN")
+                || has("$binary")
+                || has("$escape")
+                || matches!(doc.get("$numberLong"), Some(Value::String(_)))
+        }
         _ => (has("$regexp") && has("$flags")) || (has("$type") && has("$value")),
     }
 }
@@ -470,6 +517,9 @@ pub fn write_ejson(value: &Value, out: &mut String) {
             out.push_str("{\"$type\":\"Decimal\",\"$value\":");
             write_str(text, out);
             out.push('}');
+        }
+        Value::Long(n) => {
+            let _ = write!(out, "{{\"$numberLong\":\"{n}\"}}");
         }
     }
 }
@@ -678,6 +728,34 @@ mod tests {
         ] {
             assert!(Value::from_json(good.clone()).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn number_long_keeps_every_digit_and_small_ones_are_numbers() {
+        let text = r#"{"a":{"$numberLong":"9007199254740993"},"b":{"$numberLong":"-9223372036854775808"}}"#;
+        assert_eq!(round_trip(text), text);
+        let v = Value::from_json(serde_json::from_str(text).unwrap()).unwrap();
+        assert_eq!(
+            v.as_object().and_then(|d| d.get("a")),
+            Some(&Value::Long(9_007_199_254_740_993))
+        );
+        assert_eq!(round_trip(r#"{"$numberLong":"12"}"#), "12");
+        assert_eq!(
+            Value::from_json(serde_json::json!({"$numberLong": "1e3"})),
+            Err(EjsonError::InvalidValue("$numberLong"))
+        );
+        assert_eq!(
+            round_trip(r#"{"$numberLong":5}"#),
+            r#"{"$numberLong":5}"#,
+            "only the digits form is special"
+        );
+        let mut plain = Document::default();
+        plain.insert("$numberLong".into(), Value::from("12"));
+        assert_eq!(
+            Value::Object(plain).to_ejson_string(),
+            r#"{"$escape":{"$numberLong":"12"}}"#,
+            "a plain object of that shape travels escaped"
+        );
     }
 
     #[test]

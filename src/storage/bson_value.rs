@@ -45,6 +45,7 @@ pub fn to_bson(value: &Value) -> Bson {
                 options: options.into_iter().collect(),
             })
         }
+        Value::Long(n) => Bson::Int64(*n),
         Value::Decimal(text) => match text.parse::<bson::Decimal128>() {
             Ok(d) => Bson::Decimal128(d),
             Err(_) => Bson::String(text.clone()),
@@ -145,6 +146,28 @@ mod tests {
         assert_eq!(to_bson(&Value::Number(7.5)), Bson::Double(7.5));
         assert_eq!(to_bson(&Value::Number(3e9)), Bson::Double(3e9));
         assert_eq!(to_bson(&Value::Number(-0.0)), Bson::Double(-0.0));
+    }
+
+    #[test]
+    fn int64_beyond_two_to_the_53_round_trips_exactly() {
+        let big = (1i64 << 53) + 1;
+        let read = from_bson(Bson::Int64(big)).expect("decodes");
+        assert_eq!(read, Value::Long(big), "not rounded to a double");
+        assert_eq!(
+            to_bson(&read),
+            Bson::Int64(big),
+            "written back as the same int64"
+        );
+        assert_eq!(
+            read.to_ejson_string(),
+            format!(r#"{{"$numberLong":"{big}"}}"#)
+        );
+        assert_eq!(
+            from_bson(Bson::Int64(42)).expect("decodes"),
+            Value::Number(42.0),
+            "a small int64 is a plain number for clients"
+        );
+        assert_eq!(to_bson(&Value::Long(i64::MIN)), Bson::Int64(i64::MIN));
     }
 
     #[test]

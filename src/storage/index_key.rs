@@ -48,6 +48,20 @@ pub fn encode(value: &Value) -> Option<Vec<u8>> {
         Value::Null => {}
         Value::Number(n) => out.extend(number_bytes(*n)),
         Value::Decimal(text) => out.extend(number_bytes(text.parse().unwrap_or(f64::NAN))),
+        Value::Long(n) => {
+            // The largest double not above the integer, then how far above it the integer
+            // lies: a double equal to the integer keys the same, one between two integers
+            // that round alike keys between them.
+            let mut below = *n as f64;
+            if below as i128 > i128::from(*n) {
+                below = below.next_down();
+            }
+            out.extend(number_bytes(below));
+            let above = (i128::from(*n) - below as i128) as u64;
+            if above > 0 {
+                out.extend(above.to_be_bytes());
+            }
+        }
         Value::String(s) => out.extend_from_slice(s.as_bytes()),
         Value::Binary { subtype, bytes } => {
             // Binary data orders by length, then subtype, then bytes.
@@ -105,6 +119,23 @@ mod tests {
             Just(Value::Null),
             any::<f64>().prop_map(Value::Number),
             prop_oneof![Just(0.0), Just(-0.0), Just(1.5), Just(-2.0)].prop_map(Value::Number),
+            // Integers beyond 2^53 and the doubles around them.
+            any::<i64>().prop_map(Value::integer),
+            (
+                -(1i64 << 12)..(1i64 << 12),
+                prop_oneof![
+                    Just(1i64 << 53),
+                    Just(1i64 << 62),
+                    Just(i64::MAX),
+                    Just(-(1i64 << 60))
+                ]
+            )
+                .prop_map(|(d, base)| Value::integer(base.saturating_add(d))),
+            (
+                -(1i64 << 12)..(1i64 << 12),
+                prop_oneof![Just(1i64 << 53), Just(1i64 << 62), Just(-(1i64 << 60))]
+            )
+                .prop_map(|(d, base)| Value::Number((base + d) as f64)),
             "[a-c\u{e9}]{0,4}".prop_map(Value::String),
             any::<bool>().prop_map(Value::Bool),
             (-1e12f64..1e12).prop_map(Value::Date),

@@ -94,7 +94,13 @@ pub fn from_extended_json(json: &Json) -> Result<Value, String> {
                         return Ok(Value::Date(n.as_f64().unwrap_or(f64::NAN)))
                     }
                     ("$date", Json::String(iso)) => return parse_iso_date(iso).map(Value::Date),
-                    ("$numberInt" | "$numberLong" | "$numberDouble", Json::String(s)) => {
+                    ("$numberLong", Json::String(s)) => {
+                        return s
+                            .parse::<i64>()
+                            .map(Value::integer)
+                            .map_err(|_| format!("bad int64 {s}"))
+                    }
+                    ("$numberInt" | "$numberDouble", Json::String(s)) => {
                         return Ok(Value::Number(match s.as_str() {
                             "NaN" => f64::NAN,
                             "Infinity" => f64::INFINITY,

@@ -473,3 +473,32 @@ def test_a_slow_first_read_holds_up_no_other_query(primary, tmp_path):
         assert slow.recv_until(lambda m: m.get("msg") == "ready")[-1]["subs"] == ["s"]
     finally:
         comet.stop()
+
+
+def test_int64_and_uuid_values_keep_their_bson_types_both_ways(primary, tmp_path):
+    from bson import Binary, Int64
+
+    comet, _ = start(primary, tmp_path)
+    try:
+        big = 2**53 + 1
+        uuid = Binary(bytes(range(16)), 4)
+        stored = {"_id": "t", "text": "x", "done": False, "list": "work", "createdAt": 1,
+                  "big": Int64(big), "small": Int64(7), "key": uuid}
+        client, _, frames = subscribe(primary, comet, [stored])
+        fields = frames[0]["fields"]
+        # Every digit reaches the client, as a plain object a Meteor client keeps as it is.
+        assert fields["big"] == {"$numberLong": str(big)}, fields
+        assert fields["small"] == 7
+        assert fields["key"] == {"$binary": "AAECAwQFBgcICQoLDA0ODw=="}
+        wait_for_stream_on(primary, "tasks")
+        doc = {"_id": "u", "text": "y", "done": False, "list": "work", "createdAt": 2,
+               "big": {"$numberLong": str(big + 1)}}
+        client.send({"msg": "method", "id": "1", "method": "/tasks/insert", "params": [doc]})
+        insert = primary.expect("insert")
+        written = insert.doc["documents"][0]["big"]
+        assert isinstance(written, Int64) and written == big + 1, repr(written)
+        insert.ok(n=1, operationTime=primary.advance())
+        result = client.recv_until(lambda m: m.get("msg") == "result")[-1]
+        assert result["result"] == "u", result
+    finally:
+        comet.stop()

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 pub fn type_rank(v: &Value) -> u8 {
     match v {
         Value::Null => 2,
-        Value::Number(_) | Value::Decimal(_) => 3,
+        Value::Number(_) | Value::Long(_) | Value::Decimal(_) => 3,
         Value::String(_) => 4,
         Value::Object(_) => 5,
         Value::Array(_) => 6,
@@ -23,6 +23,7 @@ pub fn type_rank(v: &Value) -> u8 {
 fn number(v: &Value) -> f64 {
     match v {
         Value::Number(n) => *n,
+        Value::Long(n) => *n as f64,
         Value::Decimal(text) => text.parse().unwrap_or(f64::NAN),
         _ => f64::NAN,
     }
@@ -91,6 +92,9 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
             },
         ) => p1.cmp(p2).then_with(|| f1.cmp(f2)),
         (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Long(x), Value::Long(y)) => x.cmp(y),
+        (Value::Long(x), Value::Number(y)) => compare_long_with_double(*x, *y),
+        (Value::Number(x), Value::Long(y)) => compare_long_with_double(*y, *x).reverse(),
         _ => {
             // Numbers: NaN sorts below every other number, as in MongoDB.
             let (x, y) = (number(a), number(b));
@@ -101,6 +105,19 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
                 _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
             }
         }
+    }
+}
+
+/// An int64 against a double, exactly: the int64's nearest double decides unless it ties,
+/// and a tie means the double is an integer that `i128` holds exactly.
+fn compare_long_with_double(long: i64, double: f64) -> Ordering {
+    if double.is_nan() {
+        return Ordering::Greater;
+    }
+    match (long as f64).partial_cmp(&double) {
+        Some(Ordering::Equal) => i128::from(long).cmp(&(double as i128)),
+        Some(other) => other,
+        None => Ordering::Equal,
     }
 }
 
@@ -125,6 +142,35 @@ pub fn equal(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::model::ObjectId;
+
+    #[test]
+    fn int64_beyond_two_to_the_53_compares_exactly_with_doubles() {
+        let two53 = 1i64 << 53;
+        let long = Value::integer(two53 + 1);
+        assert_eq!(
+            compare(&long, &Value::Number(two53 as f64)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare(&long, &Value::Number((two53 + 2) as f64)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&Value::Long(i64::MAX), &Value::Number(2f64.powi(63))),
+            Ordering::Less,
+            "2^63 is above every int64"
+        );
+        assert_eq!(
+            compare(&Value::Long(1 << 60), &Value::Number((1u64 << 60) as f64)),
+            Ordering::Equal
+        );
+        assert!(equal(
+            &Value::Long(1 << 60),
+            &Value::Number((1u64 << 60) as f64)
+        ));
+        assert_eq!(compare(&long, &Value::Number(f64::NAN)), Ordering::Greater);
+        assert_eq!(compare(&Value::Long(two53 + 3), &long), Ordering::Greater);
+    }
 
     #[test]
     fn types_order_as_bson_does() {

@@ -533,8 +533,10 @@ fn type_matches(v: &Value, spec: TypeSpec) -> bool {
     match spec {
         TypeSpec::Rank(r) => type_rank(v) == r && !matches!(v, Value::Array(_)),
         TypeSpec::Array => matches!(v, Value::Array(_)),
-        TypeSpec::Number => matches!(v, Value::Number(_) | Value::Decimal(_)),
-        TypeSpec::Integer => matches!(v, Value::Number(n) if n.fract() == 0.0),
+        TypeSpec::Number => matches!(v, Value::Number(_) | Value::Long(_) | Value::Decimal(_)),
+        TypeSpec::Integer => {
+            matches!(v, Value::Number(n) if n.fract() == 0.0) || matches!(v, Value::Long(_))
+        }
         TypeSpec::Double => matches!(v, Value::Number(_)),
     }
 }

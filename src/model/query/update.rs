@@ -253,7 +253,7 @@ fn conflicts(a: &str, b: &str) -> bool {
 
 fn validate_operand(modifier: Modifier, path: &str, value: &Value) -> Result<(), QueryError> {
     match modifier {
-        Modifier::Inc | Modifier::Mul if !matches!(value, Value::Number(_)) => err(format!(
+        Modifier::Inc | Modifier::Mul if !matches!(value, Value::Number(_) | Value::Long(_)) => err(format!(
             "Cannot {} with non-numeric argument: {{{path}: {}}}",
             if modifier == Modifier::Inc { "increment" } else { "multiply" },
             value.to_ejson_string()
@@ -452,22 +452,9 @@ fn apply_one(
             let Some(mut parent) = parent_mut(doc, parts, true)? else {
                 return Ok(());
             };
-            let by = operand.as_f64().unwrap_or(0.0);
-            let new = match parent.get(last) {
-                None => {
-                    if modifier == Modifier::Inc {
-                        by
-                    } else {
-                        0.0
-                    }
-                }
-                Some(Value::Number(n)) => {
-                    if modifier == Modifier::Inc {
-                        n + by
-                    } else {
-                        n * by
-                    }
-                }
+            let current = match parent.get(last) {
+                None => Value::Number(0.0),
+                Some(v @ (Value::Number(_) | Value::Long(_))) => v.clone(),
                 Some(other) => {
                     return err(format!(
                         "Cannot apply {} to a value of non-numeric type. {} has the field '{last}' of non-numeric type {}",
@@ -477,7 +464,28 @@ fn apply_one(
                     ))
                 }
             };
-            parent.set(last, Value::Number(new))?;
+            // Integers stay exact (an int64 beyond 2^53 included) unless the result
+            // overflows; anything else is double arithmetic, as in JavaScript.
+            let exact = match (current.as_exact_integer(), operand.as_exact_integer()) {
+                (Some(a), Some(b)) if modifier == Modifier::Inc => a.checked_add(b),
+                (Some(a), Some(b)) => a.checked_mul(b),
+                _ => None,
+            };
+            let new = match exact {
+                Some(n) => Value::integer(n),
+                None => {
+                    let (a, b) = (
+                        current.as_f64().unwrap_or(0.0),
+                        operand.as_f64().unwrap_or(0.0),
+                    );
+                    Value::Number(if modifier == Modifier::Inc {
+                        a + b
+                    } else {
+                        a * b
+                    })
+                }
+            };
+            parent.set(last, new)?;
         }
         Modifier::Min | Modifier::Max => {
             let Some(mut parent) = parent_mut(doc, parts, true)? else {
