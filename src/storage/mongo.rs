@@ -158,16 +158,25 @@ impl MongoStore {
         db.run_command(doc! {"ping": 1})
             .await
             .map_err(|e| StoreError::Unavailable(format!("MongoDB does not answer: {e}")))?;
-        // Servers from 7.0 (wire version 21) split change events over 16 MB into fragments
-        // (`$changeStreamSplitLargeEvent`); older ones fail on such an event.
+        // Servers from 7.0 and 6.0.9 split change events over 16 MB into fragments
+        // (`$changeStreamSplitLargeEvent`); older ones fail on such an event. The patch
+        // release is only in `buildInfo`; without it, the wire version tells 7.0 apart.
         let wire_version = db
             .run_command(doc! {"hello": 1})
             .await
             .ok()
             .and_then(|hello| hello.get_i32("maxWireVersion").ok())
             .unwrap_or(0);
-        let split_large_events = wire_version >= 21;
-        tracing::info!(database = %db_name, oplog = options.oplog_url.is_some(), wire_version, "connected to MongoDB");
+        let version = db
+            .run_command(doc! {"buildInfo": 1})
+            .await
+            .ok()
+            .and_then(|info| server_version(&info));
+        let split_large_events = match version {
+            Some(v) => splits_large_events(v),
+            None => wire_version >= 21,
+        };
+        tracing::info!(database = %db_name, oplog = options.oplog_url.is_some(), wire_version, version = ?version, split_large_events, "connected to MongoDB");
 
         let (changes, _) = broadcast::channel(16 * 1024);
         let last_seq = Arc::new(AtomicU64::new(0));
@@ -861,9 +870,42 @@ async fn look_up_update(db: &Database, event: &mut ChangeEvent) {
     }
 }
 
+/// The server's release as (major, minor, patch), from `buildInfo`'s `versionArray`.
+fn server_version(info: &bson::Document) -> Option<(i32, i32, i32)> {
+    let parts = info.get_array("versionArray").ok()?;
+    let part = |i: usize| match parts.get(i) {
+        Some(Bson::Int32(n)) => Some(*n),
+        Some(Bson::Int64(n)) => i32::try_from(*n).ok(),
+        Some(Bson::Double(n)) => Some(*n as i32),
+        _ => None,
+    };
+    Some((part(0)?, part(1)?, part(2).unwrap_or(0)))
+}
+
+/// Whether a server of this release accepts `$changeStreamSplitLargeEvent`: 7.0 and later,
+/// and the 6.0 line from 6.0.9 (the rapid releases 6.1–6.3 do not have it).
+fn splits_large_events((major, minor, patch): (i32, i32, i32)) -> bool {
+    major >= 7 || (major == 6 && minor == 0 && patch >= 9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_events_are_split_from_seven_and_from_six_point_zero_point_nine() {
+        let version = |major: i32, minor: i32, patch: i32| {
+            server_version(&doc! {"versionArray": [major, minor, patch, 0]})
+        };
+        assert_eq!(version(6, 0, 9), Some((6, 0, 9)));
+        assert!(splits_large_events((6, 0, 9)));
+        assert!(splits_large_events((7, 0, 0)));
+        assert!(splits_large_events((8, 0, 4)));
+        assert!(!splits_large_events((6, 0, 8)));
+        assert!(!splits_large_events((6, 3, 1)));
+        assert!(!splits_large_events((5, 0, 30)));
+        assert_eq!(server_version(&doc! {"version": "7.0.2"}), None);
+    }
 
     #[test]
     fn split_events_are_joined_from_their_fragments() {

@@ -51,15 +51,16 @@ class Primary:
     to answer.
     """
 
-    def __init__(self, port=None, clock=None):
+    def __init__(self, port=None, clock=None, version=(7, 0, 2), wire_version=21):
         self.clock = clock or Clock()
+        self.version = version
         self.server = MockupDB(port=port, auto_ismaster=False, verbose=False)
         self.port = self.server.run()
         self.host = "localhost:%d" % self.port
         self.now = self.clock.tick()
         hello = lambda: {  # noqa: E731
             "ismaster": True, "isWritablePrimary": True, "setName": "rs0", "hosts": [self.host],
-            "primary": self.host, "me": self.host, "minWireVersion": 0, "maxWireVersion": 21,
+            "primary": self.host, "me": self.host, "minWireVersion": 0, "maxWireVersion": wire_version,
             "maxBsonObjectSize": 16 * 1024 * 1024, "maxMessageSizeBytes": 48_000_000,
             "maxWriteBatchSize": 100_000, "logicalSessionTimeoutMinutes": 30, "ok": 1,
             "operationTime": self.now,
@@ -196,6 +197,9 @@ class Primary:
                 with self.lock:
                     self.pings += 1
                 request.ok(operationTime=self.now)
+            elif name in ("buildInfo", "buildinfo"):
+                request.ok(version=".".join(map(str, self.version)),
+                           versionArray=list(self.version) + [0], operationTime=self.now)
             elif name in ("killCursors", "endSessions"):
                 request.ok(cursorsKilled=doc.get("cursors", [])) if name == "killCursors" else request.ok()
             elif name == "createIndexes":

@@ -502,3 +502,20 @@ def test_int64_and_uuid_values_keep_their_bson_types_both_ways(primary, tmp_path
         assert result["result"] == "u", result
     finally:
         comet.stop()
+
+
+@pytest.mark.parametrize("version,wire,splits", [((6, 0, 9), 17, True), ((6, 0, 8), 17, False),
+                                                 ((6, 3, 1), 19, False), ((8, 0, 4), 25, True)])
+def test_large_events_are_split_where_the_server_release_supports_it(tmp_path, version, wire, splits):
+    primary = Primary(version=version, wire_version=wire)
+    comet = Comet(primary, tmp_path, config=CONFIG)
+    try:
+        deadline = time.monotonic() + 5
+        while not primary.streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pipeline = primary.streams[0]["pipeline"]
+        asked = any("$changeStreamSplitLargeEvent" in stage for stage in pipeline)
+        assert asked == splits, (version, pipeline)
+    finally:
+        comet.stop()
+        primary.close()
