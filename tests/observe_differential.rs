@@ -302,7 +302,25 @@ proptest! {
 }
 
 /// The real store with slow reads: writes land while a live query's first read is under way.
-struct SlowReads(Arc<EmbeddedStore>);
+/// The embedded store with reads that take their time; reads of `gated` also wait while the
+/// gate is closed (false).
+struct SlowReads {
+    store: Arc<EmbeddedStore>,
+    gated: &'static str,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SlowReads {
+    fn new(store: Arc<EmbeddedStore>) -> (Self, tokio::sync::watch::Sender<bool>) {
+        let (open, gate) = tokio::sync::watch::channel(true);
+        let reads = Self {
+            store,
+            gated: "slow",
+            gate,
+        };
+        (reads, open)
+    }
+}
 
 impl comet::storage::Store for SlowReads {
     fn kind(&self) -> &'static str {
@@ -313,7 +331,7 @@ impl comet::storage::Store for SlowReads {
         c: &str,
         d: Document,
     ) -> comet::storage::StoreFuture<'_, comet::storage::WriteAck> {
-        comet::storage::Store::insert(&*self.0, c, d)
+        comet::storage::Store::insert(&*self.store, c, d)
     }
     fn update(
         &self,
@@ -323,7 +341,7 @@ impl comet::storage::Store for SlowReads {
         multi: bool,
         upsert: bool,
     ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
-        comet::storage::Store::update(&*self.0, c, s, u, multi, upsert)
+        comet::storage::Store::update(&*self.store, c, s, u, multi, upsert)
     }
     fn remove(
         &self,
@@ -331,7 +349,7 @@ impl comet::storage::Store for SlowReads {
         s: comet::model::query::Selector,
         multi: bool,
     ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
-        comet::storage::Store::remove(&*self.0, c, s, multi)
+        comet::storage::Store::remove(&*self.store, c, s, multi)
     }
     fn find(
         &self,
@@ -339,8 +357,13 @@ impl comet::storage::Store for SlowReads {
         o: comet::storage::FindOptions,
     ) -> comet::storage::StoreFuture<'_, Vec<Document>> {
         let c = c.to_owned();
+        let mut gate = self.gate.clone();
+        let gated = c == self.gated;
         Box::pin(async move {
-            let found = comet::storage::Store::find(&*self.0, &c, o).await;
+            if gated {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            let found = comet::storage::Store::find(&*self.store, &c, o).await;
             // The answer is read, then takes its time to arrive, as a busy server's does.
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
             found
@@ -351,13 +374,13 @@ impl comet::storage::Store for SlowReads {
         c: &str,
         k: comet::model::query::Sort,
     ) -> comet::storage::StoreFuture<'_, ()> {
-        comet::storage::Store::ensure_index(&*self.0, c, k)
+        comet::storage::Store::ensure_index(&*self.store, c, k)
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<comet::storage::ChangeEvent>> {
-        comet::storage::Store::subscribe(&*self.0)
+        comet::storage::Store::subscribe(&*self.store)
     }
     fn last_seq(&self) -> u64 {
-        comet::storage::Store::last_seq(&*self.0)
+        comet::storage::Store::last_seq(&*self.store)
     }
 }
 
@@ -375,7 +398,7 @@ fn queries_started_during_writes_miss_none() {
         let dir =
             std::env::temp_dir().join(format!("comet-diff-{}", comet::model::random::random_id()));
         let store = EmbeddedStore::open(&dir).unwrap();
-        let hub = ObserveHub::start(Arc::new(SlowReads(store.clone())));
+        let hub = ObserveHub::start(Arc::new(SlowReads::new(store.clone()).0));
         let writer = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -442,6 +465,86 @@ fn queries_started_during_writes_miss_none() {
             got.sort();
             assert_eq!(got, expected, "query {}", cursor.key);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// A re-run that is slow to read holds up no other query: a change for another query reaches
+/// its observer meanwhile; the write fence for the change the re-run must reflect waits for
+/// it, and then the re-run's result arrives.
+#[test]
+fn a_slow_re_run_holds_up_no_other_query_and_its_fence_waits_for_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir =
+            std::env::temp_dir().join(format!("comet-diff-{}", comet::model::random::random_id()));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let (reads, gate) = SlowReads::new(store.clone());
+        let hub = ObserveHub::start(Arc::new(reads));
+        let window = Cursor::new(
+            "slow",
+            &Document::default(),
+            &json_doc(serde_json::json!({"n": -1})),
+            0,
+            Some(2),
+            &Document::default(),
+        )
+        .unwrap();
+        let everything = Cursor::new(
+            "fast",
+            &Document::default(),
+            &Document::default(),
+            0,
+            None,
+            &Document::default(),
+        )
+        .unwrap();
+        let (windowed, plain) = (
+            Arc::new(ClientView::default()),
+            Arc::new(ClientView::default()),
+        );
+        let _w = hub.observe(window, windowed.clone()).await.unwrap();
+        let _p = hub.observe(everything, plain.clone()).await.unwrap();
+
+        gate.send_replace(false);
+        let slow_write = store
+            .insert("slow", json_doc(serde_json::json!({"_id": "s", "n": 1})))
+            .await
+            .unwrap()
+            .seq;
+        let fast_write = store
+            .insert("fast", json_doc(serde_json::json!({"_id": "f"})))
+            .await
+            .unwrap()
+            .seq;
+        let seen = async {
+            while !plain.docs.lock().unwrap().contains_key("f") {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), seen)
+            .await
+            .expect("the other query's change arrives while the re-run waits");
+        let fence = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            hub.wait_processed(slow_write),
+        )
+        .await;
+        assert!(fence.is_err(), "the fence waits for the pending re-run");
+        assert!(windowed.docs.lock().unwrap().is_empty());
+
+        gate.send_replace(true);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            hub.wait_processed(fast_write),
+        )
+        .await
+        .expect("the fence is released once the re-run is done");
+        assert!(windowed.docs.lock().unwrap().contains_key("s"));
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -6,7 +6,10 @@
 //! processed (what a method's write fence waits for). Unlimited cursors are maintained
 //! incrementally from each event's full document; windows (limit or skip), collection drops
 //! and a lagging feed are resolved by re-running the query and diffing, so no change is ever
-//! silently dropped. Unordered observers get `Added` / `Changed` / `Removed`; ordered ones
+//! silently dropped. Re-runs happen outside the lock that orders events: while one is
+//! pending, its query takes no incremental change (the read covers them) and the processed
+//! position stops before the oldest event it must still reflect, so a write fence waits for
+//! it and no other query does. Unordered observers get `Added` / `Changed` / `Removed`; ordered ones
 //! get `AddedBefore` / `MovedBefore` instead of `Added`, against the cursor's order (sort,
 //! then `_id`). It must not know about sessions: observers are [`ObserveSink`]s.
 
@@ -131,6 +134,16 @@ struct QueryState {
     sinks: Vec<(u64, Arc<dyn ObserveSink>)>,
     /// Results are kept in cursor order, because some observer is ordered.
     ordered: bool,
+    /// A re-run the results wait for.
+    reread: Option<Reread>,
+}
+
+/// A re-run of a live query that is due or under way.
+struct Reread {
+    /// The oldest event the results do not reflect yet.
+    first: u64,
+    /// The newest event that asked for the re-run: a read that began before it reads again.
+    latest: u64,
 }
 
 struct LiveQuery {
@@ -258,7 +271,17 @@ pub struct ObserveHub {
     lag: prometheus_client::metrics::histogram::Histogram,
     /// Events applied so far: a read made without the lock counts only if this did not move.
     applied: AtomicU64,
+    /// The position the change feed alone has reached (events applied, progress seen).
+    feed_done: AtomicU64,
+    /// The `first` of every pending re-run, counted: the processed position stays below the
+    /// oldest.
+    pending_rereads: Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Re-runs reading at once (a burst of re-runs must not take every store connection).
+    reread_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Re-runs of live queries reading from the store at the same time.
+const CONCURRENT_REREADS: usize = 16;
 
 /// Reads of a new live query tried without the lock before one is made under it.
 const OPTIMISTIC_READS: usize = 3;
@@ -293,6 +316,9 @@ impl ObserveHub {
             feed_alive: std::sync::atomic::AtomicBool::new(true),
             apply_lock: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
+            feed_done: AtomicU64::new(store.last_seq()),
+            pending_rereads: Mutex::new(std::collections::BTreeMap::new()),
+            reread_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REREADS)),
             lag: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 22),
             ),
@@ -328,9 +354,9 @@ impl ObserveHub {
     }
 
     /// Processes an event no store reported, as if one had (the benchmarks' change source).
-    pub async fn inject(&self, event: &ChangeEvent) {
+    pub async fn inject(self: &Arc<Self>, event: &ChangeEvent) {
         let _guard = self.apply_lock.lock().await;
-        self.apply(event).await;
+        self.apply(event);
         self.applied.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -438,6 +464,7 @@ impl ObserveHub {
                 results,
                 sinks: Vec::new(),
                 ordered: false,
+                reread: None,
             }),
         });
         let mut queries = lock(&self.queries);
@@ -498,16 +525,15 @@ impl ObserveHub {
                 Ok(event) if event.operation == OperationType::Progress => {
                     // Everything before it was applied (the feed is in order): its position
                     // is passed.
-                    hub.processed.send_if_modified(|done| {
-                        let moved = event.seq > *done;
-                        *done = (*done).max(event.seq);
-                        moved
-                    });
+                    hub.feed_done.fetch_max(event.seq, Ordering::AcqRel);
+                    hub.publish_processed();
                 }
                 Ok(event) => {
-                    let _guard = hub.apply_lock.lock().await;
-                    hub.apply(&event).await;
-                    hub.applied.fetch_add(1, Ordering::AcqRel);
+                    {
+                        let _guard = hub.apply_lock.lock().await;
+                        hub.apply(&event);
+                        hub.applied.fetch_add(1, Ordering::AcqRel);
+                    }
                     // Where events share a position, more may come at this one: only what
                     // lies before it is surely done (a `progress` event completes it).
                     let done = if hub.store.events_share_positions() {
@@ -515,23 +541,24 @@ impl ObserveHub {
                     } else {
                         event.seq
                     };
-                    hub.processed.send_if_modified(|at| {
-                        let moved = done > *at;
-                        *at = (*at).max(done);
-                        moved
-                    });
+                    hub.feed_done.fetch_max(done, Ordering::AcqRel);
+                    hub.publish_processed();
                     hub.lag.observe(event.received.elapsed().as_secs_f64());
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "change feed lagged: re-running every live query");
-                    let _guard = hub.apply_lock.lock().await;
-                    let last = hub.store.last_seq();
-                    let queries: Vec<_> = lock(&hub.queries).values().cloned().collect();
-                    for q in queries {
-                        hub.requery(&q).await;
+                    {
+                        let _guard = hub.apply_lock.lock().await;
+                        let last = hub.store.last_seq();
+                        let oldest_missed = *hub.processed.borrow() + 1;
+                        let queries: Vec<_> = lock(&hub.queries).values().cloned().collect();
+                        for q in queries {
+                            hub.schedule_reread(&q, oldest_missed, last);
+                        }
+                        hub.applied.fetch_add(1, Ordering::AcqRel);
+                        hub.feed_done.fetch_max(last, Ordering::AcqRel);
                     }
-                    hub.applied.fetch_add(1, Ordering::AcqRel);
-                    hub.processed.send_replace(last);
+                    hub.publish_processed();
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     tracing::error!("change feed closed: live queries no longer follow changes");
@@ -542,7 +569,9 @@ impl ObserveHub {
         }
     }
 
-    async fn apply(&self, event: &ChangeEvent) {
+    /// Applies one event to the queries it may concern (the apply lock held); queries that
+    /// must read again get a re-run scheduled, not awaited.
+    fn apply(self: &Arc<Self>, event: &ChangeEvent) {
         // A database-wide event (dropDatabase, or a source that lost its place) concerns
         // every query.
         let everything = matches!(
@@ -568,6 +597,11 @@ impl ObserveHub {
             queries
         };
         for q in queries {
+            if lock(&q.state).reread.is_some() {
+                // The pending read covers this event, provided it reads after it.
+                self.schedule_reread(&q, event.seq, event.seq);
+                continue;
+            }
             let needs_requery = match event.operation {
                 // Without the document after the change, nothing can be decided from the event.
                 OperationType::Insert | OperationType::Update | OperationType::Replace
@@ -589,70 +623,139 @@ impl ObserveHub {
                 _ => true,
             };
             if needs_requery {
-                self.requery(&q).await;
+                self.schedule_reread(&q, event.seq, event.seq);
             }
         }
     }
 
-    /// Re-runs the query and sends the difference.
-    async fn requery(&self, q: &Arc<LiveQuery>) {
-        let docs = match self
-            .store
-            .find(&q.cursor.collection, q.cursor.find_options())
-            .await
-        {
-            Ok(docs) => docs,
-            Err(err) => {
-                // The query can no longer be kept right: its observers end with the error
-                // (a subscription gets `nosub`), rather than stay silently stale.
-                tracing::error!(cause = %err, collection = %q.cursor.collection, "live query re-run failed: its observers end");
-                let sinks = std::mem::take(&mut lock(&q.state).sinks);
-                self.forget(q);
-                for (_, sink) in sinks {
-                    sink.failed(&err);
-                }
-                return;
-            }
-        };
-        let mut fresh: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState> = IndexMap::default();
-        for doc in docs {
-            match shared_entry(&q.cursor, Arc::new(doc)) {
-                Ok((wire, entry)) => {
-                    fresh.insert(wire, entry);
-                }
-                Err(err) => tracing::error!(cause = %err, "document with an unusable _id skipped"),
-            }
-        }
+    /// Notes that `q` must read again to reflect the events `first..=latest`, and starts
+    /// the re-run unless one is under way (which then reads again if it began too early).
+    fn schedule_reread(self: &Arc<Self>, q: &Arc<LiveQuery>, first: u64, latest: u64) {
         let mut state = lock(&q.state);
-        if state.ordered {
-            let sort = &q.cursor.sort;
-            fresh.sort_by(|_, a, _, b| cursor_order(sort, &a.0, &b.0));
+        match &mut state.reread {
+            Some(due) => due.latest = due.latest.max(latest),
+            None => {
+                state.reread = Some(Reread { first, latest });
+                *lock(&self.pending_rereads).entry(first).or_default() += 1;
+                drop(state);
+                tokio::spawn(Self::reread(Arc::downgrade(self), q.clone()));
+            }
         }
-        let mut diff = Diff::default();
-        for (wire, (_, old)) in &state.results {
-            match fresh.get(wire) {
-                None => diff.unordered.push(ObserveEvent::Removed {
-                    collection: q.cursor.collection.clone(),
-                    id: wire.clone(),
-                }),
-                Some((_, new)) => {
-                    if let Some(e) = changed_event(&q.cursor, wire, old, new) {
-                        diff.unordered.push(e);
+    }
+
+    /// Reads `q` again until a read began after the newest event that asked for it, sends
+    /// each difference, then lets the processed position pass the events it covered.
+    async fn reread(hub: std::sync::Weak<Self>, q: Arc<LiveQuery>) {
+        loop {
+            let Some(strong) = hub.upgrade() else { return };
+            let asked = lock(&q.state).reread.as_ref().map_or(0, |due| due.latest);
+            let slots = strong.reread_slots.clone();
+            let store = strong.store.clone();
+            drop(strong);
+            let found = {
+                let _slot = slots.acquire_owned().await;
+                store
+                    .find(&q.cursor.collection, q.cursor.find_options())
+                    .await
+            };
+            let Some(hub) = hub.upgrade() else { return };
+            let docs = match found {
+                Ok(docs) => docs,
+                Err(err) => {
+                    // The query can no longer be kept right: its observers end with the
+                    // error (a subscription gets `nosub`), rather than stay silently stale.
+                    tracing::error!(cause = %err, collection = %q.cursor.collection, "live query re-run failed: its observers end");
+                    let (sinks, due) = {
+                        let mut state = lock(&q.state);
+                        (std::mem::take(&mut state.sinks), state.reread.take())
+                    };
+                    hub.forget(&q);
+                    for (_, sink) in sinks {
+                        sink.failed(&err);
                     }
+                    hub.reread_done(due);
+                    return;
+                }
+            };
+            let mut state = lock(&q.state);
+            replace_results(&q.cursor, &mut state, docs);
+            if state.reread.as_ref().is_some_and(|due| due.latest > asked) {
+                continue;
+            }
+            let due = state.reread.take();
+            drop(state);
+            hub.reread_done(due);
+            return;
+        }
+    }
+
+    /// A re-run finished: the processed position may pass what it covered.
+    fn reread_done(&self, due: Option<Reread>) {
+        if let Some(due) = due {
+            let mut pending = lock(&self.pending_rereads);
+            if let Some(count) = pending.get_mut(&due.first) {
+                *count -= 1;
+                if *count == 0 {
+                    pending.remove(&due.first);
                 }
             }
         }
-        for (wire, (_, new)) in &fresh {
-            if !state.results.contains_key(wire) {
-                diff.unordered.push(ObserveEvent::Added(new.clone()));
+        self.publish_processed();
+    }
+
+    /// Moves the processed position (what write fences wait for) to where the feed is,
+    /// but not past the oldest event a pending re-run must still reflect.
+    fn publish_processed(&self) {
+        let feed = self.feed_done.load(Ordering::Acquire);
+        let oldest_pending = lock(&self.pending_rereads).keys().next().copied();
+        let done = oldest_pending.map_or(feed, |first| feed.min(first.saturating_sub(1)));
+        self.processed.send_if_modified(|at| {
+            let moved = done > *at;
+            *at = (*at).max(done);
+            moved
+        });
+    }
+}
+
+/// Replaces a query's results by a fresh read and sends the difference.
+fn replace_results(cursor: &Cursor, state: &mut QueryState, docs: Vec<Document>) {
+    let mut fresh: IndexMap<Arc<str>, Entry, foldhash::fast::RandomState> = IndexMap::default();
+    for doc in docs {
+        match shared_entry(cursor, Arc::new(doc)) {
+            Ok((wire, entry)) => {
+                fresh.insert(wire, entry);
+            }
+            Err(err) => tracing::error!(cause = %err, "document with an unusable _id skipped"),
+        }
+    }
+    if state.ordered {
+        let sort = &cursor.sort;
+        fresh.sort_by(|_, a, _, b| cursor_order(sort, &a.0, &b.0));
+    }
+    let mut diff = Diff::default();
+    for (wire, (_, old)) in &state.results {
+        match fresh.get(wire) {
+            None => diff.unordered.push(ObserveEvent::Removed {
+                collection: cursor.collection.clone(),
+                id: wire.clone(),
+            }),
+            Some((_, new)) => {
+                if let Some(e) = changed_event(cursor, wire, old, new) {
+                    diff.unordered.push(e);
+                }
             }
         }
-        if state.ordered {
-            ordered_diff(&q.cursor, &state.results, &fresh, &mut diff.ordered);
-        }
-        state.results = fresh;
-        deliver(&mut state, &diff);
     }
+    for (wire, (_, new)) in &fresh {
+        if !state.results.contains_key(wire) {
+            diff.unordered.push(ObserveEvent::Added(new.clone()));
+        }
+    }
+    if state.ordered {
+        ordered_diff(cursor, &state.results, &fresh, &mut diff.ordered);
+    }
+    state.results = fresh;
+    deliver(state, &diff);
 }
 
 /// Cursor order: the sort, then `_id`.

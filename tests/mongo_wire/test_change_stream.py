@@ -519,3 +519,27 @@ def test_large_events_are_split_where_the_server_release_supports_it(tmp_path, v
     finally:
         comet.stop()
         primary.close()
+
+
+def test_a_slow_re_read_holds_up_no_other_query(primary, tmp_path):
+    comet, _ = start(primary, tmp_path)
+    try:
+        windowed, _, _ = subscribe(primary, comet)
+        plain = comet.client()
+        plain.send({"msg": "sub", "id": "h", "name": "tasks.list", "params": ["home"]})
+        primary.reply_cursor(primary.expect("find"), [], ns="meteor.tasks")
+        plain.recv_until(lambda m: m.get("msg") == "ready")
+        wait_for_stream_on(primary, "tasks")
+        work = {"_id": "w", "done": False, "list": "work", "createdAt": 5}
+        primary.emit(insert_event(primary.advance(), work))
+        # The window reads again; the server is slow to answer.
+        pending = primary.expect("find")
+        assert dict(pending.doc["filter"]) == {"done": False, "list": "work"}
+        primary.emit(insert_event(primary.advance(), {"_id": "h1", "list": "home"}))
+        added = plain.recv_until(lambda m: m.get("msg") == "added", timeout=3)[-1]
+        assert added["id"] == "h1", "another query's change is not held up by the slow read"
+        primary.reply_cursor(pending, [work], ns="meteor.tasks")
+        added = windowed.recv_until(lambda m: m.get("msg") == "added")[-1]
+        assert added["id"] == "w"
+    finally:
+        comet.stop()
