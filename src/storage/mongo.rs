@@ -66,6 +66,8 @@ impl Drop for MongoStore {
 
 /// Server error codes that mean the resume position is gone: start over and re-read.
 const HISTORY_LOST: [i32; 3] = [136, 280, 286];
+/// "The $changeStream stage is only supported on replica sets": a standalone server.
+const NOT_A_REPLICA_SET: i32 = 40573;
 /// Server error codes for a query or update the server refuses.
 const BAD_QUERY: [i32; 8] = [2, 9, 14, 40, 52, 55, 56, 66];
 /// The longest the server may work on one read (`maxTimeMS`).
@@ -595,7 +597,12 @@ impl Feed {
                 }
                 Err(err) => {
                     self.set_following(false);
-                    tracing::error!(cause = %err, backoff_ms = backoff.as_millis() as u64, "cannot open the change stream; retrying");
+                    let backoff_ms = backoff.as_millis() as u64;
+                    if error_code(&err) == Some(NOT_A_REPLICA_SET) {
+                        tracing::error!(cause = %err, backoff_ms, "MongoDB refuses change streams: it is not a replica set (start it with --replSet and rs.initiate(), or follow the oplog with MONGO_OPLOG_URL); retrying");
+                    } else {
+                        tracing::error!(cause = %err, backoff_ms, "cannot open the change stream; retrying");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;

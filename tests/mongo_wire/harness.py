@@ -75,6 +75,7 @@ class Primary:
         self.pings = 0
         self.order = []  # names of the requests that opened streams or went to expect()
         self.getmore_error = None  # (code, message, times left or None for always)
+        self.stream_refusal = None  # (code, message): change-stream aggregates answered so
         self.indexes = []  # every createIndexes, answered ok
         self.others = queue.Queue()
         self.lock = threading.Lock()
@@ -192,7 +193,11 @@ class Primary:
                 with self.lock:
                     self.streams.append(doc)
                     self.order.append("stream")
-                self._batch_reply(request, first=True)
+                    refusal = self.stream_refusal
+                if refusal:
+                    request.command_err(code=refusal[0], errmsg=refusal[1])
+                else:
+                    self._batch_reply(request, first=True)
             elif name == "ping":
                 with self.lock:
                     self.pings += 1

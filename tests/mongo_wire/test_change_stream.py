@@ -543,3 +543,22 @@ def test_a_slow_re_read_holds_up_no_other_query(primary, tmp_path):
         assert added["id"] == "w"
     finally:
         comet.stop()
+
+
+def test_a_standalone_server_that_refuses_change_streams_is_reported_and_retried_with_backoff(primary, tmp_path):
+    primary.stream_refusal = (40573, "The $changeStream stage is only supported on replica sets")
+    comet = Comet(primary, tmp_path, config=CONFIG)
+    try:
+        time.sleep(2.0)
+        assert health(comet) == 503, "not following: /health says so"
+        tries = len(primary.streams)
+        assert 2 <= tries <= 6, "retried with a growing wait, not in a loop: %d tries" % tries
+        assert any("not a replica set" in line for line in comet.log), "the log names the cause"
+        # Once the server accepts change streams (made a replica set), comet follows again.
+        primary.stream_refusal = None
+        deadline = time.monotonic() + 15
+        while health(comet) != 200:
+            assert time.monotonic() < deadline, "no recovery"
+            time.sleep(0.2)
+    finally:
+        comet.stop()
