@@ -3,8 +3,9 @@
 
 use crate::config::Settings;
 use crate::observe::ObserveHub;
+use crate::rest::Rest;
 use crate::server;
-use crate::services::{builtin, declarative, Registry};
+use crate::services::{builtin, declarative, testing, Registry};
 use crate::session::Hub;
 use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
 use std::sync::Arc;
@@ -62,14 +63,20 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartErro
     }
 }
 
-/// The store, live queries, registry and session hub the settings describe.
-pub async fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
+/// What serving needs: the session hub (DDP) and the REST routes, over one set of services.
+pub struct Built {
+    pub hub: Arc<Hub>,
+    pub rest: Arc<Rest>,
+}
+
+/// The store, live queries, services, session hub and REST routes the settings describe.
+pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let store = open_store(settings).await?;
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
     builtin::register_meteor_defaults(&mut registry);
     if settings.test_handlers {
-        builtin::register_test_handlers(&mut registry, Some(observe.clone()));
+        testing::register(&mut registry, Some(observe.clone()));
     }
     let indexes = declarative::register(
         &mut registry,
@@ -97,21 +104,19 @@ pub async fn build_hub(settings: &Settings) -> Result<Arc<Hub>, StartError> {
                 cause,
             })?;
     }
-    Ok(Hub::with_observe(
-        registry,
-        settings.session.clone(),
-        observe,
-    ))
+    let hub = Hub::with_observe(registry, settings.session.clone(), observe);
+    let rest = Arc::new(Rest::new(&settings.server.rocketchat_version));
+    Ok(Built { hub, rest })
 }
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let hub = build_hub(&settings).await?;
+    let Built { hub, rest } = build(&settings).await?;
     let listener = bind(&settings).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");
     spawn_signal_handler(hub.clone());
-    server::serve(listener, hub, settings.server.clone()).await;
+    server::serve(listener, hub, rest, settings.server.clone()).await;
     tracing::info!("comet stopped");
     Ok(())
 }

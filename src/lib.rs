@@ -10,7 +10,8 @@
 //! | `observe` | live queries | model, storage |
 //! | `services` | methods and publications (the registry) | model, storage, observe |
 //! | `session` | DDP state machine, mergebox, outbound queue, heartbeat | protocol, model, services |
-//! | `server` | HTTP, WebSocket, SockJS, shutdown | session |
+//! | `rest` | Rocket.Chat's `/api` routes: envelopes, statuses, thin adapters | model, services |
+//! | `server` | HTTP, WebSocket, SockJS, shutdown; hands `/api` to `rest` | session, rest |
 //!
 //! `config` and `app` wire the layers together; `main.rs` runs them.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod model;
 pub mod observe;
 pub mod protocol;
+pub mod rest;
 pub mod server;
 pub mod services;
 pub mod session;

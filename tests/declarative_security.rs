@@ -420,7 +420,7 @@ fn start_error(config: &str) -> String {
         .enable_all()
         .build()
         .unwrap();
-    let err = rt.block_on(async { comet::app::build_hub(&settings).await.err() });
+    let err = rt.block_on(async { comet::app::build(&settings).await.err() });
     let err = err.expect("the configuration is refused").to_string();
     assert!(
         err.contains(&path.display().to_string()),

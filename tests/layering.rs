@@ -7,30 +7,37 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "model",
         &[
-            "protocol", "storage", "observe", "services", "session", "server", "config", "app",
+            "protocol", "storage", "observe", "services", "session", "rest", "server", "config",
+            "app",
         ],
     ),
     (
         "protocol",
         &[
-            "storage", "observe", "services", "session", "server", "config", "app",
+            "storage", "observe", "services", "session", "rest", "server", "config", "app",
         ],
     ),
     (
         "storage",
         &[
-            "protocol", "observe", "services", "session", "server", "config", "app",
+            "protocol", "observe", "services", "session", "rest", "server", "config", "app",
         ],
     ),
     (
         "observe",
-        &["protocol", "services", "session", "server", "config", "app"],
+        &[
+            "protocol", "services", "session", "rest", "server", "config", "app",
+        ],
     ),
     (
         "services",
-        &["protocol", "session", "server", "config", "app"],
+        &["protocol", "session", "rest", "server", "config", "app"],
     ),
-    ("session", &["server", "storage", "config", "app"]),
+    ("session", &["rest", "server", "storage", "config", "app"]),
+    (
+        "rest",
+        &["protocol", "session", "server", "observe", "config", "app"],
+    ),
     (
         "server",
         &["services", "storage", "observe", "config", "app"],
@@ -79,4 +86,20 @@ fn layers_only_use_layers_below_them() {
         }
     }
     assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+/// The transports share SockJS framing through `server/framing.rs`; neither names the other.
+#[test]
+fn transports_do_not_use_each_other() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server");
+    for (file, other) in [("sockjs.rs", "websocket::"), ("websocket.rs", "sockjs::")] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let uses: Vec<_> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.split("//").next().unwrap_or("").contains(other))
+            .map(|(n, _)| n + 1)
+            .collect();
+        assert!(uses.is_empty(), "{file} uses {other} on lines {uses:?}");
+    }
 }

@@ -241,7 +241,7 @@ fn configuration_with_an_unknown_operator_names_its_line() {
         .build()
         .unwrap();
     let err = rt.block_on(async {
-        comet::app::build_hub(&settings)
+        comet::app::build(&settings)
             .await
             .err()
             .unwrap()

@@ -249,15 +249,15 @@ proptest! {
                     Write::Set(i, f, v) => {
                         let mut set = serde_json::Map::new();
                         set.insert(field(*f).into(), serde_json::json!(v));
-                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$set": set}))).unwrap(), false, false).await.unwrap().seq
+                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$set": set}))).unwrap(), comet::storage::UpdateOptions::default()).await.unwrap().seq
                     }
                     Write::Unset(i, f) => {
                         let mut unset = serde_json::Map::new();
                         unset.insert(field(*f).into(), serde_json::json!(1));
-                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$unset": unset}))).unwrap(), false, false).await.unwrap().seq
+                        store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"$unset": unset}))).unwrap(), comet::storage::UpdateOptions::default()).await.unwrap().seq
                     }
-                    Write::Replace(i, a) => store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"a": a, "c": 1}))).unwrap(), false, false).await.unwrap().seq,
-                    Write::Remove(i) => store.remove("t", comet::model::query::Selector::by_id(format!("d{i}").into()), false).await.unwrap().seq,
+                    Write::Replace(i, a) => store.update("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::model::query::Update::parse(&json_doc(serde_json::json!({"a": a, "c": 1}))).unwrap(), comet::storage::UpdateOptions::default()).await.unwrap().seq,
+                    Write::Remove(i) => store.remove("t", comet::model::query::Selector::by_id(format!("d{i}").into()), comet::storage::RemoveOptions::default()).await.unwrap().seq,
                 };
                 hub.wait_processed(seq.max(store.last_seq())).await;
                 let mut found = store
@@ -338,18 +338,17 @@ impl comet::storage::Store for SlowReads {
         c: &str,
         s: comet::model::query::Selector,
         u: comet::model::query::Update,
-        multi: bool,
-        upsert: bool,
+        options: comet::storage::UpdateOptions,
     ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
-        comet::storage::Store::update(&*self.store, c, s, u, multi, upsert)
+        comet::storage::Store::update(&*self.store, c, s, u, options)
     }
     fn remove(
         &self,
         c: &str,
         s: comet::model::query::Selector,
-        multi: bool,
+        options: comet::storage::RemoveOptions,
     ) -> comet::storage::StoreFuture<'_, comet::storage::UpdateAck> {
-        comet::storage::Store::remove(&*self.store, c, s, multi)
+        comet::storage::Store::remove(&*self.store, c, s, options)
     }
     fn find(
         &self,

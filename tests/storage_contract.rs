@@ -86,14 +86,20 @@ async fn insert_find_update_remove_round_trip() {
             "tasks",
             sel(serde_json::json!({"n":{"$gte":2}})),
             upd(serde_json::json!({"$inc":{"n":10}})),
-            true,
-            false,
+            comet::storage::UpdateOptions {
+                multi: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     assert_eq!((ack.matched, ack.modified), (2, 2));
     let removed = store
-        .remove("tasks", sel(serde_json::json!({"_id":"a"})), false)
+        .remove(
+            "tasks",
+            sel(serde_json::json!({"_id":"a"})),
+            comet::storage::RemoveOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(removed.matched, 1);
@@ -120,8 +126,7 @@ async fn change_events_carry_sequence_documents_and_diffs() {
             "c",
             Selector::by_id("x".into()),
             upd(serde_json::json!({"$set":{"a":5},"$unset":{"b":1}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap();
@@ -130,13 +135,16 @@ async fn change_events_carry_sequence_documents_and_diffs() {
             "c",
             Selector::by_id("x".into()),
             upd(serde_json::json!({"z":1})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap();
     store
-        .remove("c", Selector::by_id("x".into()), false)
+        .remove(
+            "c",
+            Selector::by_id("x".into()),
+            comet::storage::RemoveOptions::default(),
+        )
         .await
         .unwrap();
     let events: Vec<_> = (0..4).map(|_| feed.try_recv().unwrap()).collect();
@@ -203,8 +211,7 @@ async fn bad_documents_get_mongodb_errors_and_change_nothing() {
             "c",
             Selector::by_id("x".into()),
             upd(serde_json::json!({"$set":{"s":"t"}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap();
@@ -214,8 +221,7 @@ async fn bad_documents_get_mongodb_errors_and_change_nothing() {
             "c",
             Selector::by_id("x".into()),
             upd(serde_json::json!({"$inc":{"s":1}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap_err();
@@ -252,8 +258,7 @@ async fn a_read_only_store_refuses_writes_reports_no_change_and_keeps_its_data()
             "c",
             Selector::by_id("keep".into()),
             upd(serde_json::json!({"$set":{"v":2}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap_err();
@@ -351,8 +356,10 @@ async fn upsert_inserts_from_the_selector_and_the_update() {
             "c",
             sel(serde_json::json!({"k":"v"})),
             upd(serde_json::json!({"$set":{"n":1},"$setOnInsert":{"new":true}})),
-            false,
-            true,
+            comet::storage::UpdateOptions {
+                upsert: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -418,8 +425,10 @@ async fn contract_crud_and_events(store: Arc<dyn Store>, coll: &str) {
             coll,
             sel(serde_json::json!({"n":{"$gte":1}})),
             upd(serde_json::json!({"$inc":{"n":10},"$unset":{"tags":1}})),
-            true,
-            false,
+            comet::storage::UpdateOptions {
+                multi: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -447,8 +456,7 @@ async fn contract_crud_and_events(store: Arc<dyn Store>, coll: &str) {
             coll,
             Selector::by_id("a".into()),
             upd(serde_json::json!({"$set":{"n":11}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap();
@@ -488,7 +496,11 @@ async fn contract_crud_and_events(store: Arc<dyn Store>, coll: &str) {
     assert!(limited.is_empty(), "limit 0 returns nothing");
 
     let removed = store
-        .remove(coll, Selector::by_id("a".into()), false)
+        .remove(
+            coll,
+            Selector::by_id("a".into()),
+            comet::storage::RemoveOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(removed.matched, 1);
@@ -516,8 +528,7 @@ async fn contract_bad_input(store: Arc<dyn Store>, coll: &str) {
             coll,
             Selector::by_id("x".into()),
             upd(serde_json::json!({"$inc":{"s":1}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await;
     assert!(bad.is_err(), "$inc on a string is refused");
@@ -534,8 +545,10 @@ async fn contract_upsert_and_indexes(store: Arc<dyn Store>, coll: &str) {
             coll,
             sel(serde_json::json!({"k":"v"})),
             upd(serde_json::json!({"$set":{"n":1},"$setOnInsert":{"new":true}})),
-            false,
-            true,
+            comet::storage::UpdateOptions {
+                upsert: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -637,8 +650,7 @@ async fn contract_exact_integers(store: Arc<dyn Store>, coll: &str) {
             coll,
             sel(serde_json::json!({"_id":"long"})),
             upd(serde_json::json!({"$inc":{"big":1}})),
-            false,
-            false,
+            comet::storage::UpdateOptions::default(),
         )
         .await
         .unwrap();

@@ -1085,8 +1085,7 @@ mod tests {
                             "m",
                             Selector::by_id("a".into()),
                             Update::parse(&doc(serde_json::json!({"$set": {"rid": "y"}}))).unwrap(),
-                            false,
-                            false,
+                            crate::storage::UpdateOptions::default(),
                         )
                         .await
                         .unwrap()
@@ -1105,8 +1104,7 @@ mod tests {
                             "m",
                             Selector::by_id("c".into()),
                             Update::parse(&doc(serde_json::json!({"$set": {"n": 1}}))).unwrap(),
-                            false,
-                            false,
+                            crate::storage::UpdateOptions::default(),
                         )
                         .await
                         .unwrap()

@@ -4,6 +4,7 @@
 //! It must not know about services or storage: it hands text to sessions and writes what
 //! their outbound queues hold.
 
+pub mod framing;
 pub mod sockjs;
 pub mod websocket;
 
@@ -100,6 +101,7 @@ impl Default for ServerConfig {
 
 struct App {
     hub: Arc<Hub>,
+    rest: Arc<crate::rest::Rest>,
     config: Arc<ServerConfig>,
     sockjs: sockjs::SockJsSessions,
 }
@@ -167,9 +169,15 @@ impl AtCapacity {
 }
 
 /// Serves on `listener` until `hub.shutdown` is cancelled, then drains and returns.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, config: ServerConfig) {
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    rest: Arc<crate::rest::Rest>,
+    config: ServerConfig,
+) {
     let app = Arc::new(App {
         hub: hub.clone(),
+        rest,
         config: Arc::new(config),
         sockjs: sockjs::SockJsSessions::default(),
     });
@@ -377,6 +385,84 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     resp
 }
 
+/// A request's whole body, at most `limit` bytes, within the body timeout; else the
+/// response that refuses it (413, or 408 and the connection closed).
+pub(crate) async fn read_body(
+    req: Request<hyper::body::Incoming>,
+    limit: usize,
+    config: &ServerConfig,
+    hub: &Hub,
+) -> Result<Bytes, Response<Body>> {
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(config.request_body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(text_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large.",
+        )),
+        Err(_) => {
+            hub.metrics
+                .timed_out(crate::session::metrics::Timeout::RequestBody);
+            let mut resp = text_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time.",
+            );
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
+}
+
+/// Hands an `/api` request to the REST layer: method, path, query, Rocket.Chat's auth
+/// headers and the body (bounded like a DDP message) in; its JSON answer out.
+async fn rest_route(
+    req: Request<hyper::body::Incoming>,
+    app: &App,
+    remote: SocketAddr,
+) -> Response<Body> {
+    use crate::rest::{RestMethod, RestRequest};
+    let method = match *req.method() {
+        Method::GET | Method::HEAD => RestMethod::Get,
+        Method::POST => RestMethod::Post,
+        Method::PUT => RestMethod::Put,
+        Method::DELETE => RestMethod::Delete,
+        Method::OPTIONS => return preflight(&req),
+        _ => RestMethod::Other,
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let credentials = header("x-user-id").zip(header("x-auth-token"));
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    let (path, query) = (
+        req.uri().path().to_owned(),
+        req.uri().query().map(str::to_owned),
+    );
+    let body = match read_body(req, app.config.max_message_bytes, &app.config, &app.hub).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let answer = app
+        .rest
+        .handle(RestRequest {
+            method,
+            path,
+            query,
+            credentials,
+            body,
+            client_address: Some(remote.ip()),
+        })
+        .await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = owned_response(status, "application/json", answer.body.to_string());
+    cors(resp.headers_mut(), origin.as_ref());
+    resp
+}
+
 fn owned_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(
         http_body_util::Full::new(Bytes::from(body))
@@ -442,14 +528,7 @@ async fn route(
         // HEAD answers as GET does; hyper leaves the body out.
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
         (&Method::GET, "/metrics") => metrics(&app),
-        (&Method::GET, "/api/info") => owned_response(
-            StatusCode::OK,
-            "application/json",
-            format!(
-                "{{\"version\":\"{}\",\"success\":true}}",
-                app.config.rocketchat_version
-            ),
-        ),
+        _ if crate::rest::Rest::owns(&path) => rest_route(req, &app, remote).await,
         (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot),
         _ if path == "/sockjs" || path.starts_with("/sockjs/") => {
             if !app.config.sockjs_enabled {

@@ -4,8 +4,8 @@
 //!
 //! It must not interpret DDP: payloads go to the session's [`Connection`] as text.
 
+use super::framing::{array_frame, parse_client_payload, sockjs_close_frame};
 use super::{cors, text_response, Body, ServerConfig};
-use crate::protocol::Frame;
 use crate::session::metrics::{Refusal, Timeout};
 use crate::session::{Batch, CloseReason, Connection, Hub, Metrics, Outbound, Transport};
 use bytes::Bytes;
@@ -15,35 +15,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// `a[...]`: DDP texts as a JSON array of strings.
-pub fn array_frame(frames: &[Frame]) -> String {
-    let mut out = String::with_capacity(frames.iter().map(|f| f.len() + 8).sum::<usize>() + 3);
-    out.push_str("a[");
-    for (i, frame) in frames.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        crate::model::value::write_str(frame.as_str(), &mut out);
-    }
-    out.push(']');
-    out
-}
-
-/// A client payload: a JSON array of strings, or one JSON string. `None` is broken framing.
-pub fn parse_client_payload(text: &str) -> Option<Vec<String>> {
-    match serde_json::from_str::<serde_json::Value>(text).ok()? {
-        serde_json::Value::String(s) => Some(vec![s]),
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
-}
 
 /// One SockJS session of the HTTP transports.
 struct XhrSession {
@@ -290,7 +261,7 @@ fn batch_frame(batch: Batch) -> (String, bool) {
         Batch::Frames(frames) => (array_frame(&frames), false),
         Batch::Closed(reason, frames) => {
             let (code, text) = reason.code_and_text();
-            let close = super::websocket::sockjs_close_frame(code, text);
+            let close = sockjs_close_frame(code, text);
             if frames.is_empty() {
                 (close, true)
             } else {
@@ -320,7 +291,7 @@ pub async fn xhr_polling(
     if !session.attach() {
         return js_response(
             origin.as_ref(),
-            full(frame_body(&super::websocket::sockjs_close_frame(
+            full(frame_body(&sockjs_close_frame(
                 2010,
                 "Another connection still open",
             ))),
@@ -356,7 +327,7 @@ pub async fn xhr_streaming(
         },
     };
     if !session.attach() {
-        prelude.extend_from_slice(&frame_body(&super::websocket::sockjs_close_frame(
+        prelude.extend_from_slice(&frame_body(&sockjs_close_frame(
             2010,
             "Another connection still open",
         )));
@@ -417,24 +388,9 @@ pub async fn xhr_send(
     let Some(session) = sessions.get(session_id) else {
         return text_response(StatusCode::NOT_FOUND, "Not found");
     };
-    let limited = http_body_util::Limited::new(req.into_body(), config.max_message_bytes);
-    let body = match tokio::time::timeout(config.request_body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => {
-            return text_response(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.");
-        }
-        Err(_) => {
-            hub.metrics.timed_out(Timeout::RequestBody);
-            let mut resp = text_response(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request body not received in time.",
-            );
-            resp.headers_mut().insert(
-                hyper::header::CONNECTION,
-                hyper::header::HeaderValue::from_static("close"),
-            );
-            return resp;
-        }
+    let body = match super::read_body(req, config.max_message_bytes, config, hub).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     if body.is_empty() {
         return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Payload expected.");
@@ -459,27 +415,4 @@ pub async fn xhr_send(
     );
     cors(resp.headers_mut(), origin.as_ref());
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::server as frames;
-
-    #[test]
-    fn array_frames_double_encode_ddp() {
-        let text = array_frame(&[frames::connected("abc")]);
-        assert_eq!(text, r#"a["{\"msg\":\"connected\",\"session\":\"abc\"}"]"#);
-    }
-
-    #[test]
-    fn client_payloads_are_arrays_of_strings_or_one_string() {
-        assert_eq!(
-            parse_client_payload(r#"["a","b"]"#),
-            Some(vec!["a".into(), "b".into()])
-        );
-        assert_eq!(parse_client_payload(r#""a""#), Some(vec!["a".into()]));
-        assert_eq!(parse_client_payload(r#"[1]"#), None);
-        assert_eq!(parse_client_payload("nope"), None);
-    }
 }

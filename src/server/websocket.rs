@@ -127,7 +127,7 @@ pub async fn serve_socket(
         let (code, text) = reason.code_and_text();
         let message = match framing {
             Framing::Raw => close_message(code, text),
-            Framing::SockJs => Message::text(sockjs_close_frame(code, text)),
+            Framing::SockJs => Message::text(super::framing::sockjs_close_frame(code, text)),
         };
         let _ = tokio::time::timeout(write_timeout, async {
             let _ = sink.send(message).await;
@@ -147,14 +147,6 @@ fn close_message(code: u16, text: &'static str) -> Message {
     }))
 }
 
-/// SockJS's close frame: `c[code,"reason"]`.
-pub fn sockjs_close_frame(code: u16, text: &str) -> String {
-    let mut out = format!("c[{code},");
-    crate::model::value::write_str(text, &mut out);
-    out.push(']');
-    out
-}
-
 /// What the client is told when its frame could not be read.
 fn describe_read_error(err: &WsError) -> Option<(u16, &'static str)> {
     match err {
@@ -172,7 +164,7 @@ fn on_text(conn: &mut Connection, text: &str, framing: Framing) {
             if text.is_empty() {
                 return;
             }
-            match super::sockjs::parse_client_payload(text) {
+            match super::framing::parse_client_payload(text) {
                 Some(messages) => {
                     for m in messages {
                         conn.on_text(&m);
@@ -210,7 +202,7 @@ where
             }
         }
         Framing::SockJs => {
-            sink.feed(Message::text(super::sockjs::array_frame(frames)))
+            sink.feed(Message::text(super::framing::array_frame(frames)))
                 .await?;
         }
     }

@@ -3,12 +3,12 @@
 //! They return domain values and [`ServiceError`]s; only `session` turns them into DDP frames.
 
 pub mod args;
-pub mod bench;
 pub mod builtin;
 pub mod declarative;
 pub mod error;
 pub mod publish;
 pub mod registry;
+pub mod testing;
 
 pub use error::ServiceError;
 pub use registry::{MethodContext, Publish, Registry, Subscription};

@@ -4,10 +4,13 @@
 //! token that survives restarts.
 
 use super::index_key::{self, FieldKey};
-use super::{ChangeEvent, OperationType, Store, StoreError, StoreFuture, UpdateDescription};
+use super::{
+    ChangeEvent, FindOptions, OperationType, RemoveOptions, Store, StoreError, StoreFuture,
+    UpdateAck, UpdateDescription, UpdateOptions, WriteAck,
+};
 use crate::model::query::matcher::IndexBound;
 use crate::model::query::update::check_field_names;
-use crate::model::query::{compare::compare, Projection, Selector, Sort, Update};
+use crate::model::query::{compare::compare, Selector, Sort, Update};
 use crate::model::{id_to_wire, Document, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
@@ -20,46 +23,6 @@ use tokio::sync::broadcast;
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Changes kept in the log (older ones are trimmed, like a capped oplog).
 pub const DEFAULT_LOG_CAP: u64 = 100_000;
-
-/// What `find` reads.
-#[derive(Clone, Debug)]
-pub struct FindOptions {
-    pub selector: Selector,
-    pub sort: Sort,
-    pub skip: usize,
-    pub limit: Option<usize>,
-    pub projection: Projection,
-}
-
-impl Default for FindOptions {
-    fn default() -> Self {
-        Self {
-            selector: Selector::everything(),
-            sort: Sort::default(),
-            skip: 0,
-            limit: None,
-            projection: Projection::all(),
-        }
-    }
-}
-
-/// An acknowledged insert.
-#[derive(Clone, Debug)]
-pub struct WriteAck {
-    pub id: Value,
-    /// Sequence number of the change: wait for it to be observed before `updated`.
-    pub seq: u64,
-}
-
-/// An acknowledged update or remove.
-#[derive(Clone, Debug, Default)]
-pub struct UpdateAck {
-    pub matched: u64,
-    pub modified: u64,
-    pub upserted_id: Option<Value>,
-    /// Highest sequence number written (0 when nothing changed).
-    pub seq: u64,
-}
 
 struct Writer {
     conn: Connection,
@@ -457,8 +420,7 @@ impl EmbeddedStore {
         collection: &str,
         selector: Selector,
         update: Update,
-        multi: bool,
-        upsert: bool,
+        UpdateOptions { multi, upsert }: UpdateOptions,
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
@@ -553,7 +515,7 @@ impl EmbeddedStore {
         self: &Arc<Self>,
         collection: &str,
         selector: Selector,
-        multi: bool,
+        RemoveOptions { multi }: RemoveOptions,
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
@@ -759,13 +721,12 @@ impl Store for EmbeddedStore {
         collection: &str,
         selector: Selector,
         update: Update,
-        multi: bool,
-        upsert: bool,
+        options: UpdateOptions,
     ) -> StoreFuture<'_, UpdateAck> {
         let collection = collection.to_owned();
         Box::pin(async move {
             self.handle()?
-                .update(&collection, selector, update, multi, upsert)
+                .update(&collection, selector, update, options)
                 .await
         })
     }
@@ -774,10 +735,10 @@ impl Store for EmbeddedStore {
         &self,
         collection: &str,
         selector: Selector,
-        multi: bool,
+        options: RemoveOptions,
     ) -> StoreFuture<'_, UpdateAck> {
         let collection = collection.to_owned();
-        Box::pin(async move { self.handle()?.remove(&collection, selector, multi).await })
+        Box::pin(async move { self.handle()?.remove(&collection, selector, options).await })
     }
 
     fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>> {

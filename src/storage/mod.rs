@@ -11,16 +11,70 @@ pub mod index_key;
 pub mod mongo;
 pub mod normalize;
 
-use crate::model::query::{Selector, Sort, Update};
+use crate::model::query::{Projection, Selector, Sort, Update};
 use crate::model::{Document, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-pub use embedded::{EmbeddedStore, FindOptions, UpdateAck, WriteAck};
+pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use mongo::{MongoOptions, MongoStore};
+
+/// What `find` reads.
+#[derive(Clone, Debug)]
+pub struct FindOptions {
+    pub selector: Selector,
+    pub sort: Sort,
+    pub skip: usize,
+    pub limit: Option<usize>,
+    pub projection: Projection,
+}
+
+impl Default for FindOptions {
+    fn default() -> Self {
+        Self {
+            selector: Selector::everything(),
+            sort: Sort::default(),
+            skip: 0,
+            limit: None,
+            projection: Projection::all(),
+        }
+    }
+}
+
+/// An acknowledged insert.
+#[derive(Clone, Debug)]
+pub struct WriteAck {
+    pub id: Value,
+    /// Sequence number of the change: wait for it to be observed before `updated`.
+    pub seq: u64,
+}
+
+/// An acknowledged update or remove.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateAck {
+    pub matched: u64,
+    pub modified: u64,
+    pub upserted_id: Option<Value>,
+    /// Highest sequence number written (0 when nothing changed).
+    pub seq: u64,
+}
+
+/// How an update applies: to the first match or all (`multi`), inserting when nothing
+/// matched (`upsert`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateOptions {
+    pub multi: bool,
+    pub upsert: bool,
+}
+
+/// How a remove applies: to the first match or all (`multi`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoveOptions {
+    pub multi: bool,
+}
 
 /// What a store operation returns: boxed so that [`Store`] can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -42,15 +96,14 @@ pub trait Store: Send + Sync + 'static {
         collection: &str,
         selector: Selector,
         update: Update,
-        multi: bool,
-        upsert: bool,
+        options: UpdateOptions,
     ) -> StoreFuture<'_, UpdateAck>;
     /// Removes what `selector` matches (the first only unless `multi`).
     fn remove(
         &self,
         collection: &str,
         selector: Selector,
-        multi: bool,
+        options: RemoveOptions,
     ) -> StoreFuture<'_, UpdateAck>;
     /// Reads documents: selector, sort (ties by `_id`), skip, limit, projection.
     fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>>;

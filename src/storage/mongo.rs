@@ -17,7 +17,8 @@
 use super::bson_value::{from_bson, from_bson_document, timestamp_seq, to_bson_document};
 use super::normalize::{from_change_stream, from_oplog, settle_transactions, Normalized};
 use super::{
-    ChangeEvent, FindOptions, OperationType, Store, StoreError, StoreFuture, UpdateAck, WriteAck,
+    ChangeEvent, FindOptions, OperationType, RemoveOptions, Store, StoreError, StoreFuture,
+    UpdateAck, UpdateOptions, WriteAck,
 };
 use crate::model::query::update::check_field_names;
 use crate::model::query::{QueryError, Selector, Sort, Update};
@@ -272,8 +273,7 @@ impl MongoStore {
         collection: String,
         selector: Selector,
         update: Update,
-        multi: bool,
-        upsert: bool,
+        UpdateOptions { multi, upsert }: UpdateOptions,
     ) -> Result<UpdateAck, StoreError> {
         let coll = self.collection(&collection)?;
         let filter = to_bson_document(selector.source());
@@ -325,7 +325,7 @@ impl MongoStore {
         &self,
         collection: String,
         selector: Selector,
-        multi: bool,
+        RemoveOptions { multi }: RemoveOptions,
     ) -> Result<UpdateAck, StoreError> {
         let coll = self.collection(&collection)?;
         let filter = to_bson_document(selector.source());
@@ -394,19 +394,18 @@ impl Store for MongoStore {
         collection: &str,
         selector: Selector,
         update: Update,
-        multi: bool,
-        upsert: bool,
+        options: UpdateOptions,
     ) -> StoreFuture<'_, UpdateAck> {
-        Box::pin(self.update_inner(collection.to_owned(), selector, update, multi, upsert))
+        Box::pin(self.update_inner(collection.to_owned(), selector, update, options))
     }
 
     fn remove(
         &self,
         collection: &str,
         selector: Selector,
-        multi: bool,
+        options: RemoveOptions,
     ) -> StoreFuture<'_, UpdateAck> {
-        Box::pin(self.remove_inner(collection.to_owned(), selector, multi))
+        Box::pin(self.remove_inner(collection.to_owned(), selector, options))
     }
 
     fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>> {

@@ -52,7 +52,7 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
 }
 
 pub async fn spawn_server(settings: Settings) -> TestServer {
-    let hub = comet::app::build_hub(&settings)
+    let comet::app::Built { hub, rest } = comet::app::build(&settings)
         .await
         .expect("test server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -60,6 +60,7 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
     let task = tokio::spawn(comet::server::serve(
         listener,
         hub.clone(),
+        rest,
         settings.server.clone(),
     ));
     TestServer { addr, hub, task }

@@ -437,7 +437,12 @@ fn register_update(
                 return Err(access_denied("Access denied"));
             }
             let ack = store
-                .update(&name, Selector::by_id(id), update, false, false)
+                .update(
+                    &name,
+                    Selector::by_id(id),
+                    update,
+                    crate::storage::UpdateOptions::default(),
+                )
                 .await
                 .map_err(store_error)?;
             ctx.record_write(ack.seq);
@@ -467,7 +472,11 @@ fn register_remove(
                 return Err(access_denied("Access denied"));
             }
             let ack = store
-                .remove(&name, Selector::by_id(id), false)
+                .remove(
+                    &name,
+                    Selector::by_id(id),
+                    crate::storage::RemoveOptions::default(),
+                )
                 .await
                 .map_err(store_error)?;
             ctx.record_write(ack.seq);

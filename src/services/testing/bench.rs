@@ -3,10 +3,10 @@
 //! the test handlers (`COMET_TEST_HANDLERS=1`). The Node peer (`bench/peer/server.js`) serves
 //! the same names over the same documents, so both run the same scenario.
 
-use super::error::ServiceError;
-use super::registry::{Publish, Registry, SharedAdded, Subscription};
 use crate::model::{Document, Value};
 use crate::observe::{Cursor, ObserveHub};
+use crate::services::error::ServiceError;
+use crate::services::registry::{Publish, Registry, SharedAdded, Subscription};
 use crate::storage::{ChangeEvent, OperationType, UpdateDescription};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -112,7 +112,7 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<ObserveHub>>) {
             let empty = Document::default();
             let cursor = Cursor::new("bench_src", &selector, &empty, 0, None, &empty)
                 .map_err(ServiceError::internal)?;
-            super::publish::observe_into(&hub, cursor, sub)
+            crate::services::publish::observe_into(&hub, cursor, sub)
                 .await
                 .map_err(ServiceError::internal)
         }
@@ -152,7 +152,7 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<ObserveHub>>) {
             let empty = Document::default();
             let cursor = Cursor::new("bench_initial", &empty, &empty, 0, None, &empty)
                 .map_err(ServiceError::internal)?;
-            super::publish::observe_into(&hub, cursor, sub)
+            crate::services::publish::observe_into(&hub, cursor, sub)
                 .await
                 .map_err(ServiceError::internal)
         }
