@@ -98,8 +98,13 @@ async fn subscribe(c: &mut DdpClient, id: &str, name: &str, params: Json) -> (Ve
     }
 }
 
+/// Logs in as `user`; the frames of the subscriptions that re-run for the new user (they
+/// come before the result) are passed over.
 async fn login(c: &mut DdpClient, user: &str) {
-    let (r, _) = c.call("login", "test.setUserId", json!([user])).await;
+    let seen = c
+        .call_seeing("login", "test.setUserId", json!([user]))
+        .await;
+    let r = seen.last().unwrap();
     assert!(r.get("error").is_none(), "{r}");
 }
 

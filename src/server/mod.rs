@@ -529,7 +529,7 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
         (&Method::GET, "/metrics") => metrics(&app),
         _ if crate::rest::Rest::owns(&path) => rest_route(req, &app, remote).await,
-        (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot),
+        (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot, remote),
         _ if path == "/sockjs" || path.starts_with("/sockjs/") => {
             if !app.config.sockjs_enabled {
                 return text_response(StatusCode::NOT_FOUND, "Not found");
@@ -569,11 +569,11 @@ async fn sockjs_route(
             cors(resp.headers_mut(), req.headers().get(hyper::header::ORIGIN));
             resp
         }
-        (_, ["websocket"]) => upgrade(req, app, Framing::Raw, slot),
+        (_, ["websocket"]) => upgrade(req, app, Framing::Raw, slot, remote),
         (_, [server, session, transport]) if valid_segment(server) && valid_segment(session) => {
             let session = (*session).to_owned();
             match (req.method(), *transport) {
-                (_, "websocket") => upgrade(req, app, Framing::SockJs, slot),
+                (_, "websocket") => upgrade(req, app, Framing::SockJs, slot, remote),
                 (&Method::OPTIONS, "xhr" | "xhr_streaming" | "xhr_send") => preflight(&req),
                 (&Method::POST, "xhr") => {
                     let from = remote.ip();
@@ -606,6 +606,7 @@ fn upgrade(
     app: Arc<App>,
     framing: Framing,
     slot: ConnectionSlot,
+    remote: SocketAddr,
 ) -> Response<Body> {
     let headers = req.headers();
     let is_upgrade = headers
@@ -638,7 +639,9 @@ fn upgrade(
         // The socket keeps its connection slot for as long as it lives.
         let _slot = slot;
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => websocket::serve_socket(upgraded, hub, config, framing).await,
+            Ok(upgraded) => {
+                websocket::serve_socket(upgraded, hub, config, framing, remote.ip()).await
+            }
             Err(err) => tracing::debug!(cause = %err, "websocket upgrade failed"),
         }
     });

@@ -127,7 +127,7 @@ impl SockJsSessions {
         if from_address >= config.sockjs_max_sessions_per_address {
             return Err(Refusal::SockJsSessionsPerAddress);
         }
-        let conn = Connection::new(hub.clone(), transport);
+        let conn = Connection::new(hub.clone(), transport, Some(address));
         let outbound = conn.outbound().clone();
         let now = Instant::now();
         let session = Arc::new(XhrSession {

@@ -38,6 +38,7 @@ pub async fn serve_socket(
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     framing: Framing,
+    client_address: std::net::IpAddr,
 ) {
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
@@ -49,7 +50,7 @@ pub async fn serve_socket(
         Framing::Raw => Transport::WebSocket,
         Framing::SockJs => Transport::SockJsWebSocket,
     };
-    let mut conn = Connection::new(hub.clone(), transport);
+    let mut conn = Connection::new(hub.clone(), transport, Some(client_address));
     let outbound = conn.outbound().clone();
     let (mut sink, mut stream) = ws.split();
     let write_timeout = hub.config.outbound.max_drain_delay;

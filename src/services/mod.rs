@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod builtin;
+pub mod connections;
 pub mod declarative;
 pub mod error;
 pub mod publish;

@@ -33,11 +33,16 @@ pub enum Publish {
 pub type PublicationFn =
     Arc<dyn Fn(Subscription, Vec<Value>) -> BoxFuture<Result<Publish, ServiceError>> + Send + Sync>;
 
-/// Methods and publications by name. Built at start-up, then shared read-only.
+/// Methods and publications by name, and the directory of live connections services may
+/// consult. Built at start-up, then shared read-only.
 #[derive(Default, Clone)]
 pub struct Registry {
     methods: HashMap<String, MethodFn>,
     publications: HashMap<String, PublicationFn>,
+    /// Publications every session runs without being asked (Meteor's `Meteor.publish(null)`):
+    /// again whenever its user changes; they never send `ready` or `nosub`.
+    universal: Vec<(String, PublicationFn)>,
+    connections: Arc<super::connections::Connections>,
 }
 
 impl Registry {
@@ -69,6 +74,29 @@ impl Registry {
             Arc::new(move |sub, params| Box::pin(handler(sub, params))),
         );
         self
+    }
+
+    /// Registers a universal publication (Meteor's `Meteor.publish(null, ...)`).
+    pub fn universal_publication<F, Fut>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        F: Fn(Subscription, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Publish, ServiceError>> + Send + 'static,
+    {
+        self.universal.push((
+            name.to_owned(),
+            Arc::new(move |sub, params| Box::pin(handler(sub, params))),
+        ));
+        self
+    }
+
+    /// The universal publications, in registration order.
+    pub fn universal_publications(&self) -> &[(String, PublicationFn)] {
+        &self.universal
+    }
+
+    /// The live connections (sessions report to it; services read it).
+    pub fn connections(&self) -> &Arc<super::connections::Connections> {
+        &self.connections
     }
 
     pub fn find_method(&self, name: &str) -> Option<&MethodFn> {
@@ -104,6 +132,8 @@ pub struct MethodContext {
     write_fence: Arc<std::sync::atomic::AtomicU64>,
     /// The user the call asked the session to take on (`Some(None)`: log out).
     user_change: UserChange,
+    /// The calling connection, when the call came over DDP.
+    connection: Option<Arc<dyn super::connections::ConnectionHandle>>,
 }
 
 /// A change of the session's user asked for by a method, applied before its `result`.
@@ -123,7 +153,27 @@ impl MethodContext {
             unblock: Mutex::new(Some(unblock)),
             write_fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             user_change: UserChange::default(),
+            connection: None,
         }
+    }
+
+    /// The same context, for a call made over `connection`.
+    pub fn with_connection(
+        mut self,
+        connection: Arc<dyn super::connections::ConnectionHandle>,
+    ) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// The calling connection (`None` for a call that came over REST).
+    pub fn connection(&self) -> Option<&Arc<dyn super::connections::ConnectionHandle>> {
+        self.connection.as_ref()
+    }
+
+    /// The caller's address, when known.
+    pub fn client_address(&self) -> Option<std::net::IpAddr> {
+        self.connection.as_ref().and_then(|c| c.client_address())
     }
 
     /// Sets the session's user from the end of this call on (Meteor's `this.setUserId`;

@@ -19,7 +19,8 @@ use crate::model::{Document, MeteorError};
 use crate::protocol::client::PingId;
 use crate::protocol::server::{self as frames, MethodOutcome};
 use crate::protocol::{decode_client_frame, negotiate_version, ClientMessage, Frame};
-use crate::services::registry::{PublicationSink, SharedAdded, SubKey};
+use crate::services::connections::ConnectionHandle;
+use crate::services::registry::{PublicationFn, PublicationSink, SharedAdded, SubKey};
 use crate::services::{MethodContext, Publish, Registry, Subscription};
 use error::Disposition;
 use futures_util::FutureExt as _;
@@ -142,10 +143,15 @@ pub struct Connection {
     outbound: Arc<Outbound>,
     transport: Transport,
     state: ConnectionState,
+    client_address: Option<std::net::IpAddr>,
 }
 
 impl Connection {
-    pub fn new(hub: Arc<Hub>, transport: Transport) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        transport: Transport,
+        client_address: Option<std::net::IpAddr>,
+    ) -> Self {
         hub.metrics.connection_opened(transport);
         let outbound = Arc::new(Outbound::new(hub.config.outbound));
         Self {
@@ -153,6 +159,7 @@ impl Connection {
             outbound,
             transport,
             state: ConnectionState::AwaitingConnect,
+            client_address,
         }
     }
 
@@ -249,7 +256,12 @@ impl Connection {
             "pre1" => Version::Pre1,
             _ => Version::V1,
         };
-        let session = Session::start(self.hub.clone(), self.outbound.clone(), version);
+        let session = Session::start(
+            self.hub.clone(),
+            self.outbound.clone(),
+            version,
+            self.client_address,
+        );
         self.state = ConnectionState::Connected(session);
     }
 
@@ -293,12 +305,21 @@ enum Work {
     Unsub {
         id: Option<String>,
     },
+    /// Runs the universal publications (first thing after `connected`).
+    StartUniversal,
+    /// A service logged the session out (`ConnectionHandle::log_out`).
+    LogOut,
 }
 
 struct SubEntry {
+    /// The client's id; empty for a universal publication.
     id: Arc<str>,
+    name: Arc<str>,
+    params: Vec<crate::model::Value>,
     ready_sent: bool,
     stopped: CancellationToken,
+    /// A universal publication: no `ready`, no `nosub`.
+    universal: bool,
 }
 
 #[derive(Default)]
@@ -326,6 +347,79 @@ pub struct Session {
     next_sub_key: AtomicU64,
     ended: CancellationToken,
     sink: Arc<SinkRef>,
+    client_address: Option<std::net::IpAddr>,
+    /// What services keep with the connection (`ConnectionHandle::attachment`).
+    attachments: Mutex<HashMap<&'static str, String>>,
+    /// The session as services see it.
+    handle: Arc<dyn ConnectionHandle>,
+    /// Set by the first `end`: the close hooks run once.
+    closed: AtomicBool,
+}
+
+/// A subscription run to start again for a new user.
+struct Rerun {
+    old_key: SubKey,
+    id: Arc<str>,
+    name: Arc<str>,
+    params: Vec<crate::model::Value>,
+    universal: bool,
+}
+
+/// The session offered to services: a weak link, so a kept handle does not keep a closed
+/// session alive.
+struct SessionHandle {
+    id: Arc<str>,
+    session: Weak<Session>,
+}
+
+impl ConnectionHandle for SessionHandle {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn user_id(&self) -> Option<String> {
+        self.session
+            .upgrade()
+            .and_then(|s| s.lock().user_id.clone())
+    }
+
+    fn client_address(&self) -> Option<std::net::IpAddr> {
+        self.session.upgrade().and_then(|s| s.client_address)
+    }
+
+    fn log_out(&self) {
+        if let Some(session) = self.session.upgrade() {
+            session.enqueue_internal(Work::LogOut);
+        }
+    }
+
+    fn close(&self) {
+        if let Some(session) = self.session.upgrade() {
+            session.end(CloseReason::ClosedByServer);
+        }
+    }
+
+    fn attachment(&self, key: &'static str) -> Option<String> {
+        let session = self.session.upgrade()?;
+        let attachments = session
+            .attachments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        attachments.get(key).cloned()
+    }
+
+    fn set_attachment(&self, key: &'static str, value: Option<String>) {
+        if let Some(session) = self.session.upgrade() {
+            let mut attachments = session
+                .attachments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match value {
+                Some(v) => attachments.insert(key, v),
+                None => attachments.remove(key),
+            };
+        }
+    }
 }
 
 /// What subscriptions hold: a weak link, so a kept `Subscription` does not keep a closed
@@ -333,9 +427,14 @@ pub struct Session {
 struct SinkRef(Weak<Session>);
 
 impl Session {
-    fn start(hub: Arc<Hub>, outbound: Arc<Outbound>, version: Version) -> Arc<Self> {
+    fn start(
+        hub: Arc<Hub>,
+        outbound: Arc<Outbound>,
+        version: Version,
+        client_address: Option<std::net::IpAddr>,
+    ) -> Arc<Self> {
         let id: Arc<str> = crate::model::random::random_id().into();
-        let session = Arc::new_cyclic(|weak| Session {
+        let session = Arc::new_cyclic(|weak: &Weak<Session>| Session {
             id: id.clone(),
             version,
             hub: hub.clone(),
@@ -349,9 +448,20 @@ impl Session {
             next_sub_key: AtomicU64::new(1),
             ended: hub.shutdown.child_token(),
             sink: Arc::new(SinkRef(weak.clone())),
+            client_address,
+            attachments: Mutex::new(HashMap::new()),
+            handle: Arc::new(SessionHandle {
+                id: id.clone(),
+                session: weak.clone(),
+            }),
+            closed: AtomicBool::new(false),
         });
         hub.metrics.session_delta(1);
         session.send(frames::connected(&id));
+        hub.registry.connections().opened(&session.handle);
+        if !hub.registry.universal_publications().is_empty() {
+            session.enqueue_internal(Work::StartUniversal);
+        }
         let span = tracing::debug_span!("session", session_id = %id);
         tracing::debug!(parent: &span, ?version, "session started");
         hub.tasks
@@ -365,6 +475,17 @@ impl Session {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues work the session gave itself; it runs in order with the client's messages and
+    /// does not count against the client's limits.
+    fn enqueue_internal(&self, work: Work) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(work);
+        self.queued_messages.fetch_add(1, Ordering::Relaxed);
+        self.inbox_ready.notify_one();
     }
 
     /// Queues a frame; a slow consumer ends the session.
@@ -490,9 +611,17 @@ impl Session {
                 }
                 Work::Sub { id, name, params } => self.run_sub(id, name, params).await,
                 Work::Unsub { id } => self.unsub(id),
+                Work::StartUniversal => self.start_universal().await,
+                Work::LogOut => self.change_user(None).await,
             }
         }
-        self.end(CloseReason::Normal);
+        // The queue ends with the session; on shutdown, say so to the client.
+        let reason = if self.hub.shutdown.is_cancelled() {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::Normal
+        };
+        self.end(reason);
     }
 
     async fn run_method(
@@ -515,7 +644,8 @@ impl Session {
         };
         let (unblock_tx, mut unblock_rx) = oneshot::channel();
         let user_id = self.lock().user_id.clone();
-        let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx);
+        let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx)
+            .with_connection(self.handle.clone());
         let fence = ctx.write_fence();
         let user_change = ctx.user_change();
         let span = tracing::debug_span!("method", id = %id, name = %name);
@@ -525,7 +655,7 @@ impl Session {
         tokio::select! {
             biased;
             outcome = &mut call => {
-                self.apply_user_change(&user_change);
+                self.apply_user_change(&user_change).await;
                 self.finish_method(&id, &name, outcome, &fence, started).await
             }
             Ok(()) = &mut unblock_rx => {
@@ -533,7 +663,7 @@ impl Session {
                 let session = self.clone();
                 self.hub.tasks.spawn(async move {
                     let outcome = call.await;
-                    session.apply_user_change(&user_change);
+                    session.apply_user_change(&user_change).await;
                     session.finish_method(&id, &name, outcome, &fence, started).await;
                 });
             }
@@ -541,10 +671,96 @@ impl Session {
         }
     }
 
-    fn apply_user_change(&self, change: &crate::services::registry::UserChange) {
+    async fn apply_user_change(self: &Arc<Self>, change: &crate::services::registry::UserChange) {
         let change = change.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(user_id) = change {
-            self.lock().user_id = user_id;
+            self.change_user(user_id).await;
+        }
+    }
+
+    /// Takes on a new user (or none), as Meteor's `setUserId` does: every subscription and
+    /// universal publication runs again with it, each new run under the same id before the
+    /// old one is stopped, so the client gets the difference rather than everything again;
+    /// the re-run subscriptions send `ready` again.
+    async fn change_user(self: &Arc<Self>, user_id: Option<String>) {
+        let (old, runs) = {
+            let mut state = self.lock();
+            if state.user_id == user_id {
+                return;
+            }
+            let old = std::mem::replace(&mut state.user_id, user_id.clone());
+            let runs: Vec<Rerun> = state
+                .subs
+                .iter()
+                .map(|(key, e)| Rerun {
+                    old_key: *key,
+                    id: e.id.clone(),
+                    name: e.name.clone(),
+                    params: e.params.clone(),
+                    universal: e.universal,
+                })
+                .collect();
+            (old, runs)
+        };
+        self.hub.registry.connections().user_changed(
+            &self.handle,
+            old.as_deref(),
+            user_id.as_deref(),
+        );
+        let mut runs = runs;
+        runs.sort_by_key(|run| run.old_key);
+        for Rerun {
+            old_key,
+            id,
+            name,
+            params,
+            universal,
+        } in runs
+        {
+            let handler = if universal {
+                self.hub
+                    .registry
+                    .universal_publications()
+                    .iter()
+                    .find(|(n, _)| **n == *name)
+                    .map(|(_, h)| h.clone())
+            } else {
+                self.hub.registry.find_publication(&name).cloned()
+            };
+            if let Some(handler) = handler {
+                self.start_run(handler, id, name, params, universal).await;
+            }
+            self.retire_run(old_key);
+        }
+    }
+
+    /// Runs the universal publications with the session's current user.
+    async fn start_universal(self: &Arc<Self>) {
+        let universal: Vec<(String, PublicationFn)> =
+            self.hub.registry.universal_publications().to_vec();
+        for (name, handler) in universal {
+            self.start_run(handler, "".into(), name.as_str().into(), Vec::new(), true)
+                .await;
+        }
+    }
+
+    /// Stops a subscription's run that a newer run under the same id replaced: its
+    /// publisher ends and its documents leave the mergebox (only those the new run did not
+    /// publish reach the client as `removed`); no `nosub`.
+    fn retire_run(&self, key: SubKey) {
+        let mut out = Vec::new();
+        let pushed = {
+            let mut state = self.lock();
+            let Some(entry) = state.subs.remove(&key) else {
+                return;
+            };
+            entry.stopped.cancel();
+            state.mergebox.remove_subscription(key, &mut out);
+            self.push_all(out)
+        };
+        self.hub.metrics.subscription_delta(-1);
+        if !pushed {
+            self.slow_consumer();
         }
     }
 
@@ -622,8 +838,8 @@ impl Session {
             return;
         };
         let id: Arc<str> = id.into();
-        let (key, stopped, user_id) = {
-            let mut state = self.lock();
+        {
+            let state = self.lock();
             if state.subs_by_id.contains_key(&id) {
                 // A live subscription id again (a reconnecting client re-sends): ignored.
                 return;
@@ -640,23 +856,49 @@ impl Session {
                 self.send(frames::nosub(Some(&id), Some(&err)));
                 return;
             }
+        }
+        self.start_run(handler, id, name.as_str().into(), params, false)
+            .await;
+    }
+
+    /// Starts one run of a publication for the session's current user: a subscription the
+    /// client asked for (filed under its id, which from now on leads to this run) or a
+    /// universal publication.
+    async fn start_run(
+        self: &Arc<Self>,
+        handler: PublicationFn,
+        id: Arc<str>,
+        name: Arc<str>,
+        params: Vec<crate::model::Value>,
+        universal: bool,
+    ) {
+        let (key, stopped, user_id) = {
+            let mut state = self.lock();
+            if self.ended.is_cancelled() {
+                return;
+            }
             let key = self.next_sub_key.fetch_add(1, Ordering::Relaxed);
             let stopped = self.ended.child_token();
             state.subs.insert(
                 key,
                 SubEntry {
                     id: id.clone(),
+                    name: name.clone(),
+                    params: params.clone(),
                     ready_sent: false,
                     stopped: stopped.clone(),
+                    universal,
                 },
             );
-            state.subs_by_id.insert(id.clone(), key);
+            if !universal {
+                state.subs_by_id.insert(id.clone(), key);
+            }
             (key, stopped, state.user_id.clone())
         };
         self.hub.metrics.subscription_delta(1);
         let sub = Subscription::new(
             id.clone(),
-            name.as_str().into(),
+            name.clone(),
             user_id,
             self.id.clone(),
             key,
@@ -701,7 +943,7 @@ impl Session {
         let Some(entry) = state.subs.get_mut(&key) else {
             return;
         };
-        if entry.ready_sent {
+        if entry.ready_sent || entry.universal {
             return;
         }
         entry.ready_sent = true;
@@ -713,7 +955,8 @@ impl Session {
         }
     }
 
-    /// Ends one subscription: its documents leave the mergebox, then `nosub`.
+    /// Ends one subscription: its documents leave the mergebox, then `nosub` (none for a
+    /// universal publication, whose failure is only logged).
     fn stop_sub(&self, key: SubKey, error: Option<MeteorError>) {
         let mut out = Vec::new();
         let pushed = {
@@ -721,10 +964,18 @@ impl Session {
             let Some(entry) = state.subs.remove(&key) else {
                 return;
             };
-            state.subs_by_id.remove(&entry.id);
+            if state.subs_by_id.get(&entry.id) == Some(&key) {
+                state.subs_by_id.remove(&entry.id);
+            }
             entry.stopped.cancel();
             state.mergebox.remove_subscription(key, &mut out);
-            out.push(frames::nosub(Some(&entry.id), error.as_ref()));
+            if entry.universal {
+                if let Some(err) = &error {
+                    tracing::warn!(publication = %entry.name, reason = err.reason.as_deref().unwrap_or(""), "universal publication failed");
+                }
+            } else {
+                out.push(frames::nosub(Some(&entry.id), error.as_ref()));
+            }
             self.push_all(out)
         };
         self.hub.metrics.subscription_delta(-1);
@@ -736,12 +987,16 @@ impl Session {
     /// Ends the session: subscriptions stop (their publishers see `stopped()`), the queue
     /// and heartbeat end, and the outbound queue is closed.
     fn end(&self, reason: CloseReason) {
-        if self.ended.is_cancelled() {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         self.ended.cancel();
         self.outbound.close(reason);
         let state = std::mem::take(&mut *self.lock());
+        self.hub
+            .registry
+            .connections()
+            .closed(&self.id, state.user_id.as_deref());
         for entry in state.subs.values() {
             entry.stopped.cancel();
         }

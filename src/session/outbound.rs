@@ -29,6 +29,8 @@ pub enum CloseReason {
     ProtocolViolation,
     /// No `connect` within the connect timeout.
     ConnectTimeout,
+    /// A service closed it (a forced logout, an operator).
+    ClosedByServer,
 }
 
 impl CloseReason {
@@ -43,6 +45,7 @@ impl CloseReason {
             CloseReason::Shutdown => (1001, "Server shutting down"),
             CloseReason::ProtocolViolation => (1003, "Unsupported frame"),
             CloseReason::ConnectTimeout => (1008, "No connect message in time"),
+            CloseReason::ClosedByServer => (1000, "Closed by the server"),
         }
     }
 }

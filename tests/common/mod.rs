@@ -155,6 +155,30 @@ impl DdpClient {
         }
     }
 
+    /// Calls a method and returns every frame up to and including its `result` (data the
+    /// call caused comes first), having also waited for its `updated`.
+    pub async fn call_seeing(&mut self, id: &str, method: &str, params: Json) -> Vec<Json> {
+        self.send(serde_json::json!({"msg":"method","id":id,"method":method,"params":params}))
+            .await;
+        let mut seen = Vec::new();
+        let mut updated = false;
+        loop {
+            let m = self.recv_data().await;
+            updated |= m["msg"] == "updated";
+            let done = m["msg"] == "result";
+            if m["msg"] != "updated" {
+                seen.push(m);
+            }
+            if done {
+                break;
+            }
+        }
+        while !updated {
+            updated = self.recv_data().await["msg"] == "updated";
+        }
+        seen
+    }
+
     pub async fn call(&mut self, id: &str, method: &str, params: Json) -> (Json, Json) {
         self.send(serde_json::json!({"msg":"method","id":id,"method":method,"params":params}))
             .await;

@@ -43,6 +43,10 @@ pub struct PublicationConfig {
     pub fields: Option<toml::Table>,
     #[serde(default)]
     pub login_required: bool,
+    /// Run for every session without being asked, again whenever its user changes (Meteor's
+    /// `Meteor.publish(null, ...)`); takes no arguments and sends no `ready`.
+    #[serde(default)]
+    pub universal: bool,
 }
 
 /// A `[[collections]]` entry: which client writes are allowed.
@@ -287,7 +291,10 @@ pub fn register(
         let refuse_anonymous = p.login_required;
         let collection: Arc<str> = p.collection.as_str().into();
         let observe = observe.clone();
-        registry.publication(&p.name, move |sub, params| {
+        if p.universal && declared.as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(fail("a universal publication takes no arguments".into()));
+        }
+        let handler = move |sub: crate::services::Subscription, params: Vec<Value>| {
             let (template, declared, sort, fields, collection, observe) = (
                 template.clone(),
                 declared.clone(),
@@ -325,7 +332,12 @@ pub fn register(
                     .await
                     .map_err(store_error)
             }
-        });
+        };
+        if p.universal {
+            registry.universal_publication(&p.name, handler);
+        } else {
+            registry.publication(&p.name, handler);
+        }
     }
     for c in collections {
         let fail = |problem: String| DeclarationError {

@@ -33,6 +33,21 @@ fn bench_docs() -> &'static [Arc<SharedAdded>] {
     })
 }
 
+/// How often each connection's close hook ran (it must run once).
+#[derive(Default)]
+struct ClosedCount(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl crate::services::connections::ConnectionHooks for ClosedCount {
+    fn closed(&self, connection_id: &str, _user_id: Option<&str>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connection_id.to_owned())
+            .or_default() += 1;
+    }
+}
+
 fn doc_of(value: &Value) -> Result<Document, ServiceError> {
     match value {
         Value::Object(d) => Ok(d.clone()),
@@ -48,6 +63,52 @@ pub fn register(registry: &mut Registry, observe: Option<Arc<crate::observe::Obs
         Ok(params.into_iter().next())
     });
     registry.method("test.nothing", |_ctx, _params| async { Ok(None) });
+    // The connection directory and its hooks, as services see them.
+    let closes = Arc::new(ClosedCount::default());
+    registry.connections().add_hooks(closes.clone());
+    let connections = registry.connections().clone();
+    registry.method("test.connectionsOf", move |_ctx, params| {
+        let connections = connections.clone();
+        async move {
+            let Some(Value::String(user)) = params.first() else {
+                return Err(ServiceError::match_failed());
+            };
+            Ok(Some(Value::from(connections.of_user(user).len() as i64)))
+        }
+    });
+    let connections = registry.connections().clone();
+    registry.method("test.logOutOthers", move |ctx, _params| {
+        let connections = connections.clone();
+        async move {
+            let (Some(user), Some(me)) = (&ctx.user_id, ctx.connection()) else {
+                return Ok(Some(Value::from(0)));
+            };
+            let others: Vec<_> = connections
+                .of_user(user)
+                .into_iter()
+                .filter(|c| c.id() != me.id())
+                .collect();
+            for other in &others {
+                other.log_out();
+            }
+            Ok(Some(Value::from(others.len() as i64)))
+        }
+    });
+    registry.method("test.closedCount", move |_ctx, params| {
+        let closes = closes.clone();
+        async move {
+            let Some(Value::String(id)) = params.first() else {
+                return Err(ServiceError::match_failed());
+            };
+            let count = closes
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .copied();
+            Ok(Some(Value::from(count.unwrap_or(0))))
+        }
+    });
     registry.method("test.null", |_ctx, _params| async { Ok(Some(Value::Null)) });
     registry.method("test.date", |_ctx, _params| async {
         Ok(Some(Value::Date(0.0)))
