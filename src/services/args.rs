@@ -2,8 +2,11 @@
 //! type, a mismatch is `400 "Match failed"` before the handler does anything with the value.
 //!
 //! Owns the vocabulary of argument types (`string`, `number`, `integer`, `boolean`, `id`,
-//! `date`, `object`, `any`, each optional with a trailing `?`). It must not interpret what
-//! the values mean: callers decide how a checked value is used.
+//! `date`, `object`, `any`, each optional with a trailing `?`) that configuration declares,
+//! and [`Pattern`], the richer form services check their parameters with (Meteor's
+//! `Match.Maybe`, `Match.Optional`, `Match.OneOf`, object shapes exact or including, arrays
+//! of a pattern, literals, `Match.Where`). It must not interpret what the values mean:
+//! callers decide how a checked value is used.
 
 use super::error::ServiceError;
 use crate::model::Value;
@@ -147,6 +150,132 @@ pub fn check_params(
     Ok(())
 }
 
+/// A pattern a value must match, as Meteor's `check()` takes it.
+#[derive(Clone)]
+pub enum Pattern {
+    /// A value of this kind (not absent, not null, except for `Any`).
+    Kind(ArgKind),
+    /// Absent or null, or the inner pattern (`Match.Maybe`).
+    Maybe(Box<Pattern>),
+    /// Absent, or the inner pattern; null is refused (`Match.Optional`).
+    Optional(Box<Pattern>),
+    /// Any one of these (`Match.OneOf`).
+    OneOf(Vec<Pattern>),
+    /// An object with these fields; `others` allows more (`Match.ObjectIncluding`), else any
+    /// other field fails, as a plain object pattern does.
+    Object {
+        fields: Vec<(&'static str, Pattern)>,
+        others: bool,
+    },
+    /// An array whose every item matches (`[String]`).
+    ArrayOf(Box<Pattern>),
+    /// Exactly this value.
+    Literal(Value),
+    /// A value the inner pattern matches and the test accepts (`Match.Where`).
+    Where(Box<Pattern>, fn(&Value) -> bool),
+    /// A string of at most this many characters.
+    StringUpTo(usize),
+}
+
+impl Pattern {
+    pub const STRING: Pattern = Pattern::Kind(ArgKind::String);
+    pub const NUMBER: Pattern = Pattern::Kind(ArgKind::Number);
+    pub const INTEGER: Pattern = Pattern::Kind(ArgKind::Integer);
+    pub const BOOLEAN: Pattern = Pattern::Kind(ArgKind::Boolean);
+    pub const ID: Pattern = Pattern::Kind(ArgKind::Id);
+    pub const DATE: Pattern = Pattern::Kind(ArgKind::Date);
+    pub const OBJECT: Pattern = Pattern::Kind(ArgKind::Object);
+    pub const ANY: Pattern = Pattern::Kind(ArgKind::Any);
+
+    pub fn maybe(inner: Pattern) -> Self {
+        Pattern::Maybe(Box::new(inner))
+    }
+
+    pub fn optional(inner: Pattern) -> Self {
+        Pattern::Optional(Box::new(inner))
+    }
+
+    pub fn array_of(inner: Pattern) -> Self {
+        Pattern::ArrayOf(Box::new(inner))
+    }
+
+    /// An object with exactly these fields (those whose pattern is `Maybe` or `Optional`
+    /// may be left out).
+    pub fn object(fields: Vec<(&'static str, Pattern)>) -> Self {
+        Pattern::Object {
+            fields,
+            others: false,
+        }
+    }
+
+    /// An object with at least these fields.
+    pub fn object_including(fields: Vec<(&'static str, Pattern)>) -> Self {
+        Pattern::Object {
+            fields,
+            others: true,
+        }
+    }
+
+    /// A string of at most `max` characters: a bound every free-text field needs.
+    pub fn string_up_to(max: usize) -> Self {
+        Pattern::StringUpTo(max)
+    }
+
+    /// Whether `value` (`None`: absent) matches.
+    pub fn matches(&self, value: Option<&Value>) -> bool {
+        match self {
+            Pattern::Kind(kind) => ArgType {
+                kind: *kind,
+                optional: false,
+            }
+            .accepts(value),
+            Pattern::Maybe(inner) => {
+                matches!(value, None | Some(Value::Null)) || inner.matches(value)
+            }
+            Pattern::Optional(inner) => value.is_none() || inner.matches(value),
+            Pattern::OneOf(options) => options.iter().any(|p| p.matches(value)),
+            Pattern::Object { fields, others } => {
+                let Some(Value::Object(doc)) = value else {
+                    return false;
+                };
+                fields.iter().all(|(name, p)| p.matches(doc.get(*name)))
+                    && (*others || doc.keys().all(|k| fields.iter().any(|(n, _)| n == k)))
+            }
+            Pattern::ArrayOf(inner) => match value {
+                Some(Value::Array(items)) => items.iter().all(|item| inner.matches(Some(item))),
+                _ => false,
+            },
+            Pattern::Literal(expected) => value == Some(expected),
+            Pattern::StringUpTo(max) => value.is_some_and(|v| text_within(v, *max)),
+            Pattern::Where(inner, test) => inner.matches(value) && value.is_some_and(test),
+        }
+    }
+
+    /// `Ok` when `value` matches, else Meteor's `Match failed` (400).
+    pub fn check(&self, value: Option<&Value>) -> Result<(), ServiceError> {
+        if self.matches(value) {
+            Ok(())
+        } else {
+            Err(ServiceError::match_failed())
+        }
+    }
+}
+
+fn text_within(value: &Value, max: usize) -> bool {
+    value.as_str().is_some_and(|s| s.chars().count() <= max)
+}
+
+/// Checks a method's parameters: one pattern per position, nothing beyond them.
+pub fn check_all(patterns: &[Pattern], params: &[Value]) -> Result<(), ServiceError> {
+    if params.len() > patterns.len() {
+        return Err(ServiceError::match_failed());
+    }
+    for (i, pattern) in patterns.iter().enumerate() {
+        pattern.check(params.get(i))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +332,56 @@ mod tests {
         assert!(check_params(&types, &params, |_, _| false).is_err());
         assert!(check_params(&types, &params, |i, _| i == 1).is_ok());
         assert!(check_params(&types, &[], |_, _| true).is_err());
+    }
+
+    #[test]
+    fn patterns_follow_meteor_match() {
+        let v = |j: serde_json::Value| Value::from_json(j).expect("ejson");
+        let login = Pattern::object(vec![
+            (
+                "user",
+                Pattern::OneOf(vec![
+                    Pattern::object(vec![("username", Pattern::STRING)]),
+                    Pattern::object(vec![("email", Pattern::STRING)]),
+                ]),
+            ),
+            (
+                "password",
+                Pattern::OneOf(vec![
+                    Pattern::string_up_to(256),
+                    Pattern::object(vec![
+                        ("digest", Pattern::STRING),
+                        ("algorithm", Pattern::Literal(Value::from("sha-256"))),
+                    ]),
+                ]),
+            ),
+            ("code", Pattern::optional(Pattern::STRING)),
+        ]);
+        let ok = v(
+            serde_json::json!({"user": {"username": "ann"}, "password": {"digest": "ab", "algorithm": "sha-256"}}),
+        );
+        assert!(login.matches(Some(&ok)));
+        for bad in [
+            serde_json::json!({"user": {"username": "ann"}, "password": {"digest": "ab", "algorithm": "md5"}}),
+            serde_json::json!({"user": {"username": {"$ne": 1}}, "password": "x"}),
+            serde_json::json!({"user": {"username": "ann"}, "password": "x", "extra": 1}),
+            serde_json::json!({"user": {"username": "ann"}, "password": "x", "code": null}),
+            serde_json::json!({"user": {"username": "ann"}, "password": "x".repeat(257)}),
+            serde_json::json!({"password": "x"}),
+        ] {
+            assert!(!login.matches(Some(&v(bad.clone()))), "{bad}");
+        }
+        let including = Pattern::object_including(vec![("a", Pattern::NUMBER)]);
+        assert!(including.matches(Some(&v(serde_json::json!({"a": 1, "b": 2})))));
+        assert!(Pattern::maybe(Pattern::STRING).matches(Some(&Value::Null)));
+        assert!(!Pattern::optional(Pattern::STRING).matches(Some(&Value::Null)));
+        assert!(Pattern::array_of(Pattern::ID).matches(Some(&v(serde_json::json!(["a", "b"])))));
+        assert!(!Pattern::array_of(Pattern::ID).matches(Some(&v(serde_json::json!(["a", 1])))));
+        assert!(check_all(&[Pattern::STRING], &[Value::from("a"), Value::from("b")]).is_err());
+        assert!(check_all(
+            &[Pattern::STRING, Pattern::maybe(Pattern::NUMBER)],
+            &[Value::from("a")]
+        )
+        .is_ok());
     }
 }
