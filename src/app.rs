@@ -5,6 +5,7 @@ use crate::config::Settings;
 use crate::observe::ObserveHub;
 use crate::rest::Rest;
 use crate::server;
+use crate::services::accounts::{self, Accounts};
 use crate::services::{builtin, declarative, testing, Registry};
 use crate::session::Hub;
 use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
@@ -75,6 +76,18 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
     builtin::register_meteor_defaults(&mut registry);
+    let accounts = Accounts::new(
+        store.clone(),
+        registry.connections().clone(),
+        settings.accounts.clone(),
+    );
+    if let Err(err) = accounts.bootstrap().await {
+        return Err(StartError::Config(format!(
+            "cannot set up the first administrator: {}",
+            err.client_view().reason.unwrap_or_default()
+        )));
+    }
+    accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }

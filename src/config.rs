@@ -121,6 +121,16 @@ pub struct Cli {
     /// Register the test and benchmark methods and publications (`echo`, `test.*`).
     #[arg(long, env = "COMET_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub test_handlers: Option<bool>,
+    /// The first administrator's username (Rocket.Chat's variable), used on an empty store.
+    #[arg(long, env = "ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    #[arg(long, env = "ADMIN_PASS", hide_env_values = true)]
+    pub admin_pass: Option<String>,
+    #[arg(long, env = "ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// bcrypt's cost for new password hashes (4 to 31; Meteor's is 10).
+    #[arg(long, env = "COMET_BCRYPT_COST")]
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// The `[server]` table of the TOML file: the same settings as the flags.
@@ -178,6 +188,7 @@ pub struct Settings {
     pub log_json: bool,
     pub worker_threads: Option<usize>,
     pub test_handlers: bool,
+    pub accounts: crate::services::accounts::AccountsConfig,
     pub server: ServerConfig,
     pub session: SessionConfig,
     pub publications: Vec<crate::services::declarative::PublicationConfig>,
@@ -307,6 +318,20 @@ impl Settings {
             log_json,
             worker_threads: cli.worker_threads.or(f.worker_threads),
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
+            accounts: crate::services::accounts::AccountsConfig {
+                bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
+                admin: match (cli.admin_username, cli.admin_pass) {
+                    (Some(username), Some(password)) => {
+                        Some(crate::services::accounts::AdminSeed {
+                            username,
+                            password: crate::services::accounts::Secret(password),
+                            email: cli.admin_email,
+                        })
+                    }
+                    _ => None,
+                },
+                ..Default::default()
+            },
             server,
             session,
             publications,
@@ -324,6 +349,9 @@ impl Settings {
                 message: message.to_owned(),
             })
         };
+        if !(4..=31).contains(&self.accounts.bcrypt_cost) {
+            return invalid("COMET_BCRYPT_COST", "must be between 4 and 31");
+        }
         if self.server.max_message_bytes < 1024 {
             return invalid("max_message_bytes", "must be at least 1024");
         }

@@ -2,6 +2,7 @@
 //!
 //! They return domain values and [`ServiceError`]s; only `session` turns them into DDP frames.
 
+pub mod accounts;
 pub mod args;
 pub mod builtin;
 pub mod connections;

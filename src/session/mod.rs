@@ -844,7 +844,7 @@ impl Session {
                 // A live subscription id again (a reconnecting client re-sends): ignored.
                 return;
             }
-            if state.subs.len() >= self.hub.config.max_subscriptions {
+            if state.subs_by_id.len() >= self.hub.config.max_subscriptions {
                 drop(state);
                 let err = MeteorError::new(
                     "too-many-subscriptions",

@@ -44,6 +44,8 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
     let mut cli = Cli {
         test_handlers: Some(true),
         port: Some(0),
+        // Quick hashes: the tests log in often; the cost itself is bcrypt's business.
+        bcrypt_cost: Some(4),
         data_dir: Some(data_dir),
         ..Cli::default()
     };

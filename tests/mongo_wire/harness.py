@@ -202,6 +202,9 @@ class Primary:
                 with self.lock:
                     self.pings += 1
                 request.ok(operationTime=self.now)
+            elif name == "find" and doc.get("find") == "users" and not doc.get("filter"):
+                # Accounts' first-start check: a store with users is left as it is.
+                self.reply_cursor(request, [{"_id": "admin", "username": "admin"}], ns="meteor.users")
             elif name in ("buildInfo", "buildinfo"):
                 request.ok(version=".".join(map(str, self.version)),
                            versionArray=list(self.version) + [0], operationTime=self.now)

@@ -1,0 +1,69 @@
+//! Login attempts counted per key (a connection, a client address) in fixed windows, as
+//! Meteor's DDPRateLimiter counts them: the call after the allowed number in one window is
+//! refused with `too-many-requests` and the time until the window resets.
+
+use crate::model::MeteorError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One rule: this many calls per key per window.
+pub struct Limiter {
+    allowed: u32,
+    window: Duration,
+    counts: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl Limiter {
+    pub fn new(allowed: u32, window: Duration) -> Self {
+        Self {
+            allowed,
+            window,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a call under `key`; `Err` with Meteor's error once over the limit.
+    pub fn hit(&self, key: &str) -> Result<(), MeteorError> {
+        let now = Instant::now();
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() > 100_000 {
+            // Old windows of keys gone quiet: forget them rather than grow.
+            counts.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+        }
+        let entry = counts.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 <= self.allowed {
+            return Ok(());
+        }
+        let reset = self.window.saturating_sub(now.duration_since(entry.0));
+        let ms = reset.as_millis() as u64;
+        Err(MeteorError::new(
+            "too-many-requests",
+            format!(
+                "Error, too many requests. Please slow down. You must wait {} seconds before trying again.",
+                ms.div_ceil(1000)
+            ),
+        )
+        .with_details(serde_json::json!({"timeToReset": ms})))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_after_the_allowed_ones_is_refused_until_the_window_resets() {
+        let limiter = Limiter::new(2, Duration::from_millis(50));
+        assert!(limiter.hit("a").is_ok() && limiter.hit("a").is_ok());
+        let refused = limiter.hit("a").expect_err("third call");
+        assert_eq!(refused.error.to_string(), "too-many-requests");
+        assert!(limiter.hit("b").is_ok(), "other keys are counted apart");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(limiter.hit("a").is_ok());
+    }
+}

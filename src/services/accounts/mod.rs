@@ -1,0 +1,731 @@
+//! Accounts: users who log in exactly as Meteor's and Rocket.Chat's clients do.
+//!
+//! Owns the `users` collection in Meteor's and Rocket.Chat's shape (`username`,
+//! `emails[{address, verified}]`, `name`, `roles`, `status`, `active`, `type`,
+//! `services.password.bcrypt`, `services.resume.loginTokens[{when, hashedToken}]`), password
+//! and resume logins, tokens, logouts, new users, the first administrator and the `general`
+//! channel a fresh store starts with. The typed API here is what the DDP methods
+//! (`methods.rs`) and REST routes call, so both run the same checks. It must not know about
+//! sessions or HTTP: a connection is a `ConnectionHandle`, a caller's writes go to a
+//! [`WriteRecorder`].
+
+pub mod limiter;
+pub mod methods;
+pub mod secrets;
+
+use super::connections::Connections;
+use super::error::ServiceError;
+use crate::model::query::{Selector, Update};
+use crate::model::{Document, MeteorError, Value};
+use crate::storage::{FindOptions, Store, UpdateOptions};
+use std::sync::Arc;
+
+/// The collection of users.
+pub const USERS: &str = "users";
+/// Claims that keep usernames and email addresses unique across writers: one document per
+/// claimed name, whose `_id` the store refuses twice.
+pub const CLAIMS: &str = "comet_unique_claims";
+/// The fields of a user any client may see of its own document (never `services`).
+pub const PUBLIC_USER_FIELDS: &[&str] = &[
+    "username",
+    "emails",
+    "name",
+    "roles",
+    "status",
+    "statusConnection",
+    "statusText",
+    "active",
+    "type",
+    "profile",
+    "utcOffset",
+    "avatarETag",
+    "settings",
+];
+/// The attachment under which a connection keeps the hash of the token it logged in with.
+pub const TOKEN_ATTACHMENT: &str = "loginTokenHash";
+
+/// A password that must never reach a log: `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The first administrator, from `ADMIN_USERNAME` / `ADMIN_PASS` / `ADMIN_EMAIL`.
+#[derive(Clone, Debug)]
+pub struct AdminSeed {
+    pub username: String,
+    pub password: Secret,
+    pub email: Option<String>,
+}
+
+/// How accounts behave.
+#[derive(Clone, Debug)]
+pub struct AccountsConfig {
+    /// bcrypt's cost for new password hashes (Meteor: 10).
+    pub bcrypt_cost: u32,
+    /// The first administrator; without it, one with a generated password is logged once.
+    pub admin: Option<AdminSeed>,
+    /// How long a login token lasts (Rocket.Chat's `Accounts_LoginExpiration`, 90 days).
+    pub login_expiration_days: f64,
+    /// Whether anyone may create an account (Rocket.Chat's `Accounts_RegistrationForm`).
+    pub registration_open: bool,
+    /// Login attempts allowed per connection per window, and per client address.
+    pub login_attempts_per_connection: u32,
+    pub login_attempts_per_address: u32,
+    pub login_attempt_window: std::time::Duration,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: 10,
+            admin: None,
+            login_expiration_days: 90.0,
+            registration_open: true,
+            login_attempts_per_connection: 5,
+            login_attempts_per_address: 30,
+            login_attempt_window: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a caller's writes are recorded (a DDP method's write fence); REST records none.
+pub trait WriteRecorder: Sync {
+    fn record_write(&self, seq: u64);
+}
+
+impl WriteRecorder for super::MethodContext {
+    fn record_write(&self, seq: u64) {
+        super::MethodContext::record_write(self, seq);
+    }
+}
+
+/// No fence to hold (REST, start-up).
+pub struct NoFence;
+
+impl WriteRecorder for NoFence {
+    fn record_write(&self, _seq: u64) {}
+}
+
+/// Who is logging in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserSelector {
+    Username(String),
+    Email(String),
+    Id(String),
+}
+
+/// A successful login: Meteor's `{id, token, tokenExpires, type}`.
+#[derive(Clone, Debug)]
+pub struct LoginResult {
+    pub id: String,
+    pub token: String,
+    pub token_hash: String,
+    pub token_expires_ms: f64,
+    /// `password` or `resume`.
+    pub kind: &'static str,
+}
+
+impl LoginResult {
+    /// The method result a Meteor client expects.
+    pub fn to_value(&self, with_type: bool) -> Value {
+        let mut doc = Document::default();
+        doc.insert("id".into(), Value::from(self.id.as_str()));
+        doc.insert("token".into(), Value::from(self.token.as_str()));
+        doc.insert("tokenExpires".into(), Value::Date(self.token_expires_ms));
+        if with_type {
+            doc.insert("type".into(), Value::from(self.kind));
+        }
+        Value::Object(doc)
+    }
+}
+
+/// A new account.
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    pub username: String,
+    pub email: Option<String>,
+    /// The password's SHA-256 hex digest.
+    pub password_digest: Option<String>,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+}
+
+/// The Accounts service.
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    connections: Arc<Connections>,
+    config: AccountsConfig,
+    per_connection: limiter::Limiter,
+    per_address: limiter::Limiter,
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64)
+}
+
+fn doc(json: serde_json::Value) -> Result<Document, ServiceError> {
+    match Value::from_json(json) {
+        Ok(Value::Object(d)) => Ok(d),
+        _ => Err(ServiceError::internal("not a document")),
+    }
+}
+
+fn selector(json: serde_json::Value) -> Result<Selector, ServiceError> {
+    Selector::parse(&doc(json)?).map_err(|e| ServiceError::internal(e.0))
+}
+
+fn update(json: serde_json::Value) -> Result<Update, ServiceError> {
+    Update::parse(&doc(json)?).map_err(|e| ServiceError::internal(e.0))
+}
+
+/// A selector matching `field` equal to `text` ignoring case: the text is escaped, so it
+/// is a value, never a pattern.
+fn case_insensitive(field: &str, text: &str) -> Result<Selector, ServiceError> {
+    let mut d = Document::default();
+    d.insert(
+        field.into(),
+        Value::Regex {
+            pattern: format!("^{}$", regex::escape(text)),
+            flags: "i".into(),
+        },
+    );
+    Selector::parse(&d).map_err(|e| ServiceError::internal(e.0))
+}
+
+fn forbidden(reason: &str) -> ServiceError {
+    ServiceError::Client(MeteorError::new(403, reason))
+}
+
+fn str_at<'a>(doc: &'a Document, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let value = doc.get(*first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    str_at(value.as_object()?, rest)
+}
+
+impl Accounts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connections: Arc<Connections>,
+        config: AccountsConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            per_connection: limiter::Limiter::new(
+                config.login_attempts_per_connection,
+                config.login_attempt_window,
+            ),
+            per_address: limiter::Limiter::new(
+                config.login_attempts_per_address,
+                config.login_attempt_window,
+            ),
+            store,
+            connections,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &AccountsConfig {
+        &self.config
+    }
+
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Counts a login attempt from `connection` / `address`; refused past the limits.
+    pub fn count_login_attempt(
+        &self,
+        connection: Option<&str>,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), ServiceError> {
+        if let Some(id) = connection {
+            self.per_connection.hit(id)?;
+        }
+        if let Some(ip) = address {
+            self.per_address.hit(&ip.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn find_users(
+        &self,
+        selector: Selector,
+        limit: usize,
+    ) -> Result<Vec<Document>, ServiceError> {
+        self.store
+            .find(
+                USERS,
+                FindOptions {
+                    selector,
+                    limit: Some(limit),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))
+    }
+
+    /// The user `who` names: an exact match first, then one ignoring case if exactly one.
+    pub async fn find_user(&self, who: &UserSelector) -> Result<Option<Document>, ServiceError> {
+        let (field, text) = match who {
+            UserSelector::Id(id) => {
+                return Ok(self
+                    .find_users(selector(serde_json::json!({"_id": id}))?, 1)
+                    .await?
+                    .pop())
+            }
+            UserSelector::Username(name) => ("username", name),
+            UserSelector::Email(address) => ("emails.address", address),
+        };
+        let mut exact = Document::default();
+        exact.insert(field.into(), Value::from(text.as_str()));
+        let exact = Selector::parse(&exact).map_err(|e| ServiceError::internal(e.0))?;
+        if let Some(user) = self.find_users(exact, 1).await?.pop() {
+            return Ok(Some(user));
+        }
+        let mut loose = self.find_users(case_insensitive(field, text)?, 2).await?;
+        Ok(if loose.len() == 1 { loose.pop() } else { None })
+    }
+
+    fn check_active(user: &Document) -> Result<(), ServiceError> {
+        if user.get("active") == Some(&Value::Bool(false)) {
+            return Err(ServiceError::Client(MeteorError::new(
+                "error-user-is-not-activated",
+                "User is not activated",
+            )));
+        }
+        Ok(())
+    }
+
+    fn user_id(user: &Document) -> Result<String, ServiceError> {
+        match user.get("_id") {
+            Some(Value::String(id)) => Ok(id.clone()),
+            _ => Err(ServiceError::internal("user without a string _id")),
+        }
+    }
+
+    /// Logs in with a password (its SHA-256 hex digest): a new token is stored and returned.
+    pub async fn login_with_password(
+        &self,
+        who: &UserSelector,
+        digest: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<LoginResult, ServiceError> {
+        let Some(user) = self.find_user(who).await? else {
+            return Err(forbidden("User not found"));
+        };
+        let Some(Value::String(hash)) = str_at(&user, &["services", "password", "bcrypt"]) else {
+            return Err(forbidden("User has no password set"));
+        };
+        if !secrets::verify_password(digest.to_owned(), hash.clone()).await {
+            return Err(forbidden("Incorrect password"));
+        }
+        Self::check_active(&user)?;
+        let id = Self::user_id(&user)?;
+        self.issue_token(&id, now_ms(), "password", writes).await
+    }
+
+    /// Stores a new token for `user_id` dated `when` and returns it.
+    async fn issue_token(
+        &self,
+        user_id: &str,
+        when: f64,
+        kind: &'static str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<LoginResult, ServiceError> {
+        let token = secrets::new_token();
+        let token_hash = secrets::hash_token(&token);
+        let ack = self
+            .store
+            .update(
+                USERS,
+                selector(serde_json::json!({"_id": user_id}))?,
+                update(serde_json::json!({
+                    "$push": {"services.resume.loginTokens": {"when": {"$date": when}, "hashedToken": token_hash}},
+                    "$set": {"_updatedAt": {"$date": now_ms()}},
+                }))?,
+                UpdateOptions::default(),
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        if ack.matched == 0 {
+            return Err(forbidden("User not found"));
+        }
+        writes.record_write(ack.seq);
+        Ok(LoginResult {
+            id: user_id.to_owned(),
+            token,
+            token_hash,
+            token_expires_ms: when + self.lifetime_ms(),
+            kind,
+        })
+    }
+
+    fn lifetime_ms(&self) -> f64 {
+        self.config.login_expiration_days * 24.0 * 3600.0 * 1000.0
+    }
+
+    /// The user holding `token` and when the token was issued; refused if unknown or expired.
+    pub async fn user_for_token(
+        &self,
+        token: &str,
+    ) -> Result<(Document, f64, String), ServiceError> {
+        let hash = secrets::hash_token(token);
+        let found = self
+            .find_users(
+                selector(serde_json::json!({"services.resume.loginTokens.hashedToken": hash}))?,
+                1,
+            )
+            .await?
+            .pop();
+        let Some(user) = found else {
+            return Err(forbidden(
+                "You've been logged out by the server. Please log in again.",
+            ));
+        };
+        let when = match str_at(&user, &["services", "resume", "loginTokens"]) {
+            Some(Value::Array(tokens)) => tokens.iter().find_map(|t| {
+                let t = t.as_object()?;
+                (t.get("hashedToken")?.as_str()? == hash).then(|| match t.get("when") {
+                    Some(Value::Date(ms)) => *ms,
+                    _ => 0.0,
+                })
+            }),
+            _ => None,
+        }
+        .unwrap_or(0.0);
+        if when + self.lifetime_ms() < now_ms() {
+            return Err(forbidden("Your session has expired. Please log in again."));
+        }
+        Self::check_active(&user)?;
+        Ok((user, when, hash))
+    }
+
+    /// Logs in with a resume token: the same token comes back.
+    pub async fn login_with_resume(&self, token: &str) -> Result<LoginResult, ServiceError> {
+        let (user, when, token_hash) = self.user_for_token(token).await?;
+        Ok(LoginResult {
+            id: Self::user_id(&user)?,
+            token: token.to_owned(),
+            token_hash,
+            token_expires_ms: when + self.lifetime_ms(),
+            kind: "resume",
+        })
+    }
+
+    /// Removes tokens of `user_id` (the one with `token_hash`, or every one but it when
+    /// `all_but` is set), and logs out the live connections that used them.
+    pub async fn remove_tokens(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        all_but: bool,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let condition = if all_but {
+            serde_json::json!({"hashedToken": {"$ne": token_hash}})
+        } else {
+            serde_json::json!({"hashedToken": token_hash})
+        };
+        let ack = self
+            .store
+            .update(
+                USERS,
+                selector(serde_json::json!({"_id": user_id}))?,
+                update(serde_json::json!({"$pull": {"services.resume.loginTokens": condition}}))?,
+                UpdateOptions::default(),
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        writes.record_write(ack.seq);
+        for connection in self.connections.of_user(user_id) {
+            let used = connection.attachment(TOKEN_ATTACHMENT);
+            let revoked = match &used {
+                Some(hash) => (hash == token_hash) != all_but,
+                None => false,
+            };
+            if revoked {
+                connection.set_attachment(TOKEN_ATTACHMENT, None);
+                connection.log_out();
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh token with the same issue date as `token_hash`'s (Meteor's `getNewToken`).
+    pub async fn new_token(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<LoginResult, ServiceError> {
+        let user = self
+            .find_users(selector(serde_json::json!({"_id": user_id}))?, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| forbidden("User not found"))?;
+        let when = match str_at(&user, &["services", "resume", "loginTokens"]) {
+            Some(Value::Array(tokens)) => tokens.iter().find_map(|t| {
+                let t = t.as_object()?;
+                (t.get("hashedToken")?.as_str()? == token_hash).then(|| match t.get("when") {
+                    Some(Value::Date(ms)) => *ms,
+                    _ => now_ms(),
+                })
+            }),
+            _ => None,
+        }
+        .ok_or_else(|| forbidden("You've been logged out by the server. Please log in again."))?;
+        self.issue_token(user_id, when, "resume", writes).await
+    }
+
+    /// Claims `value` (a lowercase username or address) for `owner`; `false` when it is taken.
+    async fn claim(&self, kind: &str, value: &str, owner: &str) -> Result<bool, ServiceError> {
+        let claim = doc(
+            serde_json::json!({"_id": format!("{kind}:{}", value.to_lowercase()), "owner": owner}),
+        )?;
+        match self.store.insert(CLAIMS, claim).await {
+            Ok(_) => Ok(true),
+            Err(crate::storage::StoreError::DuplicateKey(_)) => Ok(false),
+            Err(other) => Err(ServiceError::from_store(&other)),
+        }
+    }
+
+    async fn release(&self, kind: &str, value: &str) {
+        if let Ok(by_id) =
+            selector(serde_json::json!({"_id": format!("{kind}:{}", value.to_lowercase())}))
+        {
+            let _ = self
+                .store
+                .remove(CLAIMS, by_id, crate::storage::RemoveOptions::default())
+                .await;
+        }
+    }
+
+    /// Creates a user. The username and the address are claimed first (the store refuses a
+    /// second claim, so two writers cannot both take a name), and checked against users
+    /// written before comet held claims; a new user joins the default channels.
+    pub async fn create_user(
+        &self,
+        new: NewUser,
+        writes: &dyn WriteRecorder,
+    ) -> Result<String, ServiceError> {
+        if !valid_username(&new.username) {
+            return Err(ServiceError::Client(MeteorError::new(
+                "error-invalid-username",
+                "Invalid username",
+            )));
+        }
+        if let Some(email) = &new.email {
+            if !valid_email(email) {
+                return Err(ServiceError::Client(MeteorError::new(
+                    "error-invalid-email",
+                    "Invalid email",
+                )));
+            }
+        }
+        let id = crate::model::random::random_id();
+        if self
+            .find_user(&UserSelector::Username(new.username.clone()))
+            .await?
+            .is_some()
+            || !self.claim("username", &new.username, &id).await?
+        {
+            return Err(ServiceError::Client(MeteorError::new(
+                403,
+                "Username already exists.",
+            )));
+        }
+        if let Some(email) = &new.email {
+            if self
+                .find_user(&UserSelector::Email(email.clone()))
+                .await?
+                .is_some()
+                || !self.claim("email", email, &id).await?
+            {
+                self.release("username", &new.username).await;
+                return Err(ServiceError::Client(MeteorError::new(
+                    403,
+                    "Email already exists.",
+                )));
+            }
+        }
+        let mut services = serde_json::json!({"resume": {"loginTokens": []}});
+        if let Some(digest) = &new.password_digest {
+            let hash = secrets::hash_password(digest.clone(), self.config.bcrypt_cost)
+                .await
+                .map_err(ServiceError::internal)?;
+            services["password"] = serde_json::json!({"bcrypt": hash});
+        }
+        let now = now_ms();
+        let roles = if new.roles.is_empty() {
+            vec!["user".to_owned()]
+        } else {
+            new.roles.clone()
+        };
+        let emails: Vec<serde_json::Value> = new
+            .email
+            .iter()
+            .map(|a| serde_json::json!({"address": a, "verified": false}))
+            .collect();
+        let mut user = serde_json::json!({
+            "_id": id,
+            "createdAt": {"$date": now},
+            "_updatedAt": {"$date": now},
+            "username": new.username,
+            "emails": emails,
+            "type": "user",
+            "status": "offline",
+            "active": true,
+            "roles": roles,
+            "services": services,
+        });
+        if let Some(name) = &new.name {
+            user["name"] = serde_json::json!(name);
+        }
+        let ack = self
+            .store
+            .insert(USERS, doc(user)?)
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        writes.record_write(ack.seq);
+        self.join_default_channels(&id, &new.username, writes)
+            .await?;
+        Ok(id)
+    }
+
+    /// Subscribes a user to the default channels (those with `default: true`).
+    async fn join_default_channels(
+        &self,
+        user_id: &str,
+        username: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let rooms = self
+            .store
+            .find(
+                ROOMS,
+                FindOptions {
+                    selector: selector(serde_json::json!({"default": true}))?,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        for room in rooms {
+            let (Some(Value::String(rid)), Some(t)) = (room.get("_id"), room.get("t")) else {
+                continue;
+            };
+            let name = room
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let now = now_ms();
+            let sub = doc(serde_json::json!({
+                "_id": crate::model::random::random_id(),
+                "rid": rid, "name": name, "fname": name,
+                "t": t.as_str(), "u": {"_id": user_id, "username": username},
+                "ts": {"$date": now}, "ls": {"$date": now}, "_updatedAt": {"$date": now},
+                "open": true, "alert": false, "unread": 0, "userMentions": 0, "groupMentions": 0,
+            }))?;
+            let ack = self
+                .store
+                .insert(SUBSCRIPTIONS, sub)
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+            writes.record_write(ack.seq);
+            let ack = self
+                .store
+                .update(
+                    ROOMS,
+                    selector(serde_json::json!({"_id": rid}))?,
+                    update(serde_json::json!({"$inc": {"usersCount": 1}}))?,
+                    UpdateOptions::default(),
+                )
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+            writes.record_write(ack.seq);
+        }
+        Ok(())
+    }
+
+    /// First start on an empty store: the administrator and the `general` channel. A store
+    /// that has any user is left as it is.
+    pub async fn bootstrap(&self) -> Result<(), ServiceError> {
+        let any = self.find_users(Selector::everything(), 1).await?;
+        if !any.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let general = doc(serde_json::json!({
+            "_id": "GENERAL", "t": "c", "name": "general", "fname": "general",
+            "default": true, "usersCount": 0, "msgs": 0, "ro": false, "sysMes": true,
+            "ts": {"$date": now}, "_updatedAt": {"$date": now},
+        }))?;
+        match self.store.insert(ROOMS, general).await {
+            Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
+            Err(other) => return Err(ServiceError::from_store(&other)),
+        }
+        let (seed, generated) = match &self.config.admin {
+            Some(seed) => (seed.clone(), false),
+            None => (
+                AdminSeed {
+                    username: "admin".into(),
+                    password: Secret(crate::model::random::random_secret()),
+                    email: None,
+                },
+                true,
+            ),
+        };
+        let id = self
+            .create_user(
+                NewUser {
+                    username: seed.username.clone(),
+                    email: seed.email.clone(),
+                    password_digest: Some(secrets::password_digest(&seed.password.0)),
+                    name: Some(seed.username.clone()),
+                    roles: vec!["admin".into(), "user".into()],
+                },
+                &NoFence,
+            )
+            .await?;
+        if generated {
+            // Written once, on the first start only: the one way to learn it.
+            tracing::warn!(username = %seed.username, password = %seed.password.0, "no ADMIN_USERNAME/ADMIN_PASS: created an administrator with this generated password (shown only now)");
+        } else {
+            tracing::info!(username = %seed.username, user_id = %id, "created the administrator");
+        }
+        Ok(())
+    }
+}
+
+/// Rooms and subscriptions, in Rocket.Chat's collections.
+pub const ROOMS: &str = "rocketchat_room";
+pub const SUBSCRIPTIONS: &str = "rocketchat_subscription";
+
+/// Rocket.Chat's default `UTF8_User_Names_Validation`: letters, digits, `-`, `_`, `.`.
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// An address with one `@`, something on each side, and no spaces.
+pub fn valid_email(address: &str) -> bool {
+    address.len() <= 254
+        && !address.contains(char::is_whitespace)
+        && address.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        })
+}

@@ -1,0 +1,275 @@
+//! Accounts over DDP, as Meteor's and Rocket.Chat's clients log in: password (digest and
+//! plain), resume, logout, new tokens, other clients logged out, new users with unique
+//! names, the login rate limit, and bad login bodies.
+
+#![allow(clippy::unwrap_used)] // test code
+
+mod common;
+
+use common::DdpClient;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+fn digest(password: &str) -> Json {
+    let hex: String = Sha256::digest(password.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({"digest": hex, "algorithm": "sha-256"})
+}
+
+async fn server() -> common::TestServer {
+    common::spawn_server(common::test_settings(|c| {
+        c.admin_username = Some("boss".into());
+        c.admin_pass = Some("s3cret-pass".into());
+        c.admin_email = Some("boss@example.com".into());
+    }))
+    .await
+}
+
+/// Calls `login` and returns every frame up to its result.
+async fn login(c: &mut DdpClient, request: Json) -> Vec<Json> {
+    c.call_seeing("login", "login", json!([request])).await
+}
+
+fn result(frames: &[Json]) -> &Json {
+    frames.last().unwrap()
+}
+
+#[tokio::test]
+async fn the_administrator_logs_in_with_a_digest_then_resumes_with_the_token() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut c,
+        json!({"user": {"username": "boss"}, "password": digest("s3cret-pass")}),
+    )
+    .await;
+    let r = &result(&frames)["result"];
+    assert_eq!(r["type"], "password", "{frames:?}");
+    let token = r["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 43);
+    assert!(r["tokenExpires"]["$date"].as_f64().unwrap() > 0.0);
+    let me = frames
+        .iter()
+        .find(|f| f["msg"] == "added" && f["collection"] == "users")
+        .expect("the user's own document");
+    assert_eq!(me["fields"]["username"], "boss");
+    assert!(
+        me["fields"].get("services").is_none(),
+        "no secrets published: {me}"
+    );
+    assert_eq!(me["fields"]["emails"][0]["address"], "boss@example.com");
+    assert!(me["fields"]["roles"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("admin")));
+
+    // The same user by address (any case), and with a plain-text password.
+    let (mut d, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut d,
+        json!({"user": {"email": "BOSS@example.com"}, "password": "s3cret-pass"}),
+    )
+    .await;
+    assert_eq!(result(&frames)["result"]["id"], r["id"], "{frames:?}");
+
+    let (mut e, _) = DdpClient::connect(&server).await;
+    let frames = login(&mut e, json!({"resume": token})).await;
+    let resumed = &result(&frames)["result"];
+    assert_eq!(
+        (resumed["type"].as_str(), resumed["token"].as_str()),
+        (Some("resume"), Some(token.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_meteors_errors() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut c,
+        json!({"user": {"username": "boss"}, "password": digest("nope")}),
+    )
+    .await;
+    assert_eq!(result(&frames)["error"]["error"], 403);
+    assert_eq!(result(&frames)["error"]["reason"], "Incorrect password");
+    let frames = login(
+        &mut c,
+        json!({"user": {"username": "nobody"}, "password": digest("x")}),
+    )
+    .await;
+    assert_eq!(result(&frames)["error"]["reason"], "User not found");
+    let frames = login(&mut c, json!({"resume": "not-a-token"})).await;
+    assert_eq!(
+        result(&frames)["error"]["reason"],
+        "You've been logged out by the server. Please log in again."
+    );
+}
+
+#[tokio::test]
+async fn bad_login_bodies_are_match_failed_and_the_server_serves_on() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let huge = "u".repeat(1_000_000);
+    for (i, bad) in [
+        json!([{"user": {"username": {"$ne": ""}}, "password": "x"}]),
+        json!([{"user": {"username": huge}, "password": "x"}]),
+        json!([{"user": {"username": "boss"}}]),
+        json!([{"user": {"username": "boss"}, "password": {"digest": "short", "algorithm": "sha-256"}}]),
+        json!([{"user": {"username": "boss"}, "password": {"digest": "x", "algorithm": "md5"}}]),
+        json!(["boss"]),
+        json!([]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A fresh connection each time: the rate limit is not what is tested here.
+        let (mut c, _) = DdpClient::connect(&server).await;
+        let frames = c.call_seeing(&format!("b{i}"), "login", bad.clone()).await;
+        assert_eq!(result(&frames)["error"]["error"], 400, "{bad}: {frames:?}");
+        assert_eq!(result(&frames)["error"]["reason"], "Match failed");
+    }
+    let (r, _) = c.call("e", "echo", json!([1])).await;
+    assert_eq!(r["result"], 1);
+}
+
+#[tokio::test]
+async fn a_password_guesser_is_slowed_while_others_log_in() {
+    let server = server().await;
+    let (mut guesser, _) = DdpClient::connect(&server).await;
+    let mut limited = None;
+    for i in 0..8 {
+        let frames = guesser
+            .call_seeing(
+                &format!("g{i}"),
+                "login",
+                json!([{"user": {"username": "boss"}, "password": digest(&format!("guess{i}"))}]),
+            )
+            .await;
+        if result(&frames)["error"]["error"] == "too-many-requests" {
+            limited = Some((i, result(&frames)["error"].clone()));
+            break;
+        }
+    }
+    let (at, error) = limited.expect("the guesser is refused");
+    assert_eq!(at, 5, "five attempts per ten seconds, as Meteor's default");
+    assert!(
+        error["details"]["timeToReset"].as_f64().unwrap() > 0.0,
+        "{error}"
+    );
+    let (mut other, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut other,
+        json!({"user": {"username": "boss"}, "password": digest("s3cret-pass")}),
+    )
+    .await;
+    assert_eq!(result(&frames)["result"]["type"], "password", "{frames:?}");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_and_logout_other_clients_logs_them_out_live() {
+    let server = server().await;
+    let (mut a, _) = DdpClient::connect(&server).await;
+    let (mut b, _) = DdpClient::connect(&server).await;
+    let creds = json!({"user": {"username": "boss"}, "password": digest("s3cret-pass")});
+    let token_a = result(&login(&mut a, creds.clone()).await)["result"]["token"].clone();
+    let token_b = result(&login(&mut b, creds).await)["result"]["token"].clone();
+
+    let frames = a.call_seeing("o", "logoutOtherClients", json!([])).await;
+    assert!(result(&frames).get("error").is_none(), "{frames:?}");
+    let removed = b.recv_data().await;
+    assert_eq!(
+        (removed["msg"].as_str(), removed["collection"].as_str()),
+        (Some("removed"), Some("users")),
+        "{removed}"
+    );
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = login(&mut c, json!({"resume": token_b})).await;
+    assert_eq!(result(&frames)["error"]["error"], 403, "b's token is gone");
+
+    // getNewToken: another token for the same login; the old one still works until logout.
+    let frames = a.call_seeing("n", "getNewToken", json!([])).await;
+    let fresh = result(&frames)["result"]["token"].clone();
+    assert!(fresh.is_string() && fresh != token_a, "{frames:?}");
+
+    let frames = a.call_seeing("out", "logout", json!([])).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["msg"] == "removed" && f["collection"] == "users"),
+        "{frames:?}"
+    );
+    let (mut d, _) = DdpClient::connect(&server).await;
+    let frames = login(&mut d, json!({"resume": fresh})).await;
+    assert_eq!(
+        result(&frames)["error"]["error"],
+        403,
+        "the logged-out token is refused"
+    );
+    let frames = login(&mut d, json!({"resume": token_a})).await;
+    assert_eq!(
+        result(&frames)["result"]["type"],
+        "resume",
+        "an unrelated token still works"
+    );
+}
+
+#[tokio::test]
+async fn new_users_get_unique_names_even_when_created_at_once() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = c
+        .call_seeing(
+            "c",
+            "createUser",
+            json!([{"username": "ann", "email": "ann@example.com", "password": digest("pw-ann")}]),
+        )
+        .await;
+    let r = &result(&frames)["result"];
+    assert_eq!(r["type"], "password", "{frames:?}");
+    let frames = c
+        .call_seeing(
+            "d",
+            "createUser",
+            json!([{"username": "ANN", "password": digest("x")}]),
+        )
+        .await;
+    assert_eq!(
+        result(&frames)["error"]["reason"],
+        "Username already exists.",
+        "{frames:?}"
+    );
+    let frames = c
+        .call_seeing(
+            "e",
+            "registerUser",
+            json!([{"username": "ann2", "email": "Ann@Example.com", "pass": "x"}]),
+        )
+        .await;
+    assert_eq!(
+        result(&frames)["error"]["reason"],
+        "Email already exists.",
+        "{frames:?}"
+    );
+
+    // Ten connections create the same name at once: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let addr = server.ws_url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = DdpClient::open(&addr).await;
+            c.send(json!({"msg":"connect","version":"1","support":["1"]})).await;
+            c.recv().await;
+            let frames = c
+                .call_seeing(&format!("r{i}"), "registerUser", json!([{"username": "race", "pass": "x", "email": format!("r{i}@example.com")}]))
+                .await;
+            frames.last().unwrap().get("result").is_some()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
