@@ -118,7 +118,11 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             })?;
     }
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
-    let rest = Arc::new(Rest::new(&settings.server.rocketchat_version));
+    let rest = Arc::new(Rest::with_services(
+        &settings.server.rocketchat_version,
+        accounts,
+        hub.registry.clone(),
+    ));
     Ok(Built { hub, rest })
 }
 

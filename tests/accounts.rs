@@ -19,12 +19,7 @@ fn digest(password: &str) -> Json {
 }
 
 async fn server() -> common::TestServer {
-    common::spawn_server(common::test_settings(|c| {
-        c.admin_username = Some("boss".into());
-        c.admin_pass = Some("s3cret-pass".into());
-        c.admin_email = Some("boss@example.com".into());
-    }))
-    .await
+    common::spawn_with_admin().await
 }
 
 /// Calls `login` and returns every frame up to its result.

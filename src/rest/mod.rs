@@ -6,6 +6,13 @@
 //! checks. It must not know about hyper or sockets: the server hands it a [`RestRequest`]
 //! (body already read, bounded) and sends back the [`RestResponse`].
 
+mod accounts;
+pub mod json;
+mod methods;
+
+use crate::model::MeteorError;
+use crate::services::accounts::Accounts;
+use crate::services::{Registry, ServiceError};
 use std::sync::Arc;
 
 /// One HTTP request as REST sees it.
@@ -53,6 +60,37 @@ impl RestResponse {
         Self { status: 200, body }
     }
 
+    /// Rocket.Chat's answer to a request without valid credentials.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: 401,
+            body: serde_json::json!({"status": "error", "message": "You must be logged in to do this."}),
+        }
+    }
+
+    /// A service's refusal in Rocket.Chat's envelope: its error code as `errorType`, its
+    /// reason as `error`; 400 for a client's mistake, 403 for a refusal, 500 for ours.
+    pub fn from_service(err: &ServiceError) -> Self {
+        if let ServiceError::Internal(cause) = err {
+            tracing::error!(%cause, "REST handler failed");
+        }
+        let shown: MeteorError = err.client_view();
+        let code = shown.error.to_string();
+        let status = match code.as_str() {
+            "400" => 400,
+            "401" => 401,
+            "403" | "error-not-allowed" | "error-action-not-allowed" => 403,
+            "404" => 404,
+            "409" => 409,
+            "too-many-requests" => 429,
+            "500" => 500,
+            "503" => 503,
+            _ => 400,
+        };
+        let reason = shown.reason.clone().unwrap_or_else(|| code.clone());
+        Self::failure(status, &reason, Some(&code))
+    }
+
     /// Rocket.Chat's failure envelope.
     pub fn failure(status: u16, error: &str, error_type: Option<&str>) -> Self {
         let mut body = serde_json::json!({"success": false, "error": error});
@@ -67,6 +105,13 @@ impl RestResponse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Info,
+    Login,
+    Logout,
+    Me,
+    UsersRegister,
+    UsersInfo,
+    MethodCall,
+    MethodCallAnon,
 }
 
 /// The REST layer: its routes and what their handlers need.
@@ -74,12 +119,42 @@ pub struct Rest {
     routes: matchit::Router<Route>,
     /// The Rocket.Chat version `/api/info` reports.
     rocketchat_version: Arc<str>,
+    accounts: Option<Arc<Accounts>>,
+    registry: Option<Arc<Registry>>,
+}
+
+/// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
+pub struct Caller {
+    pub user: crate::model::Document,
+    pub user_id: String,
+    pub token_hash: String,
 }
 
 impl Rest {
+    /// REST over the accounts service and the method registry (`method.call`).
+    pub fn with_services(
+        rocketchat_version: &str,
+        accounts: Arc<Accounts>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let mut rest = Self::new(rocketchat_version);
+        rest.accounts = Some(accounts);
+        rest.registry = Some(registry);
+        rest
+    }
+
     pub fn new(rocketchat_version: &str) -> Self {
         let mut routes = matchit::Router::new();
-        for (path, route) in [("/api/info", Route::Info)] {
+        for (path, route) in [
+            ("/api/info", Route::Info),
+            ("/api/v1/login", Route::Login),
+            ("/api/v1/logout", Route::Logout),
+            ("/api/v1/me", Route::Me),
+            ("/api/v1/users.register", Route::UsersRegister),
+            ("/api/v1/users.info", Route::UsersInfo),
+            ("/api/v1/method.call/{method}", Route::MethodCall),
+            ("/api/v1/method.callAnon/{method}", Route::MethodCallAnon),
+        ] {
             // The table is fixed: a conflict is a programming error caught by the tests.
             if let Err(err) = routes.insert(path, route) {
                 tracing::error!(%path, cause = %err, "REST route not registered");
@@ -88,7 +163,25 @@ impl Rest {
         Self {
             routes,
             rocketchat_version: rocketchat_version.into(),
+            accounts: None,
+            registry: None,
         }
+    }
+
+    /// The caller the request's credentials prove, if they do.
+    async fn caller(&self, request: &RestRequest) -> Option<Caller> {
+        let accounts = self.accounts.as_ref()?;
+        let (user_id, token) = request.credentials.as_ref()?;
+        let (user, _, token_hash) = accounts.user_for_token(token).await.ok()?;
+        let id = user
+            .get("_id")
+            .and_then(crate::model::Value::as_str)?
+            .to_owned();
+        (id == *user_id).then_some(Caller {
+            user,
+            user_id: id,
+            token_hash,
+        })
     }
 
     /// Whether `path` is REST's to answer.
@@ -102,12 +195,46 @@ impl Rest {
         let Ok(found) = self.routes.at(path) else {
             return RestResponse::failure(404, "Not found", None);
         };
-        match (*found.value, request.method) {
-            (Route::Info, RestMethod::Get) => RestResponse::success(serde_json::json!({
-                "version": &*self.rocketchat_version,
-            })),
+        let route = *found.value;
+        let method_name = found.params.get("method").map(str::to_owned);
+        let (Some(accounts), Some(registry)) = (&self.accounts, &self.registry) else {
+            return match (route, request.method) {
+                (Route::Info, RestMethod::Get) => self.info(),
+                _ => RestResponse::failure(404, "Not found", None),
+            };
+        };
+        match (route, request.method) {
+            (Route::Info, RestMethod::Get) => self.info(),
+            (Route::Login, RestMethod::Post) => accounts::login(accounts, &request).await,
+            (Route::UsersRegister, RestMethod::Post) => {
+                accounts::register(accounts, &request).await
+            }
+            (Route::MethodCallAnon, RestMethod::Post) => {
+                methods::call(registry, None, method_name.as_deref(), &request).await
+            }
+            (Route::Logout | Route::Me | Route::UsersInfo | Route::MethodCall, _) => {
+                let Some(caller) = self.caller(&request).await else {
+                    return RestResponse::unauthorized();
+                };
+                match (route, request.method) {
+                    (Route::Logout, RestMethod::Post) => accounts::logout(accounts, &caller).await,
+                    (Route::Me, RestMethod::Get) => accounts::me(&caller),
+                    (Route::UsersInfo, RestMethod::Get) => {
+                        accounts::users_info(accounts, &request).await
+                    }
+                    (Route::MethodCall, RestMethod::Post) => {
+                        methods::call(registry, Some(&caller), method_name.as_deref(), &request)
+                            .await
+                    }
+                    _ => RestResponse::failure(405, "Method not allowed", None),
+                }
+            }
             _ => RestResponse::failure(405, "Method not allowed", None),
         }
+    }
+
+    fn info(&self) -> RestResponse {
+        RestResponse::success(serde_json::json!({"version": &*self.rocketchat_version}))
     }
 }
 

@@ -68,6 +68,19 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
     TestServer { addr, hub, task }
 }
 
+/// The administrator every accounts test logs in as.
+pub const ADMIN: (&str, &str, &str) = ("boss", "s3cret-pass", "boss@example.com");
+
+/// A test server whose first start created the administrator [`ADMIN`].
+pub async fn spawn_with_admin() -> TestServer {
+    spawn_server(test_settings(|c| {
+        c.admin_username = Some(ADMIN.0.into());
+        c.admin_pass = Some(ADMIN.1.into());
+        c.admin_email = Some(ADMIN.2.into());
+    }))
+    .await
+}
+
 pub async fn spawn_default() -> TestServer {
     spawn_server(test_settings(|_| {})).await
 }
@@ -196,10 +209,25 @@ impl DdpClient {
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// One HTTP/1.1 request with extra headers; returns (status, body).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -1,0 +1,252 @@
+//! Rocket.Chat's account routes: `login`, `logout`, `me`, `users.register`, `users.info`.
+//! Thin adapters: the same typed API and `check()` patterns as the DDP methods.
+
+use super::json::to_json;
+use super::{Caller, RestRequest, RestResponse};
+use crate::model::{Document, Value};
+use crate::services::accounts::{methods, Accounts, NoFence, UserSelector, PUBLIC_USER_FIELDS};
+use crate::services::ServiceError;
+
+/// The request body as EJSON, or the 400 that refuses it.
+pub(super) fn body(request: &RestRequest) -> Result<Document, RestResponse> {
+    let parsed: serde_json::Value = serde_json::from_slice(&request.body)
+        .map_err(|_| RestResponse::failure(400, "The body is not JSON.", Some("invalid-body")))?;
+    match Value::from_json(parsed) {
+        Ok(Value::Object(d)) => Ok(d),
+        _ => Err(RestResponse::failure(
+            400,
+            "The body must be a JSON object.",
+            Some("invalid-body"),
+        )),
+    }
+}
+
+/// A user as a client may see it: `_id` and the public fields.
+pub(super) fn public_user(user: &Document) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let Some(id) = user.get("_id") {
+        out.insert("_id".into(), to_json(id));
+    }
+    for field in PUBLIC_USER_FIELDS {
+        if let Some(v) = user.get(*field) {
+            out.insert((*field).into(), to_json(v));
+        }
+    }
+    out.into()
+}
+
+fn unauthorized_login() -> RestResponse {
+    RestResponse {
+        status: 401,
+        body: serde_json::json!({"status": "error", "error": "Unauthorized", "message": "Unauthorized"}),
+    }
+}
+
+/// `POST /api/v1/login`: `{user | username | email, password}` or `{resume}`.
+pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestResponse {
+    let fields = match body(request) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    if let Err(err) = accounts.count_login_attempt(None, request.client_address) {
+        return RestResponse::from_service(&err);
+    }
+    // The REST shapes, as the DDP `login` parameter they stand for.
+    let mut ddp = Document::default();
+    if let Some(resume) = fields.get("resume") {
+        ddp.insert("resume".into(), resume.clone());
+    } else {
+        let user = match (
+            fields.get("user"),
+            fields.get("username"),
+            fields.get("email"),
+        ) {
+            (Some(u), _, _) => u.clone(),
+            (None, Some(name), _) => {
+                let mut d = Document::default();
+                d.insert("username".into(), name.clone());
+                Value::Object(d)
+            }
+            (None, None, Some(address)) => {
+                let mut d = Document::default();
+                d.insert("email".into(), address.clone());
+                Value::Object(d)
+            }
+            _ => Value::Null,
+        };
+        ddp.insert("user".into(), user);
+        ddp.insert(
+            "password".into(),
+            fields.get("password").cloned().unwrap_or(Value::Null),
+        );
+    }
+    let result = match methods::login(accounts, &Value::Object(ddp), &NoFence).await {
+        Ok(r) => r,
+        Err(ServiceError::Client(e)) if e.reason.as_deref() == Some("Match failed") => {
+            return RestResponse::failure(400, "Match failed", Some("error-invalid-params"))
+        }
+        Err(ServiceError::Client(e)) if e.error.to_string() == "too-many-requests" => {
+            return RestResponse::from_service(&ServiceError::Client(e))
+        }
+        Err(ServiceError::Client(_)) => return unauthorized_login(),
+        Err(other) => return RestResponse::from_service(&other),
+    };
+    let me = match accounts
+        .find_user(&UserSelector::Id(result.id.clone()))
+        .await
+    {
+        Ok(Some(user)) => public_user(&user),
+        Ok(None) => return unauthorized_login(),
+        Err(err) => return RestResponse::from_service(&err),
+    };
+    RestResponse {
+        status: 200,
+        body: serde_json::json!({
+            "status": "success",
+            "data": {"userId": result.id, "authToken": result.token, "me": me},
+        }),
+    }
+}
+
+/// `POST /api/v1/logout`: the request's token is revoked (and live sessions using it end).
+pub(super) async fn logout(accounts: &Accounts, caller: &Caller) -> RestResponse {
+    match accounts
+        .remove_tokens(&caller.user_id, &caller.token_hash, false, &NoFence)
+        .await
+    {
+        Ok(()) => RestResponse {
+            status: 200,
+            body: serde_json::json!({"status": "success", "data": {"message": "You've been logged out!"}}),
+        },
+        Err(err) => RestResponse::from_service(&err),
+    }
+}
+
+/// `GET /api/v1/me`: the caller's own document (no secrets), with `email`.
+pub(super) fn me(caller: &Caller) -> RestResponse {
+    let mut me = public_user(&caller.user);
+    let email = me["emails"][0]["address"].clone();
+    if let Some(obj) = me.as_object_mut() {
+        if !email.is_null() {
+            obj.insert("email".into(), email);
+        }
+    }
+    RestResponse::success(me)
+}
+
+/// `POST /api/v1/users.register`: `{username, email, pass, name}`.
+pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> RestResponse {
+    use crate::services::args::Pattern;
+    let fields = match body(request) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let shape = Pattern::object_including(vec![
+        ("username", Pattern::string_up_to(64)),
+        ("email", Pattern::string_up_to(254)),
+        ("pass", Pattern::string_up_to(256)),
+        ("name", Pattern::maybe(Pattern::string_up_to(256))),
+    ]);
+    let value = Value::Object(fields);
+    if shape.check(Some(&value)).is_err() {
+        return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
+    }
+    if !accounts.config().registration_open {
+        return RestResponse::failure(403, "Registration is disabled", Some("error-not-allowed"));
+    }
+    if let Err(err) = accounts.count_login_attempt(None, request.client_address) {
+        return RestResponse::from_service(&err);
+    }
+    let Value::Object(fields) = value else {
+        return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
+    };
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    let new = crate::services::accounts::NewUser {
+        username: text("username").unwrap_or_default(),
+        email: text("email"),
+        password_digest: text("pass")
+            .map(|p| crate::services::accounts::secrets::password_digest(&p)),
+        name: text("name"),
+        roles: Vec::new(),
+    };
+    let id = match accounts.create_user(new, &NoFence).await {
+        Ok(id) => id,
+        Err(err) => return RestResponse::from_service(&err),
+    };
+    match accounts.find_user(&UserSelector::Id(id)).await {
+        Ok(Some(user)) => RestResponse::success(serde_json::json!({"user": public_user(&user)})),
+        Ok(None) => RestResponse::failure(500, "Internal server error", None),
+        Err(err) => RestResponse::from_service(&err),
+    }
+}
+
+/// `GET /api/v1/users.info?userId=…` or `?username=…`.
+pub(super) async fn users_info(accounts: &Accounts, request: &RestRequest) -> RestResponse {
+    let query = request.query.as_deref().unwrap_or("");
+    let mut who = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "userId" => who = Some(UserSelector::Id(value)),
+            "username" => who = Some(UserSelector::Username(value)),
+            _ => {}
+        }
+    }
+    let Some(who) = who else {
+        return RestResponse::failure(
+            400,
+            "The 'userId' or 'username' param is required",
+            Some("error-invalid-params"),
+        );
+    };
+    match accounts.find_user(&who).await {
+        Ok(Some(user)) => RestResponse::success(serde_json::json!({"user": public_user(&user)})),
+        Ok(None) => RestResponse::failure(400, "User not found.", Some("error-invalid-user")),
+        Err(err) => RestResponse::from_service(&err),
+    }
+}
+
+/// `%XX` and `+` decoded; anything malformed is kept as it is.
+pub(super) fn percent_decode(text: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                match (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) {
+                    (Some(high), Some(low)) => {
+                        out.push(high * 16 + low);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_decode_and_broken_escapes_stay() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%C3%A9"), "\u{e9}");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz\u{e9}%4"), "%zz\u{e9}%4");
+    }
+}

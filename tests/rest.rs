@@ -1,0 +1,260 @@
+//! Rocket.Chat's REST entry points on comet's port: login (password and resume), the
+//! `X-User-Id` / `X-Auth-Token` headers, `me`, `logout`, `users.register`, `users.info`,
+//! `method.call` / `method.callAnon`, and what a stranger or a bad body gets.
+
+#![allow(clippy::unwrap_used)] // test code
+
+mod common;
+
+use common::{http, http_with, DdpClient};
+use serde_json::{json, Value as Json};
+
+async fn server() -> common::TestServer {
+    common::spawn_with_admin().await
+}
+
+async fn post(
+    server: &common::TestServer,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Json,
+) -> (u16, Json) {
+    let headers: Vec<(&str, &str)> = auth
+        .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
+        .unwrap_or_default();
+    let (status, text) = http_with(
+        server.addr,
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
+}
+
+async fn get(server: &common::TestServer, path: &str, auth: Option<(&str, &str)>) -> (u16, Json) {
+    let headers: Vec<(&str, &str)> = auth
+        .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
+        .unwrap_or_default();
+    let (status, text) = http_with(server.addr, "GET", path, &headers, b"").await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
+}
+
+async fn login(server: &common::TestServer) -> (String, String) {
+    let (status, body) = post(
+        server,
+        "/api/v1/login",
+        None,
+        json!({"user": "boss", "password": "s3cret-pass"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    credentials(&body)
+}
+
+/// The user id and token of a login answer.
+fn credentials(body: &Json) -> (String, String) {
+    (
+        body["data"]["userId"].as_str().unwrap().to_owned(),
+        body["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_rest_client_logs_in_calls_methods_and_resumes_on_the_socket() {
+    let server = server().await;
+    let (status, body) = post(
+        &server,
+        "/api/v1/login",
+        None,
+        json!({"user": "boss", "password": "s3cret-pass"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["username"], "boss");
+    assert!(body["data"]["me"].get("services").is_none(), "{body}");
+    let (id, token) = credentials(&body);
+
+    let (status, me) = get(&server, "/api/v1/me", Some((&id, &token))).await;
+    assert_eq!(
+        (status, &me["success"], &me["username"]),
+        (200, &json!(true), &json!("boss")),
+        "{me}"
+    );
+    assert_eq!(me["email"], "boss@example.com");
+    assert!(me["_updatedAt"].is_null() && me.get("services").is_none());
+
+    // A DDP method over REST: the result frame comes back as EJSON text.
+    let frame =
+        json!({"msg": "method", "method": "echo", "params": [{"$date": 5}], "id": "7"}).to_string();
+    let (status, body) = post(
+        &server,
+        "/api/v1/method.call/echo",
+        Some((&id, &token)),
+        json!({"message": frame}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result: Json = serde_json::from_str(body["message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        result,
+        json!({"msg": "result", "id": "7", "result": {"$date": 5}})
+    );
+
+    // The same token logs in on the socket.
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = c
+        .call_seeing("l", "login", json!([{"resume": token}]))
+        .await;
+    assert_eq!(
+        frames.last().unwrap()["result"]["id"],
+        json!(id),
+        "{frames:?}"
+    );
+
+    // Logging out over REST revokes it everywhere: the socket's session is logged out.
+    let (status, body) = post(&server, "/api/v1/logout", Some((&id, &token)), json!({})).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("success")),
+        "{body}"
+    );
+    let removed = c.recv_data().await;
+    assert_eq!(
+        (removed["msg"].as_str(), removed["collection"].as_str()),
+        (Some("removed"), Some("users"))
+    );
+    let (status, _) = get(&server, "/api/v1/me", Some((&id, &token))).await;
+    assert_eq!(status, 401, "the revoked token is refused");
+}
+
+#[tokio::test]
+async fn strangers_and_bad_credentials_get_401_and_bad_bodies_400() {
+    let server = server().await;
+    let (id, token) = login(&server).await;
+    for auth in [
+        None,
+        Some((id.as_str(), "wrong-token")),
+        Some(("someone-else", token.as_str())),
+    ] {
+        let (status, body) = get(&server, "/api/v1/me", auth).await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert_eq!(body["status"], "error");
+        let frame =
+            json!({"msg": "method", "method": "echo", "params": [1], "id": "1"}).to_string();
+        let (status, _) = post(
+            &server,
+            "/api/v1/method.call/echo",
+            auth,
+            json!({"message": frame}),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = post(
+        &server,
+        "/api/v1/login",
+        None,
+        json!({"user": "boss", "password": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("Unauthorized")),
+        "{body}"
+    );
+    let huge = "u".repeat(1_000_000);
+    for bad in [
+        json!({"user": {"$ne": 1}, "password": "x"}),
+        json!({"user": huge, "password": "x"}),
+        json!({"user": "boss"}),
+        json!({"user": 5, "password": []}),
+    ] {
+        let (status, body) = post(&server, "/api/v1/login", None, bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["success"], false);
+    }
+    let (status, _) = http(server.addr, "POST", "/api/v1/login", b"{not json").await;
+    assert_eq!(status, 400);
+    let (status, body) = get(&server, "/api/info", None).await;
+    assert_eq!(
+        (status, &body["success"]),
+        (200, &json!(true)),
+        "the server serves on"
+    );
+}
+
+#[tokio::test]
+async fn register_info_and_anonymous_method_calls() {
+    let server = server().await;
+    let (status, body) = post(
+        &server,
+        "/api/v1/users.register",
+        None,
+        json!({"username": "ann", "email": "ann@example.com", "pass": "pw", "name": "Ann"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], "ann");
+    let (status, body) = post(
+        &server,
+        "/api/v1/users.register",
+        None,
+        json!({"username": "ann", "email": "other@example.com", "pass": "pw"}),
+    )
+    .await;
+    assert_eq!((status, &body["success"]), (403, &json!(false)), "{body}");
+    let (status, body) = post(
+        &server,
+        "/api/v1/login",
+        None,
+        json!({"username": "ann", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (id, token) = credentials(&body);
+    let (status, body) = get(
+        &server,
+        "/api/v1/users.info?username=boss",
+        Some((&id, &token)),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["user"]["username"]),
+        (200, &json!("boss")),
+        "{body}"
+    );
+    assert!(body["user"].get("services").is_none());
+    let (status, _) = get(&server, "/api/v1/users.info?username=boss", None).await;
+    assert_eq!(status, 401);
+
+    // callAnon runs a method without a user: a login over REST, as Rocket.Chat's clients do.
+    let frame = json!({"msg": "method", "method": "login", "params": [{"user": {"username": "ann"}, "password": "pw"}], "id": "2"}).to_string();
+    let (status, body) = post(
+        &server,
+        "/api/v1/method.callAnon/login",
+        None,
+        json!({"message": frame}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result: Json = serde_json::from_str(body["message"].as_str().unwrap()).unwrap();
+    assert_eq!(result["result"]["id"], json!(id), "{result}");
+    // A frame naming another method than the path is refused.
+    let (status, _) = post(
+        &server,
+        "/api/v1/method.callAnon/echo",
+        None,
+        json!({"message": frame}),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
