@@ -51,8 +51,20 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Libraries that write whole frames or bodies at their most verbose levels (a login's
+    // password digest, a token) stay at `debug` at most, whatever RUST_LOG asks for.
+    for quiet in [
+        "tungstenite=debug",
+        "tokio_tungstenite=debug",
+        "hyper=debug",
+        "mongodb=debug",
+    ] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -50,8 +50,9 @@ async fn the_administrator_logs_in_with_a_digest_then_resumes_with_the_token() {
         .find(|f| f["msg"] == "added" && f["collection"] == "users")
         .expect("the user's own document");
     assert_eq!(me["fields"]["username"], "boss");
+    let services = &me["fields"]["services"];
     assert!(
-        me["fields"].get("services").is_none(),
+        services.get("password").is_none() && services.get("resume").is_none(),
         "no secrets published: {me}"
     );
     assert_eq!(me["fields"]["emails"][0]["address"], "boss@example.com");
@@ -267,4 +268,53 @@ async fn new_users_get_unique_names_even_when_created_at_once() {
         won += usize::from(t.await.unwrap());
     }
     assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn failures_block_the_user_they_named_but_not_other_users() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = c
+        .call_seeing(
+            "c",
+            "createUser",
+            json!([{"username": "ann", "password": digest("pw-ann")}]),
+        )
+        .await;
+    assert!(result(&frames).get("result").is_some(), "{frames:?}");
+    // Ten wrong passwords for boss, from fresh connections (each under the per-connection rule).
+    for i in 0..10 {
+        let (mut g, _) = DdpClient::connect(&server).await;
+        let frames = login(
+            &mut g,
+            json!({"user": {"username": "boss"}, "password": digest(&format!("wrong{i}"))}),
+        )
+        .await;
+        assert_eq!(
+            result(&frames)["error"]["reason"],
+            "Incorrect password",
+            "attempt {i}"
+        );
+    }
+    let (mut g, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut g,
+        json!({"user": {"username": "BOSS"}, "password": digest("s3cret-pass")}),
+    )
+    .await;
+    assert_eq!(
+        result(&frames)["error"]["error"],
+        "error-login-blocked-for-user",
+        "{frames:?}"
+    );
+    let frames = login(
+        &mut g,
+        json!({"user": {"username": "ann"}, "password": digest("pw-ann")}),
+    )
+    .await;
+    assert_eq!(
+        result(&frames)["result"]["type"],
+        "password",
+        "another user logs in: {frames:?}"
+    );
 }

@@ -285,41 +285,11 @@ async fn over_the_connection_cap_health_answers_and_the_rest_gets_503() {
 /// yet `/health` answers and the log does not fill with accept errors.
 #[test]
 fn under_a_low_file_limit_health_keeps_answering() {
-    let bin = env!("CARGO_BIN_EXE_comet");
-    let dir = std::env::temp_dir().join(format!("comet-limits-{}", std::process::id()));
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n 256 && exec {bin}"))
-        .env("PORT", "0")
-        .env("BIND_IP", "127.0.0.1")
-        .env("COMET_DATA_DIR", &dir)
-        .env("LOG_FORMAT", "json")
-        .env("COMET_REQUEST_HEAD_TIMEOUT_MS", "30000")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("comet starts");
-        log.push(line.clone());
-        if line.contains("comet listening") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
+    let comet = common::Binary::start(
+        "ulimit -n 256 &&",
+        &[("COMET_REQUEST_HEAD_TIMEOUT_MS", "30000")],
+    );
+    let addr = comet.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -337,9 +307,7 @@ fn under_a_low_file_limit_health_keeps_answering() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(silent);
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    log.extend(lines_rx.try_iter());
+    let log = comet.stop();
     let cap_lines = log
         .iter()
         .filter(|l| l.contains("connection cap reached"))
@@ -350,5 +318,4 @@ fn under_a_low_file_limit_health_keeps_answering() {
         "cap logged once per period: {log:?}"
     );
     assert!(accept_errors <= 1, "{log:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -80,7 +80,14 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
             fields.get("password").cloned().unwrap_or(Value::Null),
         );
     }
-    let result = match methods::login(accounts, &Value::Object(ddp), &NoFence).await {
+    let result = match methods::login(
+        accounts,
+        &Value::Object(ddp),
+        &NoFence,
+        request.client_address,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(ServiceError::Client(e)) if e.reason.as_deref() == Some("Match failed") => {
             return RestResponse::failure(400, "Match failed", Some("error-invalid-params"))

@@ -200,6 +200,7 @@ impl Rest {
         let (Some(accounts), Some(registry)) = (&self.accounts, &self.registry) else {
             return match (route, request.method) {
                 (Route::Info, RestMethod::Get) => self.info(),
+                (Route::Info, _) => RestResponse::failure(405, "Method not allowed", None),
                 _ => RestResponse::failure(404, "Not found", None),
             };
         };

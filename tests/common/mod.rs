@@ -348,3 +348,80 @@ pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
 }
+
+/// The release binary run as a user runs it, its JSON log collected.
+pub struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Binary {
+    /// Starts `comet` (through `sh -c "<prefix> exec comet"` when a prefix such as a
+    /// `ulimit` is given) on a free port with a fresh data directory and `envs`, and waits
+    /// for it to listen.
+    pub fn start(prefix: &str, envs: &[(&str, &str)]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_comet");
+        let dir = std::env::temp_dir().join(format!(
+            "comet-bin-{}-{}",
+            std::process::id(),
+            comet::model::random::random_id()
+        ));
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{prefix} exec {bin}"))
+            .env("PORT", "0")
+            .env("BIND_IP", "127.0.0.1")
+            .env("COMET_DATA_DIR", &dir)
+            .env("LOG_FORMAT", "json")
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("comet starts");
+            log.push(line.clone());
+            if line.contains("comet listening") {
+                let v: Json = serde_json::from_str(&line).unwrap();
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            lines,
+            log,
+            addr,
+            dir,
+        }
+    }
+
+    /// Stops the process and returns its whole log.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread ends at end of file: take every line it forwarded.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::mem::take(&mut self.log)
+    }
+}

@@ -23,6 +23,20 @@ impl Limiter {
         }
     }
 
+    /// Counts an event under `key` (a failed login, say) without refusing anything.
+    pub fn count(&self, key: &str) {
+        let _ = self.hit(key);
+    }
+
+    /// The time until `key`'s window resets, when it has reached the allowed number.
+    pub fn blocked_for(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, n) = counts.get(key)?;
+        let elapsed = now.duration_since(*start);
+        (elapsed < self.window && *n >= self.allowed).then(|| self.window - elapsed)
+    }
+
     /// Counts a call under `key`; `Err` with Meteor's error once over the limit.
     pub fn hit(&self, key: &str) -> Result<(), MeteorError> {
         let now = Instant::now();
@@ -65,5 +79,11 @@ mod tests {
         assert!(limiter.hit("b").is_ok(), "other keys are counted apart");
         std::thread::sleep(Duration::from_millis(60));
         assert!(limiter.hit("a").is_ok());
+        assert!(limiter.blocked_for("a").is_none());
+        limiter.count("a");
+        assert!(
+            limiter.blocked_for("a").is_some(),
+            "two counted: blocked until reset"
+        );
     }
 }

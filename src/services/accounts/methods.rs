@@ -82,11 +82,13 @@ fn bind(ctx: &MethodContext, result: &super::LoginResult) {
     ctx.set_user_id(Some(result.id.clone()));
 }
 
-/// The login a method parameter asks for, run through the typed API.
+/// The login a method parameter asks for, run through the typed API; a failed password
+/// counts against the user it named and the client's address.
 pub async fn login(
     accounts: &Accounts,
     request: &Value,
     writes: &dyn super::WriteRecorder,
+    address: Option<std::net::IpAddr>,
 ) -> Result<super::LoginResult, ServiceError> {
     login_pattern().check(Some(request))?;
     let Value::Object(fields) = request else {
@@ -103,7 +105,14 @@ pub async fn login(
     };
     let who = user_selector(user).ok_or_else(ServiceError::match_failed)?;
     let digest = password_digest(password)?;
-    accounts.login_with_password(&who, &digest, writes).await
+    accounts.check_user_not_blocked(&who)?;
+    let outcome = accounts.login_with_password(&who, &digest, writes).await;
+    if let Err(ServiceError::Client(e)) = &outcome {
+        if e.error.to_string() == "403" {
+            accounts.record_login_failure(&who, address);
+        }
+    }
+    outcome
 }
 
 fn logged_in(ctx: &MethodContext) -> Result<(String, String), ServiceError> {
@@ -148,7 +157,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[login_pattern()], &params)?;
             accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
-            let result = login(&accounts, &params[0], &ctx).await?;
+            let result = login(&accounts, &params[0], &ctx, ctx.client_address()).await?;
             bind(&ctx, &result);
             Ok(Some(result.to_value(true)))
         }

@@ -40,6 +40,9 @@ pub const PUBLIC_USER_FIELDS: &[&str] = &[
     "utcOffset",
     "avatarETag",
     "settings",
+    "language",
+    "services.totp.enabled",
+    "services.email2fa.enabled",
 ];
 /// The attachment under which a connection keeps the hash of the token it logged in with.
 pub const TOKEN_ATTACHMENT: &str = "loginTokenHash";
@@ -73,10 +76,15 @@ pub struct AccountsConfig {
     pub login_expiration_days: f64,
     /// Whether anyone may create an account (Rocket.Chat's `Accounts_RegistrationForm`).
     pub registration_open: bool,
-    /// Login attempts allowed per connection per window, and per client address.
+    /// Login attempts allowed per connection per window (Meteor's rule: 5 per 10 s).
     pub login_attempts_per_connection: u32,
-    pub login_attempts_per_address: u32,
     pub login_attempt_window: std::time::Duration,
+    /// Failed logins after which a client address, or a user, is blocked until the failure
+    /// window ends (Rocket.Chat: 50 per address, 10 per user, 5 minutes). Only failures
+    /// count, so many people behind one address still log in.
+    pub failures_per_address: u32,
+    pub failures_per_user: u32,
+    pub failure_window: std::time::Duration,
 }
 
 impl Default for AccountsConfig {
@@ -87,8 +95,10 @@ impl Default for AccountsConfig {
             login_expiration_days: 90.0,
             registration_open: true,
             login_attempts_per_connection: 5,
-            login_attempts_per_address: 30,
             login_attempt_window: std::time::Duration::from_secs(10),
+            failures_per_address: 50,
+            failures_per_user: 10,
+            failure_window: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -161,7 +171,8 @@ pub struct Accounts {
     connections: Arc<Connections>,
     config: AccountsConfig,
     per_connection: limiter::Limiter,
-    per_address: limiter::Limiter,
+    failures_by_address: limiter::Limiter,
+    failures_by_user: limiter::Limiter,
 }
 
 fn now_ms() -> f64 {
@@ -199,6 +210,22 @@ fn case_insensitive(field: &str, text: &str) -> Result<Selector, ServiceError> {
     Selector::parse(&d).map_err(|e| ServiceError::internal(e.0))
 }
 
+/// The key failures of one user count under, however the login named it.
+fn failure_key(who: &UserSelector) -> String {
+    match who {
+        UserSelector::Username(n) => format!("username:{}", n.to_lowercase()),
+        UserSelector::Email(a) => format!("email:{}", a.to_lowercase()),
+        UserSelector::Id(id) => format!("id:{id}"),
+    }
+}
+
+fn blocked(code: &str, reason: &str, left: std::time::Duration) -> ServiceError {
+    ServiceError::Client(
+        MeteorError::new(code, reason)
+            .with_details(serde_json::json!({"timeToReset": left.as_millis() as u64})),
+    )
+}
+
 fn forbidden(reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(403, reason))
 }
@@ -223,9 +250,13 @@ impl Accounts {
                 config.login_attempts_per_connection,
                 config.login_attempt_window,
             ),
-            per_address: limiter::Limiter::new(
-                config.login_attempts_per_address,
-                config.login_attempt_window,
+            failures_by_address: limiter::Limiter::new(
+                config.failures_per_address,
+                config.failure_window,
+            ),
+            failures_by_user: limiter::Limiter::new(
+                config.failures_per_user,
+                config.failure_window,
             ),
             store,
             connections,
@@ -241,7 +272,8 @@ impl Accounts {
         &self.connections
     }
 
-    /// Counts a login attempt from `connection` / `address`; refused past the limits.
+    /// Counts a login attempt from `connection` (refused past Meteor's per-connection rule)
+    /// and refuses an address blocked by its failures.
     pub fn count_login_attempt(
         &self,
         connection: Option<&str>,
@@ -250,10 +282,36 @@ impl Accounts {
         if let Some(id) = connection {
             self.per_connection.hit(id)?;
         }
-        if let Some(ip) = address {
-            self.per_address.hit(&ip.to_string())?;
+        if let Some(left) =
+            address.and_then(|ip| self.failures_by_address.blocked_for(&ip.to_string()))
+        {
+            return Err(blocked(
+                "error-login-blocked-for-ip",
+                "Login has been temporarily blocked For IP",
+                left,
+            ));
         }
         Ok(())
+    }
+
+    /// Refuses a login for a user whose failures blocked it.
+    pub fn check_user_not_blocked(&self, who: &UserSelector) -> Result<(), ServiceError> {
+        match self.failures_by_user.blocked_for(&failure_key(who)) {
+            Some(left) => Err(blocked(
+                "error-login-blocked-for-user",
+                "Login has been temporarily blocked For User",
+                left,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed login against the address and the user it named.
+    pub fn record_login_failure(&self, who: &UserSelector, address: Option<std::net::IpAddr>) {
+        self.failures_by_user.count(&failure_key(who));
+        if let Some(ip) = address {
+            self.failures_by_address.count(&ip.to_string());
+        }
     }
 
     async fn find_users(
