@@ -6,7 +6,7 @@ use crate::observe::ObserveHub;
 use crate::rest::Rest;
 use crate::server;
 use crate::services::accounts::{self, Accounts};
-use crate::services::{builtin, declarative, testing, Registry};
+use crate::services::{builtin, declarative, settings, testing, Registry};
 use crate::session::Hub;
 use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
 use std::sync::Arc;
@@ -88,6 +88,10 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         )));
     }
     accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
+    let settings_service = settings::Settings::start(store.clone())
+        .await
+        .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
+    settings::methods::register(&mut registry, settings_service.clone(), accounts.clone());
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }
@@ -122,6 +126,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         &settings.server.rocketchat_version,
         accounts,
         hub.registry.clone(),
+        settings_service,
     ));
     Ok(Built { hub, rest })
 }

@@ -110,6 +110,7 @@ enum Route {
     Me,
     UsersRegister,
     UsersInfo,
+    SettingsPublic,
     MethodCall,
     MethodCallAnon,
 }
@@ -121,6 +122,7 @@ pub struct Rest {
     rocketchat_version: Arc<str>,
     accounts: Option<Arc<Accounts>>,
     registry: Option<Arc<Registry>>,
+    settings: Option<Arc<crate::services::settings::Settings>>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -136,10 +138,12 @@ impl Rest {
         rocketchat_version: &str,
         accounts: Arc<Accounts>,
         registry: Arc<Registry>,
+        settings: Arc<crate::services::settings::Settings>,
     ) -> Self {
         let mut rest = Self::new(rocketchat_version);
         rest.accounts = Some(accounts);
         rest.registry = Some(registry);
+        rest.settings = Some(settings);
         rest
     }
 
@@ -152,6 +156,7 @@ impl Rest {
             ("/api/v1/me", Route::Me),
             ("/api/v1/users.register", Route::UsersRegister),
             ("/api/v1/users.info", Route::UsersInfo),
+            ("/api/v1/settings.public", Route::SettingsPublic),
             ("/api/v1/method.call/{method}", Route::MethodCall),
             ("/api/v1/method.callAnon/{method}", Route::MethodCallAnon),
         ] {
@@ -165,6 +170,7 @@ impl Rest {
             rocketchat_version: rocketchat_version.into(),
             accounts: None,
             registry: None,
+            settings: None,
         }
     }
 
@@ -210,6 +216,10 @@ impl Rest {
             (Route::UsersRegister, RestMethod::Post) => {
                 accounts::register(accounts, &request).await
             }
+            (Route::SettingsPublic, RestMethod::Get) => match &self.settings {
+                Some(settings) => settings_public(settings).await,
+                None => RestResponse::failure(404, "Not found", None),
+            },
             (Route::MethodCallAnon, RestMethod::Post) => {
                 methods::call(registry, None, method_name.as_deref(), &request).await
             }
@@ -236,6 +246,29 @@ impl Rest {
 
     fn info(&self) -> RestResponse {
         RestResponse::success(serde_json::json!({"version": &*self.rocketchat_version}))
+    }
+}
+
+/// `GET /api/v1/settings.public`: `{settings: [{_id, value}], count, offset, total}`.
+async fn settings_public(settings: &crate::services::settings::Settings) -> RestResponse {
+    match settings.read(true, None).await {
+        Ok(delta) => {
+            let list: Vec<serde_json::Value> = delta
+                .update
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "_id": d.get("_id").map(json::to_json),
+                        "value": d.get("value").map(json::to_json),
+                    })
+                })
+                .collect();
+            let n = list.len();
+            RestResponse::success(
+                serde_json::json!({"settings": list, "count": n, "offset": 0, "total": n}),
+            )
+        }
+        Err(err) => RestResponse::from_service(&err),
     }
 }
 

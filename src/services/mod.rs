@@ -4,12 +4,14 @@
 
 pub mod accounts;
 pub mod args;
+pub mod build;
 pub mod builtin;
 pub mod connections;
 pub mod declarative;
 pub mod error;
 pub mod publish;
 pub mod registry;
+pub mod settings;
 pub mod testing;
 
 pub use error::ServiceError;

@@ -15,7 +15,7 @@ pub mod secrets;
 
 use super::connections::Connections;
 use super::error::ServiceError;
-use crate::model::query::{Selector, Update};
+use crate::model::query::Selector;
 use crate::model::{Document, MeteorError, Value};
 use crate::storage::{FindOptions, Store, UpdateOptions};
 use std::sync::Arc;
@@ -175,26 +175,7 @@ pub struct Accounts {
     failures_by_user: limiter::Limiter,
 }
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64)
-}
-
-fn doc(json: serde_json::Value) -> Result<Document, ServiceError> {
-    match Value::from_json(json) {
-        Ok(Value::Object(d)) => Ok(d),
-        _ => Err(ServiceError::internal("not a document")),
-    }
-}
-
-fn selector(json: serde_json::Value) -> Result<Selector, ServiceError> {
-    Selector::parse(&doc(json)?).map_err(|e| ServiceError::internal(e.0))
-}
-
-fn update(json: serde_json::Value) -> Result<Update, ServiceError> {
-    Update::parse(&doc(json)?).map_err(|e| ServiceError::internal(e.0))
-}
+use super::build::{doc, now_ms, selector, update};
 
 /// A selector matching `field` equal to `text` ignoring case: the text is escaped, so it
 /// is a value, never a pattern.

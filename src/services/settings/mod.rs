@@ -1,0 +1,376 @@
+//! Settings: Rocket.Chat's `rocketchat_settings`, with the defaults the core services read,
+//! kept in memory and current from the store's change events (a setting another writer
+//! changes is seen too), so hot paths never read the store for one.
+//!
+//! Owns the default list (id, value, type, `public`, `hidden`), writing the missing defaults
+//! on start (a second start changes nothing), reads with Rocket.Chat's "since" form
+//! (`{update, remove}`, removals from the trash), and the administrator's write path. It
+//! must not know about sessions or HTTP.
+
+pub mod methods;
+
+use super::error::ServiceError;
+use crate::model::query::Update;
+use crate::model::{Document, MeteorError, Value};
+use crate::storage::{ChangeEvent, FindOptions, OperationType, Store, UpdateOptions};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub const SETTINGS: &str = "rocketchat_settings";
+/// Where Rocket.Chat moves removed documents, each with `__collection__` and `_deletedAt`.
+pub const TRASH: &str = "rocketchat_trash";
+
+/// One default: id, value, type, and whether anonymous clients may read it.
+struct Default {
+    id: &'static str,
+    value: serde_json::Value,
+    kind: &'static str,
+    public: bool,
+}
+
+fn defaults() -> Vec<Default> {
+    use serde_json::json;
+    let d = |id, value, kind, public| Default {
+        id,
+        value,
+        kind,
+        public,
+    };
+    vec![
+        d("Site_Name", json!("comet"), "string", true),
+        d("Site_Url", json!("http://localhost:3000"), "string", true),
+        d("Accounts_RegistrationForm", json!("Public"), "select", true),
+        d("Accounts_LoginExpiration", json!(90), "int", true),
+        d("Accounts_AllowAnonymousRead", json!(false), "boolean", true),
+        d("Message_MaxAllowedSize", json!(5000), "int", true),
+        d("Message_AllowEditing", json!(true), "boolean", true),
+        d(
+            "Message_AllowEditing_BlockEditInMinutes",
+            json!(0),
+            "int",
+            true,
+        ),
+        d("Message_AllowDeleting", json!(true), "boolean", true),
+        d(
+            "Message_AllowDeleting_BlockDeleteInMinutes",
+            json!(0),
+            "int",
+            true,
+        ),
+        d("Message_ShowDeletedStatus", json!(false), "boolean", true),
+        d("Message_KeepHistory", json!(false), "boolean", true),
+        d("Threads_enabled", json!(true), "boolean", true),
+        d(
+            "Unread_Count",
+            json!("user_and_group_mentions_only"),
+            "select",
+            true,
+        ),
+        d("Unread_Count_DM", json!("all_messages"), "select", true),
+        d("Store_Last_Message", json!(true), "boolean", true),
+        d("Hide_System_Messages", json!([]), "multiSelect", true),
+        d("API_Enable_Rate_Limiter", json!(true), "boolean", false),
+        d("DDP_Rate_Limit_User_Enabled", json!(true), "boolean", false),
+        d(
+            "DDP_Rate_Limit_User_Requests_Allowed",
+            json!(1200),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_User_Interval_Time",
+            json!(60000),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_Enabled",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_Requests_Allowed",
+            json!(600),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_Interval_Time",
+            json!(60000),
+            "int",
+            false,
+        ),
+        d(
+            "Accounts_Block_Failed_Login_Attempts_By_User",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_User",
+            json!(10),
+            "int",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_Ip",
+            json!(50),
+            "int",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_User_In_Minutes",
+            json!(5),
+            "int",
+            false,
+        ),
+    ]
+}
+
+use super::build::{doc as json_doc, now_ms, selector};
+
+/// A setting's client view: everything but `hidden` settings' values is shown as stored.
+fn is_public(doc: &Document) -> bool {
+    doc.get("public") == Some(&Value::Bool(true)) && !is_hidden(doc)
+}
+
+fn is_hidden(doc: &Document) -> bool {
+    doc.get("hidden") == Some(&Value::Bool(true))
+}
+
+fn updated_at(doc: &Document) -> f64 {
+    match doc.get("_updatedAt") {
+        Some(Value::Date(ms)) => *ms,
+        _ => 0.0,
+    }
+}
+
+/// The Settings service.
+pub struct Settings {
+    store: Arc<dyn Store>,
+    cache: RwLock<HashMap<String, Arc<Document>>>,
+}
+
+/// What a "since" read returns: Rocket.Chat's `{update, remove}`.
+pub struct Delta {
+    pub update: Vec<Arc<Document>>,
+    pub remove: Vec<Document>,
+}
+
+impl Settings {
+    /// Loads the settings, writes the defaults that are missing, and follows changes.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, ServiceError> {
+        let service = Arc::new(Self {
+            store: store.clone(),
+            cache: RwLock::new(HashMap::new()),
+        });
+        // Follow first, so nothing written between the read and the subscription is lost.
+        let feed = store.subscribe();
+        tokio::spawn(Self::follow(Arc::downgrade(&service), feed));
+        service.reload().await?;
+        let missing: Vec<Default> = {
+            let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
+            defaults()
+                .into_iter()
+                .filter(|d| !cache.contains_key(d.id))
+                .collect()
+        };
+        for d in missing {
+            let now = now_ms();
+            let doc = json_doc(serde_json::json!({
+                "_id": d.id, "value": d.value, "packageValue": d.value, "type": d.kind,
+                "public": d.public, "hidden": false, "blocked": false,
+                "ts": {"$date": now}, "_updatedAt": {"$date": now},
+            }))?;
+            match store.insert(SETTINGS, doc.clone()).await {
+                Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
+                Err(other) => return Err(ServiceError::from_store(&other)),
+            }
+            service.put(doc);
+        }
+        Ok(service)
+    }
+
+    async fn reload(&self) -> Result<(), ServiceError> {
+        let docs = self
+            .store
+            .find(SETTINGS, FindOptions::default())
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        for doc in docs {
+            self.put(doc);
+        }
+        Ok(())
+    }
+
+    fn put(&self, doc: Document) {
+        if let Some(Value::String(id)) = doc.get("_id") {
+            let id = id.clone();
+            self.cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Arc::new(doc));
+        }
+    }
+
+    async fn follow(
+        service: std::sync::Weak<Self>,
+        mut feed: tokio::sync::broadcast::Receiver<Arc<ChangeEvent>>,
+    ) {
+        loop {
+            let event = feed.recv().await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            match event {
+                Ok(event) if &*event.collection == SETTINGS => service.apply(&event).await,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(err) = service.reload().await {
+                        tracing::warn!(error = %err, "settings could not be read again after a lag");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn apply(&self, event: &ChangeEvent) {
+        match (event.operation, &event.full_document, &event.id) {
+            (OperationType::Delete, _, Some(Value::String(id))) => {
+                self.cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+            }
+            (_, Some(doc), _) => self.put((**doc).clone()),
+            _ => {
+                if let Err(err) = self.reload().await {
+                    tracing::warn!(error = %err, "settings could not be read again");
+                }
+            }
+        }
+    }
+
+    /// A setting's value, from memory.
+    pub fn value(&self, id: &str) -> Option<Value> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .and_then(|d| d.get("value").cloned())
+    }
+
+    /// A numeric setting, or `default`.
+    pub fn number(&self, id: &str, default: f64) -> f64 {
+        self.value(id).and_then(|v| v.as_f64()).unwrap_or(default)
+    }
+
+    /// The settings a reader may see (`public` ones, or every one not hidden), changed after
+    /// `since` when given, with the removals after it from the trash.
+    pub async fn read(&self, only_public: bool, since: Option<f64>) -> Result<Delta, ServiceError> {
+        let mut update: Vec<Arc<Document>> = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|d| {
+                if only_public {
+                    is_public(d)
+                } else {
+                    !is_hidden(d)
+                }
+            })
+            .filter(|d| since.is_none_or(|s| updated_at(d) > s))
+            .cloned()
+            .collect();
+        update.sort_by(|a, b| {
+            a.get("_id")
+                .map(|v| v.to_ejson_string())
+                .cmp(&b.get("_id").map(|v| v.to_ejson_string()))
+        });
+        let remove = match since {
+            None => Vec::new(),
+            Some(s) => self
+                .store
+                .find(
+                    TRASH,
+                    FindOptions {
+                        selector: selector(serde_json::json!({
+                            "__collection__": SETTINGS, "_deletedAt": {"$gt": {"$date": s}},
+                        }))?,
+                        ..FindOptions::default()
+                    },
+                )
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?
+                .into_iter()
+                .map(|d| {
+                    let mut out = Document::default();
+                    for k in ["_id", "_deletedAt"] {
+                        if let Some(v) = d.get(k) {
+                            out.insert(k.into(), v.clone());
+                        }
+                    }
+                    out
+                })
+                .collect(),
+        };
+        Ok(Delta { update, remove })
+    }
+
+    /// Changes a setting's value (the caller's permission already checked). A value of
+    /// another type than the default's is refused.
+    pub async fn save(
+        &self,
+        id: &str,
+        value: Value,
+        writes: &dyn super::accounts::WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let current = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::Client(MeteorError::new(
+                    "error-setting-not-found",
+                    "Setting not found",
+                ))
+            })?;
+        let fits = match (current.get("type").and_then(Value::as_str), &value) {
+            (Some("boolean"), Value::Bool(_)) => true,
+            (Some("int"), Value::Number(n)) => n.fract() == 0.0,
+            (Some("string" | "select" | "code" | "language"), Value::String(_)) => true,
+            (Some("multiSelect"), Value::Array(_)) => true,
+            (None, _) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(ServiceError::Client(MeteorError::new(
+                "invalid-setting-value",
+                "Invalid setting value",
+            )));
+        }
+        let mut set = Document::default();
+        set.insert("value".into(), value);
+        set.insert("_updatedAt".into(), Value::Date(now_ms()));
+        let mut modifier = Document::default();
+        modifier.insert("$set".into(), Value::Object(set));
+        let update = Update::parse(&modifier).map_err(|e| ServiceError::internal(e.0))?;
+        let ack = self
+            .store
+            .update(
+                SETTINGS,
+                selector(serde_json::json!({"_id": id}))?,
+                update,
+                UpdateOptions::default(),
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        writes.record_write(ack.seq);
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Settings as Rocket.Chat's clients read them: public ones for anyone, private ones for an
+//! administrator only, the "since" form, the administrator's writes, a change by another
+//! writer seen from the store's change events, REST `settings.public`, and a second start
+//! that changes nothing.
+
+#![allow(clippy::unwrap_used)] // test code
+
+mod common;
+
+use common::DdpClient;
+use serde_json::{json, Value as Json};
+use std::time::Duration;
+
+async fn admin(server: &common::TestServer) -> DdpClient {
+    let (mut c, _) = DdpClient::connect(server).await;
+    let frames = c
+        .call_seeing(
+            "in",
+            "login",
+            json!([{"user": {"username": common::ADMIN.0}, "password": common::ADMIN.1}]),
+        )
+        .await;
+    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
+    c
+}
+
+fn value_of<'a>(list: &'a Json, id: &str) -> Option<&'a Json> {
+    list.as_array()?
+        .iter()
+        .find(|s| s["_id"] == id)
+        .map(|s| &s["value"])
+}
+
+#[tokio::test]
+async fn public_settings_for_anyone_private_ones_for_the_administrator() {
+    let server = common::spawn_with_admin().await;
+    let (mut anon, _) = DdpClient::connect(&server).await;
+    let (r, _) = anon.call("p", "public-settings/get", json!([])).await;
+    assert_eq!(
+        value_of(&r["result"], "Site_Name"),
+        Some(&json!("comet")),
+        "{r}"
+    );
+    assert_eq!(
+        value_of(&r["result"], "Message_MaxAllowedSize"),
+        Some(&json!(5000))
+    );
+    assert!(
+        value_of(&r["result"], "DDP_Rate_Limit_User_Enabled").is_none(),
+        "private stays out"
+    );
+    let (r, _) = anon.call("q", "private-settings/get", json!([])).await;
+    assert_eq!(r["result"], json!([]), "a stranger gets nothing: {r}");
+    let (r, _) = anon
+        .call("s", "saveSetting", json!(["Site_Name", "mine"]))
+        .await;
+    assert_eq!(r["error"]["error"], "error-action-not-allowed", "{r}");
+
+    let mut boss = admin(&server).await;
+    let (r, _) = boss.call("q", "private-settings/get", json!([])).await;
+    assert_eq!(
+        value_of(&r["result"], "DDP_Rate_Limit_User_Enabled"),
+        Some(&json!(true)),
+        "{r}"
+    );
+    let before = json!({"$date": 1.0});
+    let (r, _) = boss
+        .call("s", "saveSetting", json!(["Site_Name", "Our chat"]))
+        .await;
+    assert_eq!(r["result"], true, "{r}");
+    let (r, _) = boss
+        .call("w", "saveSetting", json!(["Message_MaxAllowedSize", "big"]))
+        .await;
+    assert_eq!(r["error"]["error"], "invalid-setting-value", "{r}");
+    let (r, _) = anon.call("d", "public-settings/get", json!([before])).await;
+    assert_eq!(
+        value_of(&r["result"]["update"], "Site_Name"),
+        Some(&json!("Our chat")),
+        "{r}"
+    );
+    assert_eq!(r["result"]["remove"], json!([]));
+    let (r, _) = anon
+        .call("bad", "public-settings/get", json!([{"$ne": 1}]))
+        .await;
+    assert_eq!(r["error"]["reason"], "Match failed");
+
+    let (status, body) = common::http(server.addr, "GET", "/api/v1/settings.public", b"").await;
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        value_of(&body["settings"], "Site_Name"),
+        Some(&json!("Our chat")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_setting_changed_by_another_writer_is_seen() {
+    let server = common::spawn_with_admin().await;
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    let selector = comet::model::query::Selector::by_id("Site_Name".into());
+    let update = comet::model::query::Update::parse(&match comet::model::Value::from_json(
+        json!({"$set": {"value": "changed elsewhere"}}),
+    )
+    .unwrap()
+    {
+        comet::model::Value::Object(d) => d,
+        _ => unreachable!(),
+    })
+    .unwrap();
+    store
+        .update(
+            "rocketchat_settings",
+            selector,
+            update,
+            comet::storage::UpdateOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let mut seen = Json::Null;
+    for _ in 0..100 {
+        let (r, _) = c.call("p", "public-settings/get", json!([])).await;
+        seen = value_of(&r["result"], "Site_Name")
+            .cloned()
+            .unwrap_or(Json::Null);
+        if seen == "changed elsewhere" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "changed elsewhere");
+}
+
+#[tokio::test]
+async fn a_second_start_changes_nothing() {
+    let settings = common::test_settings(|c| {
+        c.admin_username = Some(common::ADMIN.0.into());
+        c.admin_pass = Some(common::ADMIN.1.into());
+    });
+    let server = common::spawn_server(settings.clone()).await;
+    let mut boss = admin(&server).await;
+    let (r, _) = boss
+        .call("s", "saveSetting", json!(["Site_Name", "Kept"]))
+        .await;
+    assert_eq!(r["result"], true);
+    let frames = boss
+        .call_seeing(
+            "u",
+            "createUser",
+            json!([{"username": "ann", "password": "pw"}]),
+        )
+        .await;
+    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
+    drop(boss);
+    server.shutdown().await;
+
+    let mut again = settings;
+    again.accounts.admin = Some(comet::services::accounts::AdminSeed {
+        username: "other-admin".into(),
+        password: comet::services::accounts::Secret("x".into()),
+        email: None,
+    });
+    let server = common::spawn_server(again).await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let (r, _) = c.call("p", "public-settings/get", json!([])).await;
+    assert_eq!(value_of(&r["result"], "Site_Name"), Some(&json!("Kept")));
+    let frames = c
+        .call_seeing(
+            "l",
+            "login",
+            json!([{"user": {"username": "other-admin"}, "password": "x"}]),
+        )
+        .await;
+    assert_eq!(
+        frames.last().unwrap()["error"]["reason"],
+        "User not found",
+        "no second administrator"
+    );
+    let frames = c
+        .call_seeing(
+            "m",
+            "login",
+            json!([{"user": {"username": common::ADMIN.0}, "password": common::ADMIN.1}]),
+        )
+        .await;
+    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
+}
