@@ -6,7 +6,7 @@ use crate::observe::ObserveHub;
 use crate::rest::Rest;
 use crate::server;
 use crate::services::accounts::{self, Accounts};
-use crate::services::{builtin, declarative, settings, testing, Registry};
+use crate::services::{builtin, declarative, permissions, settings, testing, Registry};
 use crate::session::Hub;
 use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
 use std::sync::Arc;
@@ -91,7 +91,15 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let settings_service = settings::Settings::start(store.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
-    settings::methods::register(&mut registry, settings_service.clone(), accounts.clone());
+    let permissions_service = permissions::Permissions::start(store.clone())
+        .await
+        .map_err(|err| StartError::Config(format!("cannot read the permissions: {err}")))?;
+    settings::methods::register(
+        &mut registry,
+        settings_service.clone(),
+        permissions_service.clone(),
+    );
+    permissions::methods::register(&mut registry, permissions_service.clone());
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }
@@ -124,9 +132,12 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
     let rest = Arc::new(Rest::with_services(
         &settings.server.rocketchat_version,
-        accounts,
-        hub.registry.clone(),
-        settings_service,
+        crate::rest::RestServices {
+            accounts,
+            registry: hub.registry.clone(),
+            settings: settings_service,
+            permissions: permissions_service,
+        },
     ));
     Ok(Built { hub, rest })
 }

@@ -111,6 +111,7 @@ enum Route {
     UsersRegister,
     UsersInfo,
     SettingsPublic,
+    PermissionsListAll,
     MethodCall,
     MethodCallAnon,
 }
@@ -123,6 +124,16 @@ pub struct Rest {
     accounts: Option<Arc<Accounts>>,
     registry: Option<Arc<Registry>>,
     settings: Option<Arc<crate::services::settings::Settings>>,
+    permissions: Option<Arc<crate::services::permissions::Permissions>>,
+}
+
+/// The services REST routes adapt.
+pub struct RestServices {
+    pub accounts: Arc<Accounts>,
+    /// The method registry (`method.call`).
+    pub registry: Arc<Registry>,
+    pub settings: Arc<crate::services::settings::Settings>,
+    pub permissions: Arc<crate::services::permissions::Permissions>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -133,17 +144,13 @@ pub struct Caller {
 }
 
 impl Rest {
-    /// REST over the accounts service and the method registry (`method.call`).
-    pub fn with_services(
-        rocketchat_version: &str,
-        accounts: Arc<Accounts>,
-        registry: Arc<Registry>,
-        settings: Arc<crate::services::settings::Settings>,
-    ) -> Self {
+    /// REST over the services.
+    pub fn with_services(rocketchat_version: &str, services: RestServices) -> Self {
         let mut rest = Self::new(rocketchat_version);
-        rest.accounts = Some(accounts);
-        rest.registry = Some(registry);
-        rest.settings = Some(settings);
+        rest.accounts = Some(services.accounts);
+        rest.registry = Some(services.registry);
+        rest.settings = Some(services.settings);
+        rest.permissions = Some(services.permissions);
         rest
     }
 
@@ -157,6 +164,7 @@ impl Rest {
             ("/api/v1/users.register", Route::UsersRegister),
             ("/api/v1/users.info", Route::UsersInfo),
             ("/api/v1/settings.public", Route::SettingsPublic),
+            ("/api/v1/permissions.listAll", Route::PermissionsListAll),
             ("/api/v1/method.call/{method}", Route::MethodCall),
             ("/api/v1/method.callAnon/{method}", Route::MethodCallAnon),
         ] {
@@ -171,6 +179,7 @@ impl Rest {
             accounts: None,
             registry: None,
             settings: None,
+            permissions: None,
         }
     }
 
@@ -223,7 +232,14 @@ impl Rest {
             (Route::MethodCallAnon, RestMethod::Post) => {
                 methods::call(registry, None, method_name.as_deref(), &request).await
             }
-            (Route::Logout | Route::Me | Route::UsersInfo | Route::MethodCall, _) => {
+            (
+                Route::Logout
+                | Route::Me
+                | Route::UsersInfo
+                | Route::MethodCall
+                | Route::PermissionsListAll,
+                _,
+            ) => {
                 let Some(caller) = self.caller(&request).await else {
                     return RestResponse::unauthorized();
                 };
@@ -233,6 +249,10 @@ impl Rest {
                     (Route::UsersInfo, RestMethod::Get) => {
                         accounts::users_info(accounts, &request).await
                     }
+                    (Route::PermissionsListAll, RestMethod::Get) => match &self.permissions {
+                        Some(p) => permissions_list_all(p),
+                        None => RestResponse::failure(404, "Not found", None),
+                    },
                     (Route::MethodCall, RestMethod::Post) => {
                         methods::call(registry, Some(&caller), method_name.as_deref(), &request)
                             .await
@@ -247,6 +267,16 @@ impl Rest {
     fn info(&self) -> RestResponse {
         RestResponse::success(serde_json::json!({"version": &*self.rocketchat_version}))
     }
+}
+
+/// `GET /api/v1/permissions.listAll`: `{update: [...], remove: []}`.
+fn permissions_list_all(permissions: &crate::services::permissions::Permissions) -> RestResponse {
+    let update: Vec<serde_json::Value> = permissions
+        .documents(None)
+        .iter()
+        .map(|d| json::to_json(&crate::model::Value::Object((**d).clone())))
+        .collect();
+    RestResponse::success(serde_json::json!({"update": update, "remove": []}))
 }
 
 /// `GET /api/v1/settings.public`: `{settings: [{_id, value}], count, offset, total}`.

@@ -205,10 +205,11 @@ class Primary:
             elif name == "find" and doc.get("find") == "users" and not doc.get("filter"):
                 # Accounts' first-start check: a store with users is left as it is.
                 self.reply_cursor(request, [{"_id": "admin", "username": "admin"}], ns="meteor.users")
-            elif name == "find" and doc.get("find") == "rocketchat_settings":
-                # Settings read at start: none yet, so comet writes its defaults.
-                self.reply_cursor(request, [], ns="meteor.rocketchat_settings")
-            elif name == "insert" and doc.get("insert") == "rocketchat_settings":
+            elif name == "find" and doc.get("find") in ("rocketchat_settings", "rocketchat_permissions"):
+                # Settings and permissions read at start: none yet, so comet writes defaults.
+                self.reply_cursor(request, [], ns="meteor." + doc["find"])
+            elif name == "insert" and doc.get("insert") in ("rocketchat_settings", "rocketchat_permissions",
+                                                             "rocketchat_roles"):
                 request.ok(n=len(doc.get("documents", [])), operationTime=self.now)
             elif name in ("buildInfo", "buildinfo"):
                 request.ok(version=".".join(map(str, self.version)),

@@ -3,9 +3,9 @@
 
 use super::{Delta, Settings};
 use crate::model::{Document, MeteorError, Value};
-use crate::services::accounts::{Accounts, UserSelector};
 use crate::services::args::{check_all, Pattern};
 use crate::services::error::ServiceError;
+use crate::services::permissions::Permissions;
 use crate::services::registry::Registry;
 use std::sync::Arc;
 
@@ -50,24 +50,6 @@ fn since(params: &[Value]) -> Option<f64> {
     }
 }
 
-/// Whether the user may see and change privileged settings (the administrator's role; the
-/// full permission model refines this).
-pub async fn may_manage_settings(
-    accounts: &Accounts,
-    user: Option<&str>,
-) -> Result<bool, ServiceError> {
-    let Some(user) = user else { return Ok(false) };
-    let Some(doc) = accounts
-        .find_user(&UserSelector::Id(user.to_owned()))
-        .await?
-    else {
-        return Ok(false);
-    };
-    Ok(
-        matches!(doc.get("roles"), Some(Value::Array(roles)) if roles.iter().any(|r| r.as_str() == Some("admin"))),
-    )
-}
-
 fn not_allowed() -> ServiceError {
     ServiceError::Client(
         MeteorError::new(
@@ -78,7 +60,8 @@ fn not_allowed() -> ServiceError {
     )
 }
 
-pub fn register(registry: &mut Registry, settings: Arc<Settings>, accounts: Arc<Accounts>) {
+pub fn register(registry: &mut Registry, settings: Arc<Settings>, permissions: Arc<Permissions>) {
+    let permissions_for_settings = permissions;
     let s = settings.clone();
     registry.method("public-settings/get", move |_ctx, params| {
         let settings = s.clone();
@@ -91,13 +74,16 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, accounts: Arc<
             )))
         }
     });
-    let (s, a) = (settings.clone(), accounts.clone());
+    let (s, a) = (settings.clone(), permissions_for_settings.clone());
     registry.method("private-settings/get", move |ctx, params| {
-        let (settings, accounts) = (s.clone(), a.clone());
+        let (settings, permissions) = (s.clone(), a.clone());
         async move {
             check_all(&[Pattern::maybe(Pattern::DATE)], &params)?;
             let since = since(&params);
-            if !may_manage_settings(&accounts, ctx.user_id.as_deref()).await? {
+            if !permissions
+                .has_permission(ctx.user_id.as_deref(), "view-privileged-setting", None)
+                .await?
+            {
                 let empty = Delta {
                     update: Vec::new(),
                     remove: Vec::new(),
@@ -110,9 +96,9 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, accounts: Arc<
             )))
         }
     });
-    let (s, a) = (settings.clone(), accounts.clone());
+    let (s, a) = (settings.clone(), permissions_for_settings.clone());
     registry.method("saveSetting", move |ctx, params| {
-        let (settings, accounts) = (s.clone(), a.clone());
+        let (settings, permissions) = (s.clone(), a.clone());
         async move {
             check_all(
                 &[
@@ -122,7 +108,10 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, accounts: Arc<
                 ],
                 &params,
             )?;
-            if !may_manage_settings(&accounts, ctx.user_id.as_deref()).await? {
+            if !permissions
+                .has_permission(ctx.user_id.as_deref(), "edit-privileged-setting", None)
+                .await?
+            {
                 return Err(not_allowed());
             }
             let id = params[0].as_str().unwrap_or_default();
@@ -130,16 +119,19 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, accounts: Arc<
             Ok(Some(Value::Bool(true)))
         }
     });
-    let (s, a) = (settings, accounts);
+    let (s, a) = (settings, permissions_for_settings);
     registry.method("saveSettings", move |ctx, params| {
-        let (settings, accounts) = (s.clone(), a.clone());
+        let (settings, permissions) = (s.clone(), a.clone());
         async move {
             let change = Pattern::object_including(vec![
                 ("_id", Pattern::string_up_to(256)),
                 ("value", Pattern::ANY),
             ]);
             check_all(&[Pattern::array_of(change)], &params)?;
-            if !may_manage_settings(&accounts, ctx.user_id.as_deref()).await? {
+            if !permissions
+                .has_permission(ctx.user_id.as_deref(), "edit-privileged-setting", None)
+                .await?
+            {
                 return Err(not_allowed());
             }
             let Some(Value::Array(changes)) = params.first() else {

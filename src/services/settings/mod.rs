@@ -9,10 +9,11 @@
 
 pub mod methods;
 
+use super::cached::CachedCollection as _;
 use super::error::ServiceError;
 use crate::model::query::Update;
 use crate::model::{Document, MeteorError, Value};
-use crate::storage::{ChangeEvent, FindOptions, OperationType, Store, UpdateOptions};
+use crate::storage::{FindOptions, Store, UpdateOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -152,6 +153,43 @@ pub struct Settings {
     cache: RwLock<HashMap<String, Arc<Document>>>,
 }
 
+impl super::cached::CachedCollection for Settings {
+    fn collection(&self) -> &'static str {
+        SETTINGS
+    }
+
+    fn put(&self, doc: Document) {
+        if let Some(Value::String(id)) = doc.get("_id") {
+            let id = id.clone();
+            self.cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Arc::new(doc));
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    fn reload(self: Arc<Self>) -> super::registry::BoxFuture<Result<(), ServiceError>> {
+        Box::pin(async move {
+            let docs = self
+                .store
+                .find(SETTINGS, FindOptions::default())
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+            for doc in docs {
+                self.put(doc);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// What a "since" read returns: Rocket.Chat's `{update, remove}`.
 pub struct Delta {
     pub update: Vec<Arc<Document>>,
@@ -167,8 +205,8 @@ impl Settings {
         });
         // Follow first, so nothing written between the read and the subscription is lost.
         let feed = store.subscribe();
-        tokio::spawn(Self::follow(Arc::downgrade(&service), feed));
-        service.reload().await?;
+        tokio::spawn(super::cached::follow(Arc::downgrade(&service), feed));
+        service.clone().reload().await?;
         let missing: Vec<Default> = {
             let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
             defaults()
@@ -190,67 +228,6 @@ impl Settings {
             service.put(doc);
         }
         Ok(service)
-    }
-
-    async fn reload(&self) -> Result<(), ServiceError> {
-        let docs = self
-            .store
-            .find(SETTINGS, FindOptions::default())
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        for doc in docs {
-            self.put(doc);
-        }
-        Ok(())
-    }
-
-    fn put(&self, doc: Document) {
-        if let Some(Value::String(id)) = doc.get("_id") {
-            let id = id.clone();
-            self.cache
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Arc::new(doc));
-        }
-    }
-
-    async fn follow(
-        service: std::sync::Weak<Self>,
-        mut feed: tokio::sync::broadcast::Receiver<Arc<ChangeEvent>>,
-    ) {
-        loop {
-            let event = feed.recv().await;
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            match event {
-                Ok(event) if &*event.collection == SETTINGS => service.apply(&event).await,
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(err) = service.reload().await {
-                        tracing::warn!(error = %err, "settings could not be read again after a lag");
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-
-    async fn apply(&self, event: &ChangeEvent) {
-        match (event.operation, &event.full_document, &event.id) {
-            (OperationType::Delete, _, Some(Value::String(id))) => {
-                self.cache
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(id);
-            }
-            (_, Some(doc), _) => self.put((**doc).clone()),
-            _ => {
-                if let Err(err) = self.reload().await {
-                    tracing::warn!(error = %err, "settings could not be read again");
-                }
-            }
-        }
     }
 
     /// A setting's value, from memory.

@@ -1,0 +1,60 @@
+//! A collection kept in memory by a service and current from the store's change events, so
+//! that a change by any writer is seen and no hot path reads the store (settings,
+//! permissions).
+
+use super::error::ServiceError;
+use super::registry::BoxFuture;
+use crate::model::{Document, Value};
+use crate::storage::{ChangeEvent, OperationType};
+use std::sync::{Arc, Weak};
+use tokio::sync::broadcast;
+
+/// What a service does with its collection's changes.
+pub trait CachedCollection: Send + Sync + 'static {
+    /// The collection followed.
+    fn collection(&self) -> &'static str;
+    /// A document as it is now (inserted, updated or replaced).
+    fn put(&self, doc: Document);
+    /// A document removed.
+    fn forget(&self, id: &str);
+    /// Reads the whole collection again (after lost events, or an event without its
+    /// document).
+    fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
+}
+
+/// Follows `feed` for `service` until the service or the feed is gone.
+pub async fn follow<T: CachedCollection>(
+    service: Weak<T>,
+    mut feed: broadcast::Receiver<Arc<ChangeEvent>>,
+) {
+    loop {
+        let event = feed.recv().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let reload = match event {
+            Ok(event) if &*event.collection == service.collection() => {
+                match (event.operation, &event.full_document, &event.id) {
+                    (OperationType::Delete, _, Some(Value::String(id))) => {
+                        service.forget(id);
+                        false
+                    }
+                    (_, Some(doc), _) => {
+                        service.put((**doc).clone());
+                        false
+                    }
+                    _ => true,
+                }
+            }
+            Ok(_) => false,
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if reload {
+            let collection = service.collection();
+            if let Err(err) = service.reload().await {
+                tracing::warn!(%collection, error = %err, "collection could not be read again");
+            }
+        }
+    }
+}
