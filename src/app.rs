@@ -91,6 +91,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let settings_service = settings::Settings::start(store.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
+    accounts.use_settings(settings_service.clone());
     let permissions_service = permissions::Permissions::start(store.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot read the permissions: {err}")))?;

@@ -186,3 +186,90 @@ async fn a_second_start_changes_nothing() {
         .await;
     assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
 }
+
+/// An administrator's REST login: (user id, token).
+async fn rest_admin(server: &common::TestServer) -> (String, String) {
+    let body = json!({"user": common::ADMIN.0, "password": common::ADMIN.1}).to_string();
+    let (_, login) = common::http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
+    let login: Json = serde_json::from_str(&login).unwrap();
+    (
+        login["data"]["userId"].as_str().unwrap().to_owned(),
+        login["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn accounts_follow_the_registration_and_expiration_settings_written_over_rest() {
+    let server = common::spawn_with_admin().await;
+    let (id, token) = rest_admin(&server).await;
+    let auth = [("X-User-Id", id.as_str()), ("X-Auth-Token", token.as_str())];
+    let (status, body) = common::http_with(
+        server.addr,
+        "POST",
+        "/api/v1/settings/Accounts_RegistrationForm",
+        &auth,
+        json!({"value": "Disabled"}).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = common::http_with(
+        server.addr,
+        "GET",
+        "/api/v1/settings/Accounts_RegistrationForm",
+        &auth,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Json>(&body).unwrap()["value"],
+        "Disabled"
+    );
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let (r, _) = c
+        .call(
+            "c",
+            "createUser",
+            json!([{"username": "ann", "password": "pw"}]),
+        )
+        .await;
+    assert_eq!(r["error"]["reason"], "Signups forbidden", "{r}");
+    let (status, _) = common::http(
+        server.addr,
+        "POST",
+        "/api/v1/users.register",
+        json!({"username": "ann", "email": "a@example.com", "pass": "pw"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = common::http(
+        server.addr,
+        "POST",
+        "/api/v1/settings/Site_Name",
+        json!({"value": "x"}).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401, "a stranger writes nothing");
+
+    // Tokens older than the expiration setting no longer resume.
+    let (status, _) = common::http_with(
+        server.addr,
+        "POST",
+        "/api/v1/settings/Accounts_LoginExpiration",
+        &auth,
+        json!({"value": 0}).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let frames = c
+        .call_seeing("r", "login", json!([{"resume": token}]))
+        .await;
+    assert_eq!(
+        frames.last().unwrap()["error"]["reason"],
+        "Your session has expired. Please log in again.",
+        "{frames:?}"
+    );
+}

@@ -158,7 +158,7 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
     if shape.check(Some(&value)).is_err() {
         return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
     }
-    if !accounts.config().registration_open {
+    if !accounts.registration_open() {
         return RestResponse::failure(403, "Registration is disabled", Some("error-not-allowed"));
     }
     if let Err(err) = accounts.count_login_attempt(None, request.client_address) {

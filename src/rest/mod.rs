@@ -111,6 +111,7 @@ enum Route {
     UsersRegister,
     UsersInfo,
     SettingsPublic,
+    Setting,
     PermissionsListAll,
     MethodCall,
     MethodCallAnon,
@@ -164,6 +165,7 @@ impl Rest {
             ("/api/v1/users.register", Route::UsersRegister),
             ("/api/v1/users.info", Route::UsersInfo),
             ("/api/v1/settings.public", Route::SettingsPublic),
+            ("/api/v1/settings/{id}", Route::Setting),
             ("/api/v1/permissions.listAll", Route::PermissionsListAll),
             ("/api/v1/method.call/{method}", Route::MethodCall),
             ("/api/v1/method.callAnon/{method}", Route::MethodCallAnon),
@@ -212,6 +214,7 @@ impl Rest {
         };
         let route = *found.value;
         let method_name = found.params.get("method").map(str::to_owned);
+        let setting_id = found.params.get("id").map(str::to_owned);
         let (Some(accounts), Some(registry)) = (&self.accounts, &self.registry) else {
             return match (route, request.method) {
                 (Route::Info, RestMethod::Get) => self.info(),
@@ -237,7 +240,8 @@ impl Rest {
                 | Route::Me
                 | Route::UsersInfo
                 | Route::MethodCall
-                | Route::PermissionsListAll,
+                | Route::PermissionsListAll
+                | Route::Setting,
                 _,
             ) => {
                 let Some(caller) = self.caller(&request).await else {
@@ -248,6 +252,10 @@ impl Rest {
                     (Route::Me, RestMethod::Get) => accounts::me(&caller),
                     (Route::UsersInfo, RestMethod::Get) => {
                         accounts::users_info(accounts, &request).await
+                    }
+                    (Route::Setting, RestMethod::Get | RestMethod::Post) => {
+                        self.setting(&caller, setting_id.as_deref().unwrap_or(""), &request)
+                            .await
                     }
                     (Route::PermissionsListAll, RestMethod::Get) => match &self.permissions {
                         Some(p) => permissions_list_all(p),
@@ -261,6 +269,57 @@ impl Rest {
                 }
             }
             _ => RestResponse::failure(405, "Method not allowed", None),
+        }
+    }
+
+    /// `GET /api/v1/settings/:id` (`view-privileged-setting`) and `POST` with `{value}`
+    /// (`edit-privileged-setting`).
+    async fn setting(&self, caller: &Caller, id: &str, request: &RestRequest) -> RestResponse {
+        let (Some(settings), Some(permissions)) = (&self.settings, &self.permissions) else {
+            return RestResponse::failure(404, "Not found", None);
+        };
+        let needed = if request.method == RestMethod::Post {
+            "edit-privileged-setting"
+        } else {
+            "view-privileged-setting"
+        };
+        match permissions
+            .has_permission(Some(&caller.user_id), needed, None)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return RestResponse::failure(
+                    403,
+                    "User does not have the permissions required for this action",
+                    Some("error-unauthorized"),
+                )
+            }
+            Err(err) => return RestResponse::from_service(&err),
+        }
+        if request.method == RestMethod::Post {
+            let body = match accounts::body(request) {
+                Ok(b) => b,
+                Err(refused) => return refused,
+            };
+            let Some(value) = body.get("value") else {
+                return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
+            };
+            if let Err(err) = settings
+                .save(id, value.clone(), &crate::services::accounts::NoFence)
+                .await
+            {
+                return RestResponse::from_service(&err);
+            }
+            return RestResponse::success(serde_json::json!({}));
+        }
+        match settings.value(id) {
+            Some(value) => RestResponse::success(
+                serde_json::json!({"_id": id, "value": json::to_json(&value)}),
+            ),
+            None => {
+                RestResponse::failure(400, "Setting not found", Some("error-setting-not-found"))
+            }
         }
     }
 

@@ -206,7 +206,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             let accounts = a.clone();
             async move {
                 check_all(&[Pattern::OBJECT], &params)?;
-                if !accounts.config().registration_open {
+                if !accounts.registration_open() {
                     return Err(ServiceError::Client(MeteorError::new(
                         403,
                         "Signups forbidden",

@@ -72,9 +72,11 @@ pub struct AccountsConfig {
     pub bcrypt_cost: u32,
     /// The first administrator; without it, one with a generated password is logged once.
     pub admin: Option<AdminSeed>,
-    /// How long a login token lasts (Rocket.Chat's `Accounts_LoginExpiration`, 90 days).
+    /// How long a login token lasts when the setting `Accounts_LoginExpiration` is absent
+    /// (90 days).
     pub login_expiration_days: f64,
-    /// Whether anyone may create an account (Rocket.Chat's `Accounts_RegistrationForm`).
+    /// Whether anyone may create an account when the setting `Accounts_RegistrationForm`
+    /// is absent.
     pub registration_open: bool,
     /// Login attempts allowed per connection per window (Meteor's rule: 5 per 10 s).
     pub login_attempts_per_connection: u32,
@@ -168,6 +170,8 @@ pub struct NewUser {
 /// The Accounts service.
 pub struct Accounts {
     store: Arc<dyn Store>,
+    /// Where `Accounts_LoginExpiration` and `Accounts_RegistrationForm` are read, once set.
+    settings: std::sync::OnceLock<Arc<super::settings::Settings>>,
     connections: Arc<Connections>,
     config: AccountsConfig,
     per_connection: limiter::Limiter,
@@ -240,9 +244,27 @@ impl Accounts {
                 config.failure_window,
             ),
             store,
+            settings: std::sync::OnceLock::new(),
             connections,
             config,
         })
+    }
+
+    /// Reads the account settings from `settings` from now on.
+    pub fn use_settings(&self, settings: Arc<super::settings::Settings>) {
+        let _ = self.settings.set(settings);
+    }
+
+    /// Whether anyone may create an account: `Accounts_RegistrationForm` is not `Disabled`.
+    pub fn registration_open(&self) -> bool {
+        match self
+            .settings
+            .get()
+            .and_then(|s| s.value("Accounts_RegistrationForm"))
+        {
+            Some(Value::String(form)) => form != "Disabled",
+            _ => self.config.registration_open,
+        }
     }
 
     pub fn config(&self) -> &AccountsConfig {
@@ -410,7 +432,16 @@ impl Accounts {
     }
 
     fn lifetime_ms(&self) -> f64 {
-        self.config.login_expiration_days * 24.0 * 3600.0 * 1000.0
+        let days = self
+            .settings
+            .get()
+            .map_or(self.config.login_expiration_days, |s| {
+                s.number(
+                    "Accounts_LoginExpiration",
+                    self.config.login_expiration_days,
+                )
+            });
+        days * 24.0 * 3600.0 * 1000.0
     }
 
     /// The user holding `token` and when the token was issued; refused if unknown or expired.

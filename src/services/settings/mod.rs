@@ -331,9 +331,10 @@ impl Settings {
                 "Invalid setting value",
             )));
         }
+        let now = now_ms();
         let mut set = Document::default();
-        set.insert("value".into(), value);
-        set.insert("_updatedAt".into(), Value::Date(now_ms()));
+        set.insert("value".into(), value.clone());
+        set.insert("_updatedAt".into(), Value::Date(now));
         let mut modifier = Document::default();
         modifier.insert("$set".into(), Value::Object(set));
         let update = Update::parse(&modifier).map_err(|e| ServiceError::internal(e.0))?;
@@ -348,6 +349,11 @@ impl Settings {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         writes.record_write(ack.seq);
+        // Read-your-writes in this process: the change event brings the same document.
+        let mut updated = (*current).clone();
+        updated.insert("value".into(), value);
+        updated.insert("_updatedAt".into(), Value::Date(now));
+        self.put(updated);
         Ok(())
     }
 }
