@@ -27,3 +27,16 @@ pub fn selector(json: serde_json::Value) -> Result<Selector, ServiceError> {
 pub fn update(json: serde_json::Value) -> Result<Update, ServiceError> {
     Update::parse(&doc(json)?).map_err(|e| ServiceError::internal(e.0))
 }
+
+/// Writes a default document unless one with its `_id` is there already (another start,
+/// another writer): what first-start set-up does for every default it owns.
+pub async fn insert_default(
+    store: &dyn crate::storage::Store,
+    collection: &str,
+    document: Document,
+) -> Result<(), ServiceError> {
+    match store.insert(collection, document).await {
+        Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => Ok(()),
+        Err(other) => Err(ServiceError::from_store(&other)),
+    }
+}

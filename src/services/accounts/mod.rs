@@ -741,10 +741,7 @@ impl Accounts {
             "default": true, "usersCount": 0, "msgs": 0, "ro": false, "sysMes": true,
             "ts": {"$date": now}, "_updatedAt": {"$date": now},
         }))?;
-        match self.store.insert(ROOMS, general).await {
-            Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
-            Err(other) => return Err(ServiceError::from_store(&other)),
-        }
+        super::build::insert_default(&*self.store, ROOMS, general).await?;
         let (seed, generated) = match &self.config.admin {
             Some(seed) => (seed.clone(), false),
             None => (

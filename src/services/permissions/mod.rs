@@ -167,10 +167,7 @@ impl Permissions {
                 "_id": id, "name": id, "scope": scope, "description": description,
                 "protected": true, "mandatory2fa": false, "_updatedAt": {"$date": now},
             }))?;
-            match store.insert(ROLES, role).await {
-                Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
-                Err(other) => return Err(ServiceError::from_store(&other)),
-            }
+            super::build::insert_default(&*store, ROLES, role).await?;
         }
         let missing: Vec<&(&str, &[&str])> = {
             let granted = service.granted.read().unwrap_or_else(|p| p.into_inner());
@@ -183,10 +180,7 @@ impl Permissions {
             let permission = doc(serde_json::json!({
                 "_id": id, "roles": roles, "_updatedAt": {"$date": now},
             }))?;
-            match store.insert(PERMISSIONS, permission.clone()).await {
-                Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
-                Err(other) => return Err(ServiceError::from_store(&other)),
-            }
+            super::build::insert_default(&*store, PERMISSIONS, permission.clone()).await?;
             service.put(permission);
         }
         Ok(service)

@@ -221,10 +221,7 @@ impl Settings {
                 "public": d.public, "hidden": false, "blocked": false,
                 "ts": {"$date": now}, "_updatedAt": {"$date": now},
             }))?;
-            match store.insert(SETTINGS, doc.clone()).await {
-                Ok(_) | Err(crate::storage::StoreError::DuplicateKey(_)) => {}
-                Err(other) => return Err(ServiceError::from_store(&other)),
-            }
+            super::build::insert_default(&*store, SETTINGS, doc.clone()).await?;
             service.put(doc);
         }
         Ok(service)
