@@ -88,7 +88,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         )));
     }
     accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
-    let settings_service = settings::Settings::start(store.clone())
+    let settings_service = settings::Settings::start(store.clone(), &settings.setting_overrides)
         .await
         .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
     accounts.use_settings(settings_service.clone());

@@ -195,6 +195,23 @@ pub struct Settings {
     pub collections: Vec<crate::services::declarative::CollectionConfig>,
     /// The configuration file and its text, to point at lines in later errors.
     pub config_source: Option<(PathBuf, String)>,
+    /// Rocket.Chat's `OVERWRITE_SETTING_<id>=<value>`: settings forced at every start.
+    pub setting_overrides: Vec<(String, String)>,
+}
+
+/// The `OVERWRITE_SETTING_<id>` variables among `vars`, as (id, text), sorted by id.
+pub fn setting_overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let id = name.strip_prefix("OVERWRITE_SETTING_")?;
+            (!id.is_empty()).then(|| (id.to_owned(), value))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 impl Settings {
@@ -337,6 +354,7 @@ impl Settings {
             publications,
             collections,
             config_source,
+            setting_overrides: Vec::new(),
         };
         settings.validate()?;
         Ok(settings)

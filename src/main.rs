@@ -8,7 +8,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let disable_sockjs = std::env::var_os("DISABLE_SOCKJS").is_some_and(|v| !v.is_empty());
     let settings = match Settings::resolve(cli, disable_sockjs) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            s.setting_overrides = comet::config::setting_overrides(std::env::vars());
+            s
+        }
         Err(err) => {
             #[allow(clippy::print_stderr)]
             {

@@ -273,3 +273,98 @@ async fn accounts_follow_the_registration_and_expiration_settings_written_over_r
         "{frames:?}"
     );
 }
+
+fn login_frame(id: &str) -> (String, Json) {
+    (
+        id.to_owned(),
+        json!([{"user": {"username": common::ADMIN.0}, "password": common::ADMIN.1}]),
+    )
+}
+
+/// Logs in `times` times on one connection; the errors' codes, in order.
+async fn login_errors(c: &mut DdpClient, times: usize) -> Vec<Json> {
+    let mut errors = Vec::new();
+    for i in 0..times {
+        let (id, params) = login_frame(&format!("l{i}-{}", comet::model::random::random_id()));
+        let frames = c.call_seeing(&id, "login", params).await;
+        errors.push(frames.last().unwrap()["error"]["error"].clone());
+    }
+    errors
+}
+
+#[tokio::test]
+async fn overwrite_setting_variables_force_values_and_a_bad_one_stops_the_start() {
+    let mut settings = common::test_settings(|c| {
+        c.admin_username = Some(common::ADMIN.0.into());
+        c.admin_pass = Some(common::ADMIN.1.into());
+    });
+    settings.setting_overrides = comet::config::setting_overrides([
+        (
+            "OVERWRITE_SETTING_Site_Name".to_owned(),
+            "Forced".to_owned(),
+        ),
+        (
+            "OVERWRITE_SETTING_DDP_Rate_Limit_Login_Requests_Allowed".to_owned(),
+            "2".to_owned(),
+        ),
+        ("OVERWRITE_SETTING_Not_A_Setting".to_owned(), "x".to_owned()),
+        ("PATH".to_owned(), "/bin".to_owned()),
+    ]);
+    let server = common::spawn_server(settings.clone()).await;
+    let (mut anon, _) = DdpClient::connect(&server).await;
+    let (r, _) = anon.call("p", "public-settings/get", json!([])).await;
+    assert_eq!(value_of(&r["result"], "Site_Name"), Some(&json!("Forced")));
+    let errors = login_errors(&mut anon, 3).await;
+    assert_eq!(
+        errors,
+        vec![Json::Null, Json::Null, json!("too-many-requests")],
+        "the overwritten limit (2) applies"
+    );
+    server.shutdown().await;
+
+    let mut bad = settings;
+    bad.setting_overrides = vec![("Accounts_LoginExpiration".into(), "soon".into())];
+    let Err(err) = comet::app::build(&bad).await else {
+        panic!("a value of the wrong type must stop the start");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("OVERWRITE_SETTING_Accounts_LoginExpiration") && text.contains("int"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn login_limits_follow_the_settings_at_once() {
+    let server = common::spawn_with_admin().await;
+    let mut boss = admin(&server).await;
+    let (r, _) = boss
+        .call(
+            "off",
+            "saveSetting",
+            json!(["DDP_Rate_Limit_Login_Enabled", false]),
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let (mut c, _) = DdpClient::connect(&server).await;
+    assert!(
+        login_errors(&mut c, 7).await.iter().all(Json::is_null),
+        "no per-connection limit while switched off"
+    );
+    let (r, _) = boss
+        .call(
+            "on",
+            "saveSettings",
+            json!([[
+                {"_id": "DDP_Rate_Limit_Login_Enabled", "value": true},
+                {"_id": "DDP_Rate_Limit_Login_Requests_Allowed", "value": 1},
+            ]]),
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let (mut d, _) = DdpClient::connect(&server).await;
+    assert_eq!(
+        login_errors(&mut d, 2).await,
+        vec![Json::Null, json!("too-many-requests")]
+    );
+}

@@ -78,12 +78,14 @@ pub struct AccountsConfig {
     /// Whether anyone may create an account when the setting `Accounts_RegistrationForm`
     /// is absent.
     pub registration_open: bool,
-    /// Login attempts allowed per connection per window (Meteor's rule: 5 per 10 s).
+    /// Login attempts allowed per connection per window (Meteor's rule: 5 per 10 s); the
+    /// `DDP_Rate_Limit_Login_*` settings override this once the settings are attached.
     pub login_attempts_per_connection: u32,
     pub login_attempt_window: std::time::Duration,
     /// Failed logins after which a client address, or a user, is blocked until the failure
     /// window ends (Rocket.Chat: 50 per address, 10 per user, 5 minutes). Only failures
-    /// count, so many people behind one address still log in.
+    /// count, so many people behind one address still log in. The
+    /// `Block_Multiple_Failed_Logins_*` settings override these.
     pub failures_per_address: u32,
     pub failures_per_user: u32,
     pub failure_window: std::time::Duration,
@@ -211,6 +213,13 @@ fn blocked(code: &str, reason: &str, left: std::time::Duration) -> ServiceError 
     )
 }
 
+/// A password that could not be checked now: 503, so the client tries again later and the
+/// attempt is not counted as a wrong password.
+fn server_busy(cause: secrets::HashBusy) -> ServiceError {
+    tracing::warn!(cause = %cause, "password check refused");
+    ServiceError::Client(MeteorError::new(503, "Server busy, try again later"))
+}
+
 fn forbidden(reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(403, reason))
 }
@@ -231,18 +240,9 @@ impl Accounts {
         config: AccountsConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            per_connection: limiter::Limiter::new(
-                config.login_attempts_per_connection,
-                config.login_attempt_window,
-            ),
-            failures_by_address: limiter::Limiter::new(
-                config.failures_per_address,
-                config.failure_window,
-            ),
-            failures_by_user: limiter::Limiter::new(
-                config.failures_per_user,
-                config.failure_window,
-            ),
+            per_connection: limiter::Limiter::new(),
+            failures_by_address: limiter::Limiter::new(),
+            failures_by_user: limiter::Limiter::new(),
             store,
             settings: std::sync::OnceLock::new(),
             connections,
@@ -275,6 +275,79 @@ impl Accounts {
         &self.connections
     }
 
+    /// A limit as the settings say now (`enabled`, `allowed`, the window in `window_ms`
+    /// milliseconds, or in minutes when `window_minutes`), the configuration's without
+    /// settings; `None` when switched off.
+    fn rule(
+        &self,
+        enabled: &str,
+        allowed: &str,
+        window: &str,
+        window_minutes: bool,
+        fallback: (u32, std::time::Duration),
+    ) -> Option<limiter::Rule> {
+        let Some(settings) = self.settings.get() else {
+            return Some(limiter::Rule {
+                allowed: fallback.0,
+                window: fallback.1,
+            });
+        };
+        if matches!(settings.value(enabled), Some(Value::Bool(false))) {
+            return None;
+        }
+        let unit_ms = if window_minutes { 60_000.0 } else { 1.0 };
+        let fallback_window = fallback.1.as_millis() as f64 / unit_ms;
+        let window_ms = settings.number(window, fallback_window).max(0.0) * unit_ms;
+        Some(limiter::Rule {
+            allowed: settings.number(allowed, f64::from(fallback.0)).max(0.0) as u32,
+            window: std::time::Duration::from_millis(window_ms as u64),
+        })
+    }
+
+    /// Meteor's rule on `login`/`createUser` calls per connection.
+    fn login_rule(&self) -> Option<limiter::Rule> {
+        self.rule(
+            "DDP_Rate_Limit_Login_Enabled",
+            "DDP_Rate_Limit_Login_Requests_Allowed",
+            "DDP_Rate_Limit_Login_Interval_Time",
+            false,
+            (
+                self.config.login_attempts_per_connection,
+                self.config.login_attempt_window,
+            ),
+        )
+    }
+
+    /// Rocket.Chat's lockouts after failed logins, per user and per client address; both
+    /// off when `Block_Multiple_Failed_Logins_Enabled` is false.
+    fn failure_rule(&self, by_address: bool) -> Option<limiter::Rule> {
+        if let Some(settings) = self.settings.get() {
+            if matches!(
+                settings.value("Block_Multiple_Failed_Logins_Enabled"),
+                Some(Value::Bool(false))
+            ) {
+                return None;
+            }
+        }
+        if by_address {
+            self.rule(
+                "Block_Multiple_Failed_Logins_By_Ip",
+                "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_Ip",
+                "Block_Multiple_Failed_Logins_Time_To_Unblock_By_Ip_In_Minutes",
+                true,
+                (self.config.failures_per_address, self.config.failure_window),
+            )
+        } else {
+            self.rule(
+                "Block_Multiple_Failed_Logins_By_User",
+                "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_User",
+                "Block_Multiple_Failed_Logins_Time_To_Unblock_By_User_In_Minutes",
+                true,
+                (self.config.failures_per_user, self.config.failure_window),
+            )
+        }
+    }
+
     /// Counts a login attempt from `connection` (refused past Meteor's per-connection rule)
     /// and refuses an address blocked by its failures.
     pub fn count_login_attempt(
@@ -282,11 +355,13 @@ impl Accounts {
         connection: Option<&str>,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), ServiceError> {
-        if let Some(id) = connection {
-            self.per_connection.hit(id)?;
+        if let (Some(id), Some(rule)) = (connection, self.login_rule()) {
+            self.per_connection.hit(id, rule)?;
         }
-        if let Some(left) =
-            address.and_then(|ip| self.failures_by_address.blocked_for(&ip.to_string()))
+        let address_rule = self.failure_rule(true);
+        if let Some(left) = address
+            .zip(address_rule)
+            .and_then(|(ip, rule)| self.failures_by_address.blocked_for(&ip.to_string(), rule))
         {
             return Err(blocked(
                 "error-login-blocked-for-ip",
@@ -299,7 +374,10 @@ impl Accounts {
 
     /// Refuses a login for a user whose failures blocked it.
     pub fn check_user_not_blocked(&self, who: &UserSelector) -> Result<(), ServiceError> {
-        match self.failures_by_user.blocked_for(&failure_key(who)) {
+        let Some(rule) = self.failure_rule(false) else {
+            return Ok(());
+        };
+        match self.failures_by_user.blocked_for(&failure_key(who), rule) {
             Some(left) => Err(blocked(
                 "error-login-blocked-for-user",
                 "Login has been temporarily blocked For User",
@@ -311,9 +389,11 @@ impl Accounts {
 
     /// Counts a failed login against the address and the user it named.
     pub fn record_login_failure(&self, who: &UserSelector, address: Option<std::net::IpAddr>) {
-        self.failures_by_user.count(&failure_key(who));
-        if let Some(ip) = address {
-            self.failures_by_address.count(&ip.to_string());
+        if let Some(rule) = self.failure_rule(false) {
+            self.failures_by_user.count(&failure_key(who), rule);
+        }
+        if let Some((ip, rule)) = address.zip(self.failure_rule(true)) {
+            self.failures_by_address.count(&ip.to_string(), rule);
         }
     }
 
@@ -387,7 +467,10 @@ impl Accounts {
         let Some(Value::String(hash)) = str_at(&user, &["services", "password", "bcrypt"]) else {
             return Err(forbidden("User has no password set"));
         };
-        if !secrets::verify_password(digest.to_owned(), hash.clone()).await {
+        if !secrets::verify_password(digest.to_owned(), hash.clone())
+            .await
+            .map_err(server_busy)?
+        {
             return Err(forbidden("Incorrect password"));
         }
         Self::check_active(&user)?;
@@ -632,7 +715,7 @@ impl Accounts {
         if let Some(digest) = &new.password_digest {
             let hash = secrets::hash_password(digest.clone(), self.config.bcrypt_cost)
                 .await
-                .map_err(ServiceError::internal)?;
+                .map_err(server_busy)?;
             services["password"] = serde_json::json!({"bcrypt": hash});
         }
         let now = now_ms();

@@ -1,7 +1,9 @@
 //! Login tokens and password hashes, as Meteor and Rocket.Chat store them: a token is 43
 //! random characters kept only as `base64(sha256(token))`; a password is bcrypt of the
-//! lowercase hex SHA-256 of its UTF-8 text. bcrypt runs on the blocking pool so a login
-//! never stalls a runtime worker.
+//! lowercase hex SHA-256 of its UTF-8 text. bcrypt runs on a small pool of its own threads
+//! (one per core, at a lower scheduling priority, with a bounded queue) so a burst of logins
+//! never stalls a runtime worker, never spawns a thread per login, and yields the CPU to the
+//! sessions' work whenever both want it.
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -29,22 +31,91 @@ pub fn is_digest(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// bcrypt of a digest, off the async workers.
-pub async fn hash_password(digest: String, cost: u32) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(digest.to_ascii_lowercase(), cost))
+/// bcrypt jobs waiting beyond this many are refused rather than queued without end.
+const HASH_QUEUE: usize = 4096;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The bcrypt threads' queue, started on first use.
+fn hash_queue() -> &'static std::sync::mpsc::SyncSender<HashJob> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashJob>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("comet-bcrypt-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    // Linux keeps the nice value per thread: only these threads yield.
+                    #[cfg(target_os = "linux")]
+                    if let Err(e) = rustix::process::nice(10) {
+                        tracing::debug!(error = %e, "bcrypt thread keeps its priority");
+                    }
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a bcrypt thread");
+            }
+        }
+        sender
+    })
+}
+
+/// Why a password could not be checked or hashed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashBusy(pub String);
+
+impl std::fmt::Display for HashBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs `work` on the bcrypt threads; `Err` when the queue is full or the pool is gone.
+async fn on_hash_threads<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HashBusy> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = reply.send(work());
+    });
+    hash_queue().try_send(job).map_err(|e| {
+        HashBusy(match e {
+            std::sync::mpsc::TrySendError::Full(_) => "too many password checks waiting".into(),
+            std::sync::mpsc::TrySendError::Disconnected(_) => "no bcrypt threads".into(),
+        })
+    })?;
+    answer
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|_| HashBusy("bcrypt thread stopped".into()))
+}
+
+/// bcrypt of a digest, off the async workers.
+pub async fn hash_password(digest: String, cost: u32) -> Result<String, HashBusy> {
+    on_hash_threads(move || bcrypt::hash(digest.to_ascii_lowercase(), cost))
+        .await?
+        .map_err(|e| HashBusy(e.to_string()))
 }
 
 /// Whether `digest` is the password behind `hash` (any bcrypt variant Meteor or Rocket.Chat
-/// wrote), off the async workers. A malformed hash never matches.
-pub async fn verify_password(digest: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        bcrypt::verify(digest.to_ascii_lowercase(), &hash).unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+/// wrote), off the async workers. A malformed hash never matches; `Err` only when the check
+/// could not run (the caller must not count that as a wrong password).
+pub async fn verify_password(digest: String, hash: String) -> Result<bool, HashBusy> {
+    on_hash_threads(move || bcrypt::verify(digest.to_ascii_lowercase(), &hash).unwrap_or(false))
+        .await
 }
 
 #[cfg(test)]
@@ -73,8 +144,17 @@ mod tests {
         let digest = password_digest("secret");
         let hash = hash_password(digest.clone(), 4).await.expect("hashes");
         assert!(hash.starts_with("$2b$04$"));
-        assert!(verify_password(digest.to_uppercase(), hash.clone()).await);
-        assert!(!verify_password(password_digest("other"), hash).await);
-        assert!(!verify_password(digest, "not a hash".into()).await);
+        assert_eq!(
+            verify_password(digest.to_uppercase(), hash.clone()).await,
+            Ok(true)
+        );
+        assert_eq!(
+            verify_password(password_digest("other"), hash).await,
+            Ok(false)
+        );
+        assert_eq!(
+            verify_password(digest, "not a hash".into()).await,
+            Ok(false)
+        );
     }
 }

@@ -102,8 +102,33 @@ fn defaults() -> Vec<Default> {
             "int",
             false,
         ),
+        // Meteor's default rule on `login` and `createUser` per connection.
         d(
-            "Accounts_Block_Failed_Login_Attempts_By_User",
+            "DDP_Rate_Limit_Login_Enabled",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Login_Requests_Allowed",
+            json!(5),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Login_Interval_Time",
+            json!(10000),
+            "int",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_Enabled",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_By_User",
             json!(true),
             "boolean",
             false,
@@ -115,13 +140,25 @@ fn defaults() -> Vec<Default> {
             false,
         ),
         d(
+            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_User_In_Minutes",
+            json!(5),
+            "int",
+            false,
+        ),
+        d(
+            "Block_Multiple_Failed_Logins_By_Ip",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
             "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_Ip",
             json!(50),
             "int",
             false,
         ),
         d(
-            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_User_In_Minutes",
+            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_Ip_In_Minutes",
             json!(5),
             "int",
             false,
@@ -130,6 +167,32 @@ fn defaults() -> Vec<Default> {
 }
 
 use super::build::{doc as json_doc, now_ms, selector};
+
+/// An environment variable's text read as a value of the setting's type: `true`/`false` for
+/// booleans, an integer for `int`, a JSON array for `multiSelect`, the text itself otherwise.
+fn value_from_text(kind: Option<&str>, text: &str) -> Option<Value> {
+    match kind {
+        Some("boolean") => match text.trim() {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        Some("int") => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .map(|n| Value::Number(n as f64)),
+        Some("multiSelect") => {
+            let json: serde_json::Value = serde_json::from_str(text).ok()?;
+            if json.is_array() {
+                Value::from_json(json).ok()
+            } else {
+                None
+            }
+        }
+        _ => Some(Value::String(text.to_owned())),
+    }
+}
 
 /// A setting's client view: everything but `hidden` settings' values is shown as stored.
 fn is_public(doc: &Document) -> bool {
@@ -197,8 +260,13 @@ pub struct Delta {
 }
 
 impl Settings {
-    /// Loads the settings, writes the defaults that are missing, and follows changes.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, ServiceError> {
+    /// Loads the settings, writes the defaults that are missing, forces the operator's
+    /// `overrides` (`OVERWRITE_SETTING_<id>`, given as text and read by the setting's type),
+    /// and follows changes.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        overrides: &[(String, String)],
+    ) -> Result<Arc<Self>, ServiceError> {
         let service = Arc::new(Self {
             store: store.clone(),
             cache: RwLock::new(HashMap::new()),
@@ -223,6 +291,28 @@ impl Settings {
             }))?;
             super::build::insert_default(&*store, SETTINGS, doc.clone()).await?;
             service.put(doc);
+        }
+        for (id, text) in overrides {
+            let kind = {
+                let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
+                match cache.get(id.as_str()) {
+                    Some(doc) => doc.get("type").and_then(Value::as_str).map(str::to_owned),
+                    None => {
+                        tracing::warn!(setting = %id, "OVERWRITE_SETTING_ names no known setting; ignored");
+                        continue;
+                    }
+                }
+            };
+            let value = value_from_text(kind.as_deref(), text).ok_or_else(|| {
+                ServiceError::internal(format!(
+                    "OVERWRITE_SETTING_{id}: {text:?} is not a valid {} value",
+                    kind.as_deref().unwrap_or("setting")
+                ))
+            })?;
+            if service.value(id) != Some(value.clone()) {
+                service.save(id, value, &super::accounts::NoFence).await?;
+                tracing::info!(setting = %id, "setting overwritten from the environment");
+            }
         }
         Ok(service)
     }
