@@ -11,6 +11,7 @@
 #   SCENARIOS=mergebox bench/run.sh                        # S4 mergebox stress
 #   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
 #   SCENARIOS=initial bench/run.sh                         # S8 50 MB initial result set
+#   SCENARIOS="login loginping" bench/run.sh               # S9 logins (bcrypt cost 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -29,7 +30,10 @@ SERVER_PID=
 start_server() {
   case "$1" in
     comet)
+      # A fresh store per run; the login limit off, as the peer has none.
+      DATA_DIR=$(mktemp -d)
       COMET_TEST_HANDLERS=1 PORT=$PORT_COMET BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
+        COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
         taskset -c 0 target/release/comet 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)
@@ -48,6 +52,7 @@ start_server() {
 stop_server() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  if [ -n "${DATA_DIR:-}" ]; then rm -rf "$DATA_DIR"; DATA_DIR=; fi
 }
 
 run() { # server label args...
@@ -100,6 +105,20 @@ for scenario in $SCENARIOS; do
             run $server "S3 fanout ${clients} x ${rate}/s" fanout --clients "$clients" --rate "$rate" --secs 10 --warmup-secs 3
           done
         done
+      done ;;
+    login)
+      # Each connection creates its own user, then logs in back to back.
+      for mode in resume password; do
+        for c in 1 10; do
+          for server in comet peer; do
+            run $server "S9 login ${mode} x${c}" login --clients "$c" --mode "$mode" --secs 10 --warmup-secs 3
+          done
+        done
+      done ;;
+    loginping)
+      # 10 sessions ping every 20 ms: 10 s quiet, then 10 s beside 100 back-to-back password logins.
+      for server in comet peer; do
+        run $server "S9 ping beside 100 password logins" login-ping --clients 100 --observers 10 --secs 10 --warmup-secs 8
       done ;;
     echo)
       for cw in "1 1" "10 10" "100 1" "100 10"; do

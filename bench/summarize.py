@@ -22,6 +22,13 @@ METRICS = {
                 ("rss_peak_over_before_mb", "MB peak RSS over the start", False),
                 ("rss_peak_kib", "KiB peak RSS", False),
                 ("server_cpu_secs", "s server CPU", False)],
+    "login": [("logins_per_sec", "logins/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
+              ("server_cpu_us_per_login", "µs CPU/login", False), ("failed", "failed logins", False)],
+    "login-ping": [("ping_p99_quiet_ms", "ping p99 ms, quiet", False),
+                   ("ping_p99_loaded_ms", "ping p99 ms, beside logins", False),
+                   ("ping_p99_rise_ms", "ping p99 rise ms", False),
+                   ("ping_p50_loaded_ms", "ping p50 ms, beside logins", False),
+                   ("logins_per_sec", "password logins/s meanwhile", True)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

@@ -76,11 +76,13 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
     builtin::register_meteor_defaults(&mut registry);
-    let accounts = Accounts::new(
+    let accounts = Accounts::start(
         store.clone(),
         registry.connections().clone(),
         settings.accounts.clone(),
-    );
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot read the users: {err}")))?;
     if let Err(err) = accounts.bootstrap().await {
         return Err(StartError::Config(format!(
             "cannot set up the first administrator: {}",

@@ -54,26 +54,30 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let wanted = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Libraries that write whole frames or bodies at their most verbose levels (a login's
-    // password digest, a token) stay at `debug` at most, whatever RUST_LOG asks for.
-    for quiet in [
-        "tungstenite=debug",
-        "tokio_tungstenite=debug",
-        "hyper=debug",
-        "mongodb=debug",
-    ] {
-        if let Ok(directive) = quiet.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    // password digest, a token) stay at `debug` at most, whatever RUST_LOG asks for. A cap
+    // beside RUST_LOG's filter, not a directive in it, so it never raises a level either.
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets([
+            ("tungstenite", LevelFilter::DEBUG),
+            ("tokio_tungstenite", LevelFilter::DEBUG),
+            ("hyper", LevelFilter::DEBUG),
+            ("mongodb", LevelFilter::DEBUG),
+        ]);
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = if json {
+        output.json().boxed()
     } else {
-        builder.init();
-    }
+        output.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(output.with_filter(wanted.and(cap)))
+        .init();
 }

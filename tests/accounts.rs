@@ -318,3 +318,91 @@ async fn failures_block_the_user_they_named_but_not_other_users() {
         "another user logs in: {frames:?}"
     );
 }
+
+fn modifier(json: Json) -> comet::model::query::Update {
+    match comet::model::Value::from_json(json).unwrap() {
+        comet::model::Value::Object(d) => comet::model::query::Update::parse(&d).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// A user another writer (Rocket.Chat) stored, with no claim of comet's: found by name in
+/// any case, its tokens honoured as soon as written and refused as soon as removed.
+#[tokio::test]
+async fn tokens_and_users_written_by_another_writer_count_at_once() {
+    use comet::services::accounts::secrets;
+    let server = server().await;
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    let hash = secrets::hash_password(secrets::password_digest("rocky-pass"), 4)
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let user = comet::model::Value::from_json(json!({
+        "_id": "rocky-id", "username": "Rocky", "type": "user", "active": true,
+        "roles": ["user"], "emails": [{"address": "Rocky@Example.com", "verified": true}],
+        "services": {
+            "password": {"bcrypt": hash},
+            "resume": {"loginTokens": [{"when": {"$date": now}, "hashedToken": secrets::hash_token("tok-A")}]},
+        },
+    }))
+    .unwrap();
+    let comet::model::Value::Object(user) = user else {
+        unreachable!()
+    };
+    store.insert("users", user).await.unwrap();
+    // At once: before or after the change reaches the index.
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = login(&mut c, json!({"resume": "tok-A"})).await;
+    assert_eq!(result(&frames)["result"]["id"], "rocky-id", "{frames:?}");
+    for named in [
+        json!({"username": "rocky"}),
+        json!({"email": "rocky@example.COM"}),
+    ] {
+        let (mut d, _) = DdpClient::connect(&server).await;
+        let frames = login(
+            &mut d,
+            json!({"user": named, "password": digest("rocky-pass")}),
+        )
+        .await;
+        assert_eq!(
+            result(&frames)["result"]["id"],
+            "rocky-id",
+            "{named}: {frames:?}"
+        );
+    }
+    // Another token written elsewhere, used at once.
+    store
+        .update(
+            "users",
+            comet::model::query::Selector::by_id("rocky-id".into()),
+            modifier(json!({"$push": {"services.resume.loginTokens": {"when": {"$date": now}, "hashedToken": secrets::hash_token("tok-B")}}})),
+            comet::storage::UpdateOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (mut e, _) = DdpClient::connect(&server).await;
+    let frames = login(&mut e, json!({"resume": "tok-B"})).await;
+    assert_eq!(result(&frames)["result"]["id"], "rocky-id", "{frames:?}");
+    // Both revoked elsewhere: refused at once, though the index may still name the user.
+    store
+        .update(
+            "users",
+            comet::model::query::Selector::by_id("rocky-id".into()),
+            modifier(json!({"$set": {"services.resume.loginTokens": []}})),
+            comet::storage::UpdateOptions::default(),
+        )
+        .await
+        .unwrap();
+    for token in ["tok-A", "tok-B"] {
+        let (mut f, _) = DdpClient::connect(&server).await;
+        let frames = login(&mut f, json!({"resume": token})).await;
+        assert_eq!(
+            result(&frames)["error"]["reason"],
+            "You've been logged out by the server. Please log in again.",
+            "{token}: {frames:?}"
+        );
+    }
+}

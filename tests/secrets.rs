@@ -88,3 +88,40 @@ fn passwords_and_tokens_appear_only_in_the_login_result() {
         }
     }
 }
+
+/// The cap on chatty libraries never raises their level: under `RUST_LOG=warn,comet=info`
+/// a WebSocket session that is opened and dropped writes none of their debug lines
+/// (`COMET_TEST_LIBRARY_LOG=debug` runs it with them on, to see that it notices them).
+#[test]
+fn the_cap_on_library_logs_never_raises_their_level() {
+    let level = std::env::var("COMET_TEST_LIBRARY_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = format!("{level},comet=info");
+    let comet = Binary::start("", &[("RUST_LOG", filter.as_str())]);
+    let addr = comet.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = DdpClient::open(&format!("ws://{addr}/websocket")).await;
+        c.send(json!({"msg":"connect","version":"1","support":["1"]}))
+            .await;
+        c.recv().await;
+        c.send_message(tokio_tungstenite::tungstenite::Message::Close(None))
+            .await;
+        drop(c);
+        // A socket torn down without a close handshake too.
+        let raw = common::raw_websocket(addr).await;
+        drop(raw);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    });
+    let log = comet.stop();
+    let library: Vec<&String> = log
+        .iter()
+        .filter(|l| {
+            l.contains(r#""target":"tungstenite"#) || l.contains(r#""target":"tokio_tungstenite"#)
+        })
+        .collect();
+    assert!(library.is_empty(), "library lines below warn: {library:?}");
+    assert!(log.iter().any(|l| l.contains("comet listening")));
+}

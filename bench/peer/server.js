@@ -1,7 +1,7 @@
 // The Node peer: Meteor's ddp-server (mongodb-livedata-server) with the same handlers the
 // benchmark calls on comet: `echo`, `bench.empty`, `bench.docs` (S1/S2), `bench.room` and
 // `bench.send` (S3), `bench.set` and `bench.touch` (S4), `bench.watch` and `bench.events` (S7),
-// `bench.seed` and `bench.initial` (S8).
+// `bench.seed` and `bench.initial` (S8), `createUser` and `login` (S9).
 'use strict';
 const http = require('node:http');
 const { DDPServer } = require('mongodb-livedata-server');
@@ -126,5 +126,49 @@ ddp.publish({
   'bench.initial': async function () {
     for (const { _id, ...fields } of initial) this.added('bench_initial', _id, fields);
     this.ready();
+  },
+});
+
+// Logins (S9): accounts-password's `createUser` and `login` as Meteor 3 runs them (native
+// bcrypt of the SHA-256 digest on libuv's thread pool, a 43-character token kept as
+// base64(sha256)), with users and tokens in memory: the peer pays no database round trip,
+// comet stores each token in its store.
+const bcrypt = require('bcrypt');
+const crypto = require('node:crypto');
+const BCRYPT_COST = Number(process.env.BCRYPT_COST || 10);
+const users = new Map(); // username -> {id, bcrypt, tokens: Set}
+const tokens = new Map(); // hashed token -> user id
+const secret = () => crypto.randomBytes(32).toString('base64url').slice(0, 43);
+const hashToken = (token) => crypto.createHash('sha256').update(token).digest('base64');
+function issueToken(invocation, user) {
+  const token = secret();
+  const hashed = hashToken(token);
+  user.tokens.add(hashed);
+  tokens.set(hashed, user.id);
+  invocation.setUserId(user.id);
+  return { id: user.id, token, tokenExpires: new Date(Date.now() + 90 * 864e5), type: 'password' };
+}
+ddp.methods({
+  createUser: async function (options) {
+    const { username, password } = options || {};
+    if (typeof username !== 'string' || !password || typeof password.digest !== 'string') {
+      throw new Error('Match failed');
+    }
+    if (users.has(username)) throw new Error('Username already exists.');
+    const user = { id: `u${users.size}`, bcrypt: await bcrypt.hash(password.digest, BCRYPT_COST), tokens: new Set() };
+    users.set(username, user);
+    return issueToken(this, user);
+  },
+  login: async function (request) {
+    if (request && typeof request.resume === 'string') {
+      const id = tokens.get(hashToken(request.resume));
+      if (!id) throw new Error("You've been logged out by the server. Please log in again.");
+      this.setUserId(id);
+      return { id, token: request.resume, tokenExpires: new Date(Date.now() + 90 * 864e5), type: 'resume' };
+    }
+    const user = request && request.user && users.get(request.user.username);
+    if (!user) throw new Error('User not found');
+    if (!(await bcrypt.compare(request.password.digest, user.bcrypt))) throw new Error('Incorrect password');
+    return issueToken(this, user);
   },
 });

@@ -7,6 +7,8 @@
 //! `comet-bench mergebox --url URL --pid PID --clients N --rate R` (S4)
 //! `comet-bench changes --url URL --pid PID --clients N --rate R --match-every M` (S7)
 //! `comet-bench initial --url URL --pid PID --clients N --docs D --doc-bytes B` (S8)
+//! `comet-bench login --url URL --pid PID --clients C --mode password|resume` (S9)
+//! `comet-bench login-ping --url URL --pid PID --clients C --observers O` (S9, ping p99)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -59,6 +61,15 @@ struct Args {
     /// Large initial sets: bytes of each document's body.
     #[arg(long, default_value_t = 10240)]
     doc_bytes: u64,
+    /// Logins: `password` or `resume`.
+    #[arg(long, default_value = "resume")]
+    mode: String,
+    /// Login ping: sessions that only ping, timing each pong.
+    #[arg(long, default_value_t = 10)]
+    observers: usize,
+    /// Login ping: milliseconds between an observer's pings.
+    #[arg(long, default_value_t = 20)]
+    ping_every_ms: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -712,6 +723,247 @@ async fn initial(args: &Args) -> serde_json::Value {
     })
 }
 
+/// The SHA-256 hex digest a Meteor client sends for a password.
+fn digest(password: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(password.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads frames until the `result` of method `id`, answering pings; its text.
+async fn result_of(ws: &mut Ws, id: &str) -> String {
+    let want = format!(r#""id":"{id}""#);
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else { continue };
+        if t.contains(r#""msg":"result""#) && t.contains(&want) {
+            return t.to_string();
+        }
+        if t.contains(r#""msg":"ping""#) {
+            let _ = ws.send(Message::text(r#"{"msg":"pong"}"#)).await;
+        }
+    }
+    panic!("connection closed while waiting for the result of {id}");
+}
+
+/// A connection with a user of its own (made by `createUser`): the socket, the login
+/// request the scenario repeats, and the method id counter.
+async fn login_client(url: &str, src: IpAddr, run: &str, i: usize, mode: &str) -> (Ws, String) {
+    let mut ws = connected(url, src).await;
+    let username = format!("bench-{run}-{i}");
+    let password = serde_json::json!({"digest": digest(&username), "algorithm": "sha-256"});
+    let create = serde_json::json!({"msg": "method", "id": "create", "method": "createUser",
+        "params": [{"username": username, "password": password}]});
+    ws.send(Message::text(create.to_string())).await.unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(&result_of(&mut ws, "create").await).unwrap();
+    let token = reply["result"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createUser failed: {reply}"))
+        .to_owned();
+    let request = if mode == "password" {
+        serde_json::json!({"user": {"username": username}, "password": password})
+    } else {
+        serde_json::json!({"resume": token})
+    };
+    (ws, request.to_string())
+}
+
+/// Shared counters of a login run.
+struct LoginTally {
+    histogram: RefCell<Histogram<u64>>,
+    measuring: RefCell<bool>,
+    stop: RefCell<bool>,
+    done: RefCell<u64>,
+    failed: RefCell<u64>,
+    /// Connections whose user exists and whose logins have begun.
+    ready: RefCell<usize>,
+}
+
+impl LoginTally {
+    fn new() -> Rc<Self> {
+        Rc::new(LoginTally {
+            histogram: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()),
+            measuring: RefCell::new(false),
+            stop: RefCell::new(false),
+            done: RefCell::new(0),
+            failed: RefCell::new(0),
+            ready: RefCell::new(0),
+        })
+    }
+
+    /// Waits until every one of `clients` connections has its user.
+    async fn all_ready(&self, clients: usize) {
+        while *self.ready.borrow() < clients {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Spawns `clients` connections that log in back to back until `tally.stop`.
+fn spawn_logins(local: &tokio::task::LocalSet, args: &Args, tally: &Rc<LoginTally>) {
+    let run = format!("{:x}", std::process::id() ^ (now_ms() as u32));
+    for i in 0..args.clients {
+        let (url, src, mode, run) = (
+            args.url.clone(),
+            source(i, args.sources),
+            args.mode.clone(),
+            run.clone(),
+        );
+        let tally = tally.clone();
+        local.spawn_local(async move {
+            let (mut ws, request) = login_client(&url, src, &run, i, &mode).await;
+            *tally.ready.borrow_mut() += 1;
+            let mut n = 0u64;
+            while !*tally.stop.borrow() {
+                let id = format!("l{n}");
+                n += 1;
+                let frame = format!(
+                    r#"{{"msg":"method","id":"{id}","method":"login","params":[{request}]}}"#
+                );
+                let t0 = Instant::now();
+                if ws.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+                let reply = result_of(&mut ws, &id).await;
+                if *tally.measuring.borrow() {
+                    if reply.contains(r#""error""#) {
+                        *tally.failed.borrow_mut() += 1;
+                    } else {
+                        let _ = tally
+                            .histogram
+                            .borrow_mut()
+                            .record(t0.elapsed().as_nanos() as u64 / 100);
+                        *tally.done.borrow_mut() += 1;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// S9: `clients` connections, each with its own user, log in back to back (password or
+/// resume token); logins per second, round trip, and the server's CPU per login.
+async fn login(args: &Args) -> serde_json::Value {
+    let tally = LoginTally::new();
+    let local = tokio::task::LocalSet::new();
+    spawn_logins(&local, args, &tally);
+    let (secs, warmup, pid, clients) = (args.secs, args.warmup_secs, args.pid, args.clients);
+    let (elapsed, cpu) = local
+        .run_until(async {
+            tally.all_ready(clients).await;
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            *tally.measuring.borrow_mut() = true;
+            let (cpu0, t0) = (cpu_ns(pid), Instant::now());
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            *tally.measuring.borrow_mut() = false;
+            *tally.stop.borrow_mut() = true;
+            (t0.elapsed(), cpu_ns(pid) - cpu0)
+        })
+        .await;
+    let h = tally.histogram.borrow();
+    let logins = *tally.done.borrow();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 10_000.0;
+    serde_json::json!({
+        "scenario": "login", "label": args.label, "clients": args.clients, "mode": args.mode,
+        "logins": logins, "failed": *tally.failed.borrow(),
+        "logins_per_sec": logins as f64 / elapsed.as_secs_f64(),
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+        "server_cpu_us_per_login": if logins > 0 { cpu as f64 / 1e3 / logins as f64 } else { 0.0 },
+        "rss_kib": rss_kib(pid),
+    })
+}
+
+/// S9: `observers` sessions ping every `ping_every_ms`; their pong round trips are measured
+/// for `secs` with no logins, then for `secs` while `clients` connections log in back to
+/// back with passwords. The question: do logins slow everyone else?
+async fn login_ping(args: &Args) -> serde_json::Value {
+    let phase = Rc::new(RefCell::new(0u8)); // 0 warm-up, 1 quiet, 2 under logins, 3 done
+    let quiet = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap(),
+    ));
+    let loaded = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap(),
+    ));
+    let local = tokio::task::LocalSet::new();
+    for i in 0..args.observers {
+        let (url, src, every) = (
+            args.url.clone(),
+            source(i, args.sources),
+            args.ping_every_ms,
+        );
+        let (phase, quiet, loaded) = (phase.clone(), quiet.clone(), loaded.clone());
+        local.spawn_local(async move {
+            let mut ws = connected(&url, src).await;
+            let mut n = 0u64;
+            // Spread the observers' pings over the interval.
+            tokio::time::sleep(Duration::from_millis(every * i as u64 / 10)).await;
+            while *phase.borrow() < 3 {
+                let id = format!("p{n}");
+                n += 1;
+                let t0 = Instant::now();
+                ws.send(Message::text(format!(r#"{{"msg":"ping","id":"{id}"}}"#)))
+                    .await
+                    .unwrap();
+                let want = format!(r#""id":"{id}""#);
+                loop {
+                    let Some(Ok(Message::Text(t))) = ws.next().await else {
+                        return;
+                    };
+                    if t.contains(r#""msg":"pong""#) && t.contains(&want) {
+                        break;
+                    }
+                }
+                let took = t0.elapsed().as_nanos() as u64 / 100;
+                match *phase.borrow() {
+                    1 => drop(quiet.borrow_mut().record(took)),
+                    2 => drop(loaded.borrow_mut().record(took)),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(every)).await;
+            }
+        });
+    }
+    let tally = LoginTally::new();
+    let (secs, warmup) = (args.secs, args.warmup_secs);
+    local
+        .run_until(async {
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            *phase.borrow_mut() = 1;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            *phase.borrow_mut() = 0;
+            let mut login_args = Args::parse_from(["comet-bench", "login"]);
+            login_args.url = args.url.clone();
+            login_args.clients = args.clients;
+            login_args.sources = args.sources;
+            login_args.mode = "password".into();
+            spawn_logins(&local, &login_args, &tally);
+            // Every login connection made and its user created before measuring.
+            tally.all_ready(login_args.clients).await;
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            *tally.measuring.borrow_mut() = true;
+            *phase.borrow_mut() = 2;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            *tally.measuring.borrow_mut() = false;
+            *phase.borrow_mut() = 3;
+            *tally.stop.borrow_mut() = true;
+        })
+        .await;
+    let (q, l) = (quiet.borrow(), loaded.borrow());
+    let ms = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 10_000.0;
+    serde_json::json!({
+        "scenario": "login-ping", "label": args.label, "clients": args.clients,
+        "observers": args.observers,
+        "pings_quiet": q.len(), "pings_loaded": l.len(),
+        "ping_p50_quiet_ms": ms(&q, 0.5), "ping_p99_quiet_ms": ms(&q, 0.99),
+        "ping_p50_loaded_ms": ms(&l, 0.5), "ping_p99_loaded_ms": ms(&l, 0.99),
+        "ping_p99_rise_ms": ms(&l, 0.99) - ms(&q, 0.99),
+        "logins_during": *tally.done.borrow(), "logins_failed": *tally.failed.borrow(),
+        "logins_per_sec": *tally.done.borrow() as f64 / secs as f64,
+    })
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -726,6 +978,8 @@ fn main() {
             "mergebox" => mergebox(&args).await,
             "changes" => changes(&args).await,
             "initial" => initial(&args).await,
+            "login" => login(&args).await,
+            "login-ping" => login_ping(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);

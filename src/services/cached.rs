@@ -22,8 +22,17 @@ pub trait CachedCollection: Send + Sync + 'static {
     fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
 }
 
+/// Starts following `service`'s collection: the store is asked to follow it (a MongoDB
+/// change stream only carries the collections named to it), and its changes are applied
+/// until the service is dropped. Call before the first read, so no change falls between.
+pub fn watch<T: CachedCollection>(service: &Arc<T>, store: &dyn crate::storage::Store) {
+    store.follow_collection(service.collection());
+    let feed = store.subscribe();
+    tokio::spawn(follow(Arc::downgrade(service), feed));
+}
+
 /// Follows `feed` for `service` until the service or the feed is gone.
-pub async fn follow<T: CachedCollection>(
+async fn follow<T: CachedCollection>(
     service: Weak<T>,
     mut feed: broadcast::Receiver<Arc<ChangeEvent>>,
 ) {

@@ -12,6 +12,7 @@
 pub mod limiter;
 pub mod methods;
 pub mod secrets;
+pub mod tokens;
 
 use super::connections::Connections;
 use super::error::ServiceError;
@@ -179,6 +180,8 @@ pub struct Accounts {
     per_connection: limiter::Limiter,
     failures_by_address: limiter::Limiter,
     failures_by_user: limiter::Limiter,
+    /// Which user holds which login token.
+    tokens: Arc<tokens::TokenIndex>,
 }
 
 use super::build::{doc, now_ms, selector, update};
@@ -234,12 +237,24 @@ fn str_at<'a>(doc: &'a Document, path: &[&str]) -> Option<&'a Value> {
 }
 
 impl Accounts {
-    pub fn new(
+    /// The service over `store`: the users' index on `username` is made and their login
+    /// tokens are read into memory.
+    pub async fn start(
         store: Arc<dyn Store>,
         connections: Arc<Connections>,
         config: AccountsConfig,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, ServiceError> {
+        store
+            .ensure_index(
+                USERS,
+                crate::model::query::Sort::parse(&doc(serde_json::json!({"username": 1}))?)
+                    .map_err(|e| ServiceError::internal(e.0))?,
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        let tokens = tokens::TokenIndex::start(store.clone()).await?;
+        Ok(Arc::new(Self {
+            tokens,
             per_connection: limiter::Limiter::new(),
             failures_by_address: limiter::Limiter::new(),
             failures_by_user: limiter::Limiter::new(),
@@ -247,7 +262,7 @@ impl Accounts {
             settings: std::sync::OnceLock::new(),
             connections,
             config,
-        })
+        }))
     }
 
     /// Reads the account settings from `settings` from now on.
@@ -427,6 +442,11 @@ impl Accounts {
             UserSelector::Username(name) => ("username", name),
             UserSelector::Email(address) => ("emails.address", address),
         };
+        // The claim comet made when it created the user names it by primary key; users
+        // written by others (Rocket.Chat) have none and are searched for below.
+        if let Some(user) = self.user_by_claim(who).await? {
+            return Ok(Some(user));
+        }
         let mut exact = Document::default();
         exact.insert(field.into(), Value::from(text.as_str()));
         let exact = Selector::parse(&exact).map_err(|e| ServiceError::internal(e.0))?;
@@ -435,6 +455,60 @@ impl Accounts {
         }
         let mut loose = self.find_users(case_insensitive(field, text)?, 2).await?;
         Ok(if loose.len() == 1 { loose.pop() } else { None })
+    }
+
+    /// The user a uniqueness claim names, if it still carries that name.
+    async fn user_by_claim(&self, who: &UserSelector) -> Result<Option<Document>, ServiceError> {
+        let (kind, text) = match who {
+            UserSelector::Username(name) => ("username", name),
+            UserSelector::Email(address) => ("email", address),
+            UserSelector::Id(_) => return Ok(None),
+        };
+        let claim = self
+            .store
+            .find(
+                CLAIMS,
+                FindOptions {
+                    selector: selector(
+                        serde_json::json!({"_id": format!("{kind}:{}", text.to_lowercase())}),
+                    )?,
+                    limit: Some(1),
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        let Some(owner) = claim
+            .first()
+            .and_then(|c| c.get("owner"))
+            .and_then(Value::as_str)
+        else {
+            return Ok(None);
+        };
+        let Some(user) = self
+            .find_users(selector(serde_json::json!({"_id": owner}))?, 1)
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let still_named = match who {
+            UserSelector::Username(name) => user
+                .get("username")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.to_lowercase() == name.to_lowercase()),
+            UserSelector::Email(address) => match user.get("emails") {
+                Some(Value::Array(emails)) => emails.iter().any(|e| {
+                    e.as_object()
+                        .and_then(|e| e.get("address"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|a| a.to_lowercase() == address.to_lowercase())
+                }),
+                _ => false,
+            },
+            UserSelector::Id(_) => false,
+        };
+        Ok(still_named.then_some(user))
     }
 
     fn check_active(user: &Document) -> Result<(), ServiceError> {
@@ -533,13 +607,14 @@ impl Accounts {
         token: &str,
     ) -> Result<(Document, f64, String), ServiceError> {
         let hash = secrets::hash_token(token);
-        let found = self
-            .find_users(
-                selector(serde_json::json!({"services.resume.loginTokens.hashedToken": hash}))?,
-                1,
-            )
-            .await?
-            .pop();
+        let found = match self.tokens.owner(&hash) {
+            // The index names the user; the document (read by primary key) decides.
+            Some(id) => self
+                .find_users(selector(serde_json::json!({"_id": id}))?, 1)
+                .await?
+                .pop(),
+            None => self.tokens.search(&hash).await?,
+        };
         let Some(user) = found else {
             return Err(forbidden(
                 "You've been logged out by the server. Please log in again.",
@@ -554,8 +629,13 @@ impl Accounts {
                 })
             }),
             _ => None,
-        }
-        .unwrap_or(0.0);
+        };
+        // A token the index still named but the user no longer holds (removed a moment ago).
+        let Some(when) = when else {
+            return Err(forbidden(
+                "You've been logged out by the server. Please log in again.",
+            ));
+        };
         if when + self.lifetime_ms() < now_ms() {
             return Err(forbidden("Your session has expired. Please log in again."));
         }

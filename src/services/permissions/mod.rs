@@ -158,8 +158,7 @@ impl Permissions {
             granted: RwLock::new(HashMap::new()),
             documents: RwLock::new(HashMap::new()),
         });
-        let feed = store.subscribe();
-        tokio::spawn(super::cached::follow(Arc::downgrade(&service), feed));
+        super::cached::watch(&service, &*store);
         service.clone().reload().await?;
         let now = now_ms();
         for (id, scope, description) in DEFAULT_ROLES {

@@ -272,8 +272,7 @@ impl Settings {
             cache: RwLock::new(HashMap::new()),
         });
         // Follow first, so nothing written between the read and the subscription is lost.
-        let feed = store.subscribe();
-        tokio::spawn(super::cached::follow(Arc::downgrade(&service), feed));
+        super::cached::watch(&service, &*store);
         service.clone().reload().await?;
         let missing: Vec<Default> = {
             let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
