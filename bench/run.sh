@@ -11,7 +11,7 @@
 #   SCENARIOS=mergebox bench/run.sh                        # S4 mergebox stress
 #   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
 #   SCENARIOS=initial bench/run.sh                         # S8 50 MB initial result set
-#   SCENARIOS="login loginping" bench/run.sh               # S9 logins (bcrypt cost 10)
+#   SCENARIOS="login loginping" bench/run.sh               # logins (bcrypt cost 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -111,14 +111,14 @@ for scenario in $SCENARIOS; do
       for mode in resume password; do
         for c in 1 10; do
           for server in comet peer; do
-            run $server "S9 login ${mode} x${c}" login --clients "$c" --mode "$mode" --secs 10 --warmup-secs 3
+            run $server "Login ${mode} x${c}" login --clients "$c" --mode "$mode" --secs 10 --warmup-secs 3
           done
         done
       done ;;
     loginping)
       # 10 sessions ping every 20 ms: 10 s quiet, then 10 s beside 100 back-to-back password logins.
       for server in comet peer; do
-        run $server "S9 ping beside 100 password logins" login-ping --clients 100 --observers 10 --secs 10 --warmup-secs 8
+        run $server "Login: ping beside 100 password logins" login-ping --clients 100 --observers 10 --secs 10 --warmup-secs 8
       done ;;
     echo)
       for cw in "1 1" "10 10" "100 1" "100 10"; do

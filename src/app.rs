@@ -103,6 +103,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         permissions_service.clone(),
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
+    crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }

@@ -10,19 +10,6 @@ use common::DdpClient;
 use serde_json::{json, Value as Json};
 use std::time::Duration;
 
-async fn logged_in(server: &common::TestServer, user: &str, password: &str) -> DdpClient {
-    let (mut c, _) = DdpClient::connect(server).await;
-    let frames = c
-        .call_seeing(
-            "in",
-            "login",
-            json!([{"user": {"username": user}, "password": password}]),
-        )
-        .await;
-    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
-    c
-}
-
 #[tokio::test]
 async fn the_default_permissions_decide_who_sees_private_settings_and_follow_changes() {
     let server = common::spawn_with_admin().await;
@@ -44,7 +31,7 @@ async fn the_default_permissions_decide_who_sees_private_settings_and_follow_cha
         )
         .await;
     assert!(frames.last().unwrap().get("result").is_some());
-    let mut ann = logged_in(&server, "ann", "pw").await;
+    let mut ann = common::logged_in(&server, "ann", "pw").await;
     let (r, _) = ann.call("q", "private-settings/get", json!([])).await;
     assert_eq!(
         r["result"],
@@ -55,7 +42,7 @@ async fn the_default_permissions_decide_who_sees_private_settings_and_follow_cha
         .call("s", "saveSetting", json!(["Site_Name", "ann's"]))
         .await;
     assert_eq!(r["error"]["error"], "error-action-not-allowed");
-    let mut boss = logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let mut boss = common::logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;
     let (r, _) = boss.call("q", "private-settings/get", json!([])).await;
     assert!(!r["result"].as_array().unwrap().is_empty());
 

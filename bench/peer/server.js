@@ -1,7 +1,7 @@
 // The Node peer: Meteor's ddp-server (mongodb-livedata-server) with the same handlers the
 // benchmark calls on comet: `echo`, `bench.empty`, `bench.docs` (S1/S2), `bench.room` and
 // `bench.send` (S3), `bench.set` and `bench.touch` (S4), `bench.watch` and `bench.events` (S7),
-// `bench.seed` and `bench.initial` (S8), `createUser` and `login` (S9).
+// `bench.seed` and `bench.initial` (S8), `createUser` and `login` (logins).
 'use strict';
 const http = require('node:http');
 const { DDPServer } = require('mongodb-livedata-server');
@@ -129,7 +129,7 @@ ddp.publish({
   },
 });
 
-// Logins (S9): accounts-password's `createUser` and `login` as Meteor 3 runs them (native
+// Logins: accounts-password's `createUser` and `login` as Meteor 3 runs them (native
 // bcrypt of the SHA-256 digest on libuv's thread pool, a 43-character token kept as
 // base64(sha256)), with users and tokens in memory: the peer pays no database round trip,
 // comet stores each token in its store.

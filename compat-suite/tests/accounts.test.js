@@ -191,3 +191,29 @@ test('browser: a page logs in over SockJS with the digest form', { skip: !fs.exi
   const me = seen.find((m) => m.msg === 'added' && m.collection === 'users');
   assert.equal(me.fields.username, ADMIN.username);
 });
+
+test('@rocket.chat/sdk: reads public settings and sees a setting change live', async (t) => {
+  const server = await start();
+  t.after(() => server.stop());
+  const { driver } = require('@rocket.chat/sdk');
+  require('@rocket.chat/sdk/dist/lib/log').silence();
+  await driver.connect({ host: `127.0.0.1:${server.port}`, useSsl: false, timeout: 5000 });
+  t.after(() => closeAsteroid(driver.asteroid));
+  await driver.login({ username: ADMIN.username, password: ADMIN.password });
+  const settings = await driver.asyncCall('public-settings/get', []);
+  assert.ok(settings.some((s) => s._id === 'Site_Name'), 'the public settings are read');
+  assert.ok(!settings.some((s) => s._id === 'DDP_Rate_Limit_Login_Enabled'), 'private ones are not');
+
+  // The SDK's own subscribe: `[eventName, true]`, events as changes of one document.
+  await driver.subscribe('stream-notify-all', 'public-settings-changed');
+  const events = driver.asteroid.getCollection('stream-notify-all');
+  let doc = null;
+  events.reactiveQuery({}).on('change', (id) => {
+    const [changed] = events.reactiveQuery({ _id: id }).result;
+    if (changed && Array.isArray(changed.args) && changed.args[1] && changed.args[1]._id === 'Site_Name') doc = changed;
+  });
+  await driver.asyncCall('saveSetting', ['Site_Name', 'Seen Live']);
+  await waitFor(() => doc !== null, 5000, 'the setting change on stream-notify-all');
+  assert.equal(doc.eventName, 'public-settings-changed');
+  assert.deepEqual(doc.args, ['updated', { _id: 'Site_Name', value: 'Seen Live' }]);
+});

@@ -7,8 +7,8 @@
 //! `comet-bench mergebox --url URL --pid PID --clients N --rate R` (S4)
 //! `comet-bench changes --url URL --pid PID --clients N --rate R --match-every M` (S7)
 //! `comet-bench initial --url URL --pid PID --clients N --docs D --doc-bytes B` (S8)
-//! `comet-bench login --url URL --pid PID --clients C --mode password|resume` (S9)
-//! `comet-bench login-ping --url URL --pid PID --clients C --observers O` (S9, ping p99)
+//! `comet-bench login --url URL --pid PID --clients C --mode password|resume` (logins)
+//! `comet-bench login-ping --url URL --pid PID --clients C --observers O` (logins, ping p99)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -843,7 +843,7 @@ fn spawn_logins(local: &tokio::task::LocalSet, args: &Args, tally: &Rc<LoginTall
     }
 }
 
-/// S9: `clients` connections, each with its own user, log in back to back (password or
+/// Logins: `clients` connections, each with its own user, log in back to back (password or
 /// resume token); logins per second, round trip, and the server's CPU per login.
 async fn login(args: &Args) -> serde_json::Value {
     let tally = LoginTally::new();
@@ -875,7 +875,7 @@ async fn login(args: &Args) -> serde_json::Value {
     })
 }
 
-/// S9: `observers` sessions ping every `ping_every_ms`; their pong round trips are measured
+/// Logins: `observers` sessions ping every `ping_every_ms`; their pong round trips are measured
 /// for `secs` with no logins, then for `secs` while `clients` connections log in back to
 /// back with passwords. The question: do logins slow everyone else?
 async fn login_ping(args: &Args) -> serde_json::Value {
@@ -933,7 +933,7 @@ async fn login_ping(args: &Args) -> serde_json::Value {
             *phase.borrow_mut() = 1;
             tokio::time::sleep(Duration::from_secs(secs)).await;
             *phase.borrow_mut() = 0;
-            let mut login_args = Args::parse_from(["comet-bench", "login"]);
+            let mut login_args = Args::parse_from(["comet-bench", "login", "--pid", "0"]);
             login_args.url = args.url.clone();
             login_args.clients = args.clients;
             login_args.sources = args.sources;

@@ -54,6 +54,39 @@ impl SharedAdded {
     }
 }
 
+/// One event of a Rocket.Chat stream, sent to every listener: its frame is serialized by the
+/// first session that sends it and shared by the rest.
+#[derive(Debug)]
+pub struct StreamEvent {
+    /// `stream-<name>`.
+    pub collection: Arc<str>,
+    pub event: Arc<str>,
+    /// The event's arguments; `None` for the `added` document a `useCollection` subscriber
+    /// gets before `ready`.
+    pub args: Option<Vec<super::Value>>,
+    frame: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl StreamEvent {
+    pub fn new(
+        collection: Arc<str>,
+        event: Arc<str>,
+        args: Option<Vec<super::Value>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            collection,
+            event,
+            args,
+            frame: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The frame's bytes, built by `build` the first time.
+    pub fn frame(&self, build: impl FnOnce(&Self) -> bytes::Bytes) -> bytes::Bytes {
+        self.frame.get_or_init(|| build(self)).clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +119,20 @@ mod tests {
             (2, &b"new"[..]),
             "freed once no one holds it"
         );
+    }
+
+    #[test]
+    fn a_stream_event_is_serialized_once_for_every_receiver() {
+        let event = StreamEvent::new("stream-x".into(), "e".into(), Some(vec![]));
+        let mut builds = 0;
+        let a = event.frame(|_| {
+            builds += 1;
+            bytes::Bytes::from_static(b"frame")
+        });
+        let b = event.frame(|_| {
+            builds += 1;
+            bytes::Bytes::from_static(b"other")
+        });
+        assert_eq!((builds, a.as_ptr()), (1, b.as_ptr()));
     }
 }

@@ -138,6 +138,35 @@ pub fn changed<'a>(
     finish(out)
 }
 
+/// One event of a Rocket.Chat stream: `changed` on `collection` (`stream-<name>`), id
+/// `"id"`, fields `{eventName, args}`.
+pub fn stream_event(collection: &str, event: &str, args: &[Value]) -> Frame {
+    let mut out = start("changed");
+    write_target(collection, "id", &mut out);
+    out.push_str(",\"fields\":{\"eventName\":");
+    write_str(event, &mut out);
+    out.push_str(",\"args\":[");
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_ejson(arg, &mut out);
+    }
+    out.push_str("]}");
+    finish(out)
+}
+
+/// What a stream subscriber asking `useCollection: true` gets before `ready`: the stream's
+/// one document, holding the event name.
+pub fn stream_added(collection: &str, event: &str) -> Frame {
+    let mut out = start("added");
+    write_target(collection, "id", &mut out);
+    out.push_str(",\"fields\":{\"eventName\":");
+    write_str(event, &mut out);
+    out.push('}');
+    finish(out)
+}
+
 pub fn removed(collection: &str, id: &str) -> Frame {
     let mut out = start("removed");
     write_target(collection, id, &mut out);
@@ -239,6 +268,23 @@ pub fn document_json(doc: &Document) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_frames_are_rocketchats() {
+        assert_eq!(
+            stream_event(
+                "stream-notify-all",
+                "public-settings-changed",
+                &[Value::from("updated"), Value::Bool(true)]
+            )
+            .as_str(),
+            r#"{"msg":"changed","collection":"stream-notify-all","id":"id","fields":{"eventName":"public-settings-changed","args":["updated",true]}}"#
+        );
+        assert_eq!(
+            stream_added("stream-roles", "roles").as_str(),
+            r#"{"msg":"added","collection":"stream-roles","id":"id","fields":{"eventName":"roles"}}"#
+        );
+    }
 
     #[test]
     fn data_frames_leave_out_empty_members() {

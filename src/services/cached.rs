@@ -17,6 +17,15 @@ pub trait CachedCollection: Send + Sync + 'static {
     fn put(&self, doc: Document);
     /// A document removed.
     fn forget(&self, id: &str);
+    /// A change event's document, with the event's position in the store's order; a
+    /// service that also updates itself from its own writes uses it to skip older events.
+    fn put_at(&self, doc: Document, _seq: u64) {
+        self.put(doc);
+    }
+    /// A change event's removal, with its position.
+    fn forget_at(&self, id: &str, _seq: u64) {
+        self.forget(id);
+    }
     /// Reads the whole collection again (after lost events, or an event without its
     /// document).
     fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
@@ -45,15 +54,24 @@ async fn follow<T: CachedCollection>(
             Ok(event) if &*event.collection == service.collection() => {
                 match (event.operation, &event.full_document, &event.id) {
                     (OperationType::Delete, _, Some(Value::String(id))) => {
-                        service.forget(id);
+                        service.forget_at(id, event.seq);
                         false
                     }
                     (_, Some(doc), _) => {
-                        service.put((**doc).clone());
+                        service.put_at((**doc).clone(), event.seq);
                         false
                     }
                     _ => true,
                 }
+            }
+            // The source lost its place (or the database went): changes may have been missed.
+            Ok(event)
+                if matches!(
+                    event.operation,
+                    OperationType::Invalidate | OperationType::DropDatabase
+                ) =>
+            {
+                true
             }
             Ok(_) => false,
             Err(broadcast::error::RecvError::Lagged(_)) => true,

@@ -10,10 +10,12 @@ pub mod cached;
 pub mod connections;
 pub mod declarative;
 pub mod error;
+pub mod notify;
 pub mod permissions;
 pub mod publish;
 pub mod registry;
 pub mod settings;
+pub mod streams;
 pub mod testing;
 
 pub use error::ServiceError;

@@ -241,6 +241,9 @@ pub trait PublicationSink: Send + Sync {
         after: Option<SharedDocument>,
     );
     fn removed(&self, sub: SubKey, collection: &str, id: &str);
+    /// Sends a stream event beside the mergebox: Rocket.Chat's stream events repeat one
+    /// document id (`"id"`) with every event, which merging would swallow.
+    fn stream(&self, sub: SubKey, event: Arc<crate::model::shared::StreamEvent>);
     fn ready(&self, sub: SubKey);
     /// Ends the subscription: its documents go, then `nosub` (with the error, if any).
     fn stop(&self, sub: SubKey, error: Option<MeteorError>);
@@ -368,6 +371,14 @@ impl Subscription {
             self.sink.removed(self.key, collection, &wire);
         }
         Ok(())
+    }
+
+    /// Sends a stream event (shared by every receiver, serialized once) outside the
+    /// mergebox; nothing once the subscription has ended.
+    pub fn send_event(&self, event: Arc<crate::model::shared::StreamEvent>) {
+        if !self.stopped.is_cancelled() {
+            self.sink.stream(self.key, event);
+        }
     }
 
     /// Marks the initial data as sent (`ready`); only the first call counts.

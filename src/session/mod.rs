@@ -1110,6 +1110,27 @@ impl PublicationSink for SinkRef {
         s.slow_consumer();
     }
 
+    fn stream(&self, sub: SubKey, event: Arc<crate::model::shared::StreamEvent>) {
+        let Some(s) = self.0.upgrade() else { return };
+        let frame = Frame::from_shared(event.frame(|e| {
+            let built = match &e.args {
+                Some(args) => frames::stream_event(&e.collection, &e.event, args),
+                None => frames::stream_added(&e.collection, &e.event),
+            };
+            built.bytes().clone()
+        }));
+        {
+            let state = s.lock();
+            if !state.subs.contains_key(&sub) {
+                return;
+            }
+            if s.push_all(vec![frame]) {
+                return;
+            }
+        }
+        s.slow_consumer();
+    }
+
     fn ready(&self, sub: SubKey) {
         if let Some(s) = self.0.upgrade() {
             s.sub_ready(sub);

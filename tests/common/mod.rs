@@ -71,6 +71,20 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
 /// The administrator every accounts test logs in as.
 pub const ADMIN: (&str, &str, &str) = ("boss", "s3cret-pass", "boss@example.com");
 
+/// A connection logged in as `user` with a plain-text password.
+pub async fn logged_in(server: &TestServer, user: &str, password: &str) -> DdpClient {
+    let (mut c, _) = DdpClient::connect(server).await;
+    let frames = c
+        .call_seeing(
+            "in",
+            "login",
+            serde_json::json!([{"user": {"username": user}, "password": password}]),
+        )
+        .await;
+    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
+    c
+}
+
 /// A test server whose first start created the administrator [`ADMIN`].
 pub async fn spawn_with_admin() -> TestServer {
     spawn_server(test_settings(|c| {
@@ -192,6 +206,67 @@ impl DdpClient {
             updated = self.recv_data().await["msg"] == "updated";
         }
         seen
+    }
+
+    /// Calls a method; returns its `result` and every other frame that came before its
+    /// `updated` (data and stream events the call caused, in order).
+    pub async fn call_keeping(
+        &mut self,
+        id: &str,
+        method: &str,
+        params: Json,
+    ) -> (Json, Vec<Json>) {
+        self.send(serde_json::json!({"msg":"method","id":id,"method":method,"params":params}))
+            .await;
+        let (mut result, mut others, mut updated) = (None, Vec::new(), false);
+        while result.is_none() || !updated {
+            let m = self.recv_data().await;
+            if m["msg"] == "result" && m["id"] == id {
+                result = Some(m);
+            } else if m["msg"] == "updated"
+                && m["methods"]
+                    .as_array()
+                    .is_some_and(|ms| ms.contains(&Json::from(id)))
+            {
+                updated = true;
+            } else {
+                others.push(m);
+            }
+        }
+        (result.unwrap_or(Json::Null), others)
+    }
+
+    /// Subscribes and returns every frame up to and including its `ready` or `nosub`.
+    pub async fn subscribe(&mut self, id: &str, name: &str, params: Json) -> Vec<Json> {
+        self.send(serde_json::json!({"msg":"sub","id":id,"name":name,"params":params}))
+            .await;
+        let mut seen = Vec::new();
+        loop {
+            let m = self.recv_data().await;
+            let done = (m["msg"] == "ready"
+                && m["subs"]
+                    .as_array()
+                    .is_some_and(|s| s.contains(&Json::from(id))))
+                || (m["msg"] == "nosub" && m["id"] == id);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// The next frame on `collection` (pings and other frames skipped), or `None` when
+    /// nothing comes within `within`.
+    pub async fn next_on(&mut self, collection: &str, within: Duration) -> Option<Json> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Received::Message(m) if m["collection"] == collection => return Some(m),
+                Received::Message(_) => continue,
+                _ => return None,
+            }
+        }
     }
 
     pub async fn call(&mut self, id: &str, method: &str, params: Json) -> (Json, Json) {
@@ -415,6 +490,10 @@ impl Binary {
 
     /// Stops the process and returns its whole log.
     pub fn stop(mut self) -> Vec<String> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The reader thread ends at end of file: take every line it forwarded.
@@ -423,5 +502,16 @@ impl Binary {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         std::mem::take(&mut self.log)
+    }
+}
+
+/// A test that fails before `stop` leaves no server behind.
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -39,10 +39,14 @@ def primary():
 
 def start(primary, tmp_path, env=None):
     comet = Comet(primary, tmp_path, config=CONFIG, env=env)
-    # The accounts service's own index comes first; the configured publication's follows.
-    assert [i["createIndexes"] for i in primary.indexes][:2] == ["users", "tasks"], primary.indexes
-    assert dict(primary.indexes[0]["indexes"][0]["key"]) == {"username": 1}
-    keys = primary.indexes[1]["indexes"][0]["key"]
+    try:
+        # The accounts service's own index comes first; the configured publication's follows.
+        assert [i["createIndexes"] for i in primary.indexes][:2] == ["users", "tasks"], primary.indexes
+        assert dict(primary.indexes[0]["indexes"][0]["key"]) == {"username": 1}
+        keys = primary.indexes[1]["indexes"][0]["key"]
+    except BaseException:
+        comet.stop()
+        raise
     return comet, keys
 
 
@@ -243,7 +247,8 @@ def test_after_an_invalidate_the_stream_starts_after_it(primary, tmp_path):
 def test_a_stream_that_fails_every_get_more_backs_off_and_restarts_past_the_event(primary, tmp_path):
     comet, _ = start(primary, tmp_path)
     try:
-        subscribe(primary, comet)
+        # The client is kept: a subscription whose socket closed has nothing to re-read.
+        client, _, _ = subscribe(primary, comet)
         wait_for_stream_on(primary, "tasks")
         before = len(primary.streams)
         primary.fail_getmores(10334, "BSONObjectTooLarge: event over 16 MB")

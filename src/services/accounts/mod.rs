@@ -223,6 +223,13 @@ fn server_busy(cause: secrets::HashBusy) -> ServiceError {
     ServiceError::Client(MeteorError::new(503, "Server busy, try again later"))
 }
 
+fn inactive() -> ServiceError {
+    ServiceError::Client(MeteorError::new(
+        "error-user-is-not-activated",
+        "User is not activated",
+    ))
+}
+
 fn forbidden(reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(403, reason))
 }
@@ -513,10 +520,7 @@ impl Accounts {
 
     fn check_active(user: &Document) -> Result<(), ServiceError> {
         if user.get("active") == Some(&Value::Bool(false)) {
-            return Err(ServiceError::Client(MeteorError::new(
-                "error-user-is-not-activated",
-                "User is not activated",
-            )));
+            return Err(inactive());
         }
         Ok(())
     }
@@ -579,6 +583,7 @@ impl Accounts {
             return Err(forbidden("User not found"));
         }
         writes.record_write(ack.seq);
+        self.tokens.added(user_id, &token_hash, when, ack.seq);
         Ok(LoginResult {
             id: user_id.to_owned(),
             token,
@@ -607,10 +612,10 @@ impl Accounts {
         token: &str,
     ) -> Result<(Document, f64, String), ServiceError> {
         let hash = secrets::hash_token(token);
-        let found = match self.tokens.owner(&hash) {
+        let found = match self.tokens.lookup(&hash) {
             // The index names the user; the document (read by primary key) decides.
-            Some(id) => self
-                .find_users(selector(serde_json::json!({"_id": id}))?, 1)
+            Some(known) => self
+                .find_users(selector(serde_json::json!({"_id": known.user_id}))?, 1)
                 .await?
                 .pop(),
             None => self.tokens.search(&hash).await?,
@@ -643,8 +648,25 @@ impl Accounts {
         Ok((user, when, hash))
     }
 
-    /// Logs in with a resume token: the same token comes back.
+    /// Logs in with a resume token: the same token comes back. Answered from the token
+    /// index when it knows the token; from the store otherwise.
     pub async fn login_with_resume(&self, token: &str) -> Result<LoginResult, ServiceError> {
+        let token_hash = secrets::hash_token(token);
+        if let Some(known) = self.tokens.lookup(&token_hash) {
+            if known.when + self.lifetime_ms() < now_ms() {
+                return Err(forbidden("Your session has expired. Please log in again."));
+            }
+            if !known.active {
+                return Err(inactive());
+            }
+            return Ok(LoginResult {
+                id: known.user_id,
+                token: token.to_owned(),
+                token_hash,
+                token_expires_ms: known.when + self.lifetime_ms(),
+                kind: "resume",
+            });
+        }
         let (user, when, token_hash) = self.user_for_token(token).await?;
         Ok(LoginResult {
             id: Self::user_id(&user)?,
@@ -680,6 +702,7 @@ impl Accounts {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         writes.record_write(ack.seq);
+        self.tokens.removed(user_id, token_hash, all_but, ack.seq);
         for connection in self.connections.of_user(user_id) {
             let used = connection.attachment(TOKEN_ATTACHMENT);
             let revoked = match &used {

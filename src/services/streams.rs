@@ -1,0 +1,273 @@
+//! Rocket.Chat's streams: a stream `X` is the publication `stream-X`, subscribed per event
+//! name (`[eventName, useCollection | {useCollection, args}]`), whose events reach the
+//! subscriber as `changed` frames on collection `stream-X` with id `"id"` and fields
+//! `{eventName, args}`.
+//!
+//! Owns the listeners of each stream, found by event name in one map look-up per event
+//! (never by testing every subscriber), and each event's frame, serialized once and shared
+//! by every session that gets it. A stream's read rule decides who may subscribe to which
+//! event; an emit filter, when a stream has one, decides per delivery. It must not know what
+//! the events mean: services emit them (from the store's change events for events that
+//! mirror data), and nothing here reads the store.
+
+use super::error::ServiceError;
+use super::registry::{BoxFuture, Publish, Registry, Subscription};
+use crate::model::shared::StreamEvent;
+use crate::model::{MeteorError, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Who asks to read an event of a stream.
+#[derive(Clone, Debug)]
+pub struct StreamRequest {
+    pub user_id: Option<String>,
+    pub connection_id: Arc<str>,
+    pub event: String,
+    /// The `args` of the `{useCollection, args}` form.
+    pub args: Vec<Value>,
+}
+
+/// Whether a request may read: decided when it subscribes.
+pub type ReadRule =
+    Arc<dyn Fn(StreamRequest) -> BoxFuture<Result<bool, ServiceError>> + Send + Sync>;
+
+/// A read rule that lets everyone read.
+pub fn anyone() -> ReadRule {
+    Arc::new(|_| Box::pin(async { Ok(true) }))
+}
+
+/// A read rule for logged-in users only.
+pub fn logged_in() -> ReadRule {
+    Arc::new(|request| Box::pin(async move { Ok(request.user_id.is_some()) }))
+}
+
+struct Listener {
+    id: u64,
+    sub: Subscription,
+}
+
+/// One stream: its listeners by event name.
+pub struct Stream {
+    /// `stream-<name>`: the publication and the collection of its frames.
+    collection: Arc<str>,
+    listeners: Mutex<HashMap<Arc<str>, Vec<Listener>, foldhash::fast::RandomState>>,
+    next_id: AtomicU64,
+}
+
+impl Stream {
+    fn new(collection: &str) -> Arc<Self> {
+        Arc::new(Self {
+            collection: collection.into(),
+            listeners: Mutex::new(HashMap::default()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// `stream-<name>`.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// Sends `args` as event `event` to everyone listening to it; returns the deliveries.
+    pub fn emit(&self, event: &str, args: &[Value]) -> usize {
+        self.emit_except(event, args, None)
+    }
+
+    /// Like [`Stream::emit`], skipping the subscriptions of connection `except` (an event a
+    /// client wrote is not echoed to it).
+    pub fn emit_except(&self, event: &str, args: &[Value], except: Option<&str>) -> usize {
+        // The receivers are copied out so no lock is held while frames are queued.
+        let receivers: Vec<Subscription> = {
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            match listeners.get(event) {
+                Some(list) => list
+                    .iter()
+                    .filter(|l| except.is_none_or(|c| *l.sub.connection_id != *c))
+                    .map(|l| l.sub.clone())
+                    .collect(),
+                None => return 0,
+            }
+        };
+        if receivers.is_empty() {
+            return 0;
+        }
+        let shared = StreamEvent::new(self.collection.clone(), event.into(), Some(args.to_vec()));
+        for sub in &receivers {
+            sub.send_event(shared.clone());
+        }
+        receivers.len()
+    }
+
+    /// How many subscriptions listen to `event`.
+    pub fn listener_count(&self, event: &str) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(event)
+            .map_or(0, Vec::len)
+    }
+
+    /// The events anyone listens to, with their subscriptions' user ids (for a caller that
+    /// must re-check who may still read, as when a user loses a room).
+    pub fn listening_users(&self, event: &str) -> Vec<(Option<String>, Arc<str>)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(event)
+            .map(|list| {
+                list.iter()
+                    .map(|l| (l.sub.user_id.clone(), l.sub.id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ends the subscriptions to `event` of `user_id` without `nosub` (Rocket.Chat drops a
+    /// reader who lost the right silently).
+    pub fn drop_listeners_of(&self, event: &str, user_id: &str) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = listeners.get_mut(event) {
+            list.retain(|l| l.sub.user_id.as_deref() != Some(user_id));
+            if list.is_empty() {
+                listeners.remove(event);
+            }
+        }
+    }
+
+    fn add(&self, event: &str, sub: Subscription) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(event.into())
+            .or_default()
+            .push(Listener { id, sub });
+        id
+    }
+
+    fn remove(&self, event: &str, id: u64) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = listeners.get_mut(event) {
+            list.retain(|l| l.id != id);
+            if list.is_empty() {
+                listeners.remove(event);
+            }
+        }
+    }
+}
+
+/// The subscription's parameters: the event name and the options, in either form.
+fn parse_params(params: &[Value]) -> Result<(String, bool, Vec<Value>), MeteorError> {
+    let event = match params.first() {
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= 512 => e.clone(),
+        _ => return Err(MeteorError::new("invalid-event-name", "Invalid event name")),
+    };
+    let (use_collection, args) = match params.get(1) {
+        None | Some(Value::Null) => (false, Vec::new()),
+        Some(Value::Bool(b)) => (*b, Vec::new()),
+        Some(Value::Object(options)) => {
+            let use_collection = matches!(options.get("useCollection"), Some(Value::Bool(true)));
+            let args = match options.get("args") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(args)) => args.clone(),
+                Some(_) => return Err(MeteorError::new(400, "Match failed")),
+            };
+            (use_collection, args)
+        }
+        Some(_) => return Err(MeteorError::new(400, "Match failed")),
+    };
+    Ok((event, use_collection, args))
+}
+
+/// Rocket.Chat's refusal: `not-allowed` with no reason.
+fn not_allowed() -> MeteorError {
+    MeteorError {
+        error: "not-allowed".into(),
+        reason: None,
+        details: None,
+    }
+}
+
+/// Defines the stream `name` (`notify-all` for `stream-notify-all`) with its read rule and
+/// registers its publication.
+pub fn define(registry: &mut Registry, name: &str, read: ReadRule) -> Arc<Stream> {
+    let collection = format!("stream-{name}");
+    let stream = Stream::new(&collection);
+    let for_publication = stream.clone();
+    registry.publication(&collection, move |sub, params| {
+        let (stream, read) = (for_publication.clone(), read.clone());
+        async move {
+            let (event, use_collection, args) = parse_params(&params)?;
+            let request = StreamRequest {
+                user_id: sub.user_id.clone(),
+                connection_id: sub.connection_id.clone(),
+                event: event.clone(),
+                args,
+            };
+            if !read(request).await? {
+                return Err(ServiceError::Client(not_allowed()));
+            }
+            let id = stream.add(&event, sub.clone());
+            if use_collection {
+                sub.send_event(StreamEvent::new(
+                    stream.collection.clone(),
+                    event.as_str().into(),
+                    None,
+                ));
+            }
+            tokio::spawn(async move {
+                sub.stopped().await;
+                stream.remove(&event, id);
+            });
+            Ok(Publish::Ready)
+        }
+    });
+    stream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_option_forms_and_bad_event_names() {
+        let (event, use_collection, args) =
+            parse_params(&[Value::from("public-settings-changed"), Value::Bool(true)]).unwrap();
+        assert_eq!(
+            (event.as_str(), use_collection, args.len()),
+            ("public-settings-changed", true, 0)
+        );
+        let mut options = crate::model::Document::default();
+        options.insert("useCollection".into(), Value::Bool(false));
+        options.insert("args".into(), Value::Array(vec![Value::from("x")]));
+        let (_, use_collection, args) =
+            parse_params(&[Value::from("e"), Value::Object(options)]).unwrap();
+        assert!(!use_collection && args == vec![Value::from("x")]);
+        for bad in [
+            vec![],
+            vec![Value::from("")],
+            vec![Value::Number(1.0)],
+            vec![Value::from("x".repeat(513))],
+        ] {
+            assert_eq!(
+                parse_params(&bad).unwrap_err().error.to_string(),
+                "invalid-event-name"
+            );
+        }
+        assert_eq!(
+            parse_params(&[Value::from("e"), Value::Number(3.0)])
+                .unwrap_err()
+                .error
+                .to_string(),
+            "400"
+        );
+    }
+
+    #[test]
+    fn an_event_nobody_listens_to_costs_nothing() {
+        let stream = Stream::new("stream-notify-all");
+        assert_eq!(stream.emit("nobody-listens", &[Value::Bool(true)]), 0);
+        assert_eq!(stream.listener_count("nobody-listens"), 0);
+    }
+}
