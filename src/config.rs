@@ -128,6 +128,10 @@ pub struct Cli {
     pub admin_pass: Option<String>,
     #[arg(long, env = "ADMIN_EMAIL")]
     pub admin_email: Option<String>,
+    /// Proxies in front of comet: the client's address is read from `X-Forwarded-For`, this
+    /// many entries from the right (Meteor's variable; 0: the socket's peer).
+    #[arg(long, env = "HTTP_FORWARDED_COUNT")]
+    pub http_forwarded_count: Option<usize>,
     /// bcrypt's cost for new password hashes (4 to 31; Meteor's is 10).
     #[arg(long, env = "COMET_BCRYPT_COST")]
     pub bcrypt_cost: Option<u32>,
@@ -316,6 +320,7 @@ impl Settings {
                 .sockjs_max_sessions_per_address
                 .or(f.sockjs_max_sessions_per_address)
                 .unwrap_or(defaults_server.sockjs_max_sessions_per_address),
+            forwarded_count: cli.http_forwarded_count.unwrap_or(0),
             ..defaults_server
         };
         let settings = Settings {

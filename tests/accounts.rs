@@ -258,7 +258,7 @@ async fn new_users_get_unique_names_even_when_created_at_once() {
             c.send(json!({"msg":"connect","version":"1","support":["1"]})).await;
             c.recv().await;
             let frames = c
-                .call_seeing(&format!("r{i}"), "registerUser", json!([{"username": "race", "pass": "x", "email": format!("r{i}@example.com")}]))
+                .call_seeing(&format!("r{i}"), "createUser", json!([{"username": "race", "password": "x", "email": format!("r{i}@example.com")}]))
                 .await;
             frames.last().unwrap().get("result").is_some()
         }));
@@ -413,4 +413,106 @@ async fn tokens_and_users_written_by_another_writer_count_at_once() {
             "{token}: {last:?}"
         );
     }
+}
+
+/// Rocket.Chat's registration: `registerUser` makes a user without a name (a `username` in
+/// the form is ignored), who logs in and picks one with `setUsername`, which also joins the
+/// default channels; names stay unique when picked at once.
+#[tokio::test]
+async fn register_then_set_username_as_rocketchat_clients_do() {
+    let server = server().await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let frames = c
+        .call_seeing(
+            "r",
+            "registerUser",
+            json!([{"username": "ignored", "email": "reg@example.com", "pass": "reg-pass", "name": "Reg"}]),
+        )
+        .await;
+    let id = result(&frames)["result"].clone();
+    assert!(id.is_string(), "{frames:?}");
+    let frames = login(
+        &mut c,
+        json!({"user": {"email": "reg@example.com"}, "password": digest("reg-pass")}),
+    )
+    .await;
+    assert_eq!(result(&frames)["result"]["id"], id, "{frames:?}");
+    let added = frames
+        .iter()
+        .find(|f| f["msg"] == "added" && f["collection"] == "users")
+        .expect("own user published");
+    assert!(
+        added["fields"].get("username").is_none(),
+        "no name yet: {added}"
+    );
+    let (r, _) = c.call("u", "setUsername", json!(["boss"])).await;
+    assert_eq!(r["error"]["error"], "error-field-unavailable", "{r}");
+    let (r, _) = c.call("v", "setUsername", json!(["bad name!"])).await;
+    assert_eq!(r["error"]["error"], "error-invalid-username", "{r}");
+    let frames = c.call_seeing("w", "setUsername", json!(["reggie"])).await;
+    assert_eq!(result(&frames)["result"], "reggie", "{frames:?}");
+    // The name took, and the default channel was joined.
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    let subs = store
+        .find(
+            "rocketchat_subscription",
+            comet::storage::FindOptions {
+                selector: comet::model::query::Selector::parse(
+                    &match comet::model::Value::from_json(json!({"u._id": id, "rid": "GENERAL"}))
+                        .unwrap()
+                    {
+                        comet::model::Value::Object(d) => d,
+                        _ => unreachable!(),
+                    },
+                )
+                .unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(subs.len(), 1, "joined general once");
+    let (mut d, _) = DdpClient::connect(&server).await;
+    let frames = login(
+        &mut d,
+        json!({"user": {"username": "REGGIE"}, "password": digest("reg-pass")}),
+    )
+    .await;
+    assert_eq!(result(&frames)["result"]["id"], id, "{frames:?}");
+    let (mut anon, _) = DdpClient::connect(&server).await;
+    let (r, _) = anon.call("x", "setUsername", json!(["nobody"])).await;
+    assert_eq!(
+        r["error"]["error"], "error-invalid-user",
+        "a stranger names no one"
+    );
+
+    // Ten new users pick the same name at once: exactly one gets it.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let addr = server.ws_url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = DdpClient::open(&addr).await;
+            c.send(json!({"msg":"connect","version":"1","support":["1"]}))
+                .await;
+            c.recv().await;
+            let email = format!("p{i}@example.com");
+            c.call_seeing("r", "registerUser", json!([{"email": email, "pass": "x"}]))
+                .await;
+            let frames = c
+                .call_seeing(
+                    "in",
+                    "login",
+                    json!([{"user": {"email": email}, "password": "x"}]),
+                )
+                .await;
+            assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
+            let frames = c.call_seeing("n", "setUsername", json!(["picked"])).await;
+            frames.last().unwrap().get("result").is_some()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
 }

@@ -258,3 +258,51 @@ async fn register_info_and_anonymous_method_calls() {
     .await;
     assert_eq!(status, 400);
 }
+
+/// Behind `HTTP_FORWARDED_COUNT` proxies, the address failures count against is the one
+/// the proxies recorded: a guesser at one address is blocked, a user at another logs in.
+#[tokio::test]
+async fn behind_proxies_failures_count_against_the_forwarded_address() {
+    let mut settings = common::test_settings(|c| {
+        c.admin_username = Some(common::ADMIN.0.into());
+        c.admin_pass = Some(common::ADMIN.1.into());
+        c.http_forwarded_count = Some(1);
+    });
+    settings.setting_overrides = vec![
+        (
+            "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_Ip".into(),
+            "2".into(),
+        ),
+        (
+            "Block_Multiple_Failed_Logins_By_User".into(),
+            "false".into(),
+        ),
+    ];
+    let server = common::spawn_server(settings).await;
+    let attempt = |from: &'static str, password: &'static str| {
+        let addr = server.addr;
+        async move {
+            let body = json!({"user": common::ADMIN.0, "password": password}).to_string();
+            let (status, text) = http_with(
+                addr,
+                "POST",
+                "/api/v1/login",
+                &[("X-Forwarded-For", from)],
+                body.as_bytes(),
+            )
+            .await;
+            (status, text)
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(attempt("203.0.113.7", "wrong").await.0, 401);
+    }
+    let (status, text) = attempt("203.0.113.7", common::ADMIN.1).await;
+    assert_ne!(
+        status, 200,
+        "the guessing address is blocked even with the password: {text}"
+    );
+    assert!(text.contains("error-login-blocked-for-ip"), "{text}");
+    let (status, text) = attempt("198.51.100.4", common::ADMIN.1).await;
+    assert_eq!(status, 200, "another client behind the same proxy: {text}");
+}

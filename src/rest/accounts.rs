@@ -169,7 +169,7 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
     };
     let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
     let new = crate::services::accounts::NewUser {
-        username: text("username").unwrap_or_default(),
+        username: Some(text("username").unwrap_or_default()),
         email: text("email"),
         password_digest: text("pass")
             .map(|p| crate::services::accounts::secrets::password_digest(&p)),

@@ -60,6 +60,37 @@ pub struct ServerConfig {
     pub sockjs_max_sessions: usize,
     /// SockJS sessions of the HTTP transports from one client address.
     pub sockjs_max_sessions_per_address: usize,
+    /// Proxies in front of comet (`HTTP_FORWARDED_COUNT`): the client's address is then read
+    /// from `X-Forwarded-For`, that many entries from the right.
+    pub forwarded_count: usize,
+}
+
+/// The client's address: the socket's peer, or behind `forwarded_count` proxies the entry
+/// they recorded in `X-Forwarded-For` (counted from the right, so addresses a client puts in
+/// the header itself are never taken). A request that passed fewer proxies than configured
+/// reached comet directly: its peer is the client.
+pub fn client_address(
+    headers: &hyper::HeaderMap,
+    remote: SocketAddr,
+    forwarded_count: usize,
+) -> std::net::IpAddr {
+    if forwarded_count == 0 {
+        return remote.ip();
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.len() < forwarded_count {
+        return remote.ip();
+    }
+    entries[entries.len() - forwarded_count]
+        .parse()
+        .unwrap_or(remote.ip())
 }
 
 /// File descriptors kept free below the process's limit when the connection cap is
@@ -95,6 +126,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             sockjs_max_sessions: 10_000,
             sockjs_max_sessions_per_address: 100,
+            forwarded_count: 0,
         }
     }
 }
@@ -523,6 +555,12 @@ async fn route(
     remote: SocketAddr,
     slot: ConnectionSlot,
 ) -> Response<Body> {
+    // Behind proxies, everything downstream (rate limits, per-address caps, the
+    // connection's address) sees the client's address, not the proxy's.
+    let remote = SocketAddr::new(
+        client_address(req.headers(), remote, app.config.forwarded_count),
+        remote.port(),
+    );
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         // HEAD answers as GET does; hyper leaves the body out.
@@ -690,5 +728,42 @@ mod tests {
             slots.slots.lock().unwrap_or_else(|p| p.into_inner()).len(),
             AT_CAPACITY_SLOTS - 1
         );
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn the_client_address_is_counted_from_the_right_behind_proxies() {
+        let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap_or_else(|_| unreachable!());
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"),
+        );
+        let ip = |s: &str| {
+            s.parse::<std::net::IpAddr>()
+                .unwrap_or_else(|_| unreachable!())
+        };
+        assert_eq!(
+            client_address(&headers, peer, 0),
+            ip("10.0.0.9"),
+            "no proxies: the peer"
+        );
+        assert_eq!(client_address(&headers, peer, 1), ip("10.0.0.2"));
+        assert_eq!(
+            client_address(&headers, peer, 2),
+            ip("1.2.3.4"),
+            "what the client wrote itself (6.6.6.6) is never taken"
+        );
+        assert_eq!(
+            client_address(&headers, peer, 4),
+            ip("10.0.0.9"),
+            "fewer entries than proxies: it came straight in"
+        );
+        headers.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(client_address(&headers, peer, 1), ip("10.0.0.9"));
     }
 }

@@ -127,24 +127,43 @@ fn logged_in(ctx: &MethodContext) -> Result<(String, String), ServiceError> {
     Ok((user, token))
 }
 
-/// The new user a `createUser` / `registerUser` parameter describes.
-fn new_user(options: &Value, name_field: &str) -> Result<NewUser, ServiceError> {
+/// The new user a `createUser` parameter describes (Meteor's: a username or an email).
+fn new_user(options: &Value) -> Result<NewUser, ServiceError> {
     let Value::Object(d) = options else {
         return Err(ServiceError::match_failed());
     };
     let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_owned);
-    let username = text("username").ok_or_else(|| {
-        ServiceError::Client(MeteorError::new(400, "Need to set a username or email"))
-    })?;
-    let password_digest = match d.get("password").or_else(|| d.get("pass")) {
+    let password_digest = match d.get("password") {
         Some(p) => Some(password_digest(p)?),
         None => None,
     };
     Ok(NewUser {
-        username,
+        username: text("username"),
         email: text("email"),
         password_digest,
-        name: text(name_field),
+        name: text("name"),
+        roles: Vec::new(),
+    })
+}
+
+/// `registerUser`'s form, as Rocket.Chat reads it: an address, a password (`pass`) and a
+/// name; a `username` in it is ignored (the user picks one with `setUsername`).
+fn registration_form(form: &Value) -> Result<NewUser, ServiceError> {
+    let Value::Object(d) = form else {
+        return Err(ServiceError::match_failed());
+    };
+    let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_owned);
+    let email = text("email").ok_or_else(|| {
+        ServiceError::Client(MeteorError::new("error-invalid-email", "Invalid email"))
+    })?;
+    let pass = d
+        .get("pass")
+        .ok_or_else(|| ServiceError::Client(MeteorError::new(400, "Match failed")))?;
+    Ok(NewUser {
+        username: None,
+        email: Some(email),
+        password_digest: Some(password_digest(pass)?),
+        name: text("name"),
         roles: Vec::new(),
     })
 }
@@ -200,7 +219,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             Ok(Some(Value::Object(out)))
         }
     });
-    for (method, name_field) in [("createUser", "name"), ("registerUser", "name")] {
+    for method in ["createUser", "registerUser"] {
         let a = accounts.clone();
         registry.method(method, move |ctx, params| {
             let accounts = a.clone();
@@ -213,7 +232,11 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
                     )));
                 }
                 accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
-                let new = new_user(&params[0], name_field)?;
+                let new = if method == "registerUser" {
+                    registration_form(&params[0])?
+                } else {
+                    new_user(&params[0])?
+                };
                 let password = new.password_digest.clone();
                 let id = accounts.create_user(new, &ctx).await?;
                 if method == "registerUser" || password.is_none() {
@@ -227,6 +250,22 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             }
         });
     }
+    let a = accounts.clone();
+    registry.method("setUsername", move |ctx, params| {
+        let accounts = a.clone();
+        async move {
+            check_all(&[Pattern::string_up_to(MAX_NAME)], &params)?;
+            let Some(user) = ctx.user_id.clone() else {
+                return Err(ServiceError::Client(MeteorError::new(
+                    "error-invalid-user",
+                    "Invalid user",
+                )));
+            };
+            let name = params[0].as_str().unwrap_or_default().trim().to_owned();
+            let set = accounts.set_username(&user, &name, &ctx).await?;
+            Ok(Some(Value::from(set.as_str())))
+        }
+    });
     registry.universal_publication("accounts.currentUser", move |sub, _params| {
         let observe = observe.clone();
         async move {

@@ -162,7 +162,9 @@ impl LoginResult {
 /// A new account.
 #[derive(Clone, Debug, Default)]
 pub struct NewUser {
-    pub username: String,
+    /// `None` for Rocket.Chat's `registerUser`, whose user picks a name later
+    /// (`setUsername`).
+    pub username: Option<String>,
     pub email: Option<String>,
     /// The password's SHA-256 hex digest.
     pub password_digest: Option<String>,
@@ -566,19 +568,10 @@ impl Accounts {
     ) -> Result<LoginResult, ServiceError> {
         let token = secrets::new_token();
         let token_hash = secrets::hash_token(&token);
-        let ack = self
-            .store
-            .update(
-                USERS,
-                selector(serde_json::json!({"_id": user_id}))?,
-                update(serde_json::json!({
+        let ack = self.update_user(user_id, serde_json::json!({
                     "$push": {"services.resume.loginTokens": {"when": {"$date": when}, "hashedToken": token_hash}},
                     "$set": {"_updatedAt": {"$date": now_ms()}},
-                }))?,
-                UpdateOptions::default(),
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
+                })).await?;
         if ack.matched == 0 {
             return Err(forbidden("User not found"));
         }
@@ -692,15 +685,11 @@ impl Accounts {
             serde_json::json!({"hashedToken": token_hash})
         };
         let ack = self
-            .store
-            .update(
-                USERS,
-                selector(serde_json::json!({"_id": user_id}))?,
-                update(serde_json::json!({"$pull": {"services.resume.loginTokens": condition}}))?,
-                UpdateOptions::default(),
+            .update_user(
+                user_id,
+                serde_json::json!({"$pull": {"services.resume.loginTokens": condition}}),
             )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
+            .await?;
         writes.record_write(ack.seq);
         self.tokens.removed(user_id, token_hash, all_but, ack.seq);
         for connection in self.connections.of_user(user_id) {
@@ -774,7 +763,13 @@ impl Accounts {
         new: NewUser,
         writes: &dyn WriteRecorder,
     ) -> Result<String, ServiceError> {
-        if !valid_username(&new.username) {
+        if new.username.is_none() && new.email.is_none() {
+            return Err(ServiceError::Client(MeteorError::new(
+                400,
+                "Need to set a username or email",
+            )));
+        }
+        if new.username.as_deref().is_some_and(|u| !valid_username(u)) {
             return Err(ServiceError::Client(MeteorError::new(
                 "error-invalid-username",
                 "Invalid username",
@@ -789,16 +784,13 @@ impl Accounts {
             }
         }
         let id = crate::model::random::random_id();
-        if self
-            .find_user(&UserSelector::Username(new.username.clone()))
-            .await?
-            .is_some()
-            || !self.claim("username", &new.username, &id).await?
-        {
-            return Err(ServiceError::Client(MeteorError::new(
-                403,
-                "Username already exists.",
-            )));
+        if let Some(username) = &new.username {
+            if !self.claim_username(username, &id).await? {
+                return Err(ServiceError::Client(MeteorError::new(
+                    403,
+                    "Username already exists.",
+                )));
+            }
         }
         if let Some(email) = &new.email {
             if self
@@ -807,7 +799,9 @@ impl Accounts {
                 .is_some()
                 || !self.claim("email", email, &id).await?
             {
-                self.release("username", &new.username).await;
+                if let Some(username) = &new.username {
+                    self.release("username", username).await;
+                }
                 return Err(ServiceError::Client(MeteorError::new(
                     403,
                     "Email already exists.",
@@ -836,7 +830,6 @@ impl Accounts {
             "_id": id,
             "createdAt": {"$date": now},
             "_updatedAt": {"$date": now},
-            "username": new.username,
             "emails": emails,
             "type": "user",
             "status": "offline",
@@ -844,6 +837,9 @@ impl Accounts {
             "roles": roles,
             "services": services,
         });
+        if let Some(username) = &new.username {
+            user["username"] = serde_json::json!(username);
+        }
         if let Some(name) = &new.name {
             user["name"] = serde_json::json!(name);
         }
@@ -853,9 +849,97 @@ impl Accounts {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         writes.record_write(ack.seq);
-        self.join_default_channels(&id, &new.username, writes)
-            .await?;
+        if let Some(username) = &new.username {
+            self.join_default_channels(&id, username, writes).await?;
+        }
         Ok(id)
+    }
+
+    /// Applies `modifier` to the user `user_id`.
+    async fn update_user(
+        &self,
+        user_id: &str,
+        modifier: serde_json::Value,
+    ) -> Result<crate::storage::UpdateAck, ServiceError> {
+        self.store
+            .update(
+                USERS,
+                selector(serde_json::json!({"_id": user_id}))?,
+                update(modifier)?,
+                UpdateOptions::default(),
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))
+    }
+
+    /// Claims `username` for `owner`: refused when a user (one written before comet held
+    /// claims included) or another claim has it.
+    async fn claim_username(&self, username: &str, owner: &str) -> Result<bool, ServiceError> {
+        if self
+            .find_user(&UserSelector::Username(username.to_owned()))
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.claim("username", username, owner).await
+    }
+
+    /// Rocket.Chat's `setUsername`: gives `user_id` the name `username` (unique, valid); a
+    /// user's first name joins the default channels, as registration does. Returns the name.
+    pub async fn set_username(
+        &self,
+        user_id: &str,
+        username: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<String, ServiceError> {
+        if !valid_username(username) {
+            return Err(ServiceError::Client(MeteorError::new(
+                "error-invalid-username",
+                format!("{username} is not a valid username, use only letters, numbers, dots, hyphens and underscores"),
+            )));
+        }
+        let user = self
+            .find_users(selector(serde_json::json!({"_id": user_id}))?, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                ServiceError::Client(MeteorError::new("error-invalid-user", "Invalid user"))
+            })?;
+        let current = user
+            .get("username")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if current.as_deref() == Some(username) {
+            return Ok(username.to_owned());
+        }
+        let same_but_case = current
+            .as_deref()
+            .is_some_and(|c| c.to_lowercase() == username.to_lowercase());
+        if !same_but_case && !self.claim_username(username, user_id).await? {
+            return Err(ServiceError::Client(MeteorError::new(
+                "error-field-unavailable",
+                format!("{username} is already in use :("),
+            )));
+        }
+        let ack = self
+            .update_user(
+                user_id,
+                serde_json::json!({
+                    "$set": {"username": username, "_updatedAt": {"$date": now_ms()}},
+                }),
+            )
+            .await?;
+        writes.record_write(ack.seq);
+        match &current {
+            Some(old) if !same_but_case => self.release("username", old).await,
+            Some(_) => {}
+            None => {
+                self.join_default_channels(user_id, username, writes)
+                    .await?
+            }
+        }
+        Ok(username.to_owned())
     }
 
     /// Subscribes a user to the default channels (those with `default: true`).
@@ -942,7 +1026,7 @@ impl Accounts {
         let id = self
             .create_user(
                 NewUser {
-                    username: seed.username.clone(),
+                    username: Some(seed.username.clone()),
                     email: seed.email.clone(),
                     password_digest: Some(secrets::password_digest(&seed.password.0)),
                     name: Some(seed.username.clone()),
