@@ -44,13 +44,6 @@ fn value_update(m: &Json) -> (&Json, &Json, &Json) {
     (&m["fields"]["eventName"], &args[0], &args[1])
 }
 
-fn modifier(json: Json) -> comet::model::query::Update {
-    match comet::model::Value::from_json(json).unwrap() {
-        comet::model::Value::Object(d) => comet::model::query::Update::parse(&d).unwrap(),
-        _ => unreachable!(),
-    }
-}
-
 #[tokio::test]
 async fn a_public_setting_change_reaches_anyone_once_and_a_private_one_only_its_readers() {
     let server = common::spawn_with_admin().await;
@@ -131,16 +124,13 @@ async fn a_public_setting_change_reaches_anyone_once_and_a_private_one_only_its_
     assert!(anon.next_on("stream-notify-all", QUIET).await.is_none());
 
     // Another writer's change is heard the same way.
-    let store = server.hub.observe.as_ref().unwrap().store().clone();
-    store
-        .update(
-            "rocketchat_settings",
-            comet::model::query::Selector::by_id("Site_Name".into()),
-            modifier(json!({"$set": {"value": "Elsewhere"}})),
-            comet::storage::UpdateOptions::default(),
-        )
-        .await
-        .unwrap();
+    common::update_elsewhere(
+        &server,
+        "rocketchat_settings",
+        json!({"_id": "Site_Name"}),
+        json!({"$set": {"value": "Elsewhere"}}),
+    )
+    .await;
     let event = anon
         .next_on("stream-notify-all", SOON)
         .await
@@ -229,15 +219,13 @@ async fn permission_and_role_changes_by_any_writer_reach_logged_in_users() {
     assert!(ready(&frames), "{frames:?}");
 
     let store = server.hub.observe.as_ref().unwrap().store().clone();
-    store
-        .update(
-            "rocketchat_permissions",
-            comet::model::query::Selector::by_id("create-c".into()),
-            modifier(json!({"$set": {"roles": ["admin"]}})),
-            comet::storage::UpdateOptions::default(),
-        )
-        .await
-        .unwrap();
+    common::update_elsewhere(
+        &server,
+        "rocketchat_permissions",
+        json!({"_id": "create-c"}),
+        json!({"$set": {"roles": ["admin"]}}),
+    )
+    .await;
     let event = plain
         .next_on("stream-notify-logged", SOON)
         .await
@@ -279,4 +267,41 @@ async fn permission_and_role_changes_by_any_writer_reach_logged_in_users() {
         .await
         .unwrap();
     assert!(plain.next_on("stream-roles", QUIET).await.is_none());
+}
+
+/// A role given to a user by any writer: logged-in users hear `roles-change`, and the
+/// user's permissions follow at once (roles are kept in memory, not read per check).
+#[tokio::test]
+async fn a_role_given_elsewhere_is_told_and_counts_at_once() {
+    let server = common::spawn_with_admin().await;
+    let mut plain = ordinary_user(&server).await;
+    let frames = plain
+        .subscribe("rc", "stream-notify-logged", json!(["roles-change", false]))
+        .await;
+    assert!(ready(&frames), "{frames:?}");
+    let (r, _) = plain.call("p", "private-settings/get", json!([])).await;
+    assert_eq!(r["result"], json!([]), "no right yet: {r}");
+    common::update_elsewhere(
+        &server,
+        "users",
+        json!({"username": "plain"}),
+        json!({"$addToSet": {"roles": "admin"}}),
+    )
+    .await;
+    let event = plain
+        .next_on("stream-notify-logged", SOON)
+        .await
+        .expect("roles-change");
+    assert_eq!(event["fields"]["eventName"], "roles-change");
+    let change = &event["fields"]["args"][0];
+    assert_eq!(
+        (&change["type"], &change["_id"], &change["u"]["username"]),
+        (&json!("added"), &json!("admin"), &json!("plain")),
+        "{event}"
+    );
+    let (r, _) = plain.call("q", "private-settings/get", json!([])).await;
+    assert!(
+        r["result"].as_array().is_some_and(|s| !s.is_empty()),
+        "an administrator now: {r}"
+    );
 }

@@ -31,6 +31,34 @@ pub trait CachedCollection: Send + Sync + 'static {
     fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
 }
 
+/// Every document of `collection`, with only the `fields` given (all when empty): what a
+/// cache reads when it starts or has lost changes.
+pub async fn read_all(
+    store: &dyn crate::storage::Store,
+    collection: &str,
+    fields: &[&str],
+) -> Result<Vec<Document>, ServiceError> {
+    let mut projection = crate::model::query::Projection::all();
+    if !fields.is_empty() {
+        let mut spec = Document::default();
+        for f in fields {
+            spec.insert((*f).into(), Value::Number(1.0));
+        }
+        projection = crate::model::query::Projection::parse(&spec)
+            .map_err(|e| ServiceError::internal(e.0))?;
+    }
+    store
+        .find(
+            collection,
+            crate::storage::FindOptions {
+                projection,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ServiceError::from_store(&e))
+}
+
 /// Starts following `service`'s collection: the store is asked to follow it (a MongoDB
 /// change stream only carries the collections named to it), and its changes are applied
 /// until the service is dropped. Call before the first read, so no change falls between.

@@ -1,6 +1,7 @@
 //! Rocket.Chat's broadcast streams for settings, permissions and roles: `stream-notify-all`
 //! (`public-settings-changed`, anyone), `stream-notify-logged` (`private-settings-changed`
-//! for those who may see private settings, `permissions-changed` for any logged-in user) and
+//! for those who may see private settings; `permissions-changed` and `roles-change`, a role
+//! given to or taken from a user, for any logged-in user) and
 //! `stream-roles` (`roles`, logged-in users).
 //!
 //! Every event comes from the store's change events, so a setting, permission or role
@@ -65,8 +66,14 @@ impl Notify {
     ) -> Arc<Self> {
         let notify = Arc::new(Self {
             all: streams::define(registry, "notify-all", streams::anyone()),
-            logged: streams::define(registry, "notify-logged", logged_rule(permissions)),
+            logged: streams::define(registry, "notify-logged", logged_rule(permissions.clone())),
             roles: streams::define(registry, "roles", streams::logged_in()),
+        });
+        let logged = notify.logged.clone();
+        permissions.user_roles().on_change(move |changes| {
+            for change in changes {
+                logged.emit("roles-change", &[role_change(change)]);
+            }
         });
         for collection in [SETTINGS, PERMISSIONS, ROLES] {
             store.follow_collection(collection);
@@ -146,6 +153,23 @@ impl Notify {
         }
         self.logged.emit("private-settings-changed", &args);
     }
+}
+
+/// Rocket.Chat's `roles-change` argument: `{type, _id: role, u: {_id, username, name}}`.
+fn role_change(change: &super::permissions::user_roles::RoleChange) -> Value {
+    let mut user = Document::default();
+    user.insert("_id".into(), Value::from(change.user_id.as_str()));
+    if let Some(username) = &change.username {
+        user.insert("username".into(), Value::from(username.as_str()));
+    }
+    if let Some(name) = &change.name {
+        user.insert("name".into(), Value::from(name.as_str()));
+    }
+    let mut d = Document::default();
+    d.insert("type".into(), Value::from(change.kind));
+    d.insert("_id".into(), Value::from(change.role.as_str()));
+    d.insert("u".into(), Value::Object(user));
+    Value::Object(d)
 }
 
 fn only_id(id: Value) -> Value {

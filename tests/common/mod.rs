@@ -71,6 +71,34 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
 /// The administrator every accounts test logs in as.
 pub const ADMIN: (&str, &str, &str) = ("boss", "s3cret-pass", "boss@example.com");
 
+/// An EJSON object given as JSON.
+pub fn document(json: Json) -> comet::model::Document {
+    match comet::model::Value::from_json(json) {
+        Ok(comet::model::Value::Object(d)) => d,
+        other => panic!("not an object: {other:?}"),
+    }
+}
+
+/// Updates `collection` straight in the server's store, as another writer would (another
+/// process, Rocket.Chat itself): no method, no session.
+pub async fn update_elsewhere(
+    server: &TestServer,
+    collection: &str,
+    selector: Json,
+    modifier: Json,
+) {
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    store
+        .update(
+            collection,
+            comet::model::query::Selector::parse(&document(selector)).unwrap(),
+            comet::model::query::Update::parse(&document(modifier)).unwrap(),
+            comet::storage::UpdateOptions::default(),
+        )
+        .await
+        .unwrap();
+}
+
 /// A connection logged in as `user` with a plain-text password.
 pub async fn logged_in(server: &TestServer, user: &str, password: &str) -> DdpClient {
     let (mut c, _) = DdpClient::connect(server).await;

@@ -243,21 +243,12 @@ impl CachedCollection for TokenIndex {
 
     fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>> {
         Box::pin(async move {
-            let projection = crate::model::query::Projection::parse(&super::doc(
-                serde_json::json!({"services.resume.loginTokens": 1, "active": 1}),
-            )?)
-            .map_err(|e| ServiceError::internal(e.0))?;
-            let users = self
-                .store
-                .find(
-                    USERS,
-                    FindOptions {
-                        projection,
-                        ..FindOptions::default()
-                    },
-                )
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?;
+            let users = crate::services::cached::read_all(
+                &*self.store,
+                USERS,
+                &["services.resume.loginTokens", "active"],
+            )
+            .await?;
             let mut fresh = Maps::default();
             for user in users {
                 if let Some(Value::String(id)) = user.get("_id") {

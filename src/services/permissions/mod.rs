@@ -10,6 +10,7 @@
 //! one.
 
 pub mod methods;
+pub mod user_roles;
 
 use super::build::{doc, now_ms, selector};
 use super::cached::CachedCollection as _;
@@ -92,6 +93,8 @@ pub struct Permissions {
     granted: RwLock<HashMap<String, Vec<String>>>,
     /// Every permission document, for `permissions/get`.
     documents: RwLock<HashMap<String, Arc<Document>>>,
+    /// Every user's own roles.
+    user_roles: Arc<user_roles::UserRoles>,
 }
 
 fn roles_of(doc: &Document) -> Vec<String> {
@@ -157,6 +160,7 @@ impl Permissions {
             store: store.clone(),
             granted: RwLock::new(HashMap::new()),
             documents: RwLock::new(HashMap::new()),
+            user_roles: user_roles::UserRoles::start(store.clone()).await?,
         });
         super::cached::watch(&service, &*store);
         service.clone().reload().await?;
@@ -191,22 +195,29 @@ impl Permissions {
         user_id: &str,
         room_id: Option<&str>,
     ) -> Result<Vec<String>, ServiceError> {
-        let user = self
-            .store
-            .find(
-                super::accounts::USERS,
-                FindOptions {
-                    selector: selector(serde_json::json!({"_id": user_id}))?,
-                    limit: Some(1),
-                    ..FindOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        let Some(user) = user.first() else {
-            return Ok(Vec::new());
+        let mut roles = match self.user_roles.of(user_id) {
+            Some(roles) => roles,
+            // Not known yet (written a moment ago elsewhere): read, and remember.
+            None => {
+                let user = self
+                    .store
+                    .find(
+                        super::accounts::USERS,
+                        FindOptions {
+                            selector: selector(serde_json::json!({"_id": user_id}))?,
+                            limit: Some(1),
+                            ..FindOptions::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| ServiceError::from_store(&e))?;
+                let Some(user) = user.first() else {
+                    return Ok(Vec::new());
+                };
+                self.user_roles.remember(user);
+                roles_of(user)
+            }
         };
-        let mut roles = roles_of(user);
         if let Some(rid) = room_id {
             let subscription = self
                 .store
@@ -250,6 +261,11 @@ impl Permissions {
         }
         let roles = self.roles(user_id, room_id).await?;
         Ok(roles.iter().any(|r| allowed.contains(r)))
+    }
+
+    /// Every user's own roles, and who is told when they change.
+    pub fn user_roles(&self) -> &Arc<user_roles::UserRoles> {
+        &self.user_roles
     }
 
     /// Every permission document changed after `since` (all when `None`).
