@@ -104,6 +104,10 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
     crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
+    let rooms = crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
+        .await
+        .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
+    crate::services::rooms::methods::register(&mut registry, rooms);
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }

@@ -40,3 +40,44 @@ pub async fn insert_default(
         Err(other) => Err(ServiceError::from_store(&other)),
     }
 }
+
+/// Where Rocket.Chat moves removed documents, each with `__collection__` and `_deletedAt`.
+pub const TRASH: &str = "rocketchat_trash";
+
+/// The documents of `collection` removed after `since` (ms), as `{_id, _deletedAt}`, from
+/// the trash; `also` narrows them further (a user's own subscriptions, say).
+pub async fn removed_since(
+    store: &dyn crate::storage::Store,
+    collection: &str,
+    since: f64,
+    also: serde_json::Value,
+) -> Result<Vec<Document>, ServiceError> {
+    let mut filter = serde_json::json!({
+        "__collection__": collection, "_deletedAt": {"$gt": {"$date": since}},
+    });
+    if let (Some(filter), serde_json::Value::Object(extra)) = (filter.as_object_mut(), also) {
+        filter.extend(extra);
+    }
+    let removed = store
+        .find(
+            TRASH,
+            crate::storage::FindOptions {
+                selector: selector(filter)?,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ServiceError::from_store(&e))?;
+    Ok(removed
+        .into_iter()
+        .map(|d| {
+            let mut out = Document::default();
+            for k in ["_id", "_deletedAt"] {
+                if let Some(v) = d.get(k) {
+                    out.insert(k.into(), v.clone());
+                }
+            }
+            out
+        })
+        .collect())
+}

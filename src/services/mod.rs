@@ -14,6 +14,7 @@ pub mod notify;
 pub mod permissions;
 pub mod publish;
 pub mod registry;
+pub mod rooms;
 pub mod settings;
 pub mod streams;
 pub mod testing;

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 pub const SETTINGS: &str = "rocketchat_settings";
 /// Where Rocket.Chat moves removed documents, each with `__collection__` and `_deletedAt`.
-pub const TRASH: &str = "rocketchat_trash";
+pub use super::build::TRASH;
 
 /// One default: id, value, type, and whether anonymous clients may read it.
 struct Default {
@@ -355,30 +355,10 @@ impl Settings {
         });
         let remove = match since {
             None => Vec::new(),
-            Some(s) => self
-                .store
-                .find(
-                    TRASH,
-                    FindOptions {
-                        selector: selector(serde_json::json!({
-                            "__collection__": SETTINGS, "_deletedAt": {"$gt": {"$date": s}},
-                        }))?,
-                        ..FindOptions::default()
-                    },
-                )
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?
-                .into_iter()
-                .map(|d| {
-                    let mut out = Document::default();
-                    for k in ["_id", "_deletedAt"] {
-                        if let Some(v) = d.get(k) {
-                            out.insert(k.into(), v.clone());
-                        }
-                    }
-                    out
-                })
-                .collect(),
+            Some(s) => {
+                super::build::removed_since(&*self.store, SETTINGS, s, serde_json::json!({}))
+                    .await?
+            }
         };
         Ok(Delta { update, remove })
     }

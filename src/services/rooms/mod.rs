@@ -1,0 +1,602 @@
+//! The Room service: Rocket.Chat's rooms (`rocketchat_room`) and their members'
+//! subscriptions (`rocketchat_subscription`), in Rocket.Chat's document shapes so that a
+//! database Rocket.Chat wrote is served as it is.
+//!
+//! Owns creating rooms (channels, private groups, direct messages), room names (validated,
+//! unique through the store's claims) and the reads clients sync from (`rooms/get`,
+//! `subscriptions/get`). Every check of who may do what goes through
+//! [`Permissions::has_permission`]. It must not know about sessions or HTTP; what clients
+//! hear of a change comes from the store's change events, not from here.
+
+pub mod methods;
+
+use super::accounts::{WriteRecorder, CLAIMS, ROOMS, SUBSCRIPTIONS, USERS};
+use super::build::{doc, now_ms, selector};
+use super::error::ServiceError;
+use super::permissions::Permissions;
+use crate::model::{Document, MeteorError, Value};
+use crate::storage::{FindOptions, Store, StoreError};
+use std::sync::Arc;
+
+/// The room fields clients are sent (Rocket.Chat's `roomFields`, the core ones).
+pub const ROOM_FIELDS: &[&str] = &[
+    "_id",
+    "name",
+    "fname",
+    "t",
+    "cl",
+    "u",
+    "lm",
+    "teamId",
+    "teamMain",
+    "topic",
+    "announcement",
+    "muted",
+    "unmuted",
+    "_updatedAt",
+    "archived",
+    "description",
+    "default",
+    "customFields",
+    "lastMessage",
+    "prid",
+    "avatarETag",
+    "usersCount",
+    "msgs",
+    "joinCodeRequired",
+    "ro",
+    "reactWhenReadOnly",
+    "sysMes",
+    "broadcast",
+    "encrypted",
+    "ts",
+    "usernames",
+    "uids",
+];
+
+/// The subscription fields clients are sent (Rocket.Chat's `subscriptionFields`, the core
+/// ones).
+pub const SUBSCRIPTION_FIELDS: &[&str] = &[
+    "_id",
+    "t",
+    "ts",
+    "ls",
+    "lr",
+    "name",
+    "fname",
+    "rid",
+    "f",
+    "u",
+    "open",
+    "alert",
+    "roles",
+    "unread",
+    "prid",
+    "userMentions",
+    "groupMentions",
+    "archived",
+    "_updatedAt",
+    "blocked",
+    "blocker",
+    "disableNotifications",
+    "hideUnreadStatus",
+    "hideMentionStatus",
+    "tunread",
+    "tunreadGroup",
+    "tunreadUser",
+    "teamId",
+    "teamMain",
+];
+
+/// What kind of room to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomKind {
+    /// `c`: anyone may find and join it.
+    Channel,
+    /// `p`: members only.
+    PrivateGroup,
+}
+
+impl RoomKind {
+    fn letter(self) -> &'static str {
+        match self {
+            RoomKind::Channel => "c",
+            RoomKind::PrivateGroup => "p",
+        }
+    }
+
+    fn permission(self) -> &'static str {
+        match self {
+            RoomKind::Channel => "create-c",
+            RoomKind::PrivateGroup => "create-p",
+        }
+    }
+}
+
+/// A room to create.
+#[derive(Clone, Debug)]
+pub struct NewRoom {
+    pub kind: RoomKind,
+    pub name: String,
+    /// Usernames of the other members.
+    pub members: Vec<String>,
+    pub read_only: bool,
+}
+
+/// The Room service.
+pub struct Rooms {
+    store: Arc<dyn Store>,
+    permissions: Arc<Permissions>,
+}
+
+fn client_error(code: &str, reason: &str) -> ServiceError {
+    ServiceError::Client(MeteorError::new(code, reason))
+}
+
+/// Rocket.Chat's default room-name rule (`UTF8_Channel_Names_Validation`: letters, digits,
+/// `-`, `_`, `.`), at most 100 characters.
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `doc` with only `fields`.
+pub fn projected(doc: &Document, fields: &[&str]) -> Document {
+    let mut out = Document::default();
+    for f in fields {
+        if let Some(v) = doc.get(*f) {
+            out.insert((*f).into(), v.clone());
+        }
+    }
+    out
+}
+
+fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
+    doc.get(key).and_then(Value::as_str)
+}
+
+impl Rooms {
+    /// The service over `store`, its indexes made (a user's subscriptions; a room's members).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        permissions: Arc<Permissions>,
+    ) -> Result<Arc<Self>, ServiceError> {
+        for keys in [
+            serde_json::json!({"u._id": 1}),
+            serde_json::json!({"rid": 1}),
+        ] {
+            let sort = crate::model::query::Sort::parse(&doc(keys)?)
+                .map_err(|e| ServiceError::internal(e.0))?;
+            store
+                .ensure_index(SUBSCRIPTIONS, sort)
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+        }
+        Ok(Arc::new(Self { store, permissions }))
+    }
+
+    async fn find(
+        &self,
+        collection: &str,
+        filter: serde_json::Value,
+        limit: Option<usize>,
+    ) -> Result<Vec<Document>, ServiceError> {
+        self.store
+            .find(
+                collection,
+                FindOptions {
+                    selector: selector(filter)?,
+                    limit,
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))
+    }
+
+    /// The caller's id and user document; `error-invalid-user` for no caller or a user
+    /// without a name (Rocket.Chat's rule for creating rooms).
+    async fn named_caller(&self, caller: Option<&str>) -> Result<(String, Document), ServiceError> {
+        let invalid = || client_error("error-invalid-user", "Invalid user");
+        let id = caller.ok_or_else(invalid)?;
+        let user = self
+            .user(id)
+            .await?
+            .filter(|u| text(u, "username").is_some())
+            .ok_or_else(invalid)?;
+        Ok((id.to_owned(), user))
+    }
+
+    /// Inserts `document`, its write recorded for the caller's fence.
+    async fn insert(
+        &self,
+        collection: &str,
+        document: Document,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let ack = self
+            .store
+            .insert(collection, document)
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        writes.record_write(ack.seq);
+        Ok(())
+    }
+
+    async fn user(&self, user_id: &str) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(USERS, serde_json::json!({"_id": user_id}), Some(1))
+            .await?
+            .pop())
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(USERS, serde_json::json!({"username": username}), Some(1))
+            .await?
+            .pop())
+    }
+
+    /// A room by id.
+    pub async fn room(&self, rid: &str) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(ROOMS, serde_json::json!({"_id": rid}), Some(1))
+            .await?
+            .pop())
+    }
+
+    /// A room by its name (channels and groups).
+    pub async fn room_by_name(&self, name: &str) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(
+                ROOMS,
+                serde_json::json!({"name": name, "t": {"$in": ["c", "p"]}}),
+                Some(1),
+            )
+            .await?
+            .pop())
+    }
+
+    /// `user_id`'s subscription to `rid`.
+    pub async fn subscription(
+        &self,
+        rid: &str,
+        user_id: &str,
+    ) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(
+                SUBSCRIPTIONS,
+                serde_json::json!({"rid": rid, "u._id": user_id}),
+                Some(1),
+            )
+            .await?
+            .pop())
+    }
+
+    /// Whether `user_id` (none: anonymous) may see `room`: Rocket.Chat's `canAccessRoom`
+    /// for public rooms (`view-c-room`) and for members (`view-<t>-room` or
+    /// `view-joined-room`).
+    pub async fn can_access(
+        &self,
+        room: &Document,
+        user_id: Option<&str>,
+    ) -> Result<bool, ServiceError> {
+        let rid = text(room, "_id").unwrap_or_default();
+        let kind = text(room, "t").unwrap_or_default();
+        if kind == "c"
+            && self
+                .permissions
+                .has_permission(user_id, "view-c-room", None)
+                .await?
+        {
+            return Ok(true);
+        }
+        let Some(user) = user_id else {
+            return Ok(false);
+        };
+        if self.subscription(rid, user).await?.is_none() {
+            return Ok(false);
+        }
+        for permission in [format!("view-{kind}-room"), "view-joined-room".to_owned()] {
+            if self
+                .permissions
+                .has_permission(Some(user), &permission, Some(rid))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Claims `name` for room `rid` (case-insensitive), refusing one already taken.
+    async fn claim_name(&self, name: &str, rid: &str) -> Result<(), ServiceError> {
+        if self.room_by_name(name).await?.is_some() {
+            return Err(client_error(
+                "error-duplicate-channel-name",
+                &format!("A channel with name '{name}' exists"),
+            ));
+        }
+        let claim =
+            doc(serde_json::json!({"_id": format!("room:{}", name.to_lowercase()), "owner": rid}))?;
+        match self.store.insert(CLAIMS, claim).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::DuplicateKey(_)) => Err(client_error(
+                "error-duplicate-channel-name",
+                &format!("A channel with name '{name}' exists"),
+            )),
+            Err(other) => Err(ServiceError::from_store(&other)),
+        }
+    }
+
+    /// A subscription document for `user` in `room`.
+    fn subscription_doc(
+        room: &Document,
+        user: &Document,
+        roles: &[&str],
+        now: f64,
+        display_name: Option<&str>,
+    ) -> Result<Document, ServiceError> {
+        let uid = text(user, "_id").unwrap_or_default();
+        let name = display_name
+            .or_else(|| text(room, "name"))
+            .unwrap_or_default();
+        let mut sub = serde_json::json!({
+            "_id": crate::model::random::random_id(),
+            "rid": text(room, "_id"), "t": text(room, "t"),
+            "name": name, "fname": display_name.or_else(|| text(room, "fname")).unwrap_or(name),
+            "u": {"_id": uid, "username": text(user, "username"), "name": text(user, "name")},
+            "ts": {"$date": now}, "ls": {"$date": now}, "_updatedAt": {"$date": now},
+            "open": true, "alert": false, "unread": 0, "userMentions": 0, "groupMentions": 0,
+        });
+        if !roles.is_empty() {
+            sub["roles"] = serde_json::json!(roles);
+        }
+        doc(sub)
+    }
+
+    /// Creates a channel or private group owned by `owner_id` with `new.members`; returns
+    /// the room as stored.
+    pub async fn create(
+        &self,
+        owner_id: Option<&str>,
+        new: NewRoom,
+        writes: &dyn WriteRecorder,
+    ) -> Result<Document, ServiceError> {
+        let (owner_id, owner) = self.named_caller(owner_id).await?;
+        let owner_id = owner_id.as_str();
+        if !self
+            .permissions
+            .has_permission(Some(owner_id), new.kind.permission(), None)
+            .await?
+        {
+            return Err(client_error("error-not-allowed", "Not allowed"));
+        }
+        if !valid_room_name(&new.name) {
+            return Err(client_error(
+                "error-invalid-name",
+                &format!("{} is not a valid room name", new.name),
+            ));
+        }
+        let mut members = Vec::new();
+        for username in &new.members {
+            if Some(username.as_str()) == text(&owner, "username") {
+                continue;
+            }
+            let Some(member) = self.user_by_username(username).await? else {
+                return Err(client_error(
+                    "error-invalid-members",
+                    &format!("Invalid member: {username}"),
+                ));
+            };
+            if !members
+                .iter()
+                .any(|m: &Document| m.get("_id") == member.get("_id"))
+            {
+                members.push(member);
+            }
+        }
+        let rid = crate::model::random::random_id();
+        self.claim_name(&new.name, &rid).await?;
+        let now = now_ms();
+        let room = doc(serde_json::json!({
+            "_id": rid, "t": new.kind.letter(), "name": new.name, "fname": new.name,
+            "u": {"_id": owner_id, "username": text(&owner, "username")},
+            "ts": {"$date": now}, "_updatedAt": {"$date": now},
+            "msgs": 0, "usersCount": members.len() + 1, "ro": new.read_only,
+            "default": false, "sysMes": true,
+        }))?;
+        self.insert(ROOMS, room.clone(), writes).await?;
+        let owner_sub = Self::subscription_doc(&room, &owner, &["owner"], now, None)?;
+        let mut subs = vec![owner_sub];
+        for member in &members {
+            subs.push(Self::subscription_doc(&room, member, &[], now, None)?);
+        }
+        for sub in subs {
+            self.insert(SUBSCRIPTIONS, sub, writes).await?;
+        }
+        Ok(room)
+    }
+
+    /// Rocket.Chat's `createDirectMessage`: the DM between the caller and `usernames`
+    /// (its id is the members' sorted ids joined), created once and returned ever after.
+    pub async fn direct_message(
+        &self,
+        caller: Option<&str>,
+        usernames: &[String],
+        writes: &dyn WriteRecorder,
+    ) -> Result<Document, ServiceError> {
+        let (caller_id, me) = self.named_caller(caller).await?;
+        let caller_id = caller_id.as_str();
+        let mut people = vec![me.clone()];
+        for username in usernames {
+            if Some(username.as_str()) == text(&me, "username") {
+                continue;
+            }
+            let other = self
+                .user_by_username(username)
+                .await?
+                .ok_or_else(|| client_error("error-invalid-user", "Invalid user"))?;
+            if !people.iter().any(|p| p.get("_id") == other.get("_id")) {
+                people.push(other);
+            }
+        }
+        if people.len() < 2 {
+            return Err(client_error(
+                "error-invalid-user",
+                "Cannot create a direct message with yourself",
+            ));
+        }
+        people.sort_by(|a, b| text(a, "_id").cmp(&text(b, "_id")));
+        let uids: Vec<&str> = people.iter().filter_map(|p| text(p, "_id")).collect();
+        let names: Vec<&str> = people.iter().filter_map(|p| text(p, "username")).collect();
+        let rid = uids.concat();
+        if let Some(existing) = self.room(&rid).await? {
+            return Ok(existing);
+        }
+        let may_create = self
+            .permissions
+            .has_permission(Some(caller_id), "create-d", None)
+            .await?;
+        if !may_create {
+            return Err(client_error("error-not-allowed", "Not allowed"));
+        }
+        let now = now_ms();
+        let room = doc(serde_json::json!({
+            "_id": rid, "t": "d", "uids": uids, "usernames": names,
+            "ts": {"$date": now}, "_updatedAt": {"$date": now},
+            "msgs": 0, "usersCount": uids.len(),
+        }))?;
+        match self.store.insert(ROOMS, room.clone()).await {
+            Ok(ack) => writes.record_write(ack.seq),
+            // Created at the same moment by another call: theirs is the one.
+            Err(StoreError::DuplicateKey(_)) => {
+                return self
+                    .room(&rid)
+                    .await?
+                    .ok_or_else(|| ServiceError::internal("direct message vanished"));
+            }
+            Err(other) => return Err(ServiceError::from_store(&other)),
+        }
+        for person in &people {
+            // Each member sees the DM under the others' names.
+            let others: Vec<&str> = people
+                .iter()
+                .filter(|p| p.get("_id") != person.get("_id"))
+                .filter_map(|p| text(p, "username"))
+                .collect();
+            let label = others.join(", ");
+            let sub = Self::subscription_doc(&room, person, &[], now, Some(&label))?;
+            self.insert(SUBSCRIPTIONS, sub, writes).await?;
+        }
+        Ok(room)
+    }
+
+    /// `subscriptions/get`: the caller's subscriptions (changed after `since`, with the
+    /// removed ones, when given).
+    pub async fn subscriptions_of(
+        &self,
+        user_id: Option<&str>,
+        since: Option<f64>,
+    ) -> Result<(Vec<Document>, Vec<Document>), ServiceError> {
+        let Some(user) = user_id else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let mut filter = serde_json::json!({"u._id": user});
+        if let Some(s) = since {
+            filter["_updatedAt"] = serde_json::json!({"$gt": {"$date": s}});
+        }
+        let update = self
+            .find(SUBSCRIPTIONS, filter, None)
+            .await?
+            .iter()
+            .map(|s| projected(s, SUBSCRIPTION_FIELDS))
+            .collect();
+        let remove = match since {
+            Some(s) => {
+                super::build::removed_since(
+                    &*self.store,
+                    SUBSCRIPTIONS,
+                    s,
+                    serde_json::json!({"u._id": user}),
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        Ok((update, remove))
+    }
+
+    /// `rooms/get`: the rooms the caller has a subscription to (changed after `since`, with
+    /// the removed ones among them, when given).
+    pub async fn rooms_of(
+        &self,
+        user_id: Option<&str>,
+        since: Option<f64>,
+    ) -> Result<(Vec<Document>, Vec<Document>), ServiceError> {
+        let Some(user) = user_id else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let rids: Vec<Value> = self
+            .find(SUBSCRIPTIONS, serde_json::json!({"u._id": user}), None)
+            .await?
+            .iter()
+            .filter_map(|s| s.get("rid").cloned())
+            .collect();
+        let mut filter = Document::default();
+        let mut within = Document::default();
+        within.insert("$in".into(), Value::Array(rids.clone()));
+        filter.insert("_id".into(), Value::Object(within));
+        if let Some(s) = since {
+            let mut after = Document::default();
+            after.insert("$gt".into(), Value::Date(s));
+            filter.insert("_updatedAt".into(), Value::Object(after));
+        }
+        let update = self
+            .store
+            .find(
+                ROOMS,
+                FindOptions {
+                    selector: crate::model::query::Selector::parse(&filter)
+                        .map_err(|e| ServiceError::internal(e.0))?,
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?
+            .iter()
+            .map(|r| projected(r, ROOM_FIELDS))
+            .collect();
+        let remove = match since {
+            // Only rooms the caller was in: Rocket.Chat sends every removed room, which tells
+            // anyone of private rooms they never saw. A removed room's subscriptions go to
+            // the trash with it, so those of the caller say which rooms it knew.
+            Some(s) => {
+                let mut known = rids;
+                known.extend(
+                    self.find(
+                        super::build::TRASH,
+                        serde_json::json!({
+                            "__collection__": SUBSCRIPTIONS, "u._id": user,
+                            "_deletedAt": {"$gt": {"$date": s}},
+                        }),
+                        None,
+                    )
+                    .await?
+                    .iter()
+                    .filter_map(|sub| sub.get("rid").cloned()),
+                );
+                super::build::removed_since(&*self.store, ROOMS, s, serde_json::json!({}))
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.get("_id").is_some_and(|id| known.contains(id)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok((update, remove))
+    }
+}
