@@ -40,10 +40,14 @@ def primary():
 def start(primary, tmp_path, env=None):
     comet = Comet(primary, tmp_path, config=CONFIG, env=env)
     try:
-        # The accounts service's own index comes first; the configured publication's follows.
-        assert [i["createIndexes"] for i in primary.indexes][:2] == ["users", "tasks"], primary.indexes
-        assert dict(primary.indexes[0]["indexes"][0]["key"]) == {"username": 1}
-        keys = primary.indexes[1]["indexes"][0]["key"]
+        # The services' own indexes come first (users by name, subscriptions by user and by
+        # room); the configured publication's follows.
+        made = [(i["createIndexes"], dict(i["indexes"][0]["key"])) for i in primary.indexes]
+        assert made[:3] == [("users", {"username": 1}), ("rocketchat_subscription", {"u._id": 1}),
+                            ("rocketchat_subscription", {"rid": 1})], made
+        tasks = [i for i in primary.indexes if i["createIndexes"] == "tasks"]
+        assert tasks, made
+        keys = tasks[0]["indexes"][0]["key"]
     except BaseException:
         comet.stop()
         raise
