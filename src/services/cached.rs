@@ -59,6 +59,28 @@ pub async fn read_all(
         .map_err(|e| ServiceError::from_store(&e))
 }
 
+/// Reads `service`'s whole collection again: every document is put, and those of `held`
+/// (the ids the service holds now) no longer stored are forgotten, so a removal missed while
+/// changes were lost does not linger. What a cache's `reload` calls.
+pub async fn reread<T: CachedCollection>(
+    service: &T,
+    store: &dyn crate::storage::Store,
+    held: Vec<String>,
+) -> Result<(), ServiceError> {
+    let docs = read_all(store, service.collection(), &[]).await?;
+    let mut seen = std::collections::HashSet::with_capacity(docs.len());
+    for doc in docs {
+        if let Some(Value::String(id)) = doc.get("_id") {
+            seen.insert(id.clone());
+        }
+        service.put(doc);
+    }
+    for id in held.iter().filter(|id| !seen.contains(*id)) {
+        service.forget(id);
+    }
+    Ok(())
+}
+
 /// Starts following `service`'s collection: the store is asked to follow it (a MongoDB
 /// change stream only carries the collections named to it), and its changes are applied
 /// until the service is dropped. Call before the first read, so no change falls between.
@@ -111,5 +133,55 @@ async fn follow<T: CachedCollection>(
                 tracing::warn!(%collection, error = %err, "collection could not be read again");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Ids(Mutex<Vec<String>>);
+
+    impl CachedCollection for Ids {
+        fn collection(&self) -> &'static str {
+            "things"
+        }
+        fn put(&self, doc: Document) {
+            if let Some(Value::String(id)) = doc.get("_id") {
+                let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        fn forget(&self, id: &str) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|i| i != id);
+        }
+        fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reread_forgets_what_was_removed_while_changes_were_lost() {
+        let dir = std::env::temp_dir().join(format!(
+            "comet-cached-{}",
+            crate::model::random::random_id()
+        ));
+        let store = crate::storage::embedded::EmbeddedStore::open(&dir).expect("store opens");
+        let doc = super::super::build::doc(serde_json::json!({"_id": "a"})).expect("a document");
+        store.insert("things", doc).await.expect("inserted");
+        let cache = Ids(Mutex::new(vec!["a".into(), "gone".into()]));
+        let held = cache.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        reread(&cache, &*store, held).await.expect("read again");
+        assert_eq!(
+            *cache.0.lock().unwrap_or_else(|p| p.into_inner()),
+            vec!["a".to_owned()]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

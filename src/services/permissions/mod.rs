@@ -140,15 +140,14 @@ impl super::cached::CachedCollection for Permissions {
 
     fn reload(self: Arc<Self>) -> super::registry::BoxFuture<Result<(), ServiceError>> {
         Box::pin(async move {
-            let docs = self
-                .store
-                .find(PERMISSIONS, FindOptions::default())
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?;
-            for d in docs {
-                self.put(d);
-            }
-            Ok(())
+            let held: Vec<String> = self
+                .documents
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            super::cached::reread(&*self, &*self.store, held).await
         })
     }
 }

@@ -13,7 +13,7 @@ use super::cached::CachedCollection as _;
 use super::error::ServiceError;
 use crate::model::query::Update;
 use crate::model::{Document, MeteorError, Value};
-use crate::storage::{FindOptions, Store, UpdateOptions};
+use crate::storage::{Store, UpdateOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -240,15 +240,14 @@ impl super::cached::CachedCollection for Settings {
 
     fn reload(self: Arc<Self>) -> super::registry::BoxFuture<Result<(), ServiceError>> {
         Box::pin(async move {
-            let docs = self
-                .store
-                .find(SETTINGS, FindOptions::default())
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?;
-            for doc in docs {
-                self.put(doc);
-            }
-            Ok(())
+            let held: Vec<String> = self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            super::cached::reread(&*self, &*self.store, held).await
         })
     }
 }
