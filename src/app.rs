@@ -107,7 +107,26 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let rooms = crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
-    crate::services::rooms::methods::register(&mut registry, rooms);
+    accounts.use_rooms(rooms.clone());
+    crate::services::rooms::methods::register(&mut registry, rooms.clone());
+    crate::services::rooms::live::RoomStreams::start(
+        &mut registry,
+        store.clone(),
+        rooms.clone(),
+        permissions_service.clone(),
+        settings_service.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot read the rooms' members: {err}")))?;
+    let messages = crate::services::messages::Messages::start(
+        store.clone(),
+        rooms,
+        permissions_service.clone(),
+        settings_service.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
+    crate::services::messages::methods::register(&mut registry, messages);
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }

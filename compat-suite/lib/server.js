@@ -12,7 +12,7 @@ function startServer(env = {}, port = 0) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`comet binary not found at ${BIN}: build it with cargo build --release`);
   }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'comet-compat-'));
+  const dataDir = env.COMET_DATA_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'comet-compat-'));
   const child = spawn(BIN, [], {
     env: {
       ...process.env,
@@ -49,6 +49,7 @@ function startServer(env = {}, port = 0) {
           child.removeAllListeners('exit');
           resolve({
             port,
+            dataDir,
             http: `http://127.0.0.1:${port}`,
             ws: `ws://127.0.0.1:${port}/websocket`,
             log,

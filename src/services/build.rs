@@ -81,3 +81,9 @@ pub async fn removed_since(
         })
         .collect())
 }
+
+/// `value` as EJSON-shaped JSON, for embedding a stored value in a document built by
+/// [`doc`] (which reads the `$`-forms back).
+pub fn to_json(value: &Value) -> serde_json::Value {
+    serde_json::from_str(&value.to_ejson_string()).unwrap_or(serde_json::Value::Null)
+}

@@ -10,6 +10,7 @@ pub mod cached;
 pub mod connections;
 pub mod declarative;
 pub mod error;
+pub mod messages;
 pub mod notify;
 pub mod permissions;
 pub mod publish;

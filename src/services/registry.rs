@@ -63,6 +63,19 @@ impl Registry {
         self
     }
 
+    /// Registers a method of `service`: `handler` gets the service with each call.
+    pub fn method_of<S, F, Fut>(&mut self, name: &str, service: &Arc<S>, handler: F) -> &mut Self
+    where
+        S: Send + Sync + 'static,
+        F: Fn(Arc<S>, MethodContext, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = MethodResult> + Send + 'static,
+    {
+        let service = service.clone();
+        self.method(name, move |ctx, params| {
+            handler(service.clone(), ctx, params)
+        })
+    }
+
     /// Registers a publication.
     pub fn publication<F, Fut>(&mut self, name: &str, handler: F) -> &mut Self
     where

@@ -37,6 +37,10 @@ pub fn anyone() -> ReadRule {
     Arc::new(|_| Box::pin(async { Ok(true) }))
 }
 
+/// Where a request's listener is filed: by default under its event name; a stream whose
+/// events go to each user apart (`__my_messages__`) files them under a key of its own.
+pub type KeyRule = Arc<dyn Fn(&StreamRequest) -> String + Send + Sync>;
+
 /// A read rule for logged-in users only.
 pub fn logged_in() -> ReadRule {
     Arc::new(|request| Box::pin(async move { Ok(request.user_id.is_some()) }))
@@ -77,17 +81,27 @@ impl Stream {
     /// Like [`Stream::emit`], skipping the subscriptions of connection `except` (an event a
     /// client wrote is not echoed to it).
     pub fn emit_except(&self, event: &str, args: &[Value], except: Option<&str>) -> usize {
+        self.emit_to(&[event], event, args, except)
+    }
+
+    /// Sends `args` as event `event` to the listeners filed under any of `keys` (one frame,
+    /// serialized once, for all of them), skipping connection `except`.
+    pub fn emit_to(
+        &self,
+        keys: &[&str],
+        event: &str,
+        args: &[Value],
+        except: Option<&str>,
+    ) -> usize {
         // The receivers are copied out so no lock is held while frames are queued.
         let receivers: Vec<Subscription> = {
             let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            match listeners.get(event) {
-                Some(list) => list
-                    .iter()
-                    .filter(|l| except.is_none_or(|c| *l.sub.connection_id != *c))
-                    .map(|l| l.sub.clone())
-                    .collect(),
-                None => return 0,
-            }
+            keys.iter()
+                .filter_map(|k| listeners.get(*k))
+                .flatten()
+                .filter(|l| except.is_none_or(|c| *l.sub.connection_id != *c))
+                .map(|l| l.sub.clone())
+                .collect()
         };
         if receivers.is_empty() {
             return 0;
@@ -97,6 +111,18 @@ impl Stream {
             sub.send_event(shared.clone());
         }
         receivers.len()
+    }
+
+    /// The keys listened to that start with `prefix` (few: a caller that must reach every
+    /// listener of a per-user event).
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// How many subscriptions listen to `event`.
@@ -124,15 +150,28 @@ impl Stream {
     }
 
     /// Ends the subscriptions to `event` of `user_id` without `nosub` (Rocket.Chat drops a
-    /// reader who lost the right silently).
-    pub fn drop_listeners_of(&self, event: &str, user_id: &str) {
+    /// reader who lost the right silently); returns how many were dropped.
+    pub fn drop_listeners_of(&self, event: &str, user_id: &str) -> usize {
+        self.drop_listeners_where(|key| key == event, |user| user == Some(user_id))
+    }
+
+    /// Drops the listeners whose key and user both match; returns how many.
+    pub fn drop_listeners_where(
+        &self,
+        key: impl Fn(&str) -> bool,
+        user: impl Fn(Option<&str>) -> bool,
+    ) -> usize {
+        let mut dropped = 0;
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = listeners.get_mut(event) {
-            list.retain(|l| l.sub.user_id.as_deref() != Some(user_id));
-            if list.is_empty() {
-                listeners.remove(event);
+        listeners.retain(|k, list| {
+            if key(k) {
+                let before = list.len();
+                list.retain(|l| !user(l.sub.user_id.as_deref()));
+                dropped += before - list.len();
             }
-        }
+            !list.is_empty()
+        });
+        dropped
     }
 
     fn add(&self, event: &str, sub: Subscription) -> u64 {
@@ -192,11 +231,26 @@ fn not_allowed() -> MeteorError {
 /// Defines the stream `name` (`notify-all` for `stream-notify-all`) with its read rule and
 /// registers its publication.
 pub fn define(registry: &mut Registry, name: &str, read: ReadRule) -> Arc<Stream> {
+    define_keyed(
+        registry,
+        name,
+        read,
+        Arc::new(|r: &StreamRequest| r.event.clone()),
+    )
+}
+
+/// Like [`define`], with listeners filed under `key` of each request.
+pub fn define_keyed(
+    registry: &mut Registry,
+    name: &str,
+    read: ReadRule,
+    key: KeyRule,
+) -> Arc<Stream> {
     let collection = format!("stream-{name}");
     let stream = Stream::new(&collection);
     let for_publication = stream.clone();
     registry.publication(&collection, move |sub, params| {
-        let (stream, read) = (for_publication.clone(), read.clone());
+        let (stream, read, key) = (for_publication.clone(), read.clone(), key.clone());
         async move {
             let (event, use_collection, args) = parse_params(&params)?;
             let request = StreamRequest {
@@ -205,10 +259,18 @@ pub fn define(registry: &mut Registry, name: &str, read: ReadRule) -> Arc<Stream
                 event: event.clone(),
                 args,
             };
-            if !read(request).await? {
+            if !read(request.clone()).await? {
                 return Err(ServiceError::Client(not_allowed()));
             }
-            let id = stream.add(&event, sub.clone());
+            let key = key(&request);
+            let id = stream.add(&key, sub.clone());
+            // The right may have been lost between the check and the filing (a member
+            // removed meanwhile, whose removal already dropped the listeners it found):
+            // asked again, it is either still held or this listener goes now.
+            if !read(request).await? {
+                stream.remove(&key, id);
+                return Err(ServiceError::Client(not_allowed()));
+            }
             if use_collection {
                 sub.send_event(StreamEvent::new(
                     stream.collection.clone(),
@@ -218,7 +280,7 @@ pub fn define(registry: &mut Registry, name: &str, read: ReadRule) -> Arc<Stream
             }
             tokio::spawn(async move {
                 sub.stopped().await;
-                stream.remove(&event, id);
+                stream.remove(&key, id);
             });
             Ok(Publish::Ready)
         }

@@ -205,8 +205,10 @@ class Primary:
             elif name == "find" and doc.get("find") == "users" and not doc.get("filter"):
                 # Accounts' first-start check: a store with users is left as it is.
                 self.reply_cursor(request, [{"_id": "admin", "username": "admin"}], ns="meteor.users")
-            elif name == "find" and doc.get("find") in ("rocketchat_settings", "rocketchat_permissions"):
-                # Settings and permissions read at start: none yet, so comet writes defaults.
+            elif name == "find" and (doc.get("find") in ("rocketchat_settings", "rocketchat_permissions")
+                                     or (doc.get("find") == "rocketchat_subscription" and not doc.get("filter"))):
+                # Settings and permissions read at start: none yet, so comet writes defaults;
+                # the rooms' members read at start: none yet.
                 self.reply_cursor(request, [], ns="meteor." + doc["find"])
             elif name == "insert" and doc.get("insert") in ("rocketchat_settings", "rocketchat_permissions",
                                                              "rocketchat_roles"):

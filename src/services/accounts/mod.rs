@@ -177,6 +177,7 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     /// Where `Accounts_LoginExpiration` and `Accounts_RegistrationForm` are read, once set.
     settings: std::sync::OnceLock<Arc<super::settings::Settings>>,
+    rooms: std::sync::OnceLock<Arc<super::rooms::Rooms>>,
     connections: Arc<Connections>,
     config: AccountsConfig,
     per_connection: limiter::Limiter,
@@ -269,6 +270,7 @@ impl Accounts {
             failures_by_user: limiter::Limiter::new(),
             store,
             settings: std::sync::OnceLock::new(),
+            rooms: std::sync::OnceLock::new(),
             connections,
             config,
         }))
@@ -277,6 +279,11 @@ impl Accounts {
     /// Reads the account settings from `settings` from now on.
     pub fn use_settings(&self, settings: Arc<super::settings::Settings>) {
         let _ = self.settings.set(settings);
+    }
+
+    /// The Room service, which new users join the default channels through.
+    pub fn use_rooms(&self, rooms: Arc<super::rooms::Rooms>) {
+        let _ = self.rooms.set(rooms);
     }
 
     /// Whether anyone may create an account: `Accounts_RegistrationForm` is not `Disabled`.
@@ -942,60 +949,18 @@ impl Accounts {
         Ok(username.to_owned())
     }
 
-    /// Subscribes a user to the default channels (those with `default: true`).
+    /// Joins a user to the default channels (those with `default: true`) through the Room
+    /// service: counts and system messages as for any join.
     async fn join_default_channels(
         &self,
         user_id: &str,
-        username: &str,
+        _username: &str,
         writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let rooms = self
-            .store
-            .find(
-                ROOMS,
-                FindOptions {
-                    selector: selector(serde_json::json!({"default": true}))?,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        for room in rooms {
-            let (Some(Value::String(rid)), Some(t)) = (room.get("_id"), room.get("t")) else {
-                continue;
-            };
-            let name = room
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            let now = now_ms();
-            let sub = doc(serde_json::json!({
-                "_id": crate::model::random::random_id(),
-                "rid": rid, "name": name, "fname": name,
-                "t": t.as_str(), "u": {"_id": user_id, "username": username},
-                "ts": {"$date": now}, "ls": {"$date": now}, "_updatedAt": {"$date": now},
-                "open": true, "alert": false, "unread": 0, "userMentions": 0, "groupMentions": 0,
-            }))?;
-            let ack = self
-                .store
-                .insert(SUBSCRIPTIONS, sub)
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?;
-            writes.record_write(ack.seq);
-            let ack = self
-                .store
-                .update(
-                    ROOMS,
-                    selector(serde_json::json!({"_id": rid}))?,
-                    update(serde_json::json!({"$inc": {"usersCount": 1}}))?,
-                    UpdateOptions::default(),
-                )
-                .await
-                .map_err(|e| ServiceError::from_store(&e))?;
-            writes.record_write(ack.seq);
+        match self.rooms.get() {
+            Some(rooms) => rooms.join_default_channels(user_id, writes).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// First start on an empty store: the administrator and the `general` channel. A store

@@ -76,6 +76,15 @@ impl UserRoles {
             .map(|k| k.roles.clone())
     }
 
+    /// `user_id`'s username, when the user is known here.
+    pub fn username_of(&self, user_id: &str) -> Option<String> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user_id)
+            .and_then(|k| k.username.clone())
+    }
+
     /// Records `user` as read from the store just now (no change is told).
     pub fn remember(&self, user: &Document) {
         if let Some(Value::String(id)) = user.get("_id") {

@@ -8,6 +8,8 @@
 //! [`Permissions::has_permission`]. It must not know about sessions or HTTP; what clients
 //! hear of a change comes from the store's change events, not from here.
 
+pub mod live;
+pub mod members;
 pub mod methods;
 
 use super::accounts::{WriteRecorder, CLAIMS, ROOMS, SUBSCRIPTIONS, USERS};
@@ -17,6 +19,9 @@ use super::permissions::Permissions;
 use crate::model::{Document, MeteorError, Value};
 use crate::storage::{FindOptions, Store, StoreError};
 use std::sync::Arc;
+
+/// Rocket.Chat's messages.
+pub const MESSAGES: &str = "rocketchat_message";
 
 /// The room fields clients are sent (Rocket.Chat's `roomFields`, the core ones).
 pub const ROOM_FIELDS: &[&str] = &[
@@ -125,11 +130,11 @@ pub struct NewRoom {
 
 /// The Room service.
 pub struct Rooms {
-    store: Arc<dyn Store>,
-    permissions: Arc<Permissions>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) permissions: Arc<Permissions>,
 }
 
-fn client_error(code: &str, reason: &str) -> ServiceError {
+pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(code, reason))
 }
 
@@ -154,7 +159,14 @@ pub fn projected(doc: &Document, fields: &[&str]) -> Document {
     out
 }
 
-fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
+/// The id of `uid`'s subscription to `rid`: derived from both, so two joins at once write
+/// one subscription (the second is refused as a duplicate) where Rocket.Chat relies on a
+/// unique index the embedded store does not have.
+pub fn subscription_id(rid: &str, uid: &str) -> String {
+    crate::model::random::Alea::new(&["subscription", rid, uid]).id()
+}
+
+pub(crate) fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
     doc.get(key).and_then(Value::as_str)
 }
 
@@ -178,7 +190,7 @@ impl Rooms {
         Ok(Arc::new(Self { store, permissions }))
     }
 
-    async fn find(
+    pub(crate) async fn find(
         &self,
         collection: &str,
         filter: serde_json::Value,
@@ -199,7 +211,10 @@ impl Rooms {
 
     /// The caller's id and user document; `error-invalid-user` for no caller or a user
     /// without a name (Rocket.Chat's rule for creating rooms).
-    async fn named_caller(&self, caller: Option<&str>) -> Result<(String, Document), ServiceError> {
+    pub(crate) async fn named_caller(
+        &self,
+        caller: Option<&str>,
+    ) -> Result<(String, Document), ServiceError> {
         let invalid = || client_error("error-invalid-user", "Invalid user");
         let id = caller.ok_or_else(invalid)?;
         let user = self
@@ -211,7 +226,7 @@ impl Rooms {
     }
 
     /// Inserts `document`, its write recorded for the caller's fence.
-    async fn insert(
+    pub(crate) async fn insert(
         &self,
         collection: &str,
         document: Document,
@@ -226,14 +241,14 @@ impl Rooms {
         Ok(())
     }
 
-    async fn user(&self, user_id: &str) -> Result<Option<Document>, ServiceError> {
+    pub async fn user(&self, user_id: &str) -> Result<Option<Document>, ServiceError> {
         Ok(self
             .find(USERS, serde_json::json!({"_id": user_id}), Some(1))
             .await?
             .pop())
     }
 
-    async fn user_by_username(&self, username: &str) -> Result<Option<Document>, ServiceError> {
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<Document>, ServiceError> {
         Ok(self
             .find(USERS, serde_json::json!({"username": username}), Some(1))
             .await?
@@ -313,7 +328,7 @@ impl Rooms {
     }
 
     /// Claims `name` for room `rid` (case-insensitive), refusing one already taken.
-    async fn claim_name(&self, name: &str, rid: &str) -> Result<(), ServiceError> {
+    pub(crate) async fn claim_name(&self, name: &str, rid: &str) -> Result<(), ServiceError> {
         if self.room_by_name(name).await?.is_some() {
             return Err(client_error(
                 "error-duplicate-channel-name",
@@ -333,7 +348,7 @@ impl Rooms {
     }
 
     /// A subscription document for `user` in `room`.
-    fn subscription_doc(
+    pub(crate) fn subscription_doc(
         room: &Document,
         user: &Document,
         roles: &[&str],
@@ -345,7 +360,7 @@ impl Rooms {
             .or_else(|| text(room, "name"))
             .unwrap_or_default();
         let mut sub = serde_json::json!({
-            "_id": crate::model::random::random_id(),
+            "_id": subscription_id(text(room, "_id").unwrap_or_default(), uid),
             "rid": text(room, "_id"), "t": text(room, "t"),
             "name": name, "fname": display_name.or_else(|| text(room, "fname")).unwrap_or(name),
             "u": {"_id": uid, "username": text(user, "username"), "name": text(user, "name")},
