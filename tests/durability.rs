@@ -98,3 +98,50 @@ async fn acknowledged_writes_survive_sigkill_and_resume_is_exact() {
     let ack = store.insert("writes", doc).await.unwrap();
     assert_eq!(ack.seq, *seqs.last().unwrap() + 1);
 }
+
+/// Two stores on one file (as two processes would open it): each one's feed carries the
+/// other's changes too, every change once, in the file's order, numbered without a clash.
+#[tokio::test]
+async fn two_writers_on_one_file_hear_each_other_in_order() {
+    use comet::storage::Store;
+    let dir = tempfile_dir("two-writers");
+    let a = EmbeddedStore::open(&dir).unwrap();
+    let b = EmbeddedStore::open(&dir).unwrap();
+    let mut feed_a = Store::subscribe(&*a);
+    let mut feed_b = Store::subscribe(&*b);
+    let mut acked = Vec::new();
+    for i in 0..20u64 {
+        let writer = if i % 3 == 0 { &b } else { &a };
+        let mut doc = Document::default();
+        doc.insert("_id".into(), Value::String(format!("d{i}")));
+        acked.push(Store::insert(&**writer, "shared", doc).await.unwrap().seq);
+    }
+    let mut sorted = acked.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, acked, "numbers rise and never clash: {acked:?}");
+    for feed in [&mut feed_a, &mut feed_b] {
+        let mut seen = Vec::new();
+        while seen.len() < 20 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(3), feed.recv())
+                .await
+                .expect("every change arrives")
+                .unwrap();
+            seen.push((event.seq, event.id.clone()));
+        }
+        let ids: Vec<Value> = (0..20).map(|i| Value::String(format!("d{i}"))).collect();
+        assert_eq!(
+            seen.iter()
+                .map(|s| s.1.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ids
+        );
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), acked);
+    }
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("comet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -28,6 +28,40 @@ struct Writer {
     conn: Connection,
     next_seq: u64,
     log_cap: u64,
+    /// SQLite's `data_version` as this connection last saw it: it moves when another
+    /// connection (another process on the same file) commits.
+    data_version: i64,
+}
+
+impl Writer {
+    /// The changes other processes committed to the file since this one last looked, in
+    /// order; `next_seq` moves past them. Call with the writer lock held (and, before a
+    /// write of our own, inside its transaction, so nothing commits in between).
+    fn catch_up(&mut self) -> Result<Vec<ChangeEvent>, StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version == self.data_version {
+            return Ok(Vec::new());
+        }
+        self.data_version = version;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, event FROM changelog WHERE seq >= ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![self.next_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row?;
+            out.push(event_from_text(seq as u64, &text)?);
+        }
+        drop(stmt);
+        if let Some(last) = out.last() {
+            self.next_seq = last.seq + 1;
+        }
+        Ok(out)
+    }
 }
 
 /// The embedded store.
@@ -265,18 +299,31 @@ impl EmbeddedStore {
         let next_seq = (last.unwrap_or(0) as u64).max(floor) + 1;
         let reads = start_readers(&path)?;
         let (changes, _) = broadcast::channel(16 * 1024);
-        Ok(Arc::new_cyclic(|me| Self {
+        let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let store = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             dir: dir.to_owned(),
             writer: Mutex::new(Writer {
                 conn,
                 next_seq,
                 log_cap: DEFAULT_LOG_CAP,
+                data_version,
             }),
             reads,
             changes,
             indexed: Arc::new(Mutex::new(indexed)),
-        }))
+        });
+        start_tailer(Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    /// Delivers what other processes committed to the file since the last look.
+    fn deliver_foreign_changes(&self) -> Result<(), StoreError> {
+        let mut w = self.lock_writer();
+        for event in w.catch_up()? {
+            let _ = self.changes.send(Arc::new(event));
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -326,9 +373,13 @@ impl EmbeddedStore {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = store.lock_writer();
-            let start_seq = w.next_seq;
+            let mut start_seq = w.next_seq;
+            // Another process's commits come before ours: delivered first, in order.
+            let mut foreign = Vec::new();
             let result = (|| {
                 w.conn.execute_batch("BEGIN IMMEDIATE")?;
+                foreign = w.catch_up()?;
+                start_seq = w.next_seq;
                 match f(&mut w) {
                     Ok((value, events)) => {
                         for e in &events {
@@ -343,6 +394,9 @@ impl EmbeddedStore {
                     Err(err) => Err(err),
                 }
             })();
+            for e in foreign {
+                let _ = store.changes.send(Arc::new(e));
+            }
             match result {
                 Ok((value, events)) => {
                     if let Some(last) = events.last() {
@@ -716,6 +770,26 @@ impl EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+}
+
+/// How often the file is checked for other processes' commits.
+const TAIL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Watches the file for commits by other processes (another comet on the same data
+/// directory, a tool writing through this store) until the store is dropped.
+fn start_tailer(store: Weak<EmbeddedStore>) {
+    let spawned = std::thread::Builder::new()
+        .name("comet-store-tail".into())
+        .spawn(move || loop {
+            std::thread::sleep(TAIL_INTERVAL);
+            let Some(store) = store.upgrade() else { return };
+            if let Err(err) = store.deliver_foreign_changes() {
+                tracing::warn!(error = %err, "cannot read other processes' changes");
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot watch the store for other processes' writes");
     }
 }
 
