@@ -524,14 +524,15 @@ async fn unread_counts_grow_for_others_and_read_messages_clears_them() {
         .clone();
     assert_eq!(mine["unread"], 0, "the sender's own count stays 0: {mine}");
 
-    // The change is told before the call's `updated` (the write fence).
-    let (r, frames) = bob.call_keeping("r", "readMessages", json!([dm])).await;
+    let (r, changed) = call_and_event(
+        &mut bob,
+        "readMessages",
+        json!([dm]),
+        "stream-notify-user",
+        &format!("{bob_id}/subscriptions-changed"),
+    )
+    .await;
     assert!(r.get("error").is_none(), "{r}");
-    let changed = frames
-        .iter()
-        .find(|f| f["fields"]["eventName"] == format!("{bob_id}/subscriptions-changed"))
-        .map(|f| f["fields"]["args"].clone())
-        .unwrap_or_else(|| panic!("{frames:?}"));
     assert_eq!(
         (&changed[1]["unread"], &changed[1]["alert"]),
         (&json!(0), &json!(false)),

@@ -5,17 +5,42 @@ use crate::model::{Document, MeteorError, Value};
 use bytes::Bytes;
 
 /// One serialized DDP message (UTF-8 JSON text). Cloning shares the bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame(Bytes);
+#[derive(Clone, Debug)]
+pub struct Frame(Bytes, Option<Revocation>);
+
+/// A flag that, once set, withdraws every queued frame carrying it (a stream event to a
+/// reader who lost the right to it while the event waited in its queue).
+pub type Revocation = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Frame {}
 
 impl Frame {
     fn from_string(text: String) -> Self {
-        Frame(Bytes::from(text))
+        Frame(Bytes::from(text), None)
     }
 
     /// Wraps bytes serialized earlier by this module (shared between sessions).
     pub fn from_shared(bytes: Bytes) -> Self {
-        Frame(bytes)
+        Frame(bytes, None)
+    }
+
+    /// The frame, withdrawn from its queue once `revocation` is set.
+    pub fn revocable(mut self, revocation: Revocation) -> Self {
+        self.1 = Some(revocation);
+        self
+    }
+
+    /// Whether the frame was withdrawn before it was written.
+    pub fn is_revoked(&self) -> bool {
+        self.1
+            .as_ref()
+            .is_some_and(|r| r.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// The frame's bytes (always valid UTF-8).
@@ -71,12 +96,12 @@ pub fn failed(version: &str) -> Frame {
 }
 
 pub fn ping() -> Frame {
-    Frame(Bytes::from_static(b"{\"msg\":\"ping\"}"))
+    Frame(Bytes::from_static(b"{\"msg\":\"ping\"}"), None)
 }
 
 pub fn pong(id: Option<&str>) -> Frame {
     match id {
-        None => Frame(Bytes::from_static(b"{\"msg\":\"pong\"}")),
+        None => Frame(Bytes::from_static(b"{\"msg\":\"pong\"}"), None),
         Some(id) => {
             let mut out = start("pong");
             out.push_str(",\"id\":");

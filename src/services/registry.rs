@@ -256,7 +256,13 @@ pub trait PublicationSink: Send + Sync {
     fn removed(&self, sub: SubKey, collection: &str, id: &str);
     /// Sends a stream event beside the mergebox: Rocket.Chat's stream events repeat one
     /// document id (`"id"`) with every event, which merging would swallow.
-    fn stream(&self, sub: SubKey, event: Arc<crate::model::shared::StreamEvent>);
+    /// A set `revoked` withdraws the event while it still waits in the queue.
+    fn stream(
+        &self,
+        sub: SubKey,
+        event: Arc<crate::model::shared::StreamEvent>,
+        revoked: Option<Arc<std::sync::atomic::AtomicBool>>,
+    );
     fn ready(&self, sub: SubKey);
     /// Ends the subscription: its documents go, then `nosub` (with the error, if any).
     fn stop(&self, sub: SubKey, error: Option<MeteorError>);
@@ -390,7 +396,19 @@ impl Subscription {
     /// mergebox; nothing once the subscription has ended.
     pub fn send_event(&self, event: Arc<crate::model::shared::StreamEvent>) {
         if !self.stopped.is_cancelled() {
-            self.sink.stream(self.key, event);
+            self.sink.stream(self.key, event, None);
+        }
+    }
+
+    /// Like [`Subscription::send_event`]; setting `revoked` later withdraws the event if it
+    /// has not been written yet.
+    pub fn send_revocable_event(
+        &self,
+        event: Arc<crate::model::shared::StreamEvent>,
+        revoked: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        if !self.stopped.is_cancelled() {
+            self.sink.stream(self.key, event, Some(revoked));
         }
     }
 

@@ -49,6 +49,8 @@ pub fn logged_in() -> ReadRule {
 struct Listener {
     id: u64,
     sub: Subscription,
+    /// Set when the listener is dropped for a lost right: its events still queued go too.
+    revoked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One stream: its listeners by event name.
@@ -94,21 +96,21 @@ impl Stream {
         except: Option<&str>,
     ) -> usize {
         // The receivers are copied out so no lock is held while frames are queued.
-        let receivers: Vec<Subscription> = {
+        let receivers: Vec<(Subscription, Arc<std::sync::atomic::AtomicBool>)> = {
             let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             keys.iter()
                 .filter_map(|k| listeners.get(*k))
                 .flatten()
                 .filter(|l| except.is_none_or(|c| *l.sub.connection_id != *c))
-                .map(|l| l.sub.clone())
+                .map(|l| (l.sub.clone(), l.revoked.clone()))
                 .collect()
         };
         if receivers.is_empty() {
             return 0;
         }
         let shared = StreamEvent::new(self.collection.clone(), event.into(), Some(args.to_vec()));
-        for sub in &receivers {
-            sub.send_event(shared.clone());
+        for (sub, revoked) in &receivers {
+            sub.send_revocable_event(shared.clone(), revoked.clone());
         }
         receivers.len()
     }
@@ -165,9 +167,14 @@ impl Stream {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         listeners.retain(|k, list| {
             if key(k) {
-                let before = list.len();
-                list.retain(|l| !user(l.sub.user_id.as_deref()));
-                dropped += before - list.len();
+                list.retain(|l| {
+                    let lost = user(l.sub.user_id.as_deref());
+                    if lost {
+                        l.revoked.store(true, Ordering::Release);
+                        dropped += 1;
+                    }
+                    !lost
+                });
             }
             !list.is_empty()
         });
@@ -181,7 +188,11 @@ impl Stream {
             .unwrap_or_else(|p| p.into_inner())
             .entry(event.into())
             .or_default()
-            .push(Listener { id, sub });
+            .push(Listener {
+                id,
+                sub,
+                revoked: Arc::default(),
+            });
         id
     }
 

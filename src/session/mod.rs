@@ -1110,15 +1110,23 @@ impl PublicationSink for SinkRef {
         s.slow_consumer();
     }
 
-    fn stream(&self, sub: SubKey, event: Arc<crate::model::shared::StreamEvent>) {
+    fn stream(
+        &self,
+        sub: SubKey,
+        event: Arc<crate::model::shared::StreamEvent>,
+        revoked: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) {
         let Some(s) = self.0.upgrade() else { return };
-        let frame = Frame::from_shared(event.frame(|e| {
+        let mut frame = Frame::from_shared(event.frame(|e| {
             let built = match &e.args {
                 Some(args) => frames::stream_event(&e.collection, &e.event, args),
                 None => frames::stream_added(&e.collection, &e.event),
             };
             built.bytes().clone()
         }));
+        if let Some(revoked) = revoked {
+            frame = frame.revocable(revoked);
+        }
         {
             let state = s.lock();
             if !state.subs.contains_key(&sub) {

@@ -201,14 +201,15 @@ impl Outbound {
     pub fn try_take(&self) -> Option<Batch> {
         let mut q = self.lock();
         if let Some(reason) = q.closed {
-            let rest = q.frames.drain(..).collect();
+            let rest = q.frames.drain(..).filter(|f| !f.is_revoked()).collect();
             q.bytes = 0;
             return Some(Batch::Closed(reason, rest));
         }
         if q.frames.is_empty() {
             return None;
         }
-        let frames: Vec<Frame> = q.frames.drain(..).collect();
+        // Frames withdrawn while they waited are dropped here, unwritten.
+        let frames: Vec<Frame> = q.frames.drain(..).filter(|f| !f.is_revoked()).collect();
         q.bytes = 0;
         q.waiting_since = None;
         drop(q);
@@ -232,6 +233,23 @@ impl Outbound {
 mod tests {
     use super::*;
     use crate::protocol::server as frames;
+
+    #[test]
+    fn a_frame_withdrawn_while_queued_is_never_handed_to_the_writer() {
+        let out = Outbound::new(OutboundLimits::default());
+        let revocation = crate::protocol::server::Revocation::default();
+        out.push(frames::ready(&["kept"]));
+        out.push(frames::ready(&["withdrawn"]).revocable(revocation.clone()));
+        revocation.store(true, std::sync::atomic::Ordering::Release);
+        match out.try_take() {
+            Some(Batch::Frames(frames)) => {
+                assert_eq!(frames.len(), 1);
+                assert!(frames[0].as_str().contains("kept"));
+            }
+            _ => panic!("expected frames"),
+        }
+        assert_eq!(out.queued_bytes(), 0);
+    }
 
     #[test]
     fn overflow_closes_as_slow_consumer_and_drops_frames() {
