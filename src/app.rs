@@ -104,9 +104,11 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
     crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
-    let rooms = crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
-        .await
-        .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
+    let rooms_service =
+        crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
+            .await
+            .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
+    let rooms = rooms_service.clone();
     accounts.use_rooms(rooms.clone());
     crate::services::rooms::methods::register(&mut registry, rooms.clone());
     crate::services::rooms::live::RoomStreams::start(
@@ -126,7 +128,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
-    crate::services::messages::methods::register(&mut registry, messages);
+    crate::services::messages::methods::register(&mut registry, messages.clone());
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }
@@ -164,6 +166,8 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             registry: hub.registry.clone(),
             settings: settings_service,
             permissions: permissions_service,
+            rooms: rooms_service,
+            messages,
         },
     ));
     Ok(Built { hub, rest })

@@ -306,3 +306,190 @@ async fn behind_proxies_failures_count_against_the_forwarded_address() {
     let (status, text) = attempt("198.51.100.4", common::ADMIN.1).await;
     assert_eq!(status, 200, "another client behind the same proxy: {text}");
 }
+
+/// A new user made over REST, logged in: its id and token.
+async fn registered(server: &common::TestServer, name: &str) -> (String, String) {
+    let (status, body) = post(
+        server,
+        "/api/v1/users.register",
+        None,
+        json!({"username": name, "email": format!("{name}@example.com"), "pass": "pw-long-enough", "name": name}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        server,
+        "/api/v1/login",
+        None,
+        json!({"user": name, "password": "pw-long-enough"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    credentials(&body)
+}
+
+#[tokio::test]
+async fn chat_routes_post_page_and_keep_strangers_out() {
+    let server = server().await;
+    let (ann_id, ann_token) = registered(&server, "ann").await;
+    let ann = Some((ann_id.as_str(), ann_token.as_str()));
+    let (eve_id, eve_token) = registered(&server, "eve").await;
+    let eve = Some((eve_id.as_str(), eve_token.as_str()));
+
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.postMessage",
+        None,
+        json!({"channel": "#general", "text": "x"}),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+
+    let (status, body) = post(
+        &server,
+        "/api/v1/groups.create",
+        ann,
+        json!({"name": "rest-secret"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let gid = body["group"]["rid"].as_str().unwrap().to_owned();
+    for n in 0..3 {
+        let (status, body) = post(
+            &server,
+            "/api/v1/chat.postMessage",
+            ann,
+            json!({"roomId": gid, "text": format!("g{n}")}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["message"]["msg"], format!("g{n}"));
+    }
+    let (status, body) = get(
+        &server,
+        &format!("/api/v1/groups.history?roomId={gid}&count=2"),
+        ann,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["g2", "g1"]);
+    assert!(
+        body["messages"][0]["ts"].as_str().unwrap().ends_with('Z'),
+        "REST dates are ISO strings: {body}"
+    );
+
+    // A stranger gets nothing of the group, by any route.
+    for path in [
+        format!("/api/v1/groups.history?roomId={gid}"),
+        format!("/api/v1/groups.info?roomId={gid}"),
+        format!("/api/v1/groups.members?roomId={gid}"),
+        format!("/api/v1/chat.syncMessages?roomId={gid}&lastUpdate=0"),
+    ] {
+        let (status, body) = get(&server, &path, eve).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(!body.to_string().contains("g1"), "{path}: {body}");
+    }
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.postMessage",
+        eve,
+        json!({"roomId": gid, "text": "let me in"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, body) = get(&server, "/api/v1/groups.list", eve).await;
+    assert_eq!(body["total"], 0, "{body}");
+
+    // Channels: join, list with paging, DM by name, react, edit and delete.
+    let (status, body) = post(
+        &server,
+        "/api/v1/channels.join",
+        eve,
+        json!({"roomName": "general"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["rest-a", "rest-b", "rest-c"] {
+        post(
+            &server,
+            "/api/v1/channels.create",
+            ann,
+            json!({"name": name}),
+        )
+        .await;
+    }
+    let (_, body) = get(
+        &server,
+        "/api/v1/channels.list?count=2&offset=1&sort=%7B%22name%22%3A1%7D",
+        eve,
+    )
+    .await;
+    assert_eq!(
+        (&body["count"], &body["offset"], &body["total"]),
+        (&json!(2), &json!(1), &json!(4)),
+        "{body}"
+    );
+    assert_eq!(body["channels"][0]["name"], "rest-a", "{body}");
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.postMessage",
+        ann,
+        json!({"channel": "@eve", "text": "hi eve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let dm_msg = body["message"]["_id"].as_str().unwrap().to_owned();
+    let (_, body) = get(&server, "/api/v1/im.list", eve).await;
+    assert_eq!(body["total"], 1, "{body}");
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.react",
+        eve,
+        json!({"messageId": dm_msg, "emoji": ":wave:"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.update",
+        ann,
+        json!({"roomId": "x", "msgId": dm_msg, "text": "hi again"}),
+    )
+    .await;
+    assert_eq!(status, 400, "the room must be the message's: {body}");
+    let (_, body) = get(
+        &server,
+        &format!("/api/v1/chat.getMessage?msgId={dm_msg}"),
+        eve,
+    )
+    .await;
+    assert_eq!(
+        body["message"]["reactions"][":wave:"]["usernames"],
+        json!(["eve"]),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.delete",
+        eve,
+        json!({"roomId": "x", "msgId": dm_msg}),
+    )
+    .await;
+    assert_eq!(status, 403, "not eve's message: {body}");
+    let (status, body) = post(
+        &server,
+        "/api/v1/chat.delete",
+        ann,
+        json!({"roomId": "x", "msgId": dm_msg}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = get(&server, "/api/v1/subscriptions.get", eve).await;
+    assert!(body["update"].as_array().unwrap().len() >= 2, "{body}");
+}

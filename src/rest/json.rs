@@ -58,9 +58,61 @@ pub fn iso_date(ms: f64) -> Option<String> {
     ))
 }
 
+/// `YYYY-MM-DDTHH:MM:SS(.mmm)?Z` back to milliseconds since the epoch (what clients send in
+/// query strings); anything else is `None`.
+pub fn parse_iso_date(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || !text.ends_with('Z') || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let milli = match text.get(19..text.len() - 1)? {
+        "" => 0,
+        frac => {
+            let digits = frac.strip_prefix('.')?;
+            let padded = format!("{:0<3}", digits.get(..digits.len().min(3))?);
+            padded.parse::<i64>().ok()?
+        }
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 from the civil date (the inverse of `iso_date`'s algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((((days * 24 + h) * 60 + m) * 60 + s) as f64 * 1000.0 + milli as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_dates_read_back_to_what_they_print() {
+        for ms in [0.0, 1_700_000_000_123.0, 951_782_400_000.0, -86_400_000.0] {
+            let text = iso_date(ms).unwrap();
+            assert_eq!(parse_iso_date(&text), Some(ms), "{text}");
+        }
+        assert_eq!(
+            parse_iso_date("2024-01-02T03:04:05Z"),
+            Some(1_704_164_645_000.0)
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-02 03:04:05Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_iso_date(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn dates_print_as_javascript_iso_strings() {

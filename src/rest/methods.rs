@@ -47,25 +47,7 @@ pub(super) async fn call(
         Some(_) => return invalid(),
     };
     let name = method.unwrap_or_default();
-    let outcome = match registry.find_method(name) {
-        None => Err(ServiceError::Client(MeteorError::new(
-            404,
-            format!("Method '{name}' not found"),
-        ))),
-        Some(handler) => {
-            let (unblock, _) = tokio::sync::oneshot::channel();
-            let ctx = MethodContext::new(
-                caller.map(|c| c.user_id.clone()),
-                format!("rest-{}", crate::model::random::random_id()).into(),
-                None,
-                unblock,
-            );
-            match AssertUnwindSafe(handler(ctx, params)).catch_unwind().await {
-                Ok(result) => result,
-                Err(_) => Err(ServiceError::internal(format!("method {name} panicked"))),
-            }
-        }
-    };
+    let outcome = run(registry, caller, name, params).await;
     let mut frame_text = String::from("{\"msg\":\"result\",\"id\":");
     crate::model::value::write_str(id, &mut frame_text);
     match outcome {
@@ -84,4 +66,33 @@ pub(super) async fn call(
     }
     frame_text.push('}');
     RestResponse::success(serde_json::json!({"message": frame_text}))
+}
+
+/// Runs the DDP method `name` with `params` as `caller` (or nobody): what REST routes that
+/// stand for a method call, so both paths run the same checks.
+pub(super) async fn run(
+    registry: &Registry,
+    caller: Option<&Caller>,
+    name: &str,
+    params: Vec<Value>,
+) -> Result<Option<Value>, ServiceError> {
+    match registry.find_method(name) {
+        None => Err(ServiceError::Client(MeteorError::new(
+            404,
+            format!("Method '{name}' not found"),
+        ))),
+        Some(handler) => {
+            let (unblock, _) = tokio::sync::oneshot::channel();
+            let ctx = MethodContext::new(
+                caller.map(|c| c.user_id.clone()),
+                format!("rest-{}", crate::model::random::random_id()).into(),
+                None,
+                unblock,
+            );
+            match AssertUnwindSafe(handler(ctx, params)).catch_unwind().await {
+                Ok(result) => result,
+                Err(_) => Err(ServiceError::internal(format!("method {name} panicked"))),
+            }
+        }
+    }
 }

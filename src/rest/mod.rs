@@ -7,6 +7,7 @@
 //! (body already read, bounded) and sends back the [`RestResponse`].
 
 mod accounts;
+mod chat;
 pub mod json;
 mod methods;
 
@@ -115,6 +116,8 @@ enum Route {
     PermissionsListAll,
     MethodCall,
     MethodCallAnon,
+    /// `chat.*`, `channels.*`, `groups.*`, `im.*`, `rooms.*`, `subscriptions.*`.
+    Chat(&'static str),
 }
 
 /// The REST layer: its routes and what their handlers need.
@@ -126,7 +129,49 @@ pub struct Rest {
     registry: Option<Arc<Registry>>,
     settings: Option<Arc<crate::services::settings::Settings>>,
     permissions: Option<Arc<crate::services::permissions::Permissions>>,
+    rooms: Option<Arc<crate::services::rooms::Rooms>>,
+    messages: Option<Arc<crate::services::messages::Messages>>,
 }
+
+/// The chat routes, each named as its path after `/api/v1/`.
+const CHAT_ROUTES: &[&str] = &[
+    "chat.sendMessage",
+    "chat.postMessage",
+    "chat.update",
+    "chat.delete",
+    "chat.getMessage",
+    "chat.syncMessages",
+    "chat.react",
+    "channels.create",
+    "channels.info",
+    "channels.list",
+    "channels.join",
+    "channels.leave",
+    "channels.history",
+    "channels.members",
+    "channels.invite",
+    "channels.kick",
+    "channels.archive",
+    "channels.unarchive",
+    "groups.create",
+    "groups.info",
+    "groups.list",
+    "groups.leave",
+    "groups.history",
+    "groups.members",
+    "groups.invite",
+    "groups.kick",
+    "groups.archive",
+    "groups.unarchive",
+    "im.create",
+    "im.list",
+    "im.history",
+    "rooms.get",
+    "rooms.info",
+    "rooms.roles",
+    "subscriptions.get",
+    "subscriptions.read",
+];
 
 /// The services REST routes adapt.
 pub struct RestServices {
@@ -135,6 +180,8 @@ pub struct RestServices {
     pub registry: Arc<Registry>,
     pub settings: Arc<crate::services::settings::Settings>,
     pub permissions: Arc<crate::services::permissions::Permissions>,
+    pub rooms: Arc<crate::services::rooms::Rooms>,
+    pub messages: Arc<crate::services::messages::Messages>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -152,6 +199,8 @@ impl Rest {
         rest.registry = Some(services.registry);
         rest.settings = Some(services.settings);
         rest.permissions = Some(services.permissions);
+        rest.rooms = Some(services.rooms);
+        rest.messages = Some(services.messages);
         rest
     }
 
@@ -175,6 +224,12 @@ impl Rest {
                 tracing::error!(%path, cause = %err, "REST route not registered");
             }
         }
+        for name in CHAT_ROUTES {
+            let path = format!("/api/v1/{name}");
+            if let Err(err) = routes.insert(path.clone(), Route::Chat(name)) {
+                tracing::error!(%path, cause = %err, "REST route not registered");
+            }
+        }
         Self {
             routes,
             rocketchat_version: rocketchat_version.into(),
@@ -182,6 +237,8 @@ impl Rest {
             registry: None,
             settings: None,
             permissions: None,
+            rooms: None,
+            messages: None,
         }
     }
 
@@ -234,6 +291,23 @@ impl Rest {
             },
             (Route::MethodCallAnon, RestMethod::Post) => {
                 methods::call(registry, None, method_name.as_deref(), &request).await
+            }
+            (Route::Chat(name), _) => {
+                let Some(caller) = self.caller(&request).await else {
+                    return RestResponse::unauthorized();
+                };
+                let (Some(rooms), Some(messages)) = (&self.rooms, &self.messages) else {
+                    return RestResponse::failure(404, "Not found", None);
+                };
+                chat::Chat {
+                    registry,
+                    rooms,
+                    messages,
+                    caller: &caller,
+                    request: &request,
+                }
+                .handle(name)
+                .await
             }
             (
                 Route::Logout

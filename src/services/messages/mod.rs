@@ -1208,6 +1208,31 @@ impl Messages {
         Ok(Some((all, more_before, more_after)))
     }
 
+    /// `chat.syncMessages`: the messages of `rid` changed after `since` (ms), and those
+    /// removed since then (`{_id, _deletedAt}`); `None` for a room the caller may not read.
+    pub async fn changed_since(
+        &self,
+        caller: Option<&str>,
+        rid: &str,
+        since: f64,
+    ) -> Result<Option<(Vec<Document>, Vec<Document>)>, ServiceError> {
+        self.rooms.caller(caller).await?;
+        if self.readable_room(caller, rid).await?.is_none() {
+            return Ok(None);
+        }
+        let mut filter = self.visible(rid);
+        filter["_updatedAt"] = serde_json::json!({"$gt": date(since)});
+        let updated = self.find(filter, false, 0, Some(MAX_PAGE)).await?;
+        let deleted = crate::services::build::removed_since(
+            &*self.store,
+            MESSAGES,
+            since,
+            serde_json::json!({"rid": rid}),
+        )
+        .await?;
+        Ok(Some((updated, deleted)))
+    }
+
     /// `getSingleMessage`.
     pub async fn single(
         &self,

@@ -614,4 +614,23 @@ impl Rooms {
         };
         Ok((update, remove))
     }
+
+    /// The public channels `caller` may see (`view-c-room`), by name.
+    pub async fn public_channels(
+        &self,
+        caller: Option<&str>,
+    ) -> Result<Vec<Document>, ServiceError> {
+        if !self
+            .permissions
+            .has_permission(caller, "view-c-room", None)
+            .await?
+        {
+            return Ok(Vec::new());
+        }
+        let mut rooms = self
+            .find(ROOMS, serde_json::json!({"t": "c"}), None)
+            .await?;
+        rooms.sort_by(|a, b| text(a, "name").cmp(&text(b, "name")));
+        Ok(rooms.iter().map(|r| projected(r, ROOM_FIELDS)).collect())
+    }
 }
