@@ -9,6 +9,7 @@
 //! `comet-bench initial --url URL --pid PID --clients N --docs D --doc-bytes B` (S8)
 //! `comet-bench login --url URL --pid PID --clients C --mode password|resume` (logins)
 //! `comet-bench login-ping --url URL --pid PID --clients C --observers O` (logins, ping p99)
+//! `comet-bench chat --url URL --pid PID --mode big|small --rooms R --room-size S --big B --rate M` (S9)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -70,6 +71,18 @@ struct Args {
     /// Login ping: milliseconds between an observer's pings.
     #[arg(long, default_value_t = 20)]
     ping_every_ms: u64,
+    /// Chat: small rooms, their members each, the big room's members (0: none).
+    #[arg(long, default_value_t = 1000)]
+    rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    room_size: usize,
+    #[arg(long, default_value_t = 5000)]
+    big: usize,
+    /// Chat: the administrator that owns and talks in the big room (it may send many).
+    #[arg(long, default_value = "benchadmin")]
+    admin: String,
+    #[arg(long, default_value = "bench-admin-pass")]
+    admin_pass: String,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -980,6 +993,7 @@ fn main() {
             "initial" => initial(&args).await,
             "login" => login(&args).await,
             "login-ping" => login_ping(&args).await,
+            "chat" => chat(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);
@@ -987,4 +1001,294 @@ fn main() {
         }
     });
     println!("{result}");
+}
+
+/// Calls `method` with `params` on `ws` and returns the result frame as JSON.
+async fn call_on(
+    ws: &mut Ws,
+    id: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let frame = serde_json::json!({"msg": "method", "id": id, "method": method, "params": params});
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+    serde_json::from_str(&result_of(ws, id).await).unwrap()
+}
+
+/// A connection logged in as a new user `name` (password = its name).
+async fn chat_user(url: &str, src: IpAddr, name: String) -> Ws {
+    let mut ws = connected(url, src).await;
+    let password = serde_json::json!({"digest": digest(&name), "algorithm": "sha-256"});
+    let reply = call_on(
+        &mut ws,
+        "c",
+        "createUser",
+        serde_json::json!([{"username": name, "email": format!("{name}@bench.example"), "password": password}]),
+    )
+    .await;
+    assert!(reply.get("result").is_some(), "createUser failed: {reply}");
+    ws
+}
+
+/// The room id of a creation's result.
+fn rid_of(reply: &serde_json::Value) -> String {
+    reply["result"]["rid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createChannel failed: {reply}"))
+        .to_owned()
+}
+
+/// What the receivers of a chat run count.
+struct ChatTally {
+    deliveries: RefCell<Histogram<u64>>,
+    rtt: RefCell<Histogram<u64>>,
+    /// Per message (by its send time's bits): deliveries seen and the slowest.
+    last: RefCell<std::collections::HashMap<u64, (u32, u64)>>,
+    measuring: RefCell<bool>,
+    delivered: RefCell<u64>,
+}
+
+/// Reads one member's frames: each message's latency from the send time in its text, and
+/// (for a sender) each `sendMessage` round trip from the time in its method id.
+async fn chat_reader(
+    mut rx: futures_util::stream::SplitStream<Ws>,
+    tx: Option<Rc<tokio::sync::Mutex<futures_util::stream::SplitSink<Ws, Message>>>>,
+    tally: Rc<ChatTally>,
+) {
+    while let Some(Ok(m)) = rx.next().await {
+        let Message::Text(t) = m else { continue };
+        let measuring = *tally.measuring.borrow();
+        if let Some(pos) = t.find(r#""msg":"t:"#) {
+            if !measuring {
+                continue;
+            }
+            let rest = &t[pos + 9..];
+            let end = rest.find('"').unwrap_or(rest.len());
+            if let Ok(sent) = rest[..end].parse::<f64>() {
+                let us = ((now_ms() - sent) * 1000.0).max(1.0) as u64;
+                let _ = tally.deliveries.borrow_mut().record(us);
+                *tally.delivered.borrow_mut() += 1;
+                let mut last = tally.last.borrow_mut();
+                let entry = last.entry(sent.to_bits()).or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 = entry.1.max(us);
+            }
+        } else if let Some(pos) = t.find(r#""msg":"result","id":"m"#) {
+            if measuring {
+                let rest = &t[pos + 22..];
+                let end = rest.find('"').unwrap_or(rest.len());
+                if let Ok(sent) = rest[..end].parse::<f64>() {
+                    let us = ((now_ms() - sent) * 1000.0).max(1.0) as u64;
+                    let _ = tally.rtt.borrow_mut().record(us);
+                }
+            }
+        } else if t.contains(r#""msg":"ping""#) {
+            if let Some(tx) = &tx {
+                let _ = tx
+                    .lock()
+                    .await
+                    .send(Message::text(r#"{"msg":"pong"}"#))
+                    .await;
+            }
+        }
+    }
+}
+
+/// S9, the chat path: `rooms` rooms of `room_size` members and one room of `big` members,
+/// every member listening to its room on `stream-room-messages`. `--mode big`: the
+/// administrator sends `rate` messages a second to the big room; `--mode small`: `rate`
+/// messages a second across the small rooms, each from the room's owner. Latency is from
+/// `sendMessage` to each delivery, and to the last member of each message.
+async fn chat(args: &Args) -> serde_json::Value {
+    let run = format!("{:x}", std::process::id() ^ (now_ms() as u32));
+    let big_mode = args.mode == "big";
+    let members = if big_mode {
+        args.big
+    } else {
+        args.rooms * args.room_size
+    };
+    // The administrator: logged in (comet's first start made it; the peer makes it now).
+    let mut admin = connected(&args.url, IpAddr::from([127, 0, 0, 1])).await;
+    let password = serde_json::json!({"digest": digest(&args.admin_pass), "algorithm": "sha-256"});
+    let login = call_on(
+        &mut admin,
+        "a",
+        "login",
+        serde_json::json!([{"user": {"username": args.admin}, "password": password}]),
+    )
+    .await;
+    if login.get("error").is_some() {
+        let made = call_on(
+            &mut admin,
+            "a2",
+            "createUser",
+            serde_json::json!([{"username": args.admin, "email": "admin@bench.example", "password": password}]),
+        )
+        .await;
+        assert!(made.get("result").is_some(), "no administrator: {made}");
+    }
+    // Members, in order, each with its own user.
+    let setup = Instant::now();
+    let names: Vec<String> = (0..members).map(|i| format!("m{run}x{i}")).collect();
+    let mut made =
+        futures_util::stream::iter(names.iter().cloned().enumerate().map(|(i, name)| {
+            let (url, src) = (args.url.clone(), source(i, args.sources));
+            async move { chat_user(&url, src, name).await }
+        }))
+        .buffered(128);
+    let mut sockets = Vec::with_capacity(members);
+    while let Some(ws) = made.next().await {
+        sockets.push(ws);
+    }
+    // Rooms: the big one by the administrator; each small one by its first member.
+    let rids: Vec<String> = if big_mode {
+        let reply = call_on(
+            &mut admin,
+            "big",
+            "createChannel",
+            serde_json::json!([format!("big-{run}"), names]),
+        )
+        .await;
+        vec![rid_of(&reply)]
+    } else {
+        let size = args.room_size.max(1);
+        let mut owners: Vec<(usize, Ws)> = Vec::new();
+        let mut rest = Vec::new();
+        for (i, ws) in sockets.into_iter().enumerate() {
+            if i % size == 0 {
+                owners.push((i, ws));
+            } else {
+                rest.push((i, ws));
+            }
+        }
+        let (names, run) = (&names, &run);
+        let mut created =
+            futures_util::stream::iter(owners.into_iter().map(|(i, mut ws)| async move {
+                let others = &names[i + 1..(i + size).min(names.len())];
+                let reply = call_on(
+                    &mut ws,
+                    "room",
+                    "createChannel",
+                    serde_json::json!([format!("r{run}x{}", i / size), others]),
+                )
+                .await;
+                (i, ws, rid_of(&reply))
+            }))
+            .buffered(64);
+        let mut rids = Vec::new();
+        let mut all: Vec<(usize, Ws)> = rest;
+        while let Some((i, ws, rid)) = created.next().await {
+            rids.push(rid);
+            all.push((i, ws));
+        }
+        all.sort_by_key(|(i, _)| *i);
+        sockets = all.into_iter().map(|(_, ws)| ws).collect();
+        rids
+    };
+    // Every member listens to its room.
+    let size = if big_mode {
+        members.max(1)
+    } else {
+        args.room_size.max(1)
+    };
+    let rids_ref = &rids;
+    let mut listening = futures_util::stream::iter(sockets.into_iter().enumerate().map(|(i, mut ws)| async move {
+        let sub = serde_json::json!({"msg": "sub", "id": "s", "name": "stream-room-messages", "params": [rids_ref[i / size], false]});
+        ws.send(Message::text(sub.to_string())).await.unwrap();
+        recv_until(&mut ws, "\"ready\"").await;
+        (i, ws)
+    }))
+    .buffered(128);
+    let mut sockets = Vec::with_capacity(members);
+    while let Some((_, ws)) = listening.next().await {
+        sockets.push(ws);
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+    let rss = rss_kib(args.pid);
+    let tally = Rc::new(ChatTally {
+        deliveries: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()),
+        rtt: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()),
+        last: RefCell::new(std::collections::HashMap::new()),
+        measuring: RefCell::new(false),
+        delivered: RefCell::new(0),
+    });
+    let local = tokio::task::LocalSet::new();
+    // Senders: the administrator (big) or each small room's owner.
+    let mut senders = Vec::new();
+    let (admin_tx, admin_rx) = admin.split();
+    let admin_tx = Rc::new(tokio::sync::Mutex::new(admin_tx));
+    local.spawn_local(chat_reader(admin_rx, Some(admin_tx.clone()), tally.clone()));
+    if big_mode {
+        senders.push((admin_tx, rids[0].clone()));
+    }
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let (tx, rx) = ws.split();
+        let tx = Rc::new(tokio::sync::Mutex::new(tx));
+        if !big_mode && i % size == 0 {
+            senders.push((tx.clone(), rids[i / size].clone()));
+        }
+        local.spawn_local(chat_reader(rx, Some(tx), tally.clone()));
+    }
+    let (rate, secs, warmup, pid) = (args.rate.max(1), args.secs, args.warmup_secs, args.pid);
+    let (elapsed, cpu, sent) = local
+        .run_until({
+            let tally = tally.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let start = Instant::now();
+                let mut measure_start: Option<Instant> = None;
+                let (mut cpu0, mut sent, mut n) = (0, 0u64, 0usize);
+                loop {
+                    tick.tick().await;
+                    if measure_start.is_none() && start.elapsed() >= Duration::from_secs(warmup) {
+                        *tally.measuring.borrow_mut() = true;
+                        measure_start = Some(Instant::now());
+                        cpu0 = cpu_ns(pid);
+                    }
+                    if let Some(ms) = measure_start {
+                        if ms.elapsed() >= Duration::from_secs(secs) {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            *tally.measuring.borrow_mut() = false;
+                            return (ms.elapsed(), cpu_ns(pid) - cpu0, sent);
+                        }
+                        sent += 1;
+                    }
+                    let (tx, rid) = &senders[n % senders.len()];
+                    n += 1;
+                    let t = now_ms();
+                    let frame = format!(r#"{{"msg":"method","id":"m{t:.3}","method":"sendMessage","params":[{{"rid":"{rid}","msg":"t:{t:.3}"}}]}}"#);
+                    let _ = tx.lock().await.send(Message::text(frame)).await;
+                }
+            }
+        })
+        .await;
+    let d = tally.deliveries.borrow();
+    let r = tally.rtt.borrow();
+    let mut last = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
+    let per_room = if big_mode { members } else { args.room_size };
+    let mut complete = 0u64;
+    for (count, slowest) in tally.last.borrow().values() {
+        if *count as usize >= per_room {
+            complete += 1;
+            let _ = last.record(*slowest);
+        }
+    }
+    let delivered = *tally.delivered.borrow();
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({
+        "scenario": "chat", "label": args.label, "mode": args.mode, "members": members,
+        "rooms": rids.len(), "rate": rate, "messages_sent": sent,
+        "messages_per_sec": sent as f64 / elapsed.as_secs_f64(),
+        "deliveries": delivered, "deliveries_per_sec": delivered as f64 / elapsed.as_secs_f64(),
+        "messages_fully_delivered": complete,
+        "delivery_p50_ms": ms(&d, 0.5), "delivery_p99_ms": ms(&d, 0.99),
+        "last_member_p50_ms": ms(&last, 0.5), "last_member_p99_ms": ms(&last, 0.99),
+        "rtt_p50_ms": ms(&r, 0.5), "rtt_p99_ms": ms(&r, 0.99),
+        "server_cpu_us_per_message": if sent > 0 { cpu as f64 / 1e3 / sent as f64 } else { 0.0 },
+        "server_cpu_us_per_delivery": if delivered > 0 { cpu as f64 / 1e3 / delivered as f64 } else { 0.0 },
+        "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,
+        "rss_kib": rss, "rss_bytes_per_member": rss as f64 * 1024.0 / members.max(1) as f64,
+        "setup_secs": setup_secs,
+    })
 }

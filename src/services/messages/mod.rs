@@ -139,6 +139,9 @@ pub struct Messages {
     permissions: Arc<Permissions>,
     settings: Arc<Settings>,
     sent: Limiter,
+    /// The last `ts` given in each room lately: two messages of one room never share a
+    /// millisecond, so history paged by `ts < end` never skips one.
+    last_ts: std::sync::Mutex<std::collections::HashMap<String, f64>>,
 }
 
 impl Messages {
@@ -166,7 +169,21 @@ impl Messages {
             permissions,
             settings,
             sent: Limiter::new(),
+            last_ts: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    /// `ts`, or the millisecond after the room's last message when that is not earlier.
+    fn unique_ts(&self, rid: &str, ts: f64) -> f64 {
+        let mut last = self.last_ts.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() > 10_000 {
+            // Rooms quiet for a while cannot collide with a new message: forget them.
+            last.retain(|_, t| *t > ts - 60_000.0);
+        }
+        let entry = last.entry(rid.to_owned()).or_insert(f64::MIN);
+        let unique = if ts > *entry { ts } else { *entry + 1.0 };
+        *entry = unique;
+        unique
     }
 
     fn flag(&self, id: &str) -> bool {
@@ -367,6 +384,7 @@ impl Messages {
             }
             None => None,
         };
+        let ts = self.unique_ts(&out.rid, ts);
         let parsed = mentions::parse(&out.msg);
         let (mentions, mentioned_ids, group) =
             self.resolve_mentions(&parsed, &uid, &out.rid).await?;
