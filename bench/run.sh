@@ -12,6 +12,7 @@
 #   SCENARIOS=changes bench/run.sh                         # S7 change-source cost
 #   SCENARIOS=initial bench/run.sh                         # S8 50 MB initial result set
 #   SCENARIOS="login loginping" bench/run.sh               # logins (bcrypt cost 10)
+#   SCENARIOS=chat bench/run.sh                            # S9 chat path (sendMessage -> stream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -34,10 +35,12 @@ start_server() {
       DATA_DIR=$(mktemp -d)
       COMET_TEST_HANDLERS=1 PORT=$PORT_COMET BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
         COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
+        ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
+        COMET_BCRYPT_COST=${BCRYPT_COST:-10} \
         taskset -c 0 target/release/comet 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)
-      PORT=$PORT_PEER taskset -c 0 node bench/peer/server.js 2>>"$OUT/peer.log" &
+      PORT=$PORT_PEER BCRYPT_COST=${BCRYPT_COST:-10} taskset -c 0 node bench/peer/server.js 2>>"$OUT/peer.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_PEER/websocket ;;
   esac
   for _ in $(seq 100); do
@@ -120,6 +123,15 @@ for scenario in $SCENARIOS; do
       for server in comet peer; do
         run $server "Login: ping beside 100 password logins" login-ping --clients 100 --observers 10 --secs 10 --warmup-secs 8
       done ;;
+    chat)
+      # S9: users made with bcrypt cost 4 (set-up only). 5,000 members of one room, the
+      # administrator sending 100/s; then 1,000 rooms of 10, 2,000 messages/s across them.
+      export BCRYPT_COST=4
+      for server in comet peer; do
+        run $server "S9 chat: one room of ${CHAT_BIG:-5000}, 100 msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate 100 --secs 10 --warmup-secs 3
+        run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 10 --warmup-secs 3
+      done
+      unset BCRYPT_COST ;;
     echo)
       for cw in "1 1" "10 10" "100 1" "100 10"; do
         set -- $cw

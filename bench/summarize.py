@@ -29,6 +29,13 @@ METRICS = {
                    ("ping_p99_rise_ms", "ping p99 rise ms", False),
                    ("ping_p50_loaded_ms", "ping p50 ms, beside logins", False),
                    ("logins_per_sec", "password logins/s meanwhile", True)],
+    "chat": [("messages_per_sec", "messages/s", True), ("deliveries_per_sec", "deliveries/s", True),
+             ("delivery_p50_ms", "delivery p50 ms", False), ("delivery_p99_ms", "delivery p99 ms", False),
+             ("last_member_p99_ms", "last member p99 ms", False), ("rtt_p50_ms", "sendMessage p50 ms", False),
+             ("rtt_p99_ms", "sendMessage p99 ms", False),
+             ("server_cpu_us_per_message", "µs CPU/message", False),
+             ("server_cpu_us_per_delivery", "µs CPU/delivery", False),
+             ("rss_bytes_per_member", "B RSS/member", False)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

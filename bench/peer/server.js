@@ -172,3 +172,50 @@ ddp.methods({
     return issueToken(this, user);
   },
 });
+
+// Chat (S9): Rocket.Chat-shaped `createChannel` and `sendMessage` with the stream fan-out
+// Rocket.Chat's DDPStreamer does (`stream-room-messages`, event = room id, one `changed`
+// frame per listener beside the mergebox), rooms and messages held in memory.
+const rooms = new Map(); // rid -> {name, members: Set(user id), msgs}
+const listeners = new Map(); // rid -> Set(subscription)
+const idOf = (username) => (users.get(username) || {}).id;
+const randomId = () => crypto.randomBytes(12).toString('base64url').slice(0, 17);
+ddp.methods({
+  createChannel: async function (name, members) {
+    if (!this.userId) throw new Error('error-invalid-user');
+    const rid = randomId();
+    const set = new Set([this.userId]);
+    for (const m of members || []) { const id = idOf(m); if (id) set.add(id); }
+    rooms.set(rid, { name, members: set, msgs: 0, messages: [] });
+    return { rid, name, t: 'c', usersCount: set.size, inserted: true };
+  },
+  sendMessage: async function (message) {
+    const room = message && rooms.get(message.rid);
+    if (!this.userId) throw new Error('error-invalid-user');
+    if (!room || !room.members.has(this.userId)) throw new Error('error-not-allowed');
+    const now = new Date();
+    const stored = {
+      _id: message._id || randomId(), rid: message.rid, msg: String(message.msg || ''), ts: now,
+      u: { _id: this.userId }, _updatedAt: now, mentions: [], channels: [], urls: [],
+    };
+    room.messages.push(stored);
+    room.msgs += 1;
+    room.lastMessage = stored;
+    const subs = listeners.get(message.rid);
+    if (subs) {
+      const frame = { eventName: message.rid, args: [{ ...stored, ts: { $date: now.getTime() }, _updatedAt: { $date: now.getTime() } }] };
+      for (const sub of subs) sub._session.send({ msg: 'changed', collection: 'stream-room-messages', id: 'id', fields: frame });
+    }
+    return stored;
+  },
+});
+ddp.publish({
+  'stream-room-messages': async function (rid) {
+    const room = rooms.get(rid);
+    if (!room || !room.members.has(this.userId)) throw new Error('not-allowed');
+    if (!listeners.has(rid)) listeners.set(rid, new Set());
+    listeners.get(rid).add(this);
+    this.onStop(() => listeners.get(rid).delete(this));
+    this.ready();
+  },
+});
