@@ -744,3 +744,25 @@ async fn threads_count_their_replies() {
     );
     let _ = ann_id;
 }
+
+#[tokio::test]
+async fn plain_talk_alerts_a_member_once_not_with_every_message() {
+    let server = common::spawn_with_admin().await;
+    let (mut ann, _) = user(&server, "ann").await;
+    let (mut bob, bob_id) = user(&server, "bob").await;
+    let rid = channel(&mut ann, "createChannel", "busy", json!(["bob"])).await;
+    let event_name = format!("{bob_id}/subscriptions-changed");
+    assert!(ready(
+        &bob.subscribe("u", "stream-notify-user", json!([event_name, false]))
+            .await
+    ));
+    send(&mut ann, &rid, "one").await;
+    let first = event(&mut bob, "stream-notify-user", &event_name)
+        .await
+        .unwrap();
+    assert_eq!(first[1]["alert"], true, "{first}");
+    send(&mut ann, &rid, "two").await;
+    send(&mut ann, &rid, "three").await;
+    // Nothing to count in a channel without mentions: bob's subscription is not written again.
+    silent_on(&mut bob, "stream-notify-user").await;
+}

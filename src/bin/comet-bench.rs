@@ -1058,11 +1058,23 @@ async fn chat_reader(
     while let Some(Ok(m)) = rx.next().await {
         let Message::Text(t) = m else { continue };
         let measuring = *tally.measuring.borrow();
-        if let Some(pos) = t.find(r#""msg":"t:"#) {
+        // A method result carries the stored message too: looked at first.
+        const RESULT: &str = r#""msg":"result","id":"m"#;
+        const MESSAGE: &str = r#""msg":"t:"#;
+        if let Some(pos) = t.find(RESULT) {
+            if measuring {
+                let rest = &t[pos + RESULT.len()..];
+                let end = rest.find('"').unwrap_or(rest.len());
+                if let Ok(sent) = rest[..end].parse::<f64>() {
+                    let us = ((now_ms() - sent) * 1000.0).max(1.0) as u64;
+                    let _ = tally.rtt.borrow_mut().record(us);
+                }
+            }
+        } else if let Some(pos) = t.find(MESSAGE) {
             if !measuring {
                 continue;
             }
-            let rest = &t[pos + 9..];
+            let rest = &t[pos + MESSAGE.len()..];
             let end = rest.find('"').unwrap_or(rest.len());
             if let Ok(sent) = rest[..end].parse::<f64>() {
                 let us = ((now_ms() - sent) * 1000.0).max(1.0) as u64;
@@ -1072,15 +1084,6 @@ async fn chat_reader(
                 let entry = last.entry(sent.to_bits()).or_insert((0, 0));
                 entry.0 += 1;
                 entry.1 = entry.1.max(us);
-            }
-        } else if let Some(pos) = t.find(r#""msg":"result","id":"m"#) {
-            if measuring {
-                let rest = &t[pos + 22..];
-                let end = rest.find('"').unwrap_or(rest.len());
-                if let Ok(sent) = rest[..end].parse::<f64>() {
-                    let us = ((now_ms() - sent) * 1000.0).max(1.0) as u64;
-                    let _ = tally.rtt.borrow_mut().record(us);
-                }
             }
         } else if t.contains(r#""msg":"ping""#) {
             if let Some(tx) = &tx {

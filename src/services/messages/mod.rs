@@ -608,17 +608,17 @@ impl Messages {
                     inc.insert("unread".into(), 1.into());
                 }
             }
-            if !inc.is_empty() {
+            let mut filter = serde_json::json!({"rid": rid, "u._id": {"$ne": sender}});
+            if inc.is_empty() {
+                // Nothing to count: only the subscriptions not yet alerted and open change,
+                // so a busy room costs no write per member per message (Rocket.Chat's rule).
+                filter["$or"] =
+                    serde_json::json!([{"alert": {"$ne": true}}, {"open": {"$ne": true}}]);
+            } else {
                 others["$inc"] = serde_json::Value::Object(inc);
             }
             self.rooms
-                .write_update(
-                    SUBSCRIPTIONS,
-                    serde_json::json!({"rid": rid, "u._id": {"$ne": sender}}),
-                    others,
-                    true,
-                    writes,
-                )
+                .write_update(SUBSCRIPTIONS, filter, others, true, writes)
                 .await?;
             let mentioned: Vec<&String> = mentioned.iter().filter(|m| **m != sender).collect();
             if !mentioned.is_empty() {
