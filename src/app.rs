@@ -110,6 +110,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
     let rooms = rooms_service.clone();
     accounts.use_rooms(rooms.clone());
+    accounts.use_name_index(permissions_service.user_roles().clone());
     crate::services::rooms::methods::register(&mut registry, rooms.clone());
     crate::services::rooms::live::RoomStreams::start(
         &mut registry,

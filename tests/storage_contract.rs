@@ -705,3 +705,113 @@ async fn mongodb_store_meets_the_generic_contract() {
         contract_exact_integers(store, &format!("{prefix}_exact")).await;
     }
 }
+
+#[tokio::test]
+async fn a_batch_is_one_transaction_all_or_nothing() {
+    use comet::storage::{UpdateOptions, WriteOp, WriteOutcome};
+    let store = open("batch").await;
+    let mut feed = store.subscribe();
+    let insert = |id: &str| WriteOp::Insert {
+        collection: "msgs".into(),
+        doc: doc(serde_json::json!({"_id": id, "n": 1})),
+    };
+    let bump = WriteOp::Update {
+        collection: "rooms".into(),
+        selector: sel(serde_json::json!({"_id": "r"})),
+        update: upd(serde_json::json!({"$inc": {"msgs": 1}})),
+        options: UpdateOptions {
+            multi: false,
+            upsert: true,
+        },
+    };
+    let outcomes = store
+        .write_all(vec![insert("m1"), bump.clone()])
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = outcomes.iter().map(WriteOutcome::seq).collect();
+    assert_eq!(
+        seqs[1],
+        seqs[0] + 1,
+        "one batch numbers its changes in order"
+    );
+    assert_eq!(next_event(&mut feed, "msgs").await.seq, seqs[0]);
+    assert_eq!(next_event(&mut feed, "rooms").await.seq, seqs[1]);
+
+    // The second insert of m1 fails: the counter bumped before it is rolled back too.
+    let err = store
+        .write_all(vec![bump.clone(), insert("m2"), insert("m1")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateKey(_)), "{err}");
+    let rooms = store.find("rooms", FindOptions::default()).await.unwrap();
+    assert_eq!(
+        rooms[0]["msgs"].as_f64(),
+        Some(1.0),
+        "nothing of a failed batch stays"
+    );
+    let msgs = store.find("msgs", FindOptions::default()).await.unwrap();
+    assert_eq!(msgs.len(), 1, "m2 was not kept: {msgs:?}");
+    assert_eq!(
+        store.last_seq(),
+        seqs[1],
+        "a failed batch uses no sequence number"
+    );
+
+    // The next write numbers its change right after the last committed one.
+    let ack = store
+        .insert("msgs", doc(serde_json::json!({"_id": "m3"})))
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, seqs[1] + 1);
+    let event = next_event(&mut feed, "msgs").await;
+    assert_eq!(
+        event.seq, ack.seq,
+        "no event of the failed batch reached the feed"
+    );
+}
+
+#[tokio::test]
+async fn writes_committed_together_fail_or_succeed_each_on_its_own() {
+    let store = open("group").await;
+    let mut feed = store.subscribe();
+    // Many writes at once share commits; every tenth is a duplicate that must fail alone.
+    let writes = (0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            let id = if i % 10 == 9 {
+                "dup".to_owned()
+            } else {
+                format!("d{i}")
+            };
+            store
+                .insert("group", doc(serde_json::json!({"_id": id, "i": i})))
+                .await
+        }
+    });
+    store
+        .insert("group", doc(serde_json::json!({"_id": "dup"})))
+        .await
+        .unwrap();
+    let results = futures_util::future::join_all(writes).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 20, "only the duplicates fail");
+    let mut seqs: Vec<u64> = results.iter().flatten().map(|a| a.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        180,
+        "each acknowledged write has a number of its own"
+    );
+    assert_eq!(seqs[179] - seqs[0], 179, "with no gaps for the failed ones");
+    let stored = store.find("group", FindOptions::default()).await.unwrap();
+    assert_eq!(stored.len(), 181);
+    let mut heard = Vec::new();
+    while heard.len() < 181 {
+        heard.push(next_event(&mut feed, "group").await.seq);
+    }
+    assert!(
+        heard.windows(2).all(|w| w[1] == w[0] + 1),
+        "events in order: {heard:?}"
+    );
+}

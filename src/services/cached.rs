@@ -26,6 +26,8 @@ pub trait CachedCollection: Send + Sync + 'static {
     fn forget_at(&self, id: &str, _seq: u64) {
         self.forget(id);
     }
+    /// Every event of the feed (of any collection) has been applied up to `seq`.
+    fn saw(&self, _seq: u64) {}
     /// Reads the whole collection again (after lost events, or an event without its
     /// document).
     fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
@@ -100,6 +102,7 @@ async fn follow<T: CachedCollection>(
         let Some(service) = service.upgrade() else {
             return;
         };
+        let seen = event.as_ref().ok().map(|e| e.seq);
         let reload = match event {
             Ok(event) if &*event.collection == service.collection() => {
                 match (event.operation, &event.full_document, &event.id) {
@@ -129,9 +132,11 @@ async fn follow<T: CachedCollection>(
         };
         if reload {
             let collection = service.collection();
-            if let Err(err) = service.reload().await {
+            if let Err(err) = service.clone().reload().await {
                 tracing::warn!(%collection, error = %err, "collection could not be read again");
             }
+        } else if let Some(seq) = seen {
+            service.saw(seq);
         }
     }
 }

@@ -14,7 +14,7 @@ use super::error::ServiceError;
 use super::registry::{BoxFuture, Publish, Registry, Subscription};
 use crate::model::shared::StreamEvent;
 use crate::model::{MeteorError, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +46,9 @@ pub fn logged_in() -> ReadRule {
     Arc::new(|request| Box::pin(async move { Ok(request.user_id.is_some()) }))
 }
 
+/// A listener's subscription and its revocation flag, copied out of the lock.
+type Receiver = (Subscription, Arc<std::sync::atomic::AtomicBool>);
+
 struct Listener {
     id: u64,
     sub: Subscription,
@@ -57,15 +60,59 @@ struct Listener {
 pub struct Stream {
     /// `stream-<name>`: the publication and the collection of its frames.
     collection: Arc<str>,
-    listeners: Mutex<HashMap<Arc<str>, Vec<Listener>, foldhash::fast::RandomState>>,
+    listeners: Mutex<Listeners>,
     next_id: AtomicU64,
+}
+
+/// Listeners by key, and the keys in order (for the listeners of keys with a prefix).
+#[derive(Default)]
+struct Listeners {
+    by_key: HashMap<Arc<str>, Vec<Listener>, foldhash::fast::RandomState>,
+    keys: BTreeSet<Arc<str>>,
+}
+
+impl Listeners {
+    fn get(&self, key: &str) -> Option<&Vec<Listener>> {
+        self.by_key.get(key)
+    }
+
+    /// The keys listened to that start with `prefix`, in order.
+    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |k| k.starts_with(prefix))
+    }
+
+    /// Drops the listeners of `key` whose user `lost` says lost the right; returns how many.
+    fn drop_where(&mut self, key: &str, lost: &impl Fn(Option<&str>) -> bool) -> usize {
+        let Some(list) = self.by_key.get_mut(key) else {
+            return 0;
+        };
+        let before = list.len();
+        list.retain(|l| {
+            let gone = lost(l.sub.user_id.as_deref());
+            if gone {
+                l.revoked.store(true, Ordering::Release);
+            }
+            !gone
+        });
+        let dropped = before - list.len();
+        if list.is_empty() {
+            self.by_key.remove(key);
+            self.keys.remove(key);
+        }
+        dropped
+    }
 }
 
 impl Stream {
     fn new(collection: &str) -> Arc<Self> {
         Arc::new(Self {
             collection: collection.into(),
-            listeners: Mutex::new(HashMap::default()),
+            listeners: Mutex::new(Listeners::default()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -96,35 +143,76 @@ impl Stream {
         except: Option<&str>,
     ) -> usize {
         // The receivers are copied out so no lock is held while frames are queued.
-        let receivers: Vec<(Subscription, Arc<std::sync::atomic::AtomicBool>)> = {
+        let receivers: Vec<Receiver> = {
             let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             keys.iter()
-                .filter_map(|k| listeners.get(*k))
+                .filter_map(|k| listeners.get(k))
                 .flatten()
                 .filter(|l| except.is_none_or(|c| *l.sub.connection_id != *c))
                 .map(|l| (l.sub.clone(), l.revoked.clone()))
                 .collect()
         };
+        self.deliver(&receivers, event, args)
+    }
+
+    /// Queues one frame, serialized once, for every receiver; returns how many.
+    fn deliver(&self, receivers: &[Receiver], event: &str, args: &[Value]) -> usize {
         if receivers.is_empty() {
             return 0;
         }
         let shared = StreamEvent::new(self.collection.clone(), event.into(), Some(args.to_vec()));
-        for (sub, revoked) in &receivers {
+        for (sub, revoked) in receivers {
             sub.send_revocable_event(shared.clone(), revoked.clone());
         }
         receivers.len()
     }
 
-    /// The keys listened to that start with `prefix` (few: a caller that must reach every
-    /// listener of a per-user event).
+    /// The keys listened to that start with `prefix` (found in order, without visiting the
+    /// other keys).
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .filter(|k| k.starts_with(prefix))
+            .with_prefix(prefix)
             .map(|k| k.to_string())
             .collect()
+    }
+
+    /// Sends `args` as event `event` to the listeners of `<user>/<suffix>` for every user in
+    /// `users`, visiting whichever is fewer: those users, or the keys listened to (a room
+    /// of thousands with few of them listening costs a few look-ups, not thousands).
+    pub fn emit_to_users(
+        &self,
+        users: &HashSet<Arc<str>>,
+        suffix: &str,
+        event: &str,
+        args: &[Value],
+    ) -> usize {
+        let receivers: Vec<Receiver> = {
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            let mut found = Vec::new();
+            if listeners.by_key.len() < users.len() {
+                for (key, list) in &listeners.by_key {
+                    let user = key.strip_suffix(suffix).and_then(|k| k.strip_suffix('/'));
+                    if user.is_some_and(|u| users.contains(u)) {
+                        found.extend(list.iter().map(|l| (l.sub.clone(), l.revoked.clone())));
+                    }
+                }
+            } else {
+                let mut key = String::new();
+                for user in users {
+                    key.clear();
+                    key.push_str(user);
+                    key.push('/');
+                    key.push_str(suffix);
+                    if let Some(list) = listeners.get(&key) {
+                        found.extend(list.iter().map(|l| (l.sub.clone(), l.revoked.clone())));
+                    }
+                }
+            }
+            found
+        };
+        self.deliver(&receivers, event, args)
     }
 
     /// How many subscriptions listen to `event`.
@@ -154,54 +242,60 @@ impl Stream {
     /// Ends the subscriptions to `event` of `user_id` without `nosub` (Rocket.Chat drops a
     /// reader who lost the right silently); returns how many were dropped.
     pub fn drop_listeners_of(&self, event: &str, user_id: &str) -> usize {
-        self.drop_listeners_where(|key| key == event, |user| user == Some(user_id))
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drop_where(event, &|user| user == Some(user_id))
     }
 
-    /// Drops the listeners whose key and user both match; returns how many.
-    pub fn drop_listeners_where(
+    /// Drops the listeners of `key` whose user `lost` says lost the right; returns how many.
+    pub fn drop_listeners_where(&self, key: &str, lost: impl Fn(Option<&str>) -> bool) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drop_where(key, &lost)
+    }
+
+    /// Drops the listeners of the keys starting with `prefix` whose user `lost` says lost
+    /// the right; returns how many.
+    pub fn drop_listeners_with_prefix(
         &self,
-        key: impl Fn(&str) -> bool,
-        user: impl Fn(Option<&str>) -> bool,
+        prefix: &str,
+        lost: impl Fn(Option<&str>) -> bool,
     ) -> usize {
-        let mut dropped = 0;
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        listeners.retain(|k, list| {
-            if key(k) {
-                list.retain(|l| {
-                    let lost = user(l.sub.user_id.as_deref());
-                    if lost {
-                        l.revoked.store(true, Ordering::Release);
-                        dropped += 1;
-                    }
-                    !lost
-                });
-            }
-            !list.is_empty()
-        });
-        dropped
+        let keys: Vec<Arc<str>> = listeners.with_prefix(prefix).cloned().collect();
+        keys.iter()
+            .map(|key| listeners.drop_where(key, &lost))
+            .sum()
     }
 
     fn add(&self, event: &str, sub: Subscription) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let listeners = &mut *listeners;
+        let list = listeners
+            .by_key
             .entry(event.into())
-            .or_default()
-            .push(Listener {
-                id,
-                sub,
-                revoked: Arc::default(),
+            .or_insert_with_key(|key| {
+                listeners.keys.insert(key.clone());
+                Vec::new()
             });
+        list.push(Listener {
+            id,
+            sub,
+            revoked: Arc::default(),
+        });
         id
     }
 
     fn remove(&self, event: &str, id: u64) {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = listeners.get_mut(event) {
+        if let Some(list) = listeners.by_key.get_mut(event) {
             list.retain(|l| l.id != id);
             if list.is_empty() {
-                listeners.remove(event);
+                listeners.by_key.remove(event);
+                listeners.keys.remove(event);
             }
         }
     }

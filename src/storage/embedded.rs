@@ -6,7 +6,7 @@
 use super::index_key::{self, FieldKey};
 use super::{
     ChangeEvent, FindOptions, OperationType, RemoveOptions, Store, StoreError, StoreFuture,
-    UpdateAck, UpdateDescription, UpdateOptions, WriteAck,
+    UpdateAck, UpdateDescription, UpdateOptions, WriteAck, WriteOp, WriteOutcome,
 };
 use crate::model::query::matcher::IndexBound;
 use crate::model::query::update::check_field_names;
@@ -70,6 +70,8 @@ pub struct EmbeddedStore {
     me: Weak<Self>,
     dir: PathBuf,
     writer: Mutex<Writer>,
+    /// Writes queued for the writer thread, which commits what has queued up together.
+    writes: tokio::sync::mpsc::Sender<Box<dyn WriteJob>>,
     /// Reads queued for the reader threads, each with a connection of its own.
     reads: tokio::sync::mpsc::Sender<ReadJob>,
     changes: broadcast::Sender<Arc<ChangeEvent>>,
@@ -119,6 +121,84 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// Reader threads, each with its own connection.
 const READERS: usize = 4;
 
+/// Writes waiting for the writer thread; a caller beyond that waits to queue.
+const WRITE_QUEUE: usize = 4096;
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A write waiting for the writer thread.
+trait WriteJob: Send {
+    /// Makes the change inside the open transaction; its change events, numbered from the
+    /// writer's `next_seq`.
+    fn run(&mut self, w: &mut Writer) -> Result<Vec<ChangeEvent>, StoreError>;
+    /// Answers the caller: after the commit, or with why the write did not happen.
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    run: Option<F>,
+    value: Option<T>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Writer) -> Result<(T, Vec<ChangeEvent>), StoreError> + Send,
+{
+    fn run(&mut self, w: &mut Writer) -> Result<Vec<ChangeEvent>, StoreError> {
+        let run = self
+            .run
+            .take()
+            .ok_or_else(|| StoreError::Unavailable("a write ran twice".into()))?;
+        let (value, events) = run(w)?;
+        self.value = Some(value);
+        Ok(events)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
+        let Job { value, reply, .. } = *self;
+        let answer = outcome.and_then(|()| {
+            value.ok_or_else(|| StoreError::Unavailable("a write never ran".into()))
+        });
+        // A caller that stopped waiting is fine: the write stands.
+        let _ = reply.send(answer);
+    }
+}
+
+/// Starts the writer thread: it takes the first queued write and every one queued behind
+/// it (up to [`MAX_BATCH`]) and commits them together, so that one commit (and one `fsync`)
+/// serves every write that arrived while the previous commit ran.
+fn start_writer(
+    store: Weak<EmbeddedStore>,
+    mut jobs: tokio::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("comet-store-write".into())
+        .spawn(move || {
+            while let Some(first) = jobs.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                match store.upgrade() {
+                    Some(store) => store.commit_batch(batch),
+                    None => {
+                        for job in batch {
+                            job.finish(Err(StoreError::Unavailable("the store is closing".into())));
+                        }
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+    Ok(())
+}
+
 /// Starts the reader threads; they take reads from the returned queue until it is dropped
 /// with the store. A thread that stays busy takes the next read without sleeping, so under
 /// load reads cost no thread hand-off each, as a task per read on the blocking pool did.
@@ -148,7 +228,8 @@ fn start_readers(path: &Path) -> Result<tokio::sync::mpsc::Sender<ReadJob>, Stor
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL: a commit is on disk (the WAL fsynced) before any write in it is acknowledged.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     Ok(conn)
 }
@@ -298,6 +379,7 @@ impl EmbeddedStore {
         let floor = base.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let next_seq = (last.unwrap_or(0) as u64).max(floor) + 1;
         let reads = start_readers(&path)?;
+        let (writes, write_jobs) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         let (changes, _) = broadcast::channel(16 * 1024);
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let store = Arc::new_cyclic(|me| Self {
@@ -309,10 +391,12 @@ impl EmbeddedStore {
                 log_cap: DEFAULT_LOG_CAP,
                 data_version,
             }),
+            writes,
             reads,
             changes,
             indexed: Arc::new(Mutex::new(indexed)),
         });
+        start_writer(Arc::downgrade(&store), write_jobs)?;
         start_tailer(Arc::downgrade(&store));
         Ok(store)
     }
@@ -366,64 +450,111 @@ impl EmbeddedStore {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` in the writer thread inside a transaction of its own or shared with the
+    /// writes queued beside it (each in a savepoint: a failed one leaves the others), and
+    /// answers once the transaction is committed and its events are in the feed.
     async fn write<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Writer) -> Result<(T, Vec<ChangeEvent>), StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut w = store.lock_writer();
-            let mut start_seq = w.next_seq;
-            // Another process's commits come before ours: delivered first, in order.
-            let mut foreign = Vec::new();
-            let result = (|| {
-                w.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            run: Some(f),
+            value: None,
+            reply,
+        };
+        self.writes
+            .send(Box::new(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+    }
+
+    /// Commits `batch` in one transaction, one savepoint per write, then delivers the
+    /// changes (other processes' first) and answers every write in order.
+    fn commit_batch(&self, batch: Vec<Box<dyn WriteJob>>) {
+        let mut w = self.lock_writer();
+        let mut foreign = Vec::new();
+        let opened = w
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from)
+            .and_then(|()| {
                 foreign = w.catch_up()?;
-                start_seq = w.next_seq;
-                match f(&mut w) {
-                    Ok((value, events)) => {
-                        for e in &events {
-                            w.conn.execute(
-                                "INSERT INTO changelog (seq, coll, event) VALUES (?1, ?2, ?3)",
-                                params![e.seq as i64, &*e.collection, event_text(e)],
-                            )?;
-                        }
-                        w.conn.execute_batch("COMMIT")?;
-                        Ok((value, events))
-                    }
-                    Err(err) => Err(err),
-                }
-            })();
-            for e in foreign {
-                let _ = store.changes.send(Arc::new(e));
+                Ok(())
+            });
+        if let Err(err) = opened {
+            let _ = w.conn.execute_batch("ROLLBACK");
+            for job in batch {
+                job.finish(Err(StoreError::Unavailable(err.to_string())));
             }
-            match result {
-                Ok((value, events)) => {
-                    if let Some(last) = events.last() {
-                        w.next_seq = last.seq + 1;
-                        if last.seq / 1024 != (start_seq - 1) / 1024 {
-                            let keep_from = last.seq.saturating_sub(w.log_cap);
-                            let _ = w.conn.execute(
-                                "DELETE FROM changelog WHERE seq <= ?1",
-                                params![keep_from as i64],
-                            );
-                        }
+            return;
+        }
+        let batch_start = w.next_seq;
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for mut job in batch {
+            let start = w.next_seq;
+            let ran = w
+                .conn
+                .execute_batch("SAVEPOINT write")
+                .map_err(StoreError::from)
+                .and_then(|()| {
+                    let mine = job.run(&mut w)?;
+                    for e in &mine {
+                        w.conn
+                            .prepare_cached(
+                                "INSERT INTO changelog (seq, coll, event) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![e.seq as i64, &*e.collection, event_text(e)])?;
                     }
-                    for e in events {
-                        // No receiver is fine: nobody observes yet.
-                        let _ = store.changes.send(Arc::new(e));
-                    }
-                    Ok(value)
+                    w.conn.execute_batch("RELEASE write")?;
+                    Ok(mine)
+                });
+            match ran {
+                Ok(mine) => {
+                    w.next_seq = start + mine.len() as u64;
+                    events.extend(mine);
+                    outcomes.push((job, Ok(())));
                 }
                 Err(err) => {
-                    let _ = w.conn.execute_batch("ROLLBACK");
-                    w.next_seq = start_seq;
-                    Err(err)
+                    let _ = w.conn.execute_batch("ROLLBACK TO write; RELEASE write");
+                    w.next_seq = start;
+                    outcomes.push((job, Err(err)));
                 }
             }
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("writer task failed: {e}")))?
+        }
+        let committed = w.conn.execute_batch("COMMIT");
+        for e in foreign {
+            let _ = self.changes.send(Arc::new(e));
+        }
+        if let Err(err) = committed {
+            let _ = w.conn.execute_batch("ROLLBACK");
+            w.next_seq = batch_start;
+            for (job, outcome) in outcomes {
+                job.finish(outcome.and(Err(StoreError::Unavailable(err.to_string()))));
+            }
+            return;
+        }
+        if let Some(last) = events.last() {
+            if last.seq / 1024 != (batch_start - 1) / 1024 {
+                let keep_from = last.seq.saturating_sub(w.log_cap);
+                let _ = w.conn.execute(
+                    "DELETE FROM changelog WHERE seq <= ?1",
+                    params![keep_from as i64],
+                );
+            }
+        }
+        for e in events {
+            // No receiver is fine: nobody observes yet.
+            let _ = self.changes.send(Arc::new(e));
+        }
+        drop(w);
+        for (job, outcome) in outcomes {
+            job.finish(outcome);
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -447,45 +578,11 @@ impl EmbeddedStore {
     pub async fn insert(
         self: &Arc<Self>,
         collection: &str,
-        mut doc: Document,
+        doc: Document,
     ) -> Result<WriteAck, StoreError> {
-        let table = table(collection)?;
-        check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-        let id = super::ensure_id(&mut doc);
-        let wire_id = wire(&id)?;
-        let text = doc_text(&doc)?;
-        let collection: Arc<str> = collection.into();
+        let prepared = PreparedInsert::new(collection, doc)?;
         let indexed = self.indexed.clone();
-        self.write(move |w| {
-            ensure_table(&w.conn, &table)?;
-            let inserted = write_row(
-                &w.conn,
-                &indexed,
-                &table,
-                &collection,
-                RowWrite::InsertOrIgnore,
-                &wire_id,
-                &text,
-                &doc,
-            )?;
-            if inserted == 0 {
-                return Err(StoreError::DuplicateKey(format!(
-                    "E11000 duplicate key error collection: {collection} index: _id_ dup key: {{ _id: {} }}",
-                    id.to_ejson_string()
-                )));
-            }
-            let seq = w.next_seq;
-            let event = ChangeEvent::for_document(
-                seq,
-                OperationType::Insert,
-                collection.clone(),
-                Some(id.clone()),
-                Some(Arc::new(doc)),
-                None,
-            );
-            Ok((WriteAck { id, seq }, vec![event]))
-        })
-        .await
+        self.write(move |w| prepared.apply(w, &indexed)).await
     }
 
     /// Updates the documents `selector` matches (the first only unless `multi`), inserting
@@ -495,92 +592,21 @@ impl EmbeddedStore {
         collection: &str,
         selector: Selector,
         update: Update,
-        UpdateOptions { multi, upsert }: UpdateOptions,
+        options: UpdateOptions,
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
         let indexed = self.indexed.clone();
         self.write(move |w| {
-            ensure_table(&w.conn, &table)?;
-            let fields = fields_of(&indexed, &collection);
-            let targets = scan(
-                &w.conn,
+            apply_update(
+                w,
+                &indexed,
                 &table,
-                &fields,
+                &collection,
                 &selector,
-                if multi { None } else { Some(1) },
-            )?;
-            let mut ack = UpdateAck::default();
-            let mut events = Vec::new();
-            for (wire_id, before) in targets {
-                ack.matched += 1;
-                let after = update.apply(&before, None, false)?;
-                if unchanged(&before, &after) {
-                    continue;
-                }
-                check_field_names(&after, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-                let text = doc_text(&after)?;
-                write_row(
-                    &w.conn,
-                    &indexed,
-                    &table,
-                    &collection,
-                    RowWrite::Update,
-                    &wire_id,
-                    &text,
-                    &after,
-                )?;
-                ack.modified += 1;
-                let seq = w.next_seq + events.len() as u64;
-                let (operation, update_description) = if update.is_replacement() {
-                    (OperationType::Replace, None)
-                } else {
-                    (OperationType::Update, Some(diff_top_level(&before, &after)))
-                };
-                events.push(ChangeEvent::for_document(
-                    seq,
-                    operation,
-                    collection.clone(),
-                    before.get("_id").cloned(),
-                    Some(Arc::new(after)),
-                    update_description,
-                ));
-                ack.seq = seq;
-            }
-            if ack.matched == 0 && upsert {
-                let mut base = Document::default();
-                for (field, value) in selector.equalities() {
-                    if !field.contains('.') {
-                        base.insert(field.to_owned(), value.clone());
-                    }
-                }
-                let mut doc = update.apply(&base, None, true)?;
-                let id = super::ensure_id(&mut doc);
-                check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
-                let text = doc_text(&doc)?;
-                write_row(
-                    &w.conn,
-                    &indexed,
-                    &table,
-                    &collection,
-                    RowWrite::Insert,
-                    &wire(&id)?,
-                    &text,
-                    &doc,
-                )?;
-                let seq = w.next_seq + events.len() as u64;
-                events.push(ChangeEvent::for_document(
-                    seq,
-                    OperationType::Insert,
-                    collection.clone(),
-                    Some(id.clone()),
-                    Some(Arc::new(doc)),
-                    None,
-                ));
-                ack.upserted_id = Some(id);
-                ack.seq = seq;
-            }
-            Ok((ack, events))
+                &update,
+                options,
+            )
         })
         .await
     }
@@ -590,42 +616,102 @@ impl EmbeddedStore {
         self: &Arc<Self>,
         collection: &str,
         selector: Selector,
-        RemoveOptions { multi }: RemoveOptions,
+        options: RemoveOptions,
     ) -> Result<UpdateAck, StoreError> {
         let table = table(collection)?;
         let collection: Arc<str> = collection.into();
         let indexed = self.indexed.clone();
+        self.write(move |w| apply_remove(w, &indexed, &table, &collection, &selector, options))
+            .await
+    }
+
+    /// Applies `ops` in order in one transaction: all of them, or (at the first that fails)
+    /// none.
+    pub async fn write_all(
+        self: &Arc<Self>,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut prepared = Vec::with_capacity(ops.len());
+        for op in ops {
+            prepared.push(match op {
+                WriteOp::Insert { collection, doc } => {
+                    PreparedOp::Insert(PreparedInsert::new(&collection, doc)?)
+                }
+                WriteOp::Update { ref collection, .. } | WriteOp::Remove { ref collection, .. } => {
+                    PreparedOp::Change {
+                        table: table(collection)?,
+                        op,
+                    }
+                }
+            });
+        }
+        let indexed = self.indexed.clone();
         self.write(move |w| {
-            ensure_table(&w.conn, &table)?;
-            let fields = fields_of(&indexed, &collection);
-            let targets = scan(
-                &w.conn,
-                &table,
-                &fields,
-                &selector,
-                if multi { None } else { Some(1) },
-            )?;
-            let mut ack = UpdateAck::default();
+            let first_seq = w.next_seq;
+            let mut outcomes = Vec::with_capacity(prepared.len());
             let mut events = Vec::new();
-            for (wire_id, before) in targets {
-                w.conn.execute(
-                    &format!("DELETE FROM {table} WHERE id = ?1"),
-                    params![wire_id],
-                )?;
-                ack.matched += 1;
-                ack.modified += 1;
-                let seq = w.next_seq + events.len() as u64;
-                events.push(ChangeEvent::for_document(
-                    seq,
-                    OperationType::Delete,
-                    collection.clone(),
-                    before.get("_id").cloned(),
-                    None,
-                    None,
-                ));
-                ack.seq = seq;
+            for op in prepared {
+                let (outcome, mine) = match op {
+                    PreparedOp::Insert(insert) => {
+                        let (ack, mine) = insert.apply(w, &indexed)?;
+                        (WriteOutcome::Inserted(ack), mine)
+                    }
+                    PreparedOp::Change {
+                        table,
+                        op:
+                            WriteOp::Update {
+                                collection,
+                                selector,
+                                update,
+                                options,
+                            },
+                    } => {
+                        let (ack, mine) = apply_update(
+                            w,
+                            &indexed,
+                            &table,
+                            &collection.into(),
+                            &selector,
+                            &update,
+                            options,
+                        )?;
+                        (WriteOutcome::Changed(ack), mine)
+                    }
+                    PreparedOp::Change {
+                        table,
+                        op:
+                            WriteOp::Remove {
+                                collection,
+                                selector,
+                                options,
+                            },
+                    } => {
+                        let (ack, mine) = apply_remove(
+                            w,
+                            &indexed,
+                            &table,
+                            &collection.into(),
+                            &selector,
+                            options,
+                        )?;
+                        (WriteOutcome::Changed(ack), mine)
+                    }
+                    PreparedOp::Change {
+                        op: WriteOp::Insert { .. },
+                        ..
+                    } => {
+                        return Err(StoreError::Unavailable(
+                            "an insert filed as a change".into(),
+                        ))
+                    }
+                };
+                // The next operation numbers its changes after these.
+                w.next_seq += mine.len() as u64;
+                events.extend(mine);
+                outcomes.push(outcome);
             }
-            Ok((ack, events))
+            w.next_seq = first_seq;
+            Ok((outcomes, events))
         })
         .await
     }
@@ -773,6 +859,216 @@ impl EmbeddedStore {
     }
 }
 
+/// An insert checked and serialized before it reaches the writer.
+struct PreparedInsert {
+    table: String,
+    collection: Arc<str>,
+    id: Value,
+    wire_id: String,
+    text: String,
+    doc: Document,
+}
+
+impl PreparedInsert {
+    fn new(collection: &str, mut doc: Document) -> Result<Self, StoreError> {
+        let table = table(collection)?;
+        check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
+        let id = super::ensure_id(&mut doc);
+        Ok(Self {
+            table,
+            collection: collection.into(),
+            wire_id: wire(&id)?,
+            text: doc_text(&doc)?,
+            id,
+            doc,
+        })
+    }
+
+    fn apply(
+        self,
+        w: &mut Writer,
+        indexed: &IndexedFields,
+    ) -> Result<(WriteAck, Vec<ChangeEvent>), StoreError> {
+        let Self {
+            table,
+            collection,
+            id,
+            wire_id,
+            text,
+            doc,
+        } = self;
+        ensure_table(&w.conn, &table)?;
+        let inserted = write_row(
+            &w.conn,
+            indexed,
+            &table,
+            &collection,
+            RowWrite::InsertOrIgnore,
+            &wire_id,
+            &text,
+            &doc,
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::DuplicateKey(format!(
+                "E11000 duplicate key error collection: {collection} index: _id_ dup key: {{ _id: {} }}",
+                id.to_ejson_string()
+            )));
+        }
+        let seq = w.next_seq;
+        let event = ChangeEvent::for_document(
+            seq,
+            OperationType::Insert,
+            collection,
+            Some(id.clone()),
+            Some(Arc::new(doc)),
+            None,
+        );
+        Ok((WriteAck { id, seq }, vec![event]))
+    }
+}
+
+/// One operation of [`EmbeddedStore::write_all`], checked: an insert serialized, or an
+/// update or remove with its table.
+enum PreparedOp {
+    Insert(PreparedInsert),
+    Change { table: String, op: WriteOp },
+}
+
+/// The rows an update or remove applies to: every match, or the first unless `multi`.
+fn targets(
+    w: &Writer,
+    indexed: &IndexedFields,
+    table: &str,
+    collection: &str,
+    selector: &Selector,
+    multi: bool,
+) -> Result<Vec<(String, Document)>, StoreError> {
+    ensure_table(&w.conn, table)?;
+    let fields = fields_of(indexed, collection);
+    scan(
+        &w.conn,
+        table,
+        &fields,
+        selector,
+        if multi { None } else { Some(1) },
+    )
+}
+
+fn apply_update(
+    w: &mut Writer,
+    indexed: &IndexedFields,
+    table: &str,
+    collection: &Arc<str>,
+    selector: &Selector,
+    update: &Update,
+    UpdateOptions { multi, upsert }: UpdateOptions,
+) -> Result<(UpdateAck, Vec<ChangeEvent>), StoreError> {
+    let targets = targets(w, indexed, table, collection, selector, multi)?;
+    let mut ack = UpdateAck::default();
+    let mut events = Vec::new();
+    for (wire_id, before) in targets {
+        ack.matched += 1;
+        let after = update.apply(&before, None, false)?;
+        if unchanged(&before, &after) {
+            continue;
+        }
+        check_field_names(&after, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
+        let text = doc_text(&after)?;
+        write_row(
+            &w.conn,
+            indexed,
+            table,
+            collection,
+            RowWrite::Update,
+            &wire_id,
+            &text,
+            &after,
+        )?;
+        ack.modified += 1;
+        let seq = w.next_seq + events.len() as u64;
+        let (operation, update_description) = if update.is_replacement() {
+            (OperationType::Replace, None)
+        } else {
+            (OperationType::Update, Some(diff_top_level(&before, &after)))
+        };
+        events.push(ChangeEvent::for_document(
+            seq,
+            operation,
+            collection.clone(),
+            before.get("_id").cloned(),
+            Some(Arc::new(after)),
+            update_description,
+        ));
+        ack.seq = seq;
+    }
+    if ack.matched == 0 && upsert {
+        let mut base = Document::default();
+        for (field, value) in selector.equalities() {
+            if !field.contains('.') {
+                base.insert(field.to_owned(), value.clone());
+            }
+        }
+        let mut doc = update.apply(&base, None, true)?;
+        let id = super::ensure_id(&mut doc);
+        check_field_names(&doc, true).map_err(|e| StoreError::InvalidDocument(e.0))?;
+        let text = doc_text(&doc)?;
+        write_row(
+            &w.conn,
+            indexed,
+            table,
+            collection,
+            RowWrite::Insert,
+            &wire(&id)?,
+            &text,
+            &doc,
+        )?;
+        let seq = w.next_seq + events.len() as u64;
+        events.push(ChangeEvent::for_document(
+            seq,
+            OperationType::Insert,
+            collection.clone(),
+            Some(id.clone()),
+            Some(Arc::new(doc)),
+            None,
+        ));
+        ack.upserted_id = Some(id);
+        ack.seq = seq;
+    }
+    Ok((ack, events))
+}
+
+fn apply_remove(
+    w: &mut Writer,
+    indexed: &IndexedFields,
+    table: &str,
+    collection: &Arc<str>,
+    selector: &Selector,
+    RemoveOptions { multi }: RemoveOptions,
+) -> Result<(UpdateAck, Vec<ChangeEvent>), StoreError> {
+    let targets = targets(w, indexed, table, collection, selector, multi)?;
+    let mut ack = UpdateAck::default();
+    let mut events = Vec::new();
+    for (wire_id, before) in targets {
+        w.conn.execute(
+            &format!("DELETE FROM {table} WHERE id = ?1"),
+            params![wire_id],
+        )?;
+        ack.matched += 1;
+        ack.modified += 1;
+        let seq = w.next_seq + events.len() as u64;
+        events.push(ChangeEvent::for_document(
+            seq,
+            OperationType::Delete,
+            collection.clone(),
+            before.get("_id").cloned(),
+            None,
+            None,
+        ));
+        ack.seq = seq;
+    }
+    Ok((ack, events))
+}
+
 /// How often the file is checked for other processes' commits.
 const TAIL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -834,6 +1130,10 @@ impl Store for EmbeddedStore {
     ) -> StoreFuture<'_, UpdateAck> {
         let collection = collection.to_owned();
         Box::pin(async move { self.handle()?.remove(&collection, selector, options).await })
+    }
+
+    fn write_all(&self, ops: Vec<WriteOp>) -> StoreFuture<'_, Vec<WriteOutcome>> {
+        Box::pin(async move { self.handle()?.write_all(ops).await })
     }
 
     fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>> {

@@ -76,6 +76,43 @@ pub struct RemoveOptions {
     pub multi: bool,
 }
 
+/// One write of a [`Store::write_all`] batch.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    Insert {
+        collection: String,
+        doc: Document,
+    },
+    Update {
+        collection: String,
+        selector: Selector,
+        update: Update,
+        options: UpdateOptions,
+    },
+    Remove {
+        collection: String,
+        selector: Selector,
+        options: RemoveOptions,
+    },
+}
+
+/// What one operation of a batch did.
+#[derive(Clone, Debug)]
+pub enum WriteOutcome {
+    Inserted(WriteAck),
+    Changed(UpdateAck),
+}
+
+impl WriteOutcome {
+    /// The sequence number of the operation's last change (0 when it changed nothing).
+    pub fn seq(&self) -> u64 {
+        match self {
+            WriteOutcome::Inserted(ack) => ack.seq,
+            WriteOutcome::Changed(ack) => ack.seq,
+        }
+    }
+}
+
 /// What a store operation returns: boxed so that [`Store`] can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -105,6 +142,35 @@ pub trait Store: Send + Sync + 'static {
         selector: Selector,
         options: RemoveOptions,
     ) -> StoreFuture<'_, UpdateAck>;
+    /// Applies `ops` in order, stopping at the first that fails. The embedded store makes
+    /// them one transaction (all or none, one commit); MongoDB applies them one after
+    /// another, and those before a failure stay.
+    fn write_all(&self, ops: Vec<WriteOp>) -> StoreFuture<'_, Vec<WriteOutcome>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                outcomes.push(match op {
+                    WriteOp::Insert { collection, doc } => {
+                        WriteOutcome::Inserted(self.insert(&collection, doc).await?)
+                    }
+                    WriteOp::Update {
+                        collection,
+                        selector,
+                        update,
+                        options,
+                    } => WriteOutcome::Changed(
+                        self.update(&collection, selector, update, options).await?,
+                    ),
+                    WriteOp::Remove {
+                        collection,
+                        selector,
+                        options,
+                    } => WriteOutcome::Changed(self.remove(&collection, selector, options).await?),
+                });
+            }
+            Ok(outcomes)
+        })
+    }
     /// Reads documents: selector, sort (ties by `_id`), skip, limit, projection.
     fn find(&self, collection: &str, options: FindOptions) -> StoreFuture<'_, Vec<Document>>;
     /// Declares an index (idempotent): queries that filter or sort on its fields use it.

@@ -16,6 +16,7 @@ pub mod tokens;
 
 use super::connections::Connections;
 use super::error::ServiceError;
+use super::permissions::user_roles::NameKind;
 use crate::model::query::Selector;
 use crate::model::{Document, MeteorError, Value};
 use crate::storage::{FindOptions, Store, UpdateOptions};
@@ -178,6 +179,8 @@ pub struct Accounts {
     /// Where `Accounts_LoginExpiration` and `Accounts_RegistrationForm` are read, once set.
     settings: std::sync::OnceLock<Arc<super::settings::Settings>>,
     rooms: std::sync::OnceLock<Arc<super::rooms::Rooms>>,
+    /// Users by name and address ignoring case, kept from the change events.
+    names: std::sync::OnceLock<Arc<super::permissions::user_roles::UserRoles>>,
     connections: Arc<Connections>,
     config: AccountsConfig,
     per_connection: limiter::Limiter,
@@ -201,6 +204,39 @@ fn case_insensitive(field: &str, text: &str) -> Result<Selector, ServiceError> {
         },
     );
     Selector::parse(&d).map_err(|e| ServiceError::internal(e.0))
+}
+
+/// How long a look-up by name waits for the name index to catch up before it searches the
+/// store instead.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `user` carries `text` as its username (or one of its addresses): `Some(true)`
+/// exactly, `Some(false)` ignoring case only, `None` not at all.
+fn name_match(user: &Document, kind: NameKind, text: &str) -> Option<bool> {
+    let values: Vec<&str> = match kind {
+        NameKind::Username => user
+            .get("username")
+            .and_then(Value::as_str)
+            .into_iter()
+            .collect(),
+        NameKind::Email => match user.get("emails") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|e| e.as_object()?.get("address")?.as_str())
+                .collect(),
+            _ => Vec::new(),
+        },
+    };
+    if values.contains(&text) {
+        Some(true)
+    } else if values
+        .iter()
+        .any(|v| v.to_lowercase() == text.to_lowercase())
+    {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// The key failures of one user count under, however the login named it.
@@ -271,6 +307,7 @@ impl Accounts {
             store,
             settings: std::sync::OnceLock::new(),
             rooms: std::sync::OnceLock::new(),
+            names: std::sync::OnceLock::new(),
             connections,
             config,
         }))
@@ -284,6 +321,12 @@ impl Accounts {
     /// The Room service, which new users join the default channels through.
     pub fn use_rooms(&self, rooms: Arc<super::rooms::Rooms>) {
         let _ = self.rooms.set(rooms);
+    }
+
+    /// The users' names index, which spares finding a user in another case a scan of every
+    /// user.
+    pub fn use_name_index(&self, names: Arc<super::permissions::user_roles::UserRoles>) {
+        let _ = self.names.set(names);
     }
 
     /// Whether anyone may create an account: `Accounts_RegistrationForm` is not `Disabled`.
@@ -462,6 +505,37 @@ impl Accounts {
         // written by others (Rocket.Chat) have none and are searched for below.
         if let Some(user) = self.user_by_claim(who).await? {
             return Ok(Some(user));
+        }
+        let index = match self.names.get() {
+            // The index is trusted once it has applied every change written so far (a
+            // moment's wait); then it names every user whose name matches ignoring case.
+            Some(names) if self.store.kind() == "embedded" && names.caught_up(INDEX_WAIT).await => {
+                Some(names)
+            }
+            _ => None,
+        };
+        if let Some(names) = index {
+            let kind = match who {
+                UserSelector::Username(_) => NameKind::Username,
+                _ => NameKind::Email,
+            };
+            let mut exact = None;
+            let mut loose = Vec::new();
+            for id in names.ids_named(kind, text).into_iter().take(8) {
+                let Some(user) = self
+                    .find_users(selector(serde_json::json!({"_id": id}))?, 1)
+                    .await?
+                    .pop()
+                else {
+                    continue;
+                };
+                match name_match(&user, kind, text) {
+                    Some(true) => exact = Some(user),
+                    Some(false) => loose.push(user),
+                    None => {}
+                }
+            }
+            return Ok(exact.or_else(|| if loose.len() == 1 { loose.pop() } else { None }));
         }
         let mut exact = Document::default();
         exact.insert(field.into(), Value::from(text.as_str()));

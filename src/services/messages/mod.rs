@@ -19,7 +19,7 @@ use crate::services::permissions::Permissions;
 use crate::services::rooms::members::user_ref;
 use crate::services::rooms::{client_error, text, Rooms, MESSAGES};
 use crate::services::settings::Settings;
-use crate::storage::{FindOptions, Store, StoreError};
+use crate::storage::{FindOptions, Store, StoreError, UpdateOptions, WriteOp, WriteOutcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,24 @@ struct UnreadRule {
     all: bool,
     user_mentions: bool,
     group_mentions: bool,
+}
+
+/// An update of a batch, from a filter and a modifier in JSON.
+fn update_op(
+    collection: &str,
+    filter: serde_json::Value,
+    modifier: serde_json::Value,
+    multi: bool,
+) -> Result<WriteOp, ServiceError> {
+    Ok(WriteOp::Update {
+        collection: collection.into(),
+        selector: selector(filter)?,
+        update: crate::services::build::update(modifier)?,
+        options: UpdateOptions {
+            multi,
+            upsert: false,
+        },
+    })
 }
 
 fn unread_rule(setting: &str) -> UnreadRule {
@@ -422,8 +440,19 @@ impl Messages {
         if let Some(g) = out.groupable {
             message.insert("groupable".into(), Value::Bool(g));
         }
-        match self.store.insert(MESSAGES, message.clone()).await {
-            Ok(ack) => writes.record_write(ack.seq),
+        // The message and everything it changes around it commit together (one transaction
+        // on the embedded store): a reader never sees the message without its counters.
+        let mut ops = vec![WriteOp::Insert {
+            collection: MESSAGES.into(),
+            doc: message.clone(),
+        }];
+        ops.extend(self.count_message(&room, &message, parent.as_ref(), &mentioned_ids, group)?);
+        match self.store.write_all(ops).await {
+            Ok(outcomes) => {
+                if let Some(seq) = outcomes.iter().map(WriteOutcome::seq).max() {
+                    writes.record_write(seq);
+                }
+            }
             Err(StoreError::DuplicateKey(_)) => {
                 // A retry of a message already stored: nothing more happens.
                 return match self.message(&id).await? {
@@ -442,15 +471,6 @@ impl Messages {
             }
             Err(other) => return Err(ServiceError::from_store(&other)),
         }
-        self.count_message(
-            &room,
-            &message,
-            parent.as_ref(),
-            &mentioned_ids,
-            group,
-            writes,
-        )
-        .await?;
         Ok(message)
     }
 
@@ -511,15 +531,15 @@ impl Messages {
 
     /// What a new message changes around it: the room's count and last message, the other
     /// members' unread counts and mentions, the thread's counters.
-    async fn count_message(
+    fn count_message(
         &self,
         room: &Document,
         message: &Document,
         parent: Option<&Document>,
         mentioned: &[String],
         group: bool,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Vec<WriteOp>, ServiceError> {
+        let mut ops = Vec::new();
         let rid = text(room, "_id").unwrap_or_default();
         let sender = message
             .get("u")
@@ -535,26 +555,18 @@ impl Messages {
             room_set["lastMessage"] =
                 crate::services::build::to_json(&Value::Object(message.clone()));
         }
-        self.rooms
-            .write_update(
-                ROOMS,
-                serde_json::json!({"_id": rid}),
-                serde_json::json!({"$inc": {"msgs": 1}, "$set": room_set}),
-                false,
-                writes,
-            )
-            .await?;
+        ops.push(update_op(
+            ROOMS,
+            serde_json::json!({"_id": rid}),
+            serde_json::json!({"$inc": {"msgs": 1}, "$set": room_set}),
+            false,
+        )?);
         if let Some(parent) = parent {
             let tmid = text(parent, "_id").unwrap_or_default();
-            self.rooms
-                .write_update(
-                    MESSAGES,
+            ops.push(update_op(MESSAGES,
                     serde_json::json!({"_id": tmid}),
                     serde_json::json!({"$inc": {"tcount": 1}, "$set": {"tlm": date(ts), "_updatedAt": date(now)}, "$addToSet": {"replies": sender}}),
-                    false,
-                    writes,
-                )
-                .await?;
+                    false)?);
             // The thread's followers (its starter and those who replied) see it unread.
             let mut followers: Vec<String> = match parent.get("replies") {
                 Some(Value::Array(r)) => r
@@ -572,15 +584,10 @@ impl Messages {
             }
             followers.retain(|f| *f != sender);
             if !followers.is_empty() {
-                self.rooms
-                    .write_update(
-                        SUBSCRIPTIONS,
+                ops.push(update_op(SUBSCRIPTIONS,
                         serde_json::json!({"rid": rid, "u._id": {"$in": followers}}),
                         serde_json::json!({"$addToSet": {"tunread": tmid}, "$set": {"alert": true, "_updatedAt": date(now)}}),
-                        true,
-                        writes,
-                    )
-                    .await?;
+                        true)?);
             }
         }
         if !in_thread_only {
@@ -608,18 +615,28 @@ impl Messages {
                     inc.insert("unread".into(), 1.into());
                 }
             }
-            let mut filter = serde_json::json!({"rid": rid, "u._id": {"$ne": sender}});
             if inc.is_empty() {
-                // Nothing to count: only the subscriptions not yet alerted and open change,
-                // so a busy room costs no write per member per message (Rocket.Chat's rule).
-                filter["$or"] =
-                    serde_json::json!([{"alert": {"$ne": true}}, {"open": {"$ne": true}}]);
+                // Nothing to count: only the subscriptions not yet alerted or not open change
+                // (Rocket.Chat's rule), found through the (rid, alert) and (rid, open) indexes,
+                // so a busy room costs no read or write per member per message. A missing
+                // field counts as not set, as `$ne: true` would.
+                for flag in ["alert", "open"] {
+                    ops.push(update_op(
+                        SUBSCRIPTIONS,
+                        serde_json::json!({"rid": rid, flag: {"$in": [false, null]}, "u._id": {"$ne": sender}}),
+                        others.clone(),
+                        true,
+                    )?);
+                }
             } else {
                 others["$inc"] = serde_json::Value::Object(inc);
+                ops.push(update_op(
+                    SUBSCRIPTIONS,
+                    serde_json::json!({"rid": rid, "u._id": {"$ne": sender}}),
+                    others,
+                    true,
+                )?);
             }
-            self.rooms
-                .write_update(SUBSCRIPTIONS, filter, others, true, writes)
-                .await?;
             let mentioned: Vec<&String> = mentioned.iter().filter(|m| **m != sender).collect();
             if !mentioned.is_empty() {
                 let mut inc = serde_json::json!({"userMentions": 1});
@@ -627,31 +644,23 @@ impl Messages {
                 if rule.user_mentions && !counted {
                     inc["unread"] = 1.into();
                 }
-                self.rooms
-                    .write_update(
-                        SUBSCRIPTIONS,
-                        serde_json::json!({"rid": rid, "u._id": {"$in": mentioned}}),
-                        serde_json::json!({"$inc": inc}),
-                        true,
-                        writes,
-                    )
-                    .await?;
+                ops.push(update_op(
+                    SUBSCRIPTIONS,
+                    serde_json::json!({"rid": rid, "u._id": {"$in": mentioned}}),
+                    serde_json::json!({"$inc": inc}),
+                    true,
+                )?);
             }
         }
         // The sender has read its own room (written only when something was unread).
-        self.rooms
-            .write_update(
-                SUBSCRIPTIONS,
+        ops.push(update_op(SUBSCRIPTIONS,
                 serde_json::json!({"rid": rid, "u._id": sender, "$or": [
                     {"unread": {"$gt": 0}}, {"alert": true}, {"userMentions": {"$gt": 0}},
                     {"groupMentions": {"$gt": 0}}, {"open": false},
                 ]}),
                 serde_json::json!({"$set": {"unread": 0, "alert": false, "userMentions": 0, "groupMentions": 0, "open": true, "ls": date(now), "_updatedAt": date(now)}}),
-                false,
-                writes,
-            )
-            .await?;
-        Ok(())
+                false)?);
+        Ok(ops)
     }
 
     /// The message `id` for an edit or delete by `user`, with its room.

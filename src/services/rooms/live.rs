@@ -228,16 +228,6 @@ impl RoomStreams {
             .is_member(rid, uid)
     }
 
-    fn members_of(&self, rid: &str) -> Vec<Arc<str>> {
-        self.members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_room
-            .get(rid)
-            .map(|u| u.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// `stream-notify-room` writes: typing and activity, by a member, under its own name;
     /// anything else is dropped without a word (Rocket.Chat's rule).
     fn register_writes(self: &Arc<Self>, registry: &mut Registry) {
@@ -296,14 +286,18 @@ impl RoomStreams {
         });
     }
 
-    async fn room_info(&self, rid: &str) -> Option<RoomInfo> {
-        if let Some(info) = self
-            .room_info
+    /// What is remembered of room `rid`, without reading the store.
+    fn room_info_now(&self, rid: &str) -> Option<RoomInfo> {
+        self.room_info
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(rid)
-        {
-            return Some(info.clone());
+            .cloned()
+    }
+
+    async fn room_info(&self, rid: &str) -> Option<RoomInfo> {
+        if let Some(info) = self.room_info_now(rid) {
+            return Some(info);
         }
         let room = self
             .store
@@ -464,21 +458,22 @@ impl RoomStreams {
     /// Drops the listeners of `rid`'s messages and room events whose user `lost` says lost
     /// the room.
     fn drop_room_listeners(&self, rid: &str, lost: impl Fn(Option<&str>) -> bool) {
-        self.messages.drop_listeners_where(|k| k == rid, &lost);
-        let prefix = format!("{rid}/");
+        self.messages.drop_listeners_where(rid, &lost);
         self.room
-            .drop_listeners_where(|k| k.starts_with(&prefix), &lost);
+            .drop_listeners_with_prefix(&format!("{rid}/"), &lost);
     }
 
     fn room_changed(&self, operation: OperationType, room: &Document) {
         let Some(rid) = text(room, "_id") else {
             return;
         };
+        let was_public = self.room_info_now(rid).is_none_or(|info| info.kind == "c");
         let info = self.remember_room(room);
-        let members = self.members_of(rid);
-        if info.kind != "c" {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        let no_one = HashSet::new();
+        let members_now = members.by_room.get(rid).unwrap_or(&no_one);
+        if info.kind != "c" && was_public {
             // A room turned private keeps only its members' listeners.
-            let members_now: HashSet<&str> = members.iter().map(|m| &**m).collect();
             self.drop_room_listeners(rid, |u| !u.is_some_and(|u| members_now.contains(u)));
         }
         let action = if operation == OperationType::Insert {
@@ -486,35 +481,29 @@ impl RoomStreams {
         } else {
             "updated"
         };
-        let keys: Vec<String> = members
-            .iter()
-            .map(|uid| format!("{uid}/rooms-changed"))
-            .collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.user.emit_to(
-            &keys,
+        self.user.emit_to_users(
+            members_now,
+            "rooms-changed",
             "rooms-changed",
             &[
                 Value::from(action),
                 Value::Object(projected(room, ROOM_FIELDS)),
             ],
-            None,
         );
     }
 
     fn room_removed(&self, rid: &str) {
-        let members = self.members_of(rid);
-        let keys: Vec<String> = members
-            .iter()
-            .map(|uid| format!("{uid}/rooms-changed"))
-            .collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.user.emit_to(
-            &keys,
-            "rooms-changed",
-            &[Value::from("removed"), with_id(Value::from(rid), &[])],
-            None,
-        );
+        {
+            let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(members_then) = members.by_room.get(rid) {
+                self.user.emit_to_users(
+                    members_then,
+                    "rooms-changed",
+                    "rooms-changed",
+                    &[Value::from("removed"), with_id(Value::from(rid), &[])],
+                );
+            }
+        }
         self.drop_room_listeners(rid, |_| true);
         self.room_info
             .write()

@@ -176,9 +176,15 @@ impl Rooms {
         store: Arc<dyn Store>,
         permissions: Arc<Permissions>,
     ) -> Result<Arc<Self>, ServiceError> {
+        // (rid, u._id): one member's subscription; (rid, alert) and (rid, open): the few
+        // members a new message still has to alert, so a message costs no read of every
+        // member's subscription.
         for keys in [
             serde_json::json!({"u._id": 1}),
             serde_json::json!({"rid": 1}),
+            serde_json::json!({"rid": 1, "u._id": 1}),
+            serde_json::json!({"rid": 1, "alert": 1}),
+            serde_json::json!({"rid": 1, "open": 1}),
         ] {
             let sort = crate::model::query::Sort::parse(&doc(keys)?)
                 .map_err(|e| ServiceError::internal(e.0))?;
