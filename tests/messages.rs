@@ -766,3 +766,166 @@ async fn plain_talk_alerts_a_member_once_not_with_every_message() {
     // Nothing to count in a channel without mentions: bob's subscription is not written again.
     silent_on(&mut bob, "stream-notify-user").await;
 }
+
+/// `stream-notify-user`'s `notification` (a mention, a direct message) and `message` (a
+/// mentioned user not in the room), `userData` (own fields, never `services`) and
+/// `force_logout` (deactivated); `stream-notify-logged`'s `Users:NameChanged` and
+/// `Users:Deleted`; and another user's events refused.
+#[tokio::test]
+async fn user_events_reach_their_user_only() {
+    let server = common::spawn_with_admin().await;
+    let (mut ann, ann_id) = user(&server, "ann").await;
+    let (mut bob, bob_id) = user(&server, "bob").await;
+    let (mut carl, carl_id) = user(&server, "carl").await;
+    let rid = channel(&mut ann, "createPrivateGroup", "secret", json!(["bob"])).await;
+    for (is_ann, event) in [
+        (false, "notification"),
+        (true, "message"),
+        (false, "userData"),
+        (false, "force_logout"),
+        (false, "rooms-changed"),
+    ] {
+        let (c, id) = if is_ann {
+            (&mut ann, &ann_id)
+        } else {
+            (&mut bob, &bob_id)
+        };
+        let frames = c
+            .subscribe(
+                event,
+                "stream-notify-user",
+                json!([format!("{id}/{event}"), false]),
+            )
+            .await;
+        assert!(ready(&frames), "{event}: {frames:?}");
+    }
+    // Carl may not listen to Bob's notifications.
+    let refused = carl
+        .subscribe(
+            "x",
+            "stream-notify-user",
+            json!([format!("{bob_id}/notification"), false]),
+        )
+        .await;
+    assert_eq!(refused.last().unwrap()["msg"], "nosub", "{refused:?}");
+    let frames = carl
+        .subscribe(
+            "l",
+            "stream-notify-logged",
+            json!(["Users:NameChanged", false]),
+        )
+        .await;
+    assert!(ready(&frames), "{frames:?}");
+    let frames = carl
+        .subscribe("d", "stream-notify-logged", json!(["Users:Deleted", false]))
+        .await;
+    assert!(ready(&frames), "{frames:?}");
+
+    let (sent, note) = call_and_event(
+        &mut ann,
+        "sendMessage",
+        json!([{"rid": rid, "msg": "hey @bob, and @carl"}]),
+        "stream-notify-user",
+        &format!("{ann_id}/message"),
+    )
+    .await;
+    assert_eq!(
+        note[0]["msg"], "@carl was mentioned but is not in this room.",
+        "{note}"
+    );
+    assert_eq!(note[0]["rid"], rid.as_str());
+    let args = event(
+        &mut bob,
+        "stream-notify-user",
+        &format!("{bob_id}/notification"),
+    )
+    .await
+    .expect("bob is notified of the mention");
+    assert_eq!(args[0]["payload"]["rid"], rid.as_str(), "{args}");
+    assert_eq!(args[0]["payload"]["_id"], sent["result"]["_id"]);
+    assert_eq!(args[0]["payload"]["sender"]["username"], "ann");
+    assert_eq!(args[0]["title"], "#secret");
+    // The room's new last message reaches its members' room lists, under their own names.
+    let changed = event(
+        &mut bob,
+        "stream-notify-user",
+        &format!("{bob_id}/rooms-changed"),
+    )
+    .await
+    .expect("bob's room list hears of the message");
+    assert_eq!(changed[0], "updated", "{changed}");
+    assert_eq!(changed[1]["_id"], rid.as_str(), "{changed}");
+
+    // A direct message notifies the other side.
+    let dm = call(&mut ann, "createDirectMessage", json!(["bob"])).await["result"]["rid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(&mut ann, &dm, "psst").await;
+    let args = event(
+        &mut bob,
+        "stream-notify-user",
+        &format!("{bob_id}/notification"),
+    )
+    .await
+    .expect("bob is notified of the direct message");
+    assert_eq!(args[0]["payload"]["rid"], dm.as_str(), "{args}");
+    assert_eq!(args[0]["text"], "psst");
+
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    let set = |fields: Json| {
+        let store = store.clone();
+        let id = bob_id.clone();
+        async move {
+            store
+                .update(
+                    "users",
+                    comet::model::query::Selector::by_id(id.as_str().into()),
+                    comet::model::query::Update::parse(&common::document(json!({"$set": fields})))
+                        .unwrap(),
+                    comet::storage::UpdateOptions::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // A token written is no news to the client; a new name is, to it and to everyone.
+    set(json!({"services.resume.loginTokens": [{"hashedToken": "x", "when": {"$date": 1}}]})).await;
+    set(json!({"name": "Bob B"})).await;
+    let data = event(
+        &mut bob,
+        "stream-notify-user",
+        &format!("{bob_id}/userData"),
+    )
+    .await
+    .expect("bob hears of his own change");
+    assert_eq!(data[0]["diff"], json!({"name": "Bob B"}), "{data}");
+    assert_eq!(data[0]["id"], bob_id.as_str());
+    let renamed = event(&mut carl, "stream-notify-logged", "Users:NameChanged")
+        .await
+        .expect("a logged-in user hears of a rename");
+    assert_eq!(
+        renamed[0],
+        json!({"_id": bob_id, "username": "bob", "name": "Bob B"})
+    );
+    set(json!({"active": false})).await;
+    event(
+        &mut bob,
+        "stream-notify-user",
+        &format!("{bob_id}/force_logout"),
+    )
+    .await
+    .expect("a deactivated user is told to log out");
+    store
+        .remove(
+            "users",
+            comet::model::query::Selector::by_id(carl_id.as_str().into()),
+            comet::storage::RemoveOptions::default(),
+        )
+        .await
+        .unwrap();
+    let deleted = event(&mut carl, "stream-notify-logged", "Users:Deleted")
+        .await
+        .expect("a removed user is told");
+    assert_eq!(deleted[0], json!({"userId": carl_id}));
+}

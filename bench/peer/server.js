@@ -8,7 +8,10 @@ const { DDPServer } = require('mongodb-livedata-server');
 
 const port = Number(process.env.PORT || 4000);
 const httpServer = http.createServer((req, res) => { res.writeHead(404); res.end(); });
-const ddp = new DDPServer({}, httpServer);
+// HEARTBEAT_MS=0 turns heartbeats off (S9: the load generator holds thousands of sockets
+// unread while it sets up rooms), as COMET_HEARTBEAT_INTERVAL_MS=0 does for comet.
+const heartbeat = process.env.HEARTBEAT_MS === undefined ? {} : { heartbeatInterval: Number(process.env.HEARTBEAT_MS) };
+const ddp = new DDPServer(heartbeat, httpServer);
 
 ddp.methods({
   echo: async (value) => value,

@@ -1,7 +1,8 @@
 //! Rocket.Chat's broadcast streams for settings, permissions and roles: `stream-notify-all`
 //! (`public-settings-changed`, anyone), `stream-notify-logged` (`private-settings-changed`
 //! for those who may see private settings; `permissions-changed` and `roles-change`, a role
-//! given to or taken from a user, for any logged-in user) and
+//! given to or taken from a user, `Users:NameChanged` and `Users:Deleted`, for any logged-in
+//! user) and
 //! `stream-roles` (`roles`, logged-in users).
 //!
 //! Every event comes from the store's change events, so a setting, permission or role
@@ -9,6 +10,7 @@
 //! one changed here; each change is emitted once, by the task that follows the store. Hidden
 //! settings never go out. It must not write anything.
 
+use super::permissions::user_roles::UserEvent;
 use super::permissions::{Permissions, PERMISSIONS, ROLES};
 use super::registry::Registry;
 use super::settings::SETTINGS;
@@ -75,6 +77,30 @@ impl Notify {
                 logged.emit("roles-change", &[role_change(change)]);
             }
         });
+        let logged = notify.logged.clone();
+        permissions
+            .user_roles()
+            .on_user_event(move |event| match event {
+                UserEvent::Renamed {
+                    user_id,
+                    username,
+                    name,
+                } => {
+                    let mut d = Document::default();
+                    d.insert("_id".into(), Value::from(user_id.as_str()));
+                    for (field, value) in [("username", username), ("name", name)] {
+                        if let Some(v) = value {
+                            d.insert(field.into(), Value::from(v.as_str()));
+                        }
+                    }
+                    logged.emit("Users:NameChanged", &[Value::Object(d)]);
+                }
+                UserEvent::Removed { user_id } => {
+                    let mut d = Document::default();
+                    d.insert("userId".into(), Value::from(user_id.as_str()));
+                    logged.emit("Users:Deleted", &[Value::Object(d)]);
+                }
+            });
         for collection in [SETTINGS, PERMISSIONS, ROLES] {
             store.follow_collection(collection);
         }

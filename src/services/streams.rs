@@ -178,41 +178,44 @@ impl Stream {
             .collect()
     }
 
-    /// Sends `args` as event `event` to the listeners of `<user>/<suffix>` for every user in
-    /// `users`, visiting whichever is fewer: those users, or the keys listened to (a room
-    /// of thousands with few of them listening costs a few look-ups, not thousands).
-    pub fn emit_to_users(
-        &self,
-        users: &HashSet<Arc<str>>,
-        suffix: &str,
-        event: &str,
-        args: &[Value],
-    ) -> usize {
-        let receivers: Vec<Receiver> = {
+    /// Sends `args` to the listeners of `<user>/<suffix>` for every user in `users` (the
+    /// event named as each listened, `<user>/<suffix>`), visiting whichever is fewer: those
+    /// users, or the keys listened to (a room of thousands with few of them listening costs
+    /// a few look-ups, not thousands).
+    pub fn emit_to_users(&self, users: &HashSet<Arc<str>>, suffix: &str, args: &[Value]) -> usize {
+        let groups: Vec<(Arc<str>, Vec<Receiver>)> = {
             let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            let mut found = Vec::new();
+            let copy = |list: &Vec<Listener>| -> Vec<Receiver> {
+                list.iter()
+                    .map(|l| (l.sub.clone(), l.revoked.clone()))
+                    .collect()
+            };
             if listeners.by_key.len() < users.len() {
-                for (key, list) in &listeners.by_key {
-                    let user = key.strip_suffix(suffix).and_then(|k| k.strip_suffix('/'));
-                    if user.is_some_and(|u| users.contains(u)) {
-                        found.extend(list.iter().map(|l| (l.sub.clone(), l.revoked.clone())));
-                    }
-                }
+                listeners
+                    .by_key
+                    .iter()
+                    .filter(|(key, _)| {
+                        key.strip_suffix(suffix)
+                            .and_then(|k| k.strip_suffix('/'))
+                            .is_some_and(|u| users.contains(u))
+                    })
+                    .map(|(key, list)| (key.clone(), copy(list)))
+                    .collect()
             } else {
-                let mut key = String::new();
-                for user in users {
-                    key.clear();
-                    key.push_str(user);
-                    key.push('/');
-                    key.push_str(suffix);
-                    if let Some(list) = listeners.get(&key) {
-                        found.extend(list.iter().map(|l| (l.sub.clone(), l.revoked.clone())));
-                    }
-                }
+                users
+                    .iter()
+                    .filter_map(|user| {
+                        let key = format!("{user}/{suffix}");
+                        let (key, list) = listeners.by_key.get_key_value(key.as_str())?;
+                        Some((key.clone(), copy(list)))
+                    })
+                    .collect()
             }
-            found
         };
-        self.deliver(&receivers, event, args)
+        groups
+            .iter()
+            .map(|(key, receivers)| self.deliver(receivers, key, args))
+            .sum()
     }
 
     /// How many subscriptions listen to `event`.

@@ -104,6 +104,21 @@ impl NameIndex {
 
 type Listener = Arc<dyn Fn(&[RoleChange]) + Send + Sync>;
 
+/// A user renamed or removed, as the change events tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserEvent {
+    Renamed {
+        user_id: String,
+        username: Option<String>,
+        name: Option<String>,
+    },
+    Removed {
+        user_id: String,
+    },
+}
+
+type UserListener = Arc<dyn Fn(&UserEvent) + Send + Sync>;
+
 /// Users' own roles.
 pub struct UserRoles {
     store: Arc<dyn Store>,
@@ -112,6 +127,7 @@ pub struct UserRoles {
     /// The store's change events are applied up to here (of every collection).
     seen: tokio::sync::watch::Sender<u64>,
     listener: OnceLock<Listener>,
+    user_listener: OnceLock<UserListener>,
 }
 
 impl UserRoles {
@@ -123,6 +139,7 @@ impl UserRoles {
             names: RwLock::new(NameIndex::default()),
             seen: tokio::sync::watch::Sender::new(0),
             listener: OnceLock::new(),
+            user_listener: OnceLock::new(),
         });
         crate::services::cached::watch(&roles, &*store);
         roles.clone().reload().await?;
@@ -132,6 +149,11 @@ impl UserRoles {
     /// Calls `listener` with the roles each later change of a user gives or takes.
     pub fn on_change(&self, listener: impl Fn(&[RoleChange]) + Send + Sync + 'static) {
         let _ = self.listener.set(Arc::new(listener));
+    }
+
+    /// Calls `listener` with each later rename (username or name) and removal of a user.
+    pub fn on_user_event(&self, listener: impl Fn(&UserEvent) + Send + Sync + 'static) {
+        let _ = self.user_listener.set(Arc::new(listener));
     }
 
     /// `user_id`'s own roles; `None` for a user not (yet) known here.
@@ -231,6 +253,15 @@ impl CachedCollection for UserRoles {
         };
         let after = known(&doc);
         let before = self.record(id, after.clone());
+        if let (Some(before), Some(listener)) = (&before, self.user_listener.get()) {
+            if before.username != after.username || before.name != after.name {
+                listener(&UserEvent::Renamed {
+                    user_id: id.clone(),
+                    username: after.username.clone(),
+                    name: after.name.clone(),
+                });
+            }
+        }
         // A new user's first roles are not a change anyone is told of (Rocket.Chat tells
         // role grants, not registrations).
         if let (Some(before), Some(listener)) = (before, self.listener.get()) {
@@ -260,6 +291,11 @@ impl CachedCollection for UserRoles {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(id, &before);
+            if let Some(listener) = self.user_listener.get() {
+                listener(&UserEvent::Removed {
+                    user_id: id.to_owned(),
+                });
+            }
         }
     }
 

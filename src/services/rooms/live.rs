@@ -1,7 +1,10 @@
 //! What clients hear of rooms, members and messages: `stream-room-messages` (a room's
 //! messages, and `__my_messages__` with its meta argument), `stream-notify-user`
-//! (`subscriptions-changed`, `rooms-changed`), `stream-notify-room` (`deleteMessage`, and the
-//! typing and activity events clients write) and `stream-notify-room-users`.
+//! (`subscriptions-changed`, `rooms-changed`, `notification` for a mention or a direct
+//! message, `message` for an ephemeral note from the server, `userData` for changes of the
+//! user's own document and `force_logout` for a deactivated user), `stream-notify-room`
+//! (`deleteMessage`, and the typing and activity events clients write) and
+//! `stream-notify-room-users`.
 //!
 //! Every event that mirrors data comes from the store's change events, followed by one task
 //! in the store's order, so a message or a membership written by another process is told
@@ -14,7 +17,7 @@
 
 use super::{projected, text, Rooms, MESSAGES, ROOM_FIELDS, SUBSCRIPTION_FIELDS};
 use crate::model::{Document, Value};
-use crate::services::accounts::{ROOMS, SUBSCRIPTIONS};
+use crate::services::accounts::{ROOMS, SUBSCRIPTIONS, USERS};
 use crate::services::build::TRASH;
 use crate::services::error::ServiceError;
 use crate::services::permissions::Permissions;
@@ -193,7 +196,7 @@ impl RoomStreams {
             members: RwLock::new(Members::default()),
             room_info: RwLock::new(HashMap::new()),
         });
-        for collection in [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH] {
+        for collection in [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS] {
             store.follow_collection(collection);
         }
         let feed = store.subscribe();
@@ -354,7 +357,16 @@ impl RoomStreams {
 
     async fn on_change(&self, event: &ChangeEvent) {
         let collection = &*event.collection;
-        if ![ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH].contains(&collection) {
+        if ![ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS].contains(&collection) {
+            return;
+        }
+        if collection == USERS {
+            if matches!(
+                event.operation,
+                OperationType::Update | OperationType::Replace
+            ) {
+                self.user_changed(event);
+            }
             return;
         }
         match (collection, event.operation) {
@@ -484,7 +496,6 @@ impl RoomStreams {
         self.user.emit_to_users(
             members_now,
             "rooms-changed",
-            "rooms-changed",
             &[
                 Value::from(action),
                 Value::Object(projected(room, ROOM_FIELDS)),
@@ -498,7 +509,6 @@ impl RoomStreams {
             if let Some(members_then) = members.by_room.get(rid) {
                 self.user.emit_to_users(
                     members_then,
-                    "rooms-changed",
                     "rooms-changed",
                     &[Value::from("removed"), with_id(Value::from(rid), &[])],
                 );
@@ -540,6 +550,9 @@ impl RoomStreams {
         // The event name is the field's key: `rid` as given by the document.
         let event_name = rid.to_owned();
         self.messages.emit(&event_name, &args);
+        if event.operation == OperationType::Insert && message.get("t").is_none() {
+            self.notify_recipients(rid, message).await;
+        }
         let listeners = self.messages.keys_with_prefix(MY_MESSAGES_KEY);
         if listeners.is_empty() {
             return;
@@ -585,6 +598,102 @@ impl RoomStreams {
         }
     }
 
+    /// `notification` to those a new message calls (mentioned members, the other side of a
+    /// direct message), and `message` to its sender for each mentioned user who is not in
+    /// the room (Rocket.Chat's ephemeral note).
+    async fn notify_recipients(&self, rid: &str, message: &Document) {
+        let Some(sender) = message
+            .get("u")
+            .and_then(Value::as_object)
+            .and_then(|u| text(u, "_id"))
+        else {
+            return;
+        };
+        let Some(info) = self.room_info(rid).await else {
+            return;
+        };
+        let mentioned: Vec<(&str, &str)> = match message.get("mentions") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|m| {
+                    let m = m.as_object()?;
+                    Some((text(m, "_id")?, text(m, "username").unwrap_or_default()))
+                })
+                .filter(|(id, _)| *id != sender && *id != "all" && *id != "here")
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (called, strangers) = {
+            let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+            let in_room = members.by_room.get(rid);
+            let is_member = |uid: &str| in_room.is_some_and(|m| m.contains(uid));
+            let mut called: HashSet<Arc<str>> = HashSet::new();
+            let mut strangers = Vec::new();
+            if info.kind == "d" {
+                called.extend(
+                    in_room
+                        .into_iter()
+                        .flatten()
+                        .filter(|u| ***u != *sender)
+                        .cloned(),
+                );
+            }
+            for (id, username) in &mentioned {
+                if is_member(id) {
+                    called.insert(Arc::from(*id));
+                } else {
+                    strangers.push(username.to_string());
+                }
+            }
+            (called, strangers)
+        };
+        if !called.is_empty() {
+            let notification = notification_of(message, &info);
+            self.user
+                .emit_to_users(&called, "notification", &[notification]);
+        }
+        for username in strangers.iter().filter(|u| !u.is_empty()) {
+            let note = ephemeral(
+                rid,
+                &format!("@{username} was mentioned but is not in this room."),
+            );
+            self.user.emit(&format!("{sender}/message"), &[note]);
+        }
+    }
+
+    /// `userData` (the changed fields a user may see of its own document) and, for a user
+    /// just deactivated, `force_logout`.
+    fn user_changed(&self, event: &ChangeEvent) {
+        let Some(Value::String(uid)) = &event.id else {
+            return;
+        };
+        let Some(changes) = &event.update_description else {
+            return;
+        };
+        let mut diff = Document::default();
+        for (path, value) in changes.updated_fields.iter() {
+            if own_field(path) {
+                diff.insert(path.clone(), value.clone());
+            }
+        }
+        let mut unset = Document::default();
+        for path in changes.removed_fields.iter().filter(|p| own_field(p)) {
+            unset.insert(path.clone(), Value::Bool(true));
+        }
+        if !diff.is_empty() || !unset.is_empty() {
+            let mut data = Document::default();
+            data.insert("type".into(), Value::from("updated"));
+            data.insert("id".into(), Value::from(uid.as_str()));
+            data.insert("diff".into(), Value::Object(diff));
+            data.insert("unset".into(), Value::Object(unset));
+            self.user
+                .emit(&format!("{uid}/userData"), &[Value::Object(data)]);
+        }
+        if changes.updated_fields.get("active") == Some(&Value::Bool(false)) {
+            self.user.emit(&format!("{uid}/force_logout"), &[]);
+        }
+    }
+
     fn message_deleted(&self, message: &Document) {
         let (Some(rid), Some(id)) = (text(message, "rid"), message.get("_id")) else {
             return;
@@ -592,6 +701,93 @@ impl RoomStreams {
         self.room
             .emit(&format!("{rid}/deleteMessage"), &[with_id(id.clone(), &[])]);
     }
+}
+
+/// The fields of its own user document a client hears of in `userData` (never `services`,
+/// where passwords and tokens live).
+const OWN_FIELDS: &[&str] = &[
+    "username",
+    "name",
+    "status",
+    "statusText",
+    "statusConnection",
+    "statusDefault",
+    "utcOffset",
+    "active",
+    "roles",
+    "settings",
+    "emails",
+    "avatarETag",
+    "language",
+    "customFields",
+    "requirePasswordChange",
+    "bio",
+    "nickname",
+    "e2e",
+];
+
+fn own_field(path: &str) -> bool {
+    let root = path.split('.').next().unwrap_or_default();
+    OWN_FIELDS.contains(&root)
+}
+
+/// Rocket.Chat's desktop notification for `message`.
+fn notification_of(message: &Document, info: &RoomInfo) -> Value {
+    let user = message.get("u").and_then(Value::as_object);
+    let sender_name = user.and_then(|u| text(u, "username")).unwrap_or_default();
+    let title = match (&info.name, info.kind.as_str()) {
+        (Some(name), "c" | "p") => format!("#{name}"),
+        _ => format!("@{sender_name}"),
+    };
+    let mut payload = Document::default();
+    for field in ["_id", "rid", "tmid"] {
+        if let Some(v) = message.get(field) {
+            payload.insert(field.into(), v.clone());
+        }
+    }
+    if let Some(u) = user {
+        payload.insert(
+            "sender".into(),
+            Value::Object(projected(u, &["_id", "username", "name"])),
+        );
+    }
+    payload.insert("type".into(), Value::from(info.kind.as_str()));
+    if let Some(name) = &info.name {
+        payload.insert("name".into(), Value::from(name.as_str()));
+    }
+    let mut short = Document::default();
+    short.insert(
+        "msg".into(),
+        message.get("msg").cloned().unwrap_or(Value::from("")),
+    );
+    payload.insert("message".into(), Value::Object(short));
+    let mut n = Document::default();
+    n.insert("title".into(), Value::from(title));
+    n.insert(
+        "text".into(),
+        message.get("msg").cloned().unwrap_or(Value::from("")),
+    );
+    n.insert("payload".into(), Value::Object(payload));
+    Value::Object(n)
+}
+
+/// An ephemeral message from the server (`rocket.cat`) in room `rid`: shown, never stored.
+fn ephemeral(rid: &str, msg: &str) -> Value {
+    let mut u = Document::default();
+    u.insert("_id".into(), Value::from("rocket.cat"));
+    u.insert("username".into(), Value::from("rocket.cat"));
+    let mut m = Document::default();
+    m.insert("_id".into(), Value::from(crate::model::random::random_id()));
+    m.insert("rid".into(), Value::from(rid));
+    m.insert("ts".into(), Value::Date(crate::services::build::now_ms()));
+    m.insert("msg".into(), Value::from(msg));
+    m.insert("u".into(), Value::Object(u));
+    m.insert("private".into(), Value::Bool(true));
+    m.insert(
+        "_updatedAt".into(),
+        Value::Date(crate::services::build::now_ms()),
+    );
+    Value::Object(m)
 }
 
 /// Applies the store's changes in order until the streams are dropped or the feed closes.
