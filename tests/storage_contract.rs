@@ -815,3 +815,50 @@ async fn writes_committed_together_fail_or_succeed_each_on_its_own() {
         "events in order: {heard:?}"
     );
 }
+
+#[tokio::test]
+async fn updates_by_id_see_rolled_back_and_other_processes_changes() {
+    use comet::storage::{UpdateOptions, WriteOp};
+    let dir = temp_dir("doc-cache");
+    let a = EmbeddedStore::open(&dir).unwrap();
+    let b = EmbeddedStore::open(&dir).unwrap();
+    a.insert("rooms", doc(serde_json::json!({"_id": "r", "n": 0})))
+        .await
+        .unwrap();
+    let by_id = || sel(serde_json::json!({"_id": "r"}));
+    let bump = || upd(serde_json::json!({"$inc": {"n": 1}}));
+    let n_of = |docs: Vec<Document>| docs[0]["n"].as_f64().unwrap();
+    // Read and kept by a's writer.
+    a.update("rooms", by_id(), bump(), UpdateOptions::default())
+        .await
+        .unwrap();
+    // A bump rolled back with its batch leaves no trace in what a's writer keeps.
+    let failed = a
+        .write_all(vec![
+            WriteOp::Update {
+                collection: "rooms".into(),
+                selector: by_id(),
+                update: bump(),
+                options: UpdateOptions::default(),
+            },
+            WriteOp::Insert {
+                collection: "rooms".into(),
+                doc: doc(serde_json::json!({"_id": "r"})),
+            },
+        ])
+        .await;
+    assert!(failed.is_err());
+    // Another process bumps it too.
+    b.update("rooms", by_id(), bump(), UpdateOptions::default())
+        .await
+        .unwrap();
+    a.update("rooms", by_id(), bump(), UpdateOptions::default())
+        .await
+        .unwrap();
+    let found = a.find("rooms", FindOptions::default()).await.unwrap();
+    assert_eq!(
+        n_of(found),
+        3.0,
+        "a's writer saw b's bump and not the rolled-back one"
+    );
+}

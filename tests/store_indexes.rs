@@ -68,6 +68,8 @@ fn selector() -> impl Strategy<Value = serde_json::Value> {
         (field.clone(), "[a-c]{0,2}").prop_map(|(f, v)| serde_json::json!({ f: {"$gte": v} })),
         (field.clone(), 0i64..5, "[a-c]{1}")
             .prop_map(|(f, n, s)| serde_json::json!({ f: {"$in": [n, s]} })),
+        (field.clone(), any::<bool>())
+            .prop_map(|(f, b)| serde_json::json!({ f: {"$in": [b, null]} })),
         (0i64..5, 0i64..5).prop_map(|(a, b)| serde_json::json!({"a": a, "b": {"$lt": b}})),
         (0i64..5).prop_map(|a| serde_json::json!({"$or": [{"a": a}, {"b": a}]})),
     ]

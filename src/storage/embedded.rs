@@ -31,6 +31,49 @@ struct Writer {
     /// SQLite's `data_version` as this connection last saw it: it moves when another
     /// connection (another process on the same file) commits.
     data_version: i64,
+    docs: DocCache,
+}
+
+/// Most documents the writer keeps parsed.
+const DOC_CACHE_MAX: usize = 4096;
+
+/// Documents the writer read by `_id` lately, parsed, by table and wire id, so that a
+/// document updated again and again by `_id` (a room's, at every message) is not parsed
+/// from its text each time. Updates refresh what is kept; it is emptied whenever it might
+/// be wrong: a write rolled back, a commit that failed, another process's commit.
+#[derive(Default)]
+struct DocCache(HashMap<String, Document>);
+
+impl DocCache {
+    fn key(table: &str, wire_id: &str) -> String {
+        format!("{table}\u{0}{wire_id}")
+    }
+
+    fn get(&self, table: &str, wire_id: &str) -> Option<&Document> {
+        self.0.get(&Self::key(table, wire_id))
+    }
+
+    fn put(&mut self, table: &str, wire_id: &str, doc: Document) {
+        if self.0.len() >= DOC_CACHE_MAX {
+            self.0.clear();
+        }
+        self.0.insert(Self::key(table, wire_id), doc);
+    }
+
+    /// Replaces the document kept for `wire_id`, if one is.
+    fn refresh(&mut self, table: &str, wire_id: &str, doc: &Document) {
+        if let Some(kept) = self.0.get_mut(&Self::key(table, wire_id)) {
+            kept.clone_from(doc);
+        }
+    }
+
+    fn remove(&mut self, table: &str, wire_id: &str) {
+        self.0.remove(&Self::key(table, wire_id));
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl Writer {
@@ -60,6 +103,8 @@ impl Writer {
         if let Some(last) = out.last() {
             self.next_seq = last.seq + 1;
         }
+        // Another process wrote: what this one kept parsed may be stale.
+        self.docs.clear();
         Ok(out)
     }
 }
@@ -390,6 +435,7 @@ impl EmbeddedStore {
                 next_seq,
                 log_cap: DEFAULT_LOG_CAP,
                 data_version,
+                docs: DocCache::default(),
             }),
             writes,
             reads,
@@ -522,6 +568,7 @@ impl EmbeddedStore {
                 Err(err) => {
                     let _ = w.conn.execute_batch("ROLLBACK TO write; RELEASE write");
                     w.next_seq = start;
+                    w.docs.clear();
                     outcomes.push((job, Err(err)));
                 }
             }
@@ -533,6 +580,7 @@ impl EmbeddedStore {
         if let Err(err) = committed {
             let _ = w.conn.execute_batch("ROLLBACK");
             w.next_seq = batch_start;
+            w.docs.clear();
             for (job, outcome) in outcomes {
                 job.finish(outcome.and(Err(StoreError::Unavailable(err.to_string()))));
             }
@@ -936,13 +984,29 @@ enum PreparedOp {
 
 /// The rows an update or remove applies to: every match, or the first unless `multi`.
 fn targets(
-    w: &Writer,
+    w: &mut Writer,
     indexed: &IndexedFields,
     table: &str,
     collection: &str,
     selector: &Selector,
     multi: bool,
 ) -> Result<Vec<(String, Document)>, StoreError> {
+    if let Some(id) = selector.single_id() {
+        let wire_id = wire(id)?;
+        if let Some(doc) = w.docs.get(table, &wire_id) {
+            return Ok(if selector.matches(doc) {
+                vec![(wire_id, doc.clone())]
+            } else {
+                Vec::new()
+            });
+        }
+        ensure_table(&w.conn, table)?;
+        let found = scan(&w.conn, table, &[], selector, Some(1))?;
+        for (id, doc) in &found {
+            w.docs.put(table, id, doc.clone());
+        }
+        return Ok(found);
+    }
     ensure_table(&w.conn, table)?;
     let fields = fields_of(indexed, collection);
     scan(
@@ -984,6 +1048,7 @@ fn apply_update(
             &text,
             &after,
         )?;
+        w.docs.refresh(table, &wire_id, &after);
         ack.modified += 1;
         let seq = w.next_seq + events.len() as u64;
         let (operation, update_description) = if update.is_replacement() {
@@ -1053,6 +1118,7 @@ fn apply_remove(
             &format!("DELETE FROM {table} WHERE id = ?1"),
             params![wire_id],
         )?;
+        w.docs.remove(table, &wire_id);
         ack.matched += 1;
         ack.modified += 1;
         let seq = w.next_seq + events.len() as u64;

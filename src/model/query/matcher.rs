@@ -127,6 +127,10 @@ impl Selector {
                 Value::Null | Value::Array(_) | Value::Object(_) | Value::Regex { .. }
             )
         };
+        // Equal to null is also missing, which a key column holds as null too (a field
+        // that is an array somewhere is not used through its key at all).
+        let indexable_equal =
+            |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_) | Value::Regex { .. });
         let mut out = Vec::new();
         for c in &self.clauses {
             let Clause::Field { path, ops } = c else {
@@ -134,12 +138,12 @@ impl Selector {
             };
             for op in ops {
                 let bound = match op {
-                    Op::Eq(v) if indexable(v) => IndexBound::OneOf(vec![v]),
+                    Op::Eq(v) if indexable_equal(v) => IndexBound::OneOf(vec![v]),
                     Op::In(patterns) => {
                         let values: Option<Vec<&Value>> = patterns
                             .iter()
                             .map(|p| match p {
-                                Pattern::Value(v) if indexable(v) => Some(v),
+                                Pattern::Value(v) if indexable_equal(v) => Some(v),
                                 _ => None,
                             })
                             .collect();
