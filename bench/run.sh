@@ -13,6 +13,7 @@
 #   SCENARIOS=initial bench/run.sh                         # S8 50 MB initial result set
 #   SCENARIOS="login loginping" bench/run.sh               # logins (bcrypt cost 10)
 #   SCENARIOS=chat bench/run.sh                            # S9 chat path (sendMessage -> stream)
+#   SCENARIOS=chat SERVERS=comet bench/run.sh              # S9 on comet alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -130,7 +131,7 @@ for scenario in $SCENARIOS; do
       # Heartbeats off on both servers: the load generator leaves thousands of sockets
       # unread while it makes users and rooms, and would miss the pings.
       export BCRYPT_COST=4 HEARTBEAT_MS=0
-      for server in comet peer; do
+      for server in ${SERVERS:-comet peer}; do
         run $server "S9 chat: one room of 1000, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
         run $server "S9 chat: one room of ${CHAT_BIG:-5000}, ${CHAT_BIG_RATE:-20} msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate "${CHAT_BIG_RATE:-20}" --secs 8 --warmup-secs 3
         run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 8 --warmup-secs 3
