@@ -548,7 +548,14 @@ impl EmbeddedStore {
                 .execute_batch("SAVEPOINT write")
                 .map_err(StoreError::from)
                 .and_then(|()| {
-                    let mine = job.run(&mut w)?;
+                    // A write that panics fails alone; the writer thread serves on.
+                    let mine =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&mut w)))
+                            .unwrap_or_else(|_| {
+                                Err(StoreError::Unavailable(
+                                    "a write failed unexpectedly".into(),
+                                ))
+                            })?;
                     for e in &mine {
                         w.conn
                             .prepare_cached(
