@@ -41,6 +41,17 @@ fn limit(value: Option<&Value>, default: usize) -> usize {
         .map_or(default, |n| (n as usize).min(MAX_PAGE))
 }
 
+/// The `_id` of the first argument (`{_id, ...}`), once `check_all` has passed.
+fn first_id(params: &[Value]) -> String {
+    params
+        .first()
+        .and_then(Value::as_object)
+        .and_then(|o| o.get("_id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A client-chosen message id: Meteor's id characters, not too long.
 fn valid_message_id(value: &Value) -> bool {
     value.as_str().is_some_and(|s| s.len() <= 64 && is_id(s))
@@ -131,12 +142,7 @@ pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
             )])],
             &params[..params.len().min(1)],
         )?;
-        let id = params[0]
-            .as_object()
-            .and_then(|o| o.get("_id"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let id = first_id(&params);
         m.delete(ctx.user_id.as_deref(), &id, &ctx).await?;
         Ok(None)
     });
@@ -172,12 +178,7 @@ pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
                 ],
                 &params,
             )?;
-            let id = params[0]
-                .as_object()
-                .and_then(|o| o.get("_id"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let id = first_id(&params);
             let message = m.pin(ctx.user_id.as_deref(), &id, pinned, &ctx).await?;
             Ok(Some(Value::Object(message)))
         });
@@ -300,12 +301,7 @@ pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
                 ],
                 &params,
             )?;
-            let id = params[0]
-                .as_object()
-                .and_then(|o| o.get("_id"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let id = first_id(&params);
             let found = m
                 .surrounding(ctx.user_id.as_deref(), &id, limit(params.get(1), 50))
                 .await?;
