@@ -103,7 +103,17 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         permissions_service.clone(),
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
-    crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
+    let notify =
+        crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
+    let presence = crate::services::presence::Presence::start(
+        store.clone(),
+        permissions_service.clone(),
+        &mut registry,
+        settings.presence.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot prepare presence: {err}")))?;
+    presence.use_logged_stream(notify.logged.clone());
     let rooms_service =
         crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
             .await
@@ -169,6 +179,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             permissions: permissions_service,
             rooms: rooms_service,
             messages,
+            presence,
         },
     ));
     Ok(Built { hub, rest })

@@ -135,6 +135,14 @@ pub struct Cli {
     /// bcrypt's cost for new password hashes (4 to 31; Meteor's is 10).
     #[arg(long, env = "COMET_BCRYPT_COST")]
     pub bcrypt_cost: Option<u32>,
+    /// Milliseconds a user's closed connection still counts as online (a reconnect within
+    /// it does not flap the status; default 3000).
+    #[arg(long, env = "COMET_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
+    /// Milliseconds between this process's presence heartbeats and sweeps of connections
+    /// left by processes gone (default 10000; a process is gone after three missed).
+    #[arg(long, env = "COMET_PRESENCE_HEARTBEAT_MS")]
+    pub presence_heartbeat_ms: Option<u64>,
 }
 
 /// The `[server]` table of the TOML file: the same settings as the flags.
@@ -193,6 +201,7 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     pub test_handlers: bool,
     pub accounts: crate::services::accounts::AccountsConfig,
+    pub presence: crate::services::presence::PresenceConfig,
     pub server: ServerConfig,
     pub session: SessionConfig,
     pub publications: Vec<crate::services::declarative::PublicationConfig>,
@@ -353,6 +362,16 @@ impl Settings {
                     _ => None,
                 },
                 ..Default::default()
+            },
+            presence: {
+                let defaults = crate::services::presence::PresenceConfig::default();
+                crate::services::presence::PresenceConfig {
+                    grace: cli.presence_grace_ms.map_or(defaults.grace, ms),
+                    heartbeat: cli
+                        .presence_heartbeat_ms
+                        .filter(|h| *h > 0)
+                        .map_or(defaults.heartbeat, ms),
+                }
             },
             server,
             session,

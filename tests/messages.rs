@@ -16,18 +16,7 @@ const QUIET: Duration = Duration::from_millis(400);
 
 /// A new user, logged in on its own connection, with its id.
 async fn user(server: &common::TestServer, name: &str) -> (DdpClient, String) {
-    let (mut c, _) = DdpClient::connect(server).await;
-    let frames = c
-        .call_seeing(
-            "new",
-            "createUser",
-            json!([{"username": name, "email": format!("{name}@example.com"), "password": "pw"}]),
-        )
-        .await;
-    let id = frames.last().unwrap()["result"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{frames:?}"))
-        .to_owned();
+    let (c, id, _) = common::registered(server, name).await;
     (c, id)
 }
 

@@ -127,7 +127,7 @@ async fn a_rest_client_logs_in_calls_methods_and_resumes_on_the_socket() {
         (200, &json!("success")),
         "{body}"
     );
-    let removed = c.recv_data().await;
+    let removed = c.recv_data_past_status().await;
     assert_eq!(
         (removed["msg"].as_str(), removed["collection"].as_str()),
         (Some("removed"), Some("users"))

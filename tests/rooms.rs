@@ -11,16 +11,7 @@ use serde_json::{json, Value as Json};
 
 /// A new user, logged in on its own connection.
 async fn user(server: &common::TestServer, name: &str) -> DdpClient {
-    let (mut c, _) = DdpClient::connect(server).await;
-    let frames = c
-        .call_seeing(
-            "new",
-            "createUser",
-            json!([{"username": name, "email": format!("{name}@example.com"), "password": "pw"}]),
-        )
-        .await;
-    assert!(frames.last().unwrap().get("result").is_some(), "{frames:?}");
-    c
+    common::registered(server, name).await.0
 }
 
 async fn call(c: &mut DdpClient, method: &str, params: Json) -> Json {

@@ -149,6 +149,7 @@ function issueToken(invocation, user) {
   user.tokens.add(hashed);
   tokens.set(hashed, user.id);
   invocation.setUserId(user.id);
+  presenceOnLogin(invocation, user.id);
   return { id: user.id, token, tokenExpires: new Date(Date.now() + 90 * 864e5), type: 'password' };
 }
 ddp.methods({
@@ -158,8 +159,9 @@ ddp.methods({
       throw new Error('Match failed');
     }
     if (users.has(username)) throw new Error('Username already exists.');
-    const user = { id: `u${users.size}`, bcrypt: await bcrypt.hash(password.digest, BCRYPT_COST), tokens: new Set() };
+    const user = { name: username, id: `u${users.size}`, bcrypt: await bcrypt.hash(password.digest, BCRYPT_COST), tokens: new Set() };
     users.set(username, user);
+    nameOf.set(user.id, username);
     return issueToken(this, user);
   },
   login: async function (request) {
@@ -167,6 +169,7 @@ ddp.methods({
       const id = tokens.get(hashToken(request.resume));
       if (!id) throw new Error("You've been logged out by the server. Please log in again.");
       this.setUserId(id);
+      presenceOnLogin(this, id);
       return { id, token: request.resume, tokenExpires: new Date(Date.now() + 90 * 864e5), type: 'resume' };
     }
     const user = request && request.user && users.get(request.user.username);
@@ -219,6 +222,72 @@ ddp.publish({
     if (!listeners.has(rid)) listeners.set(rid, new Set());
     listeners.get(rid).add(this);
     this.onStop(() => listeners.get(rid).delete(this));
+    this.ready();
+  },
+});
+
+// Presence (S10): Rocket.Chat's `stream-user-presence` (a connection's first subscription holds
+// its watch list, `[username, status, statusText]` frames with the user's id as the frame id),
+// a user online while any of its connections is and offline a grace period after the last
+// closes (PRESENCE_GRACE_MS, 3,000 as comet's default). Statuses live in memory: the peer
+// writes no record and no user document, comet writes both to its store.
+const PRESENCE_GRACE_MS = Number(process.env.PRESENCE_GRACE_MS || 3000);
+const nameOf = new Map(); // user id -> username
+const connectionsOf = new Map(); // user id -> Set(connection id)
+const statusOf = new Map(); // user id -> 0 offline, 1 online
+const watchersOf = new Map(); // user id -> Set(subscription)
+const watchLists = new Map(); // connection id -> {sub, watched: Set(user id)}
+function setStatus(uid, status) {
+  if ((statusOf.get(uid) || 0) === status) return;
+  statusOf.set(uid, status);
+  const subs = watchersOf.get(uid);
+  if (!subs) return;
+  const username = nameOf.get(uid);
+  const frame = { msg: 'changed', collection: 'stream-user-presence', id: uid, fields: { uid, args: [[username, status, '']], eventName: uid } };
+  for (const sub of subs) sub._session.send(frame);
+}
+function presenceOnLogin(invocation, uid) {
+  const connection = invocation.connection;
+  if (!connection) return;
+  if (!connectionsOf.has(uid)) connectionsOf.set(uid, new Set());
+  connectionsOf.get(uid).add(connection.id);
+  setStatus(uid, 1);
+  connection.onClose(() => {
+    setTimeout(() => {
+      const open = connectionsOf.get(uid);
+      if (!open) return;
+      open.delete(connection.id);
+      if (open.size === 0) { connectionsOf.delete(uid); setStatus(uid, 0); }
+    }, PRESENCE_GRACE_MS);
+  });
+}
+ddp.publish({
+  'stream-user-presence': async function (_event, options) {
+    if (!this.userId) throw new Error('not-allowed');
+    const { added = [], removed = [] } = options || {};
+    const connectionId = this.connection && this.connection.id;
+    let list = watchLists.get(connectionId);
+    const main = !list;
+    if (main) { list = { sub: this, watched: new Set() }; watchLists.set(connectionId, list); }
+    for (const uid of added) {
+      if (list.watched.has(uid)) continue;
+      list.watched.add(uid);
+      if (!watchersOf.has(uid)) watchersOf.set(uid, new Set());
+      watchersOf.get(uid).add(list.sub);
+    }
+    for (const uid of removed) {
+      if (!list.watched.delete(uid)) continue;
+      const subs = watchersOf.get(uid);
+      if (subs) { subs.delete(list.sub); if (!subs.size) watchersOf.delete(uid); }
+    }
+    if (!main) { this.stop(); return; }
+    this.onStop(() => {
+      watchLists.delete(connectionId);
+      for (const uid of list.watched) {
+        const subs = watchersOf.get(uid);
+        if (subs) { subs.delete(list.sub); if (!subs.size) watchersOf.delete(uid); }
+      }
+    });
     this.ready();
   },
 });

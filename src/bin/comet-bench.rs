@@ -10,6 +10,7 @@
 //! `comet-bench login --url URL --pid PID --clients C --mode password|resume` (logins)
 //! `comet-bench login-ping --url URL --pid PID --clients C --observers O` (logins, ping p99)
 //! `comet-bench chat --url URL --pid PID --mode big|small --rooms R --room-size S --big B --rate M` (S9)
+//! `comet-bench presence --url URL --pid PID --users N --watchers W --watch K --storm-secs S` (S10)
 //!
 //! Prints one JSON object per run on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -83,6 +84,18 @@ struct Args {
     admin: String,
     #[arg(long, default_value = "bench-admin-pass")]
     admin_pass: String,
+    /// Presence: users in the storm, watching connections, users each one watches, seconds
+    /// the connect storm is spread over, the server's grace before offline (ms).
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    #[arg(long, default_value_t = 1000)]
+    watch: usize,
+    #[arg(long, default_value_t = 10)]
+    storm_secs: u64,
+    #[arg(long, default_value_t = 3000)]
+    grace_ms: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
@@ -994,6 +1007,7 @@ fn main() {
             "login" => login(&args).await,
             "login-ping" => login_ping(&args).await,
             "chat" => chat(&args).await,
+            "presence" => presence(&args).await,
             other => {
                 eprintln!("unknown scenario {other}; use idle or echo");
                 std::process::exit(2);
@@ -1294,4 +1308,261 @@ async fn chat(args: &Args) -> serde_json::Value {
         "rss_kib": rss, "rss_bytes_per_member": rss as f64 * 1024.0 / members.max(1) as f64,
         "setup_secs": setup_secs,
     })
+}
+
+/// A new user `name` (password = its name), its socket closed: its id and resume token.
+async fn presence_user(url: &str, src: IpAddr, name: String) -> (String, String) {
+    let mut ws = connected(url, src).await;
+    let password = serde_json::json!({"digest": digest(&name), "algorithm": "sha-256"});
+    let reply = call_on(
+        &mut ws,
+        "c",
+        "createUser",
+        serde_json::json!([{"username": name, "email": format!("{name}@bench.example"), "password": password}]),
+    )
+    .await;
+    let id = reply["result"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createUser failed: {reply}"));
+    let token = reply["result"]["token"].as_str().unwrap();
+    (id.to_owned(), token.to_owned())
+}
+
+/// A connection logged in with a resume token.
+async fn resumed(url: &str, src: IpAddr, token: &str) -> Ws {
+    let mut ws = connected(url, src).await;
+    let reply = call_on(
+        &mut ws,
+        "r",
+        "login",
+        serde_json::json!([{"resume": token}]),
+    )
+    .await;
+    assert!(reply.get("result").is_some(), "resume failed: {reply}");
+    ws
+}
+
+/// What the presence watchers saw: per watcher, the watched users seen online and seen
+/// offline (by index), and when every watcher had all it expected.
+struct PresenceTally {
+    index: std::collections::HashMap<String, usize>,
+    online: RefCell<Vec<std::collections::HashSet<usize>>>,
+    offline: RefCell<Vec<std::collections::HashSet<usize>>>,
+    deliveries: RefCell<u64>,
+    online_complete: RefCell<usize>,
+    offline_complete: RefCell<usize>,
+    online_done: RefCell<Option<Instant>>,
+    offline_done: RefCell<Option<Instant>>,
+    expect_online: usize,
+    expect_offline: Vec<usize>,
+}
+
+async fn presence_reader(mut ws: Ws, watcher: usize, tally: Rc<PresenceTally>) {
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else { continue };
+        if !t.contains("stream-user-presence") {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else {
+            continue;
+        };
+        let Some(&user) = v["id"].as_str().and_then(|id| tally.index.get(id)) else {
+            continue;
+        };
+        *tally.deliveries.borrow_mut() += 1;
+        match v["fields"]["args"][0][1].as_u64() {
+            Some(1) => {
+                let fresh = tally.online.borrow_mut()[watcher].insert(user);
+                if fresh && tally.online.borrow()[watcher].len() == tally.expect_online {
+                    *tally.online_complete.borrow_mut() += 1;
+                    if *tally.online_complete.borrow() == tally.online.borrow().len() {
+                        *tally.online_done.borrow_mut() = Some(Instant::now());
+                    }
+                }
+            }
+            Some(0) => {
+                let fresh = tally.offline.borrow_mut()[watcher].insert(user);
+                if fresh && tally.offline.borrow()[watcher].len() == tally.expect_offline[watcher] {
+                    *tally.offline_complete.borrow_mut() += 1;
+                    if *tally.offline_complete.borrow() == tally.offline.borrow().len() {
+                        *tally.offline_done.borrow_mut() = Some(Instant::now());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// S10, the presence storm: `users` users connect (resume logins spread over `storm_secs`),
+/// each watched on `stream-user-presence` by `users * watch / watchers` of the `watchers`
+/// watching connections; then every tenth user disconnects at once. Reported: how long after
+/// the storm's last login (and after the disconnect plus the server's grace) every watcher
+/// had seen every change, deliveries, CPU per status change, and the memory each
+/// (watcher, watched user) pair costs the server.
+async fn presence(args: &Args) -> serde_json::Value {
+    let run = format!("{:x}", std::process::id() ^ (now_ms() as u32));
+    let (n, w, k) = (args.users, args.watchers, args.watch.min(args.users));
+    let setup = Instant::now();
+    let names: Vec<String> = (0..n + w).map(|i| format!("p{run}x{i}")).collect();
+    let mut made =
+        futures_util::stream::iter(names.iter().cloned().enumerate().map(|(i, name)| {
+            let (url, src) = (args.url.clone(), source(i, args.sources));
+            async move { presence_user(&url, src, name).await }
+        }))
+        .buffered(128);
+    let mut people = Vec::with_capacity(n + w);
+    while let Some(p) = made.next().await {
+        people.push(p);
+    }
+    // Everyone made goes offline after the grace: wait it out before measuring.
+    tokio::time::sleep(Duration::from_millis(args.grace_ms + 2000)).await;
+    let index: std::collections::HashMap<String, usize> = people[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.clone(), i))
+        .collect();
+    let watched_by = |watcher: usize| (0..k).map(move |j| (watcher * n / w.max(1) + j) % n);
+    let expect_offline: Vec<usize> = (0..w)
+        .map(|x| watched_by(x).filter(|u| u % 10 == 0).count())
+        .collect();
+    // Watchers: logged in, then (memory measured around it) subscribed to their users.
+    let mut watchers = Vec::with_capacity(w);
+    let mut logging = futures_util::stream::iter((0..w).map(|x| {
+        let (url, src, token) = (
+            args.url.clone(),
+            source(n + x, args.sources),
+            people[n + x].1.clone(),
+        );
+        async move { resumed(&url, src, &token).await }
+    }))
+    .buffered(128);
+    while let Some(ws) = logging.next().await {
+        watchers.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kib(args.pid);
+    let people_ref = &people;
+    let mut subscribing = futures_util::stream::iter(watchers.into_iter().enumerate().map(|(x, mut ws)| async move {
+        let added: Vec<&str> = watched_by(x).map(|u| people_ref[u].0.as_str()).collect();
+        let sub = serde_json::json!({"msg": "sub", "id": "p", "name": "stream-user-presence", "params": ["", {"added": added}]});
+        ws.send(Message::text(sub.to_string())).await.unwrap();
+        recv_until(&mut ws, "\"ready\"").await;
+        ws
+    }))
+    .buffered(64);
+    let mut watchers = Vec::with_capacity(w);
+    while let Some(ws) = subscribing.next().await {
+        watchers.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss_kib(args.pid);
+    let setup_secs = setup.elapsed().as_secs_f64();
+    let tally = Rc::new(PresenceTally {
+        index,
+        online: RefCell::new(vec![Default::default(); w]),
+        offline: RefCell::new(vec![Default::default(); w]),
+        deliveries: RefCell::new(0),
+        online_complete: RefCell::new(0),
+        offline_complete: RefCell::new(0),
+        online_done: RefCell::new(None),
+        offline_done: RefCell::new(None),
+        expect_online: k,
+        expect_offline,
+    });
+    let local = tokio::task::LocalSet::new();
+    for (x, ws) in watchers.into_iter().enumerate() {
+        local.spawn_local(presence_reader(ws, x, tally.clone()));
+    }
+    let (pid, storm, grace) = (
+        args.pid,
+        Duration::from_secs(args.storm_secs),
+        Duration::from_millis(args.grace_ms),
+    );
+    let url = args.url.clone();
+    let sources = args.sources;
+    let tokens: Vec<String> = people[..n].iter().map(|(_, t)| t.clone()).collect();
+    let report = local
+        .run_until({
+            let tally = tally.clone();
+            async move {
+                // The connect storm: logins spread evenly over `storm`; each socket is then
+                // drained until it is told to close.
+                let start = Instant::now();
+                let cpu0 = cpu_ns(pid);
+                let closers: Vec<Rc<tokio::sync::Notify>> = (0..n).map(|_| Rc::new(tokio::sync::Notify::new())).collect();
+                let mut storming = futures_util::stream::iter(tokens.iter().enumerate().map(|(i, token)| {
+                    let (url, closer) = (url.clone(), closers[i].clone());
+                    let at = start + storm.mul_f64(i as f64 / n.max(1) as f64);
+                    async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        let mut ws = resumed(&url, source(i, sources), token).await;
+                        tokio::task::spawn_local(async move {
+                            loop {
+                                tokio::select! {
+                                    m = ws.next() => if !matches!(m, Some(Ok(_))) { return },
+                                    _ = closer.notified() => return,
+                                }
+                            }
+                        });
+                    }
+                }))
+                .buffer_unordered(512);
+                while storming.next().await.is_some() {}
+                let storm_end = Instant::now();
+                let deadline = storm_end + Duration::from_secs(60);
+                while tally.online_done.borrow().is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let online_done = *tally.online_done.borrow();
+                let cpu_connect = cpu_ns(pid) - cpu0;
+                let delivered_connect = *tally.deliveries.borrow();
+                let connect_span = online_done.unwrap_or_else(Instant::now) - start;
+                // Every tenth user disconnects at once.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let cpu1 = cpu_ns(pid);
+                let delivered1 = *tally.deliveries.borrow();
+                let cut = Instant::now();
+                for (i, closer) in closers.iter().enumerate() {
+                    if i % 10 == 0 {
+                        closer.notify_one();
+                    }
+                }
+                let deadline = cut + grace + Duration::from_secs(60);
+                while tally.offline_done.borrow().is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let offline_done = *tally.offline_done.borrow();
+                let cpu_cut = cpu_ns(pid) - cpu1;
+                let delivered_cut = *tally.deliveries.borrow() - delivered1;
+                let after = |done: Option<Instant>, from: Instant| done.map(|d| (d.saturating_duration_since(from)).as_secs_f64() * 1000.0);
+                serde_json::json!({
+                    "storm_secs": (storm_end - start).as_secs_f64(),
+                    "online_all_seen_after_storm_ms": after(online_done, storm_end),
+                    "online_watchers_complete": *tally.online_complete.borrow(),
+                    "deliveries_connect": delivered_connect,
+                    "deliveries_per_sec_connect": delivered_connect as f64 / connect_span.as_secs_f64(),
+                    "server_cpu_us_per_status_change_connect": cpu_connect as f64 / 1e3 / n.max(1) as f64,
+                    "offline_all_seen_after_cut_ms": after(offline_done, cut),
+                    "offline_all_seen_after_grace_ms": after(offline_done, cut + grace),
+                    "offline_watchers_complete": *tally.offline_complete.borrow(),
+                    "deliveries_disconnect": delivered_cut,
+                    "server_cpu_us_per_status_change_disconnect": cpu_cut as f64 / 1e3 / n.div_ceil(10).max(1) as f64,
+                })
+            }
+        })
+        .await;
+    let pairs = (w * k).max(1);
+    let mut out = serde_json::json!({
+        "scenario": "presence", "label": args.label, "users": n, "watchers": w,
+        "watched_per_watcher": k, "watchers_per_user": w * k / n.max(1),
+        "grace_ms": args.grace_ms,
+        "rss_kib": rss_after,
+        "rss_bytes_per_watch_pair": (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / pairs as f64,
+        "setup_secs": setup_secs,
+    });
+    if let (Some(o), serde_json::Value::Object(r)) = (out.as_object_mut(), report) {
+        o.extend(r);
+    }
+    out
 }

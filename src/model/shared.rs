@@ -64,6 +64,9 @@ pub struct StreamEvent {
     /// The event's arguments; `None` for the `added` document a `useCollection` subscriber
     /// gets before `ready`.
     pub args: Option<Vec<super::Value>>,
+    /// For `stream-user-presence`: the watched user, sent as the frame's id and its `uid`
+    /// field (Rocket.Chat's presence frame) instead of the stream's usual id `"id"`.
+    pub presence_of: Option<Arc<str>>,
     frame: std::sync::OnceLock<bytes::Bytes>,
 }
 
@@ -77,6 +80,18 @@ impl StreamEvent {
             collection,
             event,
             args,
+            presence_of: None,
+            frame: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// A status change of user `uid` for its presence watchers.
+    pub fn presence(collection: Arc<str>, uid: Arc<str>, args: Vec<super::Value>) -> Arc<Self> {
+        Arc::new(Self {
+            collection,
+            event: uid.clone(),
+            args: Some(args),
+            presence_of: Some(uid),
             frame: std::sync::OnceLock::new(),
         })
     }

@@ -170,14 +170,34 @@ pub fn stream_event(collection: &str, event: &str, args: &[Value]) -> Frame {
     write_target(collection, "id", &mut out);
     out.push_str(",\"fields\":{\"eventName\":");
     write_str(event, &mut out);
+    write_args(args, &mut out);
+    out.push('}');
+    finish(out)
+}
+
+/// `,"args":[...]`.
+fn write_args(args: &[Value], out: &mut String) {
     out.push_str(",\"args\":[");
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_ejson(arg, &mut out);
+        write_ejson(arg, out);
     }
-    out.push_str("]}");
+    out.push(']');
+}
+
+/// Rocket.Chat's `stream-user-presence` frame: the watched user's id is the document id,
+/// the `uid` field and the event name.
+pub fn presence_event(collection: &str, uid: &str, args: &[Value]) -> Frame {
+    let mut out = start("changed");
+    write_target(collection, uid, &mut out);
+    out.push_str(",\"fields\":{\"uid\":");
+    write_str(uid, &mut out);
+    write_args(args, &mut out);
+    out.push_str(",\"eventName\":");
+    write_str(uid, &mut out);
+    out.push('}');
     finish(out)
 }
 
@@ -308,6 +328,15 @@ mod tests {
         assert_eq!(
             stream_added("stream-roles", "roles").as_str(),
             r#"{"msg":"added","collection":"stream-roles","id":"id","fields":{"eventName":"roles"}}"#
+        );
+        let status = Value::Array(vec![
+            Value::from("ana"),
+            Value::Number(2.0),
+            Value::from(""),
+        ]);
+        assert_eq!(
+            presence_event("stream-user-presence", "u1", &[status]).as_str(),
+            r#"{"msg":"changed","collection":"stream-user-presence","id":"u1","fields":{"uid":"u1","args":[["ana",2,""]],"eventName":"u1"}}"#
         );
     }
 

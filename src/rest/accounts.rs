@@ -21,6 +21,21 @@ pub(super) fn body(request: &RestRequest) -> Result<Document, RestResponse> {
     }
 }
 
+/// The query string's pairs, decoded, in order (a key may repeat: `ids[]=a&ids[]=b`).
+pub(super) fn query_pairs(request: &RestRequest) -> Vec<(String, String)> {
+    request
+        .query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
 /// A user as a client may see it: `_id` and the public fields.
 pub(super) fn public_user(user: &Document) -> serde_json::Value {
     let mut out = serde_json::Map::new();

@@ -4,7 +4,7 @@
 //! read, and shapes the answer as Rocket.Chat does, lists with `offset`, `count`, `sort`
 //! and `total`.
 
-use super::accounts::{body, percent_decode};
+use super::accounts::{body, query_pairs};
 use super::json::to_json;
 use super::methods::run;
 use super::{Caller, RestMethod, RestRequest, RestResponse};
@@ -27,17 +27,7 @@ pub(super) struct Chat<'a> {
 }
 
 fn query(request: &RestRequest) -> HashMap<String, String> {
-    request
-        .query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    query_pairs(request).into_iter().collect()
 }
 
 fn params_missing(what: &str) -> RestResponse {

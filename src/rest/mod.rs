@@ -10,6 +10,7 @@ mod accounts;
 mod chat;
 pub mod json;
 mod methods;
+mod presence;
 
 use crate::model::MeteorError;
 use crate::services::accounts::Accounts;
@@ -118,6 +119,9 @@ enum Route {
     MethodCallAnon,
     /// `chat.*`, `channels.*`, `groups.*`, `im.*`, `rooms.*`, `subscriptions.*`.
     Chat(&'static str),
+    UsersPresence,
+    UsersGetPresence,
+    UsersSetStatus,
 }
 
 /// The REST layer: its routes and what their handlers need.
@@ -131,6 +135,7 @@ pub struct Rest {
     permissions: Option<Arc<crate::services::permissions::Permissions>>,
     rooms: Option<Arc<crate::services::rooms::Rooms>>,
     messages: Option<Arc<crate::services::messages::Messages>>,
+    presence: Option<Arc<crate::services::presence::Presence>>,
 }
 
 /// The chat routes, each named as its path after `/api/v1/`.
@@ -182,6 +187,7 @@ pub struct RestServices {
     pub permissions: Arc<crate::services::permissions::Permissions>,
     pub rooms: Arc<crate::services::rooms::Rooms>,
     pub messages: Arc<crate::services::messages::Messages>,
+    pub presence: Arc<crate::services::presence::Presence>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -201,6 +207,7 @@ impl Rest {
         rest.permissions = Some(services.permissions);
         rest.rooms = Some(services.rooms);
         rest.messages = Some(services.messages);
+        rest.presence = Some(services.presence);
         rest
     }
 
@@ -218,6 +225,9 @@ impl Rest {
             ("/api/v1/permissions.listAll", Route::PermissionsListAll),
             ("/api/v1/method.call/{method}", Route::MethodCall),
             ("/api/v1/method.callAnon/{method}", Route::MethodCallAnon),
+            ("/api/v1/users.presence", Route::UsersPresence),
+            ("/api/v1/users.getPresence", Route::UsersGetPresence),
+            ("/api/v1/users.setStatus", Route::UsersSetStatus),
         ] {
             // The table is fixed: a conflict is a programming error caught by the tests.
             if let Err(err) = routes.insert(path, route) {
@@ -239,6 +249,7 @@ impl Rest {
             permissions: None,
             rooms: None,
             messages: None,
+            presence: None,
         }
     }
 
@@ -315,7 +326,10 @@ impl Rest {
                 | Route::UsersInfo
                 | Route::MethodCall
                 | Route::PermissionsListAll
-                | Route::Setting,
+                | Route::Setting
+                | Route::UsersPresence
+                | Route::UsersGetPresence
+                | Route::UsersSetStatus,
                 _,
             ) => {
                 let Some(caller) = self.caller(&request).await else {
@@ -333,6 +347,17 @@ impl Rest {
                     }
                     (Route::PermissionsListAll, RestMethod::Get) => match &self.permissions {
                         Some(p) => permissions_list_all(p),
+                        None => RestResponse::failure(404, "Not found", None),
+                    },
+                    (Route::UsersPresence, RestMethod::Get) => match &self.presence {
+                        Some(p) => presence::users_presence(p, &request).await,
+                        None => RestResponse::failure(404, "Not found", None),
+                    },
+                    (Route::UsersGetPresence, RestMethod::Get) => {
+                        presence::get_presence(accounts, &caller, &request).await
+                    }
+                    (Route::UsersSetStatus, RestMethod::Post) => match &self.presence {
+                        Some(p) => presence::set_status(accounts, p, &caller, &request).await,
                         None => RestResponse::failure(404, "Not found", None),
                     },
                     (Route::MethodCall, RestMethod::Post) => {

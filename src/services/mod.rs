@@ -13,6 +13,7 @@ pub mod error;
 pub mod messages;
 pub mod notify;
 pub mod permissions;
+pub mod presence;
 pub mod publish;
 pub mod registry;
 pub mod rooms;

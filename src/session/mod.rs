@@ -1118,9 +1118,10 @@ impl PublicationSink for SinkRef {
     ) {
         let Some(s) = self.0.upgrade() else { return };
         let mut frame = Frame::from_shared(event.frame(|e| {
-            let built = match &e.args {
-                Some(args) => frames::stream_event(&e.collection, &e.event, args),
-                None => frames::stream_added(&e.collection, &e.event),
+            let built = match (&e.args, &e.presence_of) {
+                (Some(args), Some(uid)) => frames::presence_event(&e.collection, uid, args),
+                (Some(args), None) => frames::stream_event(&e.collection, &e.event, args),
+                (None, _) => frames::stream_added(&e.collection, &e.event),
             };
             built.bytes().clone()
         }));

@@ -113,6 +113,26 @@ pub async fn logged_in(server: &TestServer, user: &str, password: &str) -> DdpCl
     c
 }
 
+/// A new user (password `pw`), registered and logged in on its own connection: the
+/// connection, the user's id and its resume token.
+pub async fn registered(server: &TestServer, name: &str) -> (DdpClient, String, String) {
+    let (mut c, _) = DdpClient::connect(server).await;
+    let frames = c
+        .call_seeing(
+            "new",
+            "createUser",
+            serde_json::json!([{"username": name, "email": format!("{name}@example.com"), "password": "pw"}]),
+        )
+        .await;
+    let result = &frames.last().unwrap()["result"];
+    let id = result["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{frames:?}"))
+        .to_owned();
+    let token = result["token"].as_str().unwrap_or_default().to_owned();
+    (c, id, token)
+}
+
 /// A test server whose first start created the administrator [`ADMIN`].
 pub async fn spawn_with_admin() -> TestServer {
     spawn_server(test_settings(|c| {
@@ -209,6 +229,23 @@ impl DdpClient {
         match self.next(within).await {
             Received::Timeout => {}
             other => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    /// The next data frame, past changes of a user's status fields (presence writes them
+    /// as connections come and go).
+    pub async fn recv_data_past_status(&mut self) -> Json {
+        loop {
+            let m = self.recv_data().await;
+            let status_only = m["msg"] == "changed"
+                && m["collection"] == "users"
+                && m["fields"].as_object().is_some_and(|f| {
+                    f.keys()
+                        .all(|k| k.starts_with("status") || k == "_updatedAt")
+                });
+            if !status_only {
+                return m;
+            }
         }
     }
 
@@ -466,12 +503,18 @@ impl Binary {
     /// `ulimit` is given) on a free port with a fresh data directory and `envs`, and waits
     /// for it to listen.
     pub fn start(prefix: &str, envs: &[(&str, &str)]) -> Self {
-        let bin = env!("CARGO_BIN_EXE_comet");
         let dir = std::env::temp_dir().join(format!(
             "comet-bin-{}-{}",
             std::process::id(),
             comet::model::random::random_id()
         ));
+        Self::start_in(dir, prefix, envs)
+    }
+
+    /// Like [`Binary::start`], on the data directory `dir` (a restart on what an earlier
+    /// process left).
+    pub fn start_in(dir: std::path::PathBuf, prefix: &str, envs: &[(&str, &str)]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_comet");
         let mut command = std::process::Command::new("sh");
         command
             .arg("-c")
@@ -519,6 +562,14 @@ impl Binary {
     /// Stops the process and returns its whole log.
     pub fn stop(mut self) -> Vec<String> {
         self.halt()
+    }
+
+    /// Kills the process outright (SIGKILL: no shutdown of any kind) and returns its data
+    /// directory, left as the process left it.
+    pub fn kill(mut self) -> std::path::PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
     }
 
     fn halt(&mut self) -> Vec<String> {
