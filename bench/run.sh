@@ -14,6 +14,7 @@
 #   SCENARIOS="login loginping" bench/run.sh               # logins (bcrypt cost 10)
 #   SCENARIOS=chat bench/run.sh                            # S9 chat path (sendMessage -> stream)
 #   SCENARIOS=chat SERVERS=comet bench/run.sh              # S9 on comet alone
+#   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -38,10 +39,12 @@ start_server() {
         COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
         ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
         COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
+        COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
         taskset -c 0 target/release/comet 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)
-      PORT=$PORT_PEER BCRYPT_COST=${BCRYPT_COST:-10} HEARTBEAT_MS=${HEARTBEAT_MS:-15000} taskset -c 0 node bench/peer/server.js 2>>"$OUT/peer.log" &
+      PORT=$PORT_PEER BCRYPT_COST=${BCRYPT_COST:-10} HEARTBEAT_MS=${HEARTBEAT_MS:-15000} \
+        PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} taskset -c 0 node bench/peer/server.js 2>>"$OUT/peer.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_PEER/websocket ;;
   esac
   for _ in $(seq 100); do
@@ -135,6 +138,16 @@ for scenario in $SCENARIOS; do
         run $server "S9 chat: one room of 1000, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
         run $server "S9 chat: one room of ${CHAT_BIG:-5000}, ${CHAT_BIG_RATE:-20} msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate "${CHAT_BIG_RATE:-20}" --secs 8 --warmup-secs 3
         run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 8 --warmup-secs 3
+      done ;;
+    presence)
+      # S10: 10,000 users log in over 10 s, each watched by 100 of 1,000 watching
+      # connections (1,000 users each); then every tenth user disconnects at once. Users
+      # made with bcrypt cost 4 (set-up only); heartbeats off as for S9.
+      export BCRYPT_COST=4 HEARTBEAT_MS=0
+      for server in ${SERVERS:-comet peer}; do
+        run $server "S10 presence: ${PRESENCE_USERS:-10000} users, 100 watchers each" presence \
+          --users "${PRESENCE_USERS:-10000}" --watchers "${PRESENCE_WATCHERS:-1000}" \
+          --watch "${PRESENCE_WATCH:-1000}" --storm-secs 10 --grace-ms "${PRESENCE_GRACE_MS:-3000}"
       done ;;
   esac
 done

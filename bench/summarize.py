@@ -36,6 +36,12 @@ METRICS = {
              ("server_cpu_us_per_message", "µs CPU/message", False),
              ("server_cpu_us_per_delivery", "µs CPU/delivery", False),
              ("rss_bytes_per_member", "B RSS/member", False)],
+    "presence": [("online_all_seen_after_storm_ms", "all online seen, ms after storm", False),
+                 ("deliveries_per_sec_connect", "deliveries/s (connect)", True),
+                 ("server_cpu_us_per_status_change_connect", "µs CPU/status change (connect, incl. login)", False),
+                 ("offline_all_seen_after_grace_ms", "all offline seen, ms after grace", False),
+                 ("server_cpu_us_per_status_change_disconnect", "µs CPU/status change (disconnect)", False),
+                 ("rss_bytes_per_watch_pair", "B RSS/watch pair", False)],
     "echo": [("calls_per_sec", "calls/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
              ("server_cpu_us_per_call", "µs CPU/call", False)],
 }

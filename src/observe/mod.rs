@@ -213,19 +213,39 @@ impl Routes {
         out
     }
 
-    /// The queries `event` can concern. An insert, or an update that leaves every routing
-    /// field as it was, reaches only the queries filed under the document's values; anything
-    /// else (deletes, replacements, a routing field changed or holding an array) reaches all.
+    /// The queries `event` can concern. Queries filed under `_id` are found by the event's
+    /// id whatever the operation (an id never changes). For the other routing fields, an
+    /// insert, or an update that leaves every one of them as it was, reaches only the
+    /// queries filed under the document's values; anything else (deletes, replacements, a
+    /// routing field changed or holding an array) reaches all.
     fn candidates(&self, event: &ChangeEvent) -> Vec<Arc<LiveQuery>> {
+        let mut out = self.unrouted.clone();
+        if let Some(values) = self.by_path.get("_id") {
+            let Some(key) = event
+                .id
+                .as_ref()
+                .and_then(crate::storage::index_key::encode)
+            else {
+                return self.all();
+            };
+            if let Some(list) = values.get(&key) {
+                out.extend(list.iter().cloned());
+            }
+        }
+        let others: Vec<(&String, &QueriesByValue)> =
+            self.by_path.iter().filter(|(p, _)| *p != "_id").collect();
+        if others.is_empty() {
+            return out;
+        }
         let Some(doc) = &event.full_document else {
             return self.all();
         };
         let routable = match event.operation {
             OperationType::Insert => true,
             OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
-                self.by_path.keys().all(|p| {
+                others.iter().all(|(p, _)| {
                     let touches = |k: &String| {
-                        k == p
+                        k == *p
                             || k.strip_prefix(p.as_str())
                                 .is_some_and(|r| r.starts_with('.'))
                             || p.strip_prefix(k.as_str())
@@ -239,9 +259,8 @@ impl Routes {
         if !routable {
             return self.all();
         }
-        let mut out = self.unrouted.clone();
-        for (path, values) in &self.by_path {
-            let value = doc.get(path).unwrap_or(&Value::Null);
+        for (path, values) in others {
+            let value = doc.get(path.as_str()).unwrap_or(&Value::Null);
             let Some(key) = crate::storage::index_key::encode(value) else {
                 // An array matches by its elements: no single key to route by.
                 return self.all();
@@ -453,7 +472,7 @@ impl ObserveHub {
             .selector
             .equalities()
             .into_iter()
-            .filter(|(path, _)| !path.contains('.') && *path != "_id")
+            .filter(|(path, _)| !path.contains('.'))
             .find_map(|(path, v)| {
                 crate::storage::index_key::encode(v).map(|k| (path.to_owned(), k))
             });
@@ -1122,6 +1141,83 @@ mod tests {
             };
             assert_eq!(new, expected, "after {write}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A query on one `_id` is filed under it and still sees its document's every change,
+    /// its removal included, and nothing of other documents.
+    #[tokio::test]
+    async fn a_query_by_id_sees_its_document_through_every_operation() {
+        let dir = std::env::temp_dir().join(format!(
+            "comet-route-id-{}",
+            crate::model::random::random_id()
+        ));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let hub = ObserveHub::start(store.clone());
+        let empty = Document::default();
+        let cursor = Cursor::new(
+            "u",
+            &doc(serde_json::json!({"_id": "a"})),
+            &empty,
+            0,
+            None,
+            &empty,
+        )
+        .unwrap();
+        let seen = Arc::new(Seen::default());
+        let _handle = hub.observe(cursor, seen.clone()).await.unwrap();
+        let set = |n: i32| Update::parse(&doc(serde_json::json!({"$set": {"n": n}}))).unwrap();
+        let opts = crate::storage::UpdateOptions::default();
+        let mut last = 0;
+        for seq in [
+            store
+                .insert("u", doc(serde_json::json!({"_id": "a", "n": 0})))
+                .await
+                .unwrap()
+                .seq,
+            store
+                .insert("u", doc(serde_json::json!({"_id": "b", "n": 0})))
+                .await
+                .unwrap()
+                .seq,
+            store
+                .update("u", Selector::by_id("b".into()), set(1), opts)
+                .await
+                .unwrap()
+                .seq,
+            store
+                .update("u", Selector::by_id("a".into()), set(2), opts)
+                .await
+                .unwrap()
+                .seq,
+            store
+                .update(
+                    "u",
+                    Selector::by_id("a".into()),
+                    Update::parse(&doc(serde_json::json!({"n": 3}))).unwrap(),
+                    opts,
+                )
+                .await
+                .unwrap()
+                .seq,
+            store
+                .remove(
+                    "u",
+                    Selector::by_id("a".into()),
+                    crate::storage::RemoveOptions::default(),
+                )
+                .await
+                .unwrap()
+                .seq,
+        ] {
+            hub.wait_processed(seq).await;
+            last = last.max(seq);
+        }
+        hub.wait_processed(last).await;
+        assert_eq!(
+            *lock(&seen.0),
+            vec!["added a", "changed a", "changed a", "removed a"]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

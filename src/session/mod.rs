@@ -311,11 +311,39 @@ enum Work {
     LogOut,
 }
 
+/// A subscription's parameters as kept for a re-run when the user changes: EJSON text, a
+/// third of the memory of the parsed values (a presence watch list holds thousands of ids).
+struct SavedParams(Box<str>);
+
+impl SavedParams {
+    fn new(params: &[crate::model::Value]) -> Self {
+        let mut text = String::from("[");
+        for (i, p) in params.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            crate::model::value::write_ejson(p, &mut text);
+        }
+        text.push(']');
+        Self(text.into_boxed_str())
+    }
+
+    fn restore(&self) -> Vec<crate::model::Value> {
+        match serde_json::from_str(&self.0).map(crate::model::Value::from_json) {
+            Ok(Ok(crate::model::Value::Array(params))) => params,
+            _ => {
+                tracing::warn!("a subscription's saved parameters do not read back");
+                Vec::new()
+            }
+        }
+    }
+}
+
 struct SubEntry {
     /// The client's id; empty for a universal publication.
     id: Arc<str>,
     name: Arc<str>,
-    params: Vec<crate::model::Value>,
+    params: SavedParams,
     ready_sent: bool,
     stopped: CancellationToken,
     /// A universal publication: no `ready`, no `nosub`.
@@ -696,7 +724,7 @@ impl Session {
                     old_key: *key,
                     id: e.id.clone(),
                     name: e.name.clone(),
-                    params: e.params.clone(),
+                    params: e.params.restore(),
                     universal: e.universal,
                 })
                 .collect();
@@ -884,7 +912,7 @@ impl Session {
                 SubEntry {
                     id: id.clone(),
                     name: name.clone(),
-                    params: params.clone(),
+                    params: SavedParams::new(&params),
                     ready_sent: false,
                     stopped: stopped.clone(),
                     universal,
@@ -1169,5 +1197,23 @@ impl PublicationSink for SinkRef {
                 outbound.drained_to(bytes).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SavedParams;
+    use crate::model::Value;
+
+    #[test]
+    fn saved_parameters_read_back_as_they_came() {
+        let params = vec![
+            Value::from(""),
+            Value::Date(1_700_000_000_123.0),
+            Value::binary(vec![1, 2, 3]),
+            Value::Array(vec![Value::from("a"), Value::Number(2.5), Value::Null]),
+        ];
+        assert_eq!(SavedParams::new(&params).restore(), params);
+        assert!(SavedParams::new(&[]).restore().is_empty());
     }
 }

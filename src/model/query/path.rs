@@ -8,10 +8,14 @@ pub type Branch<'a> = Option<&'a Value>;
 /// Every value `path` reaches in `doc`, expanding arrays along the way as MongoDB does: a
 /// path component that is not an index is looked up in each element of an array.
 pub fn lookup<'a>(doc: &'a Document, path: &str) -> Vec<Branch<'a>> {
-    let parts: Vec<&str> = path.split('.').collect();
+    // A plain field (the common case, `_id` above all) needs no split.
+    let Some((head, rest)) = path.split_once('.') else {
+        return vec![doc.get(path)];
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
     let mut out = Vec::new();
-    match doc.get(parts[0]) {
-        Some(v) => walk(v, &parts[1..], &mut out),
+    match doc.get(head) {
+        Some(v) => walk(v, &parts, &mut out),
         None => out.push(None),
     }
     out
