@@ -131,6 +131,13 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot read the rooms' members: {err}")))?;
+    let teams = crate::services::teams::Teams::start(
+        store.clone(),
+        rooms_service.clone(),
+        permissions_service.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot prepare the teams: {err}")))?;
     let messages = crate::services::messages::Messages::start(
         store.clone(),
         rooms,
@@ -180,6 +187,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             rooms: rooms_service,
             messages,
             presence,
+            teams,
         },
     ));
     Ok(Built { hub, rest })

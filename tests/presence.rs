@@ -67,40 +67,6 @@ async fn until_status(c: &mut DdpClient, uid: &str, want: u64) -> Json {
     }
 }
 
-async fn rest_get(
-    server: &common::TestServer,
-    path: &str,
-    auth: Option<(&str, &str)>,
-) -> (u16, Json) {
-    let headers: Vec<(&str, &str)> = auth
-        .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
-        .unwrap_or_default();
-    let (status, body) = common::http_with(server.addr, "GET", path, &headers, b"").await;
-    (status, serde_json::from_str(&body).unwrap_or(Json::Null))
-}
-
-async fn rest_post(
-    server: &common::TestServer,
-    path: &str,
-    auth: (&str, &str),
-    body: Json,
-) -> (u16, Json) {
-    let headers = [
-        ("X-User-Id", auth.0),
-        ("X-Auth-Token", auth.1),
-        ("Content-Type", "application/json"),
-    ];
-    let (status, text) = common::http_with(
-        server.addr,
-        "POST",
-        path,
-        &headers,
-        body.to_string().as_bytes(),
-    )
-    .await;
-    (status, serde_json::from_str(&text).unwrap_or(Json::Null))
-}
-
 #[tokio::test]
 async fn watchers_hear_every_status_change_and_a_quick_reconnect_does_not_flap() {
     let server = common::spawn_server(server_with_grace(GRACE_MS)).await;
@@ -234,16 +200,16 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
         "/api/v1/users.presence",
         &format!("/api/v1/users.getPresence?userId={ana_id}"),
     ] {
-        let (status, _) = rest_get(&server, path, None).await;
+        let (status, _) = common::rest_get(&server, path, None).await;
         assert_eq!(status, 401, "{path}");
     }
 
     // Logged in, bob sees ana online.
-    let (status, body) = rest_get(&server, &ids, Some((&bob_id, &bob_token))).await;
+    let (status, body) = common::rest_get(&server, &ids, Some((&bob_id, &bob_token))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["users"][0]["_id"], ana_id.as_str());
     assert_eq!(body["users"][0]["status"], "online");
-    let (_, body) = rest_get(
+    let (_, body) = common::rest_get(
         &server,
         &format!("/api/v1/users.getPresence?userId={ana_id}"),
         Some((&bob_id, &bob_token)),
@@ -256,7 +222,7 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
     );
 
     // Bob may not set ana's status; ana may set her own; the administrator may set anyone's.
-    let (status, body) = rest_post(
+    let (status, body) = common::rest_post(
         &server,
         "/api/v1/users.setStatus",
         (&bob_id, &bob_token),
@@ -264,7 +230,7 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
-    let (_, body) = rest_get(
+    let (_, body) = common::rest_get(
         &server,
         "/api/v1/users.getPresence",
         Some((&ana_id, &ana_token)),
@@ -272,7 +238,7 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
     .await;
     assert_eq!(body["presence"], "online", "{body}");
     assert_eq!(body["connectionStatus"], "online", "{body}");
-    let (status, _) = rest_post(
+    let (status, _) = common::rest_post(
         &server,
         "/api/v1/users.setStatus",
         (&ana_id, &ana_token),
@@ -280,7 +246,7 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
     )
     .await;
     assert_eq!(status, 400);
-    let (status, body) = rest_post(
+    let (status, body) = common::rest_post(
         &server,
         "/api/v1/users.setStatus",
         (&ana_id, &ana_token),
@@ -288,7 +254,7 @@ async fn strangers_learn_no_ones_status_and_nobody_sets_anothers() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (_, body) = rest_get(&server, &ids, Some((&bob_id, &bob_token))).await;
+    let (_, body) = common::rest_get(&server, &ids, Some((&bob_id, &bob_token))).await;
     assert_eq!(
         (&body["users"][0]["status"], &body["users"][0]["statusText"]),
         (&json!("away"), &json!("lunch"))

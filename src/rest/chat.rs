@@ -26,7 +26,7 @@ pub(super) struct Chat<'a> {
     pub request: &'a RestRequest,
 }
 
-fn query(request: &RestRequest) -> HashMap<String, String> {
+pub(super) fn query(request: &RestRequest) -> HashMap<String, String> {
     query_pairs(request).into_iter().collect()
 }
 
@@ -44,7 +44,11 @@ fn doc_json(doc: &Document) -> serde_json::Value {
 
 /// A page of `items`: `offset` and `count` from the query (count at most 100), sorted by
 /// the query's `sort` (`{"field": 1 | -1}`) when given.
-fn page(mut items: Vec<serde_json::Value>, q: &HashMap<String, String>, key: &str) -> RestResponse {
+pub(super) fn page(
+    mut items: Vec<serde_json::Value>,
+    q: &HashMap<String, String>,
+    key: &str,
+) -> RestResponse {
     if let Some(sort) = q
         .get("sort")
         .and_then(|s| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).ok())

@@ -9,6 +9,10 @@ pub fn to_json(value: &Value) -> serde_json::Value {
     match value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => (*b).into(),
+        // Whole numbers as JavaScript's JSON.stringify writes them (`0`, never `0.0`).
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+            (*n as i64).into()
+        }
         Value::Number(n) => {
             serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
         }
@@ -127,5 +131,19 @@ mod tests {
             Some("2000-02-29T00:00:00.000Z")
         );
         assert_eq!(iso_date(f64::NAN), None);
+    }
+
+    #[test]
+    fn whole_numbers_print_as_javascript_prints_them() {
+        for (n, text) in [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (7.0, "7"),
+            (1.5, "1.5"),
+            (1e300, "1e+300"),
+        ] {
+            assert_eq!(to_json(&Value::Number(n)).to_string(), text, "{n}");
+        }
+        assert_eq!(to_json(&Value::Number(f64::NAN)), serde_json::Value::Null);
     }
 }

@@ -11,6 +11,7 @@ mod chat;
 pub mod json;
 mod methods;
 mod presence;
+mod teams;
 
 use crate::model::MeteorError;
 use crate::services::accounts::Accounts;
@@ -119,6 +120,8 @@ enum Route {
     MethodCallAnon,
     /// `chat.*`, `channels.*`, `groups.*`, `im.*`, `rooms.*`, `subscriptions.*`.
     Chat(&'static str),
+    /// `teams.*`.
+    Teams(&'static str),
     UsersPresence,
     UsersGetPresence,
     UsersSetStatus,
@@ -136,6 +139,7 @@ pub struct Rest {
     rooms: Option<Arc<crate::services::rooms::Rooms>>,
     messages: Option<Arc<crate::services::messages::Messages>>,
     presence: Option<Arc<crate::services::presence::Presence>>,
+    teams: Option<Arc<crate::services::teams::Teams>>,
 }
 
 /// The chat routes, each named as its path after `/api/v1/`.
@@ -188,6 +192,7 @@ pub struct RestServices {
     pub rooms: Arc<crate::services::rooms::Rooms>,
     pub messages: Arc<crate::services::messages::Messages>,
     pub presence: Arc<crate::services::presence::Presence>,
+    pub teams: Arc<crate::services::teams::Teams>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -208,6 +213,7 @@ impl Rest {
         rest.rooms = Some(services.rooms);
         rest.messages = Some(services.messages);
         rest.presence = Some(services.presence);
+        rest.teams = Some(services.teams);
         rest
     }
 
@@ -240,6 +246,12 @@ impl Rest {
                 tracing::error!(%path, cause = %err, "REST route not registered");
             }
         }
+        for name in teams::TEAM_ROUTES {
+            let path = format!("/api/v1/{name}");
+            if let Err(err) = routes.insert(path.clone(), Route::Teams(name)) {
+                tracing::error!(%path, cause = %err, "REST route not registered");
+            }
+        }
         Self {
             routes,
             rocketchat_version: rocketchat_version.into(),
@@ -250,6 +262,7 @@ impl Rest {
             rooms: None,
             messages: None,
             presence: None,
+            teams: None,
         }
     }
 
@@ -302,6 +315,15 @@ impl Rest {
             },
             (Route::MethodCallAnon, RestMethod::Post) => {
                 methods::call(registry, None, method_name.as_deref(), &request).await
+            }
+            (Route::Teams(name), _) => {
+                let Some(caller) = self.caller(&request).await else {
+                    return RestResponse::unauthorized();
+                };
+                match &self.teams {
+                    Some(t) => teams::handle(t, &caller, &request, name).await,
+                    None => RestResponse::failure(404, "Not found", None),
+                }
             }
             (Route::Chat(name), _) => {
                 let Some(caller) = self.caller(&request).await else {

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod rooms;
 pub mod settings;
 pub mod streams;
+pub mod teams;
 pub mod testing;
 
 pub use error::ServiceError;

@@ -405,6 +405,38 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// A REST GET, with `(X-User-Id, X-Auth-Token)` when given: (status, JSON body or null).
+pub async fn rest_get(server: &TestServer, path: &str, auth: Option<(&str, &str)>) -> (u16, Json) {
+    let headers: Vec<(&str, &str)> = auth
+        .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
+        .unwrap_or_default();
+    let (status, body) = http_with(server.addr, "GET", path, &headers, b"").await;
+    (status, serde_json::from_str(&body).unwrap_or(Json::Null))
+}
+
+/// A REST POST of a JSON body as `(X-User-Id, X-Auth-Token)`: (status, JSON body or null).
+pub async fn rest_post(
+    server: &TestServer,
+    path: &str,
+    auth: (&str, &str),
+    body: Json,
+) -> (u16, Json) {
+    let headers = [
+        ("X-User-Id", auth.0),
+        ("X-Auth-Token", auth.1),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, text) = http_with(
+        server.addr,
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    (status, serde_json::from_str(&text).unwrap_or(Json::Null))
+}
+
 /// Reads one Prometheus value from `/metrics`.
 pub async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
     let (_, body) = http(server.addr, "GET", "/metrics", b"").await;

@@ -82,11 +82,20 @@ impl Members {
     }
 }
 
-/// A room's kind and name, for `__my_messages__`'s meta argument.
+/// A room's kind, name and team, for `__my_messages__`'s meta argument and its readers.
 #[derive(Clone)]
 struct RoomInfo {
     kind: String,
     name: Option<String>,
+    /// The team the room belongs to: a public room of a private team is not for everyone.
+    team_id: Option<String>,
+}
+
+impl RoomInfo {
+    /// Whether this public room may be read by people outside it, provided `team_allows`.
+    fn public(&self) -> bool {
+        self.kind == "c"
+    }
 }
 
 /// The room streams.
@@ -95,6 +104,7 @@ pub struct RoomStreams {
     pub user: Arc<Stream>,
     pub room: Arc<Stream>,
     store: Arc<dyn Store>,
+    rooms: Arc<Rooms>,
     permissions: Arc<Permissions>,
     settings: Arc<Settings>,
     members: RwLock<Members>,
@@ -191,6 +201,7 @@ impl RoomStreams {
             user,
             room,
             store: store.clone(),
+            rooms: rooms.clone(),
             permissions,
             settings,
             members: RwLock::new(Members::default()),
@@ -323,6 +334,7 @@ impl RoomStreams {
         let info = RoomInfo {
             kind: text(room, "t").unwrap_or_default().to_owned(),
             name: text(room, "name").map(str::to_owned),
+            team_id: text(room, "teamId").map(str::to_owned),
         };
         if let Some(rid) = text(room, "_id") {
             self.room_info
@@ -386,7 +398,7 @@ impl RoomStreams {
                 };
                 match collection {
                     SUBSCRIPTIONS => self.subscription_changed(&doc).await,
-                    ROOMS => self.room_changed(event.operation, &doc),
+                    ROOMS => self.room_changed(event.operation, &doc).await,
                     MESSAGES => self.message_changed(event, &doc).await,
                     _ if event.operation == OperationType::Insert
                         && text(&doc, "__collection__") == Some(MESSAGES) =>
@@ -475,16 +487,26 @@ impl RoomStreams {
             .drop_listeners_with_prefix(&format!("{rid}/"), &lost);
     }
 
-    fn room_changed(&self, operation: OperationType, room: &Document) {
+    async fn room_changed(&self, operation: OperationType, room: &Document) {
         let Some(rid) = text(room, "_id") else {
             return;
         };
-        let was_public = self.room_info_now(rid).is_none_or(|info| info.kind == "c");
+        let before = self.room_info_now(rid);
+        let was_public = before.as_ref().is_none_or(RoomInfo::public);
+        let had_team = before.as_ref().and_then(|i| i.team_id.clone());
         let info = self.remember_room(room);
+        // A public room moved into a private team is, from now on, for the team's members.
+        let newly_restricted = match (&info.team_id, &had_team) {
+            (Some(team), old) if old.as_ref() != Some(team) => matches!(
+                self.rooms.team(team).await,
+                Ok(Some(t)) if t.get("type").and_then(Value::as_f64) == Some(1.0)
+            ),
+            _ => false,
+        };
         let members = self.members.read().unwrap_or_else(|p| p.into_inner());
         let no_one = HashSet::new();
         let members_now = members.by_room.get(rid).unwrap_or(&no_one);
-        if info.kind != "c" && was_public {
+        if (!info.public() && was_public) || newly_restricted {
             // A room turned private keeps only its members' listeners.
             self.drop_room_listeners(rid, |u| !u.is_some_and(|u| members_now.contains(u)));
         }
@@ -519,6 +541,19 @@ impl RoomStreams {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(rid);
+    }
+
+    /// Whether the team of a public room lets `uid` read it (always, outside a team).
+    async fn team_allows(&self, info: &RoomInfo, uid: &str) -> bool {
+        let Some(team_id) = &info.team_id else {
+            return true;
+        };
+        let mut room = Document::default();
+        room.insert("teamId".into(), Value::from(team_id.as_str()));
+        self.rooms
+            .team_allows(&room, Some(uid))
+            .await
+            .unwrap_or(false)
     }
 
     fn hidden_kind(&self, message: &Document) -> bool {
@@ -569,7 +604,8 @@ impl RoomStreams {
             }
             if self.is_member(rid, uid) {
                 participants.push(key.as_str());
-            } else if info.kind == "c"
+            } else if info.public()
+                && self.team_allows(&info, uid).await
                 && self
                     .permissions
                     .has_permission(Some(uid), "view-c-room", None)

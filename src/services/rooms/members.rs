@@ -45,6 +45,13 @@ pub enum RoomSetting {
     Default(bool),
 }
 
+/// The team whose main room `room` is.
+fn main_room_of(room: &Document) -> Option<&str> {
+    (room.get("teamMain") == Some(&Value::Bool(true)))
+        .then(|| text(room, "teamId"))
+        .flatten()
+}
+
 impl Rooms {
     /// Applies `modifier` to what `filter` matches in `collection`, recorded for the fence.
     pub(crate) async fn write_update(
@@ -199,7 +206,69 @@ impl Rooms {
         }
         self.membership_message(room, user, added_by, ("au", "uj"), writes)
             .await?;
+        if let Some(team_id) = main_room_of(room) {
+            self.join_team(team_id, user, added_by, writes).await?;
+        }
         Ok(true)
+    }
+
+    /// The rooms of team `team_id` its members join with it.
+    async fn auto_join_rooms(&self, team_id: &str) -> Result<Vec<Document>, ServiceError> {
+        self.find(
+            ROOMS,
+            serde_json::json!({"teamId": team_id, "teamDefault": true, "teamMain": {"$ne": true}}),
+            None,
+        )
+        .await
+    }
+
+    /// Makes `user` a member of team `team_id` (whose main room it just joined) and of the
+    /// team's auto-join rooms.
+    async fn join_team(
+        &self,
+        team_id: &str,
+        user: &Document,
+        added_by: Option<&Document>,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let uid = text(user, "_id").unwrap_or_default();
+        let by = added_by.unwrap_or(user);
+        let member = doc(serde_json::json!({
+            "_id": super::team_member_id(team_id, uid), "teamId": team_id, "userId": uid,
+            "roles": [], "createdAt": {"$date": now_ms()}, "_updatedAt": {"$date": now_ms()},
+            "createdBy": {"_id": text(by, "_id"), "username": text(by, "username")},
+        }))?;
+        match self.store.insert(super::TEAM_MEMBERS, member).await {
+            Ok(ack) => writes.record_write(ack.seq),
+            Err(StoreError::DuplicateKey(_)) => {}
+            Err(other) => return Err(ServiceError::from_store(&other)),
+        }
+        for room in self.auto_join_rooms(team_id).await? {
+            Box::pin(self.add_member(&room, user, added_by, writes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes `user` out of team `team_id` (whose main room it just left) and out of the
+    /// team's auto-join rooms.
+    async fn leave_team(
+        &self,
+        team_id: &str,
+        user: &Document,
+        removed_by: Option<&Document>,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        let uid = text(user, "_id").unwrap_or_default();
+        self.remove_where(
+            super::TEAM_MEMBERS,
+            serde_json::json!({"teamId": team_id, "userId": uid}),
+            writes,
+        )
+        .await?;
+        for room in self.auto_join_rooms(team_id).await? {
+            Box::pin(self.remove_member(&room, user, removed_by, writes)).await?;
+        }
+        Ok(())
     }
 
     /// Takes `user` out of `room` (`removed_by` someone else, or leaving); its subscription
@@ -251,6 +320,9 @@ impl Rooms {
         .await?;
         self.membership_message(room, user, removed_by, ("ru", "ul"), writes)
             .await?;
+        if let Some(team_id) = main_room_of(room) {
+            self.leave_team(team_id, user, removed_by, writes).await?;
+        }
         Ok(true)
     }
 
@@ -598,7 +670,7 @@ impl Rooms {
         Ok(())
     }
 
-    async fn remove_where(
+    pub(crate) async fn remove_where(
         &self,
         collection: &str,
         filter: serde_json::Value,

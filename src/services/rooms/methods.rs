@@ -85,11 +85,23 @@ pub fn register(registry: &mut Registry, rooms: Arc<Rooms>) {
                             .and_then(|e| e.get("broadcast")),
                         Some(Value::Bool(true))
                     );
+                let team_id = match params
+                    .get(4)
+                    .and_then(Value::as_object)
+                    .and_then(|e| e.get("teamId"))
+                {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_NAME => {
+                        Some(t.clone())
+                    }
+                    Some(_) => return Err(ServiceError::match_failed()),
+                };
                 let new = NewRoom {
                     kind,
                     name: params[0].as_str().unwrap_or_default().to_owned(),
                     members: strings(params.get(1)),
                     read_only,
+                    team_id,
                 };
                 let room = rooms.create(ctx.user_id.as_deref(), new, &ctx).await?;
                 Ok(Some(created(&room)))

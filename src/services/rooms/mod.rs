@@ -22,6 +22,15 @@ use std::sync::Arc;
 
 /// Rocket.Chat's messages.
 pub const MESSAGES: &str = "rocketchat_message";
+/// Rocket.Chat's teams and their members.
+pub const TEAMS: &str = "rocketchat_team";
+pub const TEAM_MEMBERS: &str = "rocketchat_team_member";
+
+/// The id of `uid`'s membership of team `team_id`: derived from both, so two joins at once
+/// write one membership.
+pub fn team_member_id(team_id: &str, uid: &str) -> String {
+    crate::model::random::Alea::new(&["team-member", team_id, uid]).id()
+}
 
 /// The room fields clients are sent (Rocket.Chat's `roomFields`, the core ones).
 pub const ROOM_FIELDS: &[&str] = &[
@@ -126,6 +135,8 @@ pub struct NewRoom {
     /// Usernames of the other members.
     pub members: Vec<String>,
     pub read_only: bool,
+    /// The team the room is created in (`extraData.teamId`).
+    pub team_id: Option<String>,
 }
 
 /// The Room service.
@@ -308,6 +319,7 @@ impl Rooms {
         let rid = text(room, "_id").unwrap_or_default();
         let kind = text(room, "t").unwrap_or_default();
         if kind == "c"
+            && self.team_allows(room, user_id).await?
             && self
                 .permissions
                 .has_permission(user_id, "view-c-room", None)
@@ -331,6 +343,48 @@ impl Rooms {
             }
         }
         Ok(false)
+    }
+
+    /// A team by id.
+    pub async fn team(&self, team_id: &str) -> Result<Option<Document>, ServiceError> {
+        Ok(self
+            .find(TEAMS, serde_json::json!({"_id": team_id}), Some(1))
+            .await?
+            .pop())
+    }
+
+    /// Whether `uid` is a member of team `team_id`.
+    pub async fn is_team_member(&self, team_id: &str, uid: &str) -> Result<bool, ServiceError> {
+        Ok(!self
+            .find(
+                TEAM_MEMBERS,
+                serde_json::json!({"teamId": team_id, "userId": uid}),
+                Some(1),
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Whether a room's team lets `user_id` see it as public: a room outside a team or in a
+    /// public team does; a room of a private team only for the team's members.
+    pub async fn team_allows(
+        &self,
+        room: &Document,
+        user_id: Option<&str>,
+    ) -> Result<bool, ServiceError> {
+        let Some(team_id) = text(room, "teamId") else {
+            return Ok(true);
+        };
+        let Some(team) = self.team(team_id).await? else {
+            return Ok(true);
+        };
+        if team.get("type").and_then(Value::as_f64) != Some(1.0) {
+            return Ok(true);
+        }
+        match user_id {
+            Some(uid) => self.is_team_member(team_id, uid).await,
+            None => Ok(false),
+        }
     }
 
     /// Claims `name` for room `rid` (case-insensitive), refusing one already taken.
@@ -389,11 +443,24 @@ impl Rooms {
     ) -> Result<Document, ServiceError> {
         let (owner_id, owner) = self.named_caller(owner_id).await?;
         let owner_id = owner_id.as_str();
-        if !self
-            .permissions
-            .has_permission(Some(owner_id), new.kind.permission(), None)
-            .await?
-        {
+        let allowed = match &new.team_id {
+            // A team's channel: the team's own permission, in its main room.
+            Some(team_id) => {
+                let team = self
+                    .team(team_id)
+                    .await?
+                    .ok_or_else(|| client_error("error-team-not-found", "Team not found"))?;
+                self.permissions
+                    .has_permission(Some(owner_id), "create-team-channel", text(&team, "roomId"))
+                    .await?
+            }
+            None => {
+                self.permissions
+                    .has_permission(Some(owner_id), new.kind.permission(), None)
+                    .await?
+            }
+        };
+        if !allowed {
             return Err(client_error("error-not-allowed", "Not allowed"));
         }
         if !valid_room_name(&new.name) {
@@ -423,13 +490,16 @@ impl Rooms {
         let rid = crate::model::random::random_id();
         self.claim_name(&new.name, &rid).await?;
         let now = now_ms();
-        let room = doc(serde_json::json!({
+        let mut room = doc(serde_json::json!({
             "_id": rid, "t": new.kind.letter(), "name": new.name, "fname": new.name,
             "u": {"_id": owner_id, "username": text(&owner, "username")},
             "ts": {"$date": now}, "_updatedAt": {"$date": now},
             "msgs": 0, "usersCount": members.len() + 1, "ro": new.read_only,
             "default": false, "sysMes": true,
         }))?;
+        if let Some(team_id) = &new.team_id {
+            room.insert("teamId".into(), Value::from(team_id.as_str()));
+        }
         self.insert(ROOMS, room.clone(), writes).await?;
         let owner_sub = Self::subscription_doc(&room, &owner, &["owner"], now, None)?;
         let mut subs = vec![owner_sub];
@@ -633,9 +703,15 @@ impl Rooms {
         {
             return Ok(Vec::new());
         }
-        let mut rooms = self
+        let mut rooms = Vec::new();
+        for room in self
             .find(ROOMS, serde_json::json!({"t": "c"}), None)
-            .await?;
+            .await?
+        {
+            if self.team_allows(&room, caller).await? {
+                rooms.push(room);
+            }
+        }
         rooms.sort_by(|a, b| text(a, "name").cmp(&text(b, "name")));
         Ok(rooms.iter().map(|r| projected(r, ROOM_FIELDS)).collect())
     }
