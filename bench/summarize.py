@@ -67,8 +67,12 @@ for label, scenario in labels:
         cell = {}
         med = {}
         for server in ("comet", "peer"):
-            values = [r[key] for r in runs.get((label, scenario, server), [])]
-            if values:
+            all_runs = runs.get((label, scenario, server), [])
+            values = [r[key] for r in all_runs if r.get(key) is not None]
+            if all_runs and not values:
+                # A measure the server never reached (e.g. watchers that never all caught up).
+                cell[server] = f"never (n={len(all_runs)})"
+            elif values:
                 med[server] = statistics.median(values)
                 cell[server] = f"{med[server]:.4g} ({min(values):.4g}–{max(values):.4g}, n={len(values)})"
             else:
