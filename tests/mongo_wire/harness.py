@@ -77,6 +77,7 @@ class Primary:
         self.getmore_error = None  # (code, message, times left or None for always)
         self.stream_refusal = None  # (code, message): change-stream aggregates answered so
         self.indexes = []  # every createIndexes, answered ok
+        self.unanswered = []  # (command, collection) of what waits for the test script
         self.others = queue.Queue()
         self.lock = threading.Lock()
         self.stopped = False
@@ -213,6 +214,18 @@ class Primary:
             elif name == "insert" and doc.get("insert") in ("rocketchat_settings", "rocketchat_permissions",
                                                              "rocketchat_roles"):
                 request.ok(n=len(doc.get("documents", [])), operationTime=self.now)
+            elif name == "find" and doc.get("find") == "users" and "status" in (doc.get("filter") or {}):
+                # Presence's start: no user is shown online yet.
+                self.reply_cursor(request, [], ns="meteor.users")
+            elif doc.get(name) in ("instances", "usersSessions") and name in ("find", "insert", "update", "delete"):
+                # Presence's own bookkeeping (this process's heartbeat, the sweep of gone
+                # processes' connections): no other process, no connection records.
+                if name == "find":
+                    self.reply_cursor(request, [], ns="meteor." + doc[name])
+                elif name == "insert":
+                    request.ok(n=len(doc.get("documents", [])), operationTime=self.now)
+                else:
+                    request.ok(n=0, nModified=0, operationTime=self.now)
             elif name in ("buildInfo", "buildinfo"):
                 request.ok(version=".".join(map(str, self.version)),
                            versionArray=list(self.version) + [0], operationTime=self.now)
@@ -240,6 +253,7 @@ class Primary:
             else:
                 with self.lock:
                     self.order.append(name)
+                    self.unanswered.append((name, doc.get(name)))
                 self.others.put(request)
 
     def expect(self, name, timeout=10.0, skip=()):
@@ -273,6 +287,7 @@ class Comet:
     """The comet binary against a primary, its log read for the address it listens on."""
 
     def __init__(self, primary, tmp_path, config=None, env=None):
+        self.primary = primary
         data = tmp_path / "data"
         data.mkdir(exist_ok=True)
         self.env = dict(os.environ, MONGO_URL=primary.url(), PORT="0", BIND_IP="127.0.0.1",
@@ -290,7 +305,8 @@ class Comet:
         deadline = time.monotonic() + 20
         while self.addr is None:
             left = deadline - time.monotonic()
-            assert left > 0, "comet did not start:\n" + "\n".join(self.log)
+            assert left > 0, ("comet did not start; unanswered commands: %r\n" % (primary.unanswered,)
+                              + "\n".join(self.log))
             try:
                 line = self.lines.get(timeout=left)
             except queue.Empty:
