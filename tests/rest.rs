@@ -37,14 +37,7 @@ async fn post(
 }
 
 async fn get(server: &common::TestServer, path: &str, auth: Option<(&str, &str)>) -> (u16, Json) {
-    let headers: Vec<(&str, &str)> = auth
-        .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
-        .unwrap_or_default();
-    let (status, text) = http_with(server.addr, "GET", path, &headers, b"").await;
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Json::String(text)),
-    )
+    common::rest_get(server, path, auth).await
 }
 
 async fn login(server: &common::TestServer) -> (String, String) {

@@ -457,6 +457,24 @@ async fn members_follow_the_main_room_and_leave_its_auto_join_rooms() {
     let (_, list) = bob.get(&server, "teams.list").await;
     assert_eq!(list["teams"][0]["_id"], team_id, "{list}");
 
+    // A role a team member cannot hold is refused before anything is written.
+    let (status, body) = ann
+        .post(
+            &server,
+            "teams.addMembers",
+            json!({"teamId": team_id, "members": [{"userId": cy.id, "roles": ["admin"]}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (400, Some("error-invalid-role")),
+        "{body}"
+    );
+    let (_, members) = ann
+        .get(&server, &format!("teams.members?teamId={team_id}"))
+        .await;
+    assert_eq!(members["total"], 2, "cy was added all the same: {members}");
+
     // Added by the owner with a role.
     let (status, body) = ann
         .post(
@@ -622,5 +640,72 @@ async fn a_team_is_renamed_made_private_and_deleted_with_the_rooms_asked() {
     assert!(main_gone.get("error").is_some(), "{main_gone}");
     // The name is free for a new team.
     team(&server, &ann, "orbit2", 0, &[]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn listeners_lose_a_private_teams_channel_when_they_leave_or_it_turns_private() {
+    let server = common::spawn_with_admin().await;
+    let mut ann = Person::new(&server, "ann").await;
+    let mut bob = Person::new(&server, "bob").await;
+    let mut eve = Person::new(&server, "eve").await;
+    let (team_id, _) = team(&server, &ann, "guild", 0, &["bob"]).await;
+    let r = ann
+        .call(
+            "createChannel",
+            json!(["guild-hall", [], false, {}, {"teamId": team_id}]),
+        )
+        .await;
+    let rid = r["result"]["rid"].as_str().unwrap().to_owned();
+    for who in [&mut bob, &mut eve] {
+        let frames = who
+            .ddp
+            .subscribe("s", "stream-room-messages", json!([rid, false]))
+            .await;
+        assert_eq!(
+            frames.last().unwrap()["msg"],
+            "ready",
+            "a public team's channel"
+        );
+    }
+    // The team turns private: the stranger's listener goes, the member's stays.
+    let (status, body) = ann
+        .post(
+            &server,
+            "teams.update",
+            json!({"teamId": team_id, "data": {"type": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann.call("sendMessage", json!([{"rid": rid, "msg": "private now"}]))
+        .await;
+    let heard = bob.ddp.next_on("stream-room-messages", SOON).await;
+    assert_eq!(heard.unwrap()["fields"]["args"][0]["msg"], "private now");
+    while let Some(m) = eve
+        .ddp
+        .next_on("stream-room-messages", Duration::from_millis(500))
+        .await
+    {
+        assert_ne!(m["fields"]["args"][0]["msg"], "private now", "{m}");
+    }
+    // The member leaves the team: its listener goes too.
+    let (status, body) = bob
+        .post(&server, "teams.leave", json!({"teamId": team_id}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann.call(
+        "sendMessage",
+        json!([{"rid": rid, "msg": "after bob left"}]),
+    )
+    .await;
+    while let Some(m) = bob
+        .ddp
+        .next_on("stream-room-messages", Duration::from_millis(500))
+        .await
+    {
+        assert_ne!(m["fields"]["args"][0]["msg"], "after bob left", "{m}");
+    }
     server.shutdown().await;
 }

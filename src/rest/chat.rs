@@ -38,7 +38,7 @@ fn params_missing(what: &str) -> RestResponse {
     )
 }
 
-fn doc_json(doc: &Document) -> serde_json::Value {
+pub(super) fn doc_json(doc: &Document) -> serde_json::Value {
     to_json(&Value::Object(doc.clone()))
 }
 

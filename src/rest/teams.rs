@@ -3,8 +3,7 @@
 //! answered as one that does not exist.
 
 use super::accounts::body;
-use super::chat::{page, query};
-use super::json::to_json;
+use super::chat::{doc_json, page, query};
 use super::{Caller, RestMethod, RestRequest, RestResponse};
 use crate::model::{Document, Value};
 use crate::services::accounts::NoFence;
@@ -39,10 +38,6 @@ fn invalid(what: &str) -> RestResponse {
         &format!("The parameter \"{what}\" is missing or invalid"),
         Some("error-invalid-params"),
     )
-}
-
-fn json_of(d: &Document) -> serde_json::Value {
-    to_json(&Value::Object(d.clone()))
 }
 
 /// A string field of the body, or of the query for a GET.
@@ -141,21 +136,21 @@ async fn dispatch(
             let team = teams
                 .create(me, &name, kind, members, read_only, &NoFence)
                 .await?;
-            ok(serde_json::json!({"team": json_of(&team)}))
+            ok(serde_json::json!({"team": doc_json(&team)}))
         }
-        ("info", Some(team)) if get => ok(serde_json::json!({"teamInfo": json_of(team)})),
+        ("info", Some(team)) if get => ok(serde_json::json!({"teamInfo": doc_json(team)})),
         ("list", _) if get => page(
-            teams.of_user(me).await?.iter().map(json_of).collect(),
+            teams.of_user(me).await?.iter().map(doc_json).collect(),
             &q,
             "teams",
         ),
         ("listAll", _) if get => page(
-            teams.all(me).await?.iter().map(json_of).collect(),
+            teams.all(me).await?.iter().map(doc_json).collect(),
             &q,
             "teams",
         ),
         ("members", Some(team)) if get => page(
-            teams.members(team).await?.iter().map(json_of).collect(),
+            teams.members(team).await?.iter().map(doc_json).collect(),
             &q,
             "members",
         ),
@@ -211,14 +206,14 @@ async fn dispatch(
                 return Ok(invalid("rooms"));
             };
             let moved = teams.add_rooms(me, team, &rooms, &NoFence).await?;
-            ok(serde_json::json!({"rooms": moved.iter().map(json_of).collect::<Vec<_>>()}))
+            ok(serde_json::json!({"rooms": moved.iter().map(doc_json).collect::<Vec<_>>()}))
         }
         ("removeRoom", Some(team)) if post => {
             let Some(rid) = pick(fields, &q, "roomId") else {
                 return Ok(invalid("roomId"));
             };
             let room = teams.remove_room(me, team, &rid, &NoFence).await?;
-            ok(serde_json::json!({"room": json_of(&room)}))
+            ok(serde_json::json!({"room": doc_json(&room)}))
         }
         ("updateRoom", _) if post => {
             let (Some(rid), Some(Value::Bool(is_default))) =
@@ -229,10 +224,10 @@ async fn dispatch(
             let room = teams
                 .set_default_room(me, &rid, *is_default, &NoFence)
                 .await?;
-            ok(serde_json::json!({"room": json_of(&room)}))
+            ok(serde_json::json!({"room": doc_json(&room)}))
         }
         ("listRooms", Some(team)) if get => page(
-            teams.rooms(me, team).await?.iter().map(json_of).collect(),
+            teams.rooms(me, team).await?.iter().map(doc_json).collect(),
             &q,
             "rooms",
         ),
@@ -245,7 +240,7 @@ async fn dispatch(
                     .rooms_of_user(me, team, &uid)
                     .await?
                     .iter()
-                    .map(json_of)
+                    .map(doc_json)
                     .collect(),
                 &q,
                 "rooms",
@@ -279,7 +274,7 @@ async fn dispatch(
                 return Ok(invalid("name"));
             };
             let found = teams.autocomplete(me, &name).await?;
-            ok(serde_json::json!({"teams": found.iter().map(json_of).collect::<Vec<_>>()}))
+            ok(serde_json::json!({"teams": found.iter().map(doc_json).collect::<Vec<_>>()}))
         }
         _ => RestResponse::failure(405, "Method not allowed", None),
     })

@@ -12,13 +12,14 @@
 //! sessions or HTTP; clients hear of team changes through the room and subscription events
 //! their writes cause.
 
-use super::accounts::{WriteRecorder, CLAIMS, ROOMS, SUBSCRIPTIONS};
-use super::build::{doc, now_ms, selector};
+use super::accounts::{NoFence, WriteRecorder, CLAIMS, ROOMS, SUBSCRIPTIONS};
+use super::build::{doc, now_ms};
 use super::error::ServiceError;
 use super::permissions::Permissions;
 use super::rooms::members::RoomSetting;
 use super::rooms::{
-    client_error, text, valid_room_name, NewRoom, RoomKind, Rooms, TEAMS, TEAM_MEMBERS,
+    client_error, is_private_team, text, valid_room_name, NewRoom, RoomKind, Rooms, TEAMS,
+    TEAM_MEMBERS,
 };
 use crate::model::{Document, Value};
 use crate::storage::{Store, StoreError};
@@ -33,10 +34,12 @@ pub enum TeamType {
 
 impl TeamType {
     pub fn from_number(n: f64) -> Option<Self> {
-        match n as i64 {
-            0 if n == 0.0 => Some(TeamType::Public),
-            1 if n == 1.0 => Some(TeamType::Private),
-            _ => None,
+        if n == 0.0 {
+            Some(TeamType::Public)
+        } else if n == 1.0 {
+            Some(TeamType::Private)
+        } else {
+            None
         }
     }
 
@@ -64,6 +67,20 @@ pub struct Teams {
 
 fn not_allowed() -> ServiceError {
     client_error("error-not-allowed", "Not allowed")
+}
+
+/// The roles a team member may hold (mirrored on the main room's subscription).
+const MEMBER_ROLES: [&str; 3] = ["owner", "moderator", "leader"];
+
+/// Refuses a role a team member cannot hold, before anything is written.
+fn check_roles(roles: &[String]) -> Result<(), ServiceError> {
+    match roles.iter().find(|r| !MEMBER_ROLES.contains(&r.as_str())) {
+        Some(bad) => Err(client_error(
+            "error-invalid-role",
+            &format!("{bad} is not a team role"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn store_error(e: StoreError) -> ServiceError {
@@ -137,9 +154,7 @@ impl Teams {
     /// `view-all-teams`.
     pub async fn can_see(&self, team: &Document, uid: &str) -> Result<bool, ServiceError> {
         let id = text(team, "_id").unwrap_or_default();
-        if team.get("type").and_then(Value::as_f64) != Some(1.0)
-            || self.rooms.is_team_member(id, uid).await?
-        {
+        if !is_private_team(team) || self.rooms.is_team_member(id, uid).await? {
             return Ok(true);
         }
         self.permissions
@@ -274,18 +289,13 @@ impl Teams {
         Ok(team)
     }
 
+    /// Gives up the claim on a team name (a failure only keeps the name taken, so it is
+    /// logged, not returned).
     async fn free_claim(&self, name: &str, team_id: &str) {
-        if let Ok(filter) = selector(
-            serde_json::json!({"_id": format!("team:{}", name.to_lowercase()), "owner": team_id}),
-        ) {
-            let _ = self
-                .store
-                .remove(
-                    CLAIMS,
-                    filter,
-                    crate::storage::RemoveOptions { multi: false },
-                )
-                .await;
+        let filter =
+            serde_json::json!({"_id": format!("team:{}", name.to_lowercase()), "owner": team_id});
+        if let Err(err) = self.rooms.remove_where(CLAIMS, filter, &NoFence).await {
+            tracing::warn!(%team_id, cause = %err, "a team name's claim was not freed");
         }
     }
 
@@ -391,6 +401,9 @@ impl Teams {
         {
             return Err(not_allowed());
         }
+        for (_, roles) in members {
+            check_roles(roles)?;
+        }
         let me = self.rooms.caller(Some(caller)).await?;
         let room = self.main_room(team).await?;
         for (uid, roles) in members {
@@ -434,15 +447,11 @@ impl Teams {
             ));
         }
         // The main room's own roles follow the team's (an owner of the team owns its room).
-        let room_roles: Vec<&String> = roles
-            .iter()
-            .filter(|r| matches!(r.as_str(), "owner" | "moderator" | "leader"))
-            .collect();
         self.rooms
             .write_update(
                 SUBSCRIPTIONS,
                 serde_json::json!({"rid": text(team, "roomId"), "u._id": uid}),
-                serde_json::json!({"$set": {"roles": room_roles, "_updatedAt": {"$date": now_ms()}}}),
+                serde_json::json!({"$set": {"roles": roles, "_updatedAt": {"$date": now_ms()}}}),
                 false,
                 writes,
             )
@@ -472,17 +481,10 @@ impl Teams {
         writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let team_id = text(team, "_id").unwrap_or_default();
-        let uid = text(user, "_id").unwrap_or_default();
         let room = self.main_room(team).await?;
         if !self.rooms.remove_member(&room, user, by, writes).await? {
             // Not in the main room, yet listed: the membership goes all the same.
-            self.rooms
-                .remove_where(
-                    TEAM_MEMBERS,
-                    serde_json::json!({"teamId": team_id, "userId": uid}),
-                    writes,
-                )
-                .await?;
+            self.rooms.leave_team(team_id, user, by, writes).await?;
         }
         for rid in rids {
             if let Some(r) = self.rooms.room(rid).await? {
@@ -543,6 +545,7 @@ impl Teams {
         if !self.may(caller, "edit-team-member", team).await? {
             return Err(not_allowed());
         }
+        check_roles(roles)?;
         if !roles.iter().any(|r| r == "owner") && self.is_last_owner(team, uid).await? {
             return Err(client_error(
                 "error-you-are-last-owner",

@@ -405,13 +405,17 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// A REST GET, with `(X-User-Id, X-Auth-Token)` when given: (status, JSON body or null).
+/// A REST GET, with `(X-User-Id, X-Auth-Token)` when given: (status, JSON body, or the
+/// text when it is not JSON).
 pub async fn rest_get(server: &TestServer, path: &str, auth: Option<(&str, &str)>) -> (u16, Json) {
     let headers: Vec<(&str, &str)> = auth
         .map(|(id, token)| vec![("X-User-Id", id), ("X-Auth-Token", token)])
         .unwrap_or_default();
     let (status, body) = http_with(server.addr, "GET", path, &headers, b"").await;
-    (status, serde_json::from_str(&body).unwrap_or(Json::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Json::String(body)),
+    )
 }
 
 /// A REST POST of a JSON body as `(X-User-Id, X-Auth-Token)`: (status, JSON body or null).

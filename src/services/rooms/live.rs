@@ -15,7 +15,9 @@
 //! process: [`Stream::emit_except`] is the one place a broker for several instances would
 //! hook in. It must not write anything.
 
-use super::{projected, text, Rooms, MESSAGES, ROOM_FIELDS, SUBSCRIPTION_FIELDS};
+use super::{
+    is_private_team, projected, text, Rooms, MESSAGES, ROOM_FIELDS, SUBSCRIPTION_FIELDS, TEAMS,
+};
 use crate::model::{Document, Value};
 use crate::services::accounts::{ROOMS, SUBSCRIPTIONS, USERS};
 use crate::services::build::TRASH;
@@ -92,7 +94,8 @@ struct RoomInfo {
 }
 
 impl RoomInfo {
-    /// Whether this public room may be read by people outside it, provided `team_allows`.
+    /// Whether people outside the room may read it (a private team's members only, when the
+    /// room is in one).
     fn public(&self) -> bool {
         self.kind == "c"
     }
@@ -207,7 +210,7 @@ impl RoomStreams {
             members: RwLock::new(Members::default()),
             room_info: RwLock::new(HashMap::new()),
         });
-        for collection in [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS] {
+        for collection in [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS, TEAMS] {
             store.follow_collection(collection);
         }
         let feed = store.subscribe();
@@ -369,7 +372,7 @@ impl RoomStreams {
 
     async fn on_change(&self, event: &ChangeEvent) {
         let collection = &*event.collection;
-        if ![ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS].contains(&collection) {
+        if ![ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS, TEAMS].contains(&collection) {
             return;
         }
         if collection == USERS {
@@ -399,6 +402,7 @@ impl RoomStreams {
                 match collection {
                     SUBSCRIPTIONS => self.subscription_changed(&doc).await,
                     ROOMS => self.room_changed(event.operation, &doc).await,
+                    TEAMS => self.team_changed(&doc).await,
                     MESSAGES => self.message_changed(event, &doc).await,
                     _ if event.operation == OperationType::Insert
                         && text(&doc, "__collection__") == Some(MESSAGES) =>
@@ -495,21 +499,22 @@ impl RoomStreams {
         let was_public = before.as_ref().is_none_or(RoomInfo::public);
         let had_team = before.as_ref().and_then(|i| i.team_id.clone());
         let info = self.remember_room(room);
-        // A public room moved into a private team is, from now on, for the team's members.
-        let newly_restricted = match (&info.team_id, &had_team) {
-            (Some(team), old) if old.as_ref() != Some(team) => matches!(
-                self.rooms.team(team).await,
-                Ok(Some(t)) if t.get("type").and_then(Value::as_f64) == Some(1.0)
-            ),
-            _ => false,
-        };
+        if !info.public() && was_public {
+            // A room turned private keeps only its members' listeners.
+            self.restrict_listeners(rid, &HashSet::new());
+        } else if let Some(team) = info
+            .team_id
+            .as_deref()
+            .filter(|t| had_team.as_deref() != Some(*t))
+        {
+            // A public room moved into a private team is, from now on, for the team's members.
+            if let Ok(Some(team_members)) = self.rooms.private_team_members(team).await {
+                self.restrict_listeners(rid, &team_members);
+            }
+        }
         let members = self.members.read().unwrap_or_else(|p| p.into_inner());
         let no_one = HashSet::new();
         let members_now = members.by_room.get(rid).unwrap_or(&no_one);
-        if (!info.public() && was_public) || newly_restricted {
-            // A room turned private keeps only its members' listeners.
-            self.drop_room_listeners(rid, |u| !u.is_some_and(|u| members_now.contains(u)));
-        }
         let action = if operation == OperationType::Insert {
             "inserted"
         } else {
@@ -543,17 +548,44 @@ impl RoomStreams {
             .remove(rid);
     }
 
-    /// Whether the team of a public room lets `uid` read it (always, outside a team).
-    async fn team_allows(&self, info: &RoomInfo, uid: &str) -> bool {
-        let Some(team_id) = &info.team_id else {
-            return true;
+    /// Drops the listeners of room `rid` who are neither its members nor in `also`.
+    fn restrict_listeners(&self, rid: &str, also: &HashSet<String>) {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        let no_one = HashSet::new();
+        let members_now = members.by_room.get(rid).unwrap_or(&no_one);
+        self.drop_room_listeners(rid, |u| {
+            !u.is_some_and(|u| members_now.contains(u) || also.contains(u))
+        });
+    }
+
+    /// A team changed (made private, or its members changed: the Team service touches the
+    /// team then): its public rooms keep only the listeners who may still read them.
+    async fn team_changed(&self, team: &Document) {
+        let Some(team_id) = text(team, "_id") else {
+            return;
         };
-        let mut room = Document::default();
-        room.insert("teamId".into(), Value::from(team_id.as_str()));
-        self.rooms
-            .team_allows(&room, Some(uid))
+        if !is_private_team(team) {
+            return;
+        }
+        let Ok(Some(team_members)) = self.rooms.private_team_members(team_id).await else {
+            return;
+        };
+        let Ok(rooms) = self
+            .rooms
+            .find(
+                ROOMS,
+                serde_json::json!({"teamId": team_id, "t": "c"}),
+                None,
+            )
             .await
-            .unwrap_or(false)
+        else {
+            return;
+        };
+        for room in &rooms {
+            if let Some(rid) = text(room, "_id") {
+                self.restrict_listeners(rid, &team_members);
+            }
+        }
     }
 
     fn hidden_kind(&self, message: &Document) -> bool {
@@ -595,6 +627,14 @@ impl RoomStreams {
         let Some(info) = self.room_info(rid).await else {
             return;
         };
+        // A public room of a private team: only the team's members beside the room's own.
+        let team_members = match &info.team_id {
+            Some(team) if info.public() => match self.rooms.private_team_members(team).await {
+                Ok(found) => found,
+                Err(_) => Some(HashSet::new()),
+            },
+            _ => None,
+        };
         let mut participants = Vec::new();
         let mut others = Vec::new();
         for key in &listeners {
@@ -605,7 +645,7 @@ impl RoomStreams {
             if self.is_member(rid, uid) {
                 participants.push(key.as_str());
             } else if info.public()
-                && self.team_allows(&info, uid).await
+                && team_members.as_ref().is_none_or(|t| t.contains(uid))
                 && self
                     .permissions
                     .has_permission(Some(uid), "view-c-room", None)

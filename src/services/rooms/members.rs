@@ -251,7 +251,7 @@ impl Rooms {
 
     /// Takes `user` out of team `team_id` (whose main room it just left) and out of the
     /// team's auto-join rooms.
-    async fn leave_team(
+    pub(crate) async fn leave_team(
         &self,
         team_id: &str,
         user: &Document,
@@ -262,6 +262,16 @@ impl Rooms {
         self.remove_where(
             super::TEAM_MEMBERS,
             serde_json::json!({"teamId": team_id, "userId": uid}),
+            writes,
+        )
+        .await?;
+        // The team's change event is what makes the streams drop this user's listeners on
+        // the team's public rooms, when the team is private.
+        self.write_update(
+            super::TEAMS,
+            serde_json::json!({"_id": team_id}),
+            serde_json::json!({"$set": {"_updatedAt": {"$date": now_ms()}}}),
+            false,
             writes,
         )
         .await?;

@@ -18,6 +18,7 @@ use super::error::ServiceError;
 use super::permissions::Permissions;
 use crate::model::{Document, MeteorError, Value};
 use crate::storage::{FindOptions, Store, StoreError};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Rocket.Chat's messages.
@@ -25,6 +26,11 @@ pub const MESSAGES: &str = "rocketchat_message";
 /// Rocket.Chat's teams and their members.
 pub const TEAMS: &str = "rocketchat_team";
 pub const TEAM_MEMBERS: &str = "rocketchat_team_member";
+
+/// Whether `team` is private (Rocket.Chat's `type: 1`).
+pub fn is_private_team(team: &Document) -> bool {
+    team.get("type").and_then(Value::as_f64) == Some(1.0)
+}
 
 /// The id of `uid`'s membership of team `team_id`: derived from both, so two joins at once
 /// write one membership.
@@ -365,6 +371,24 @@ impl Rooms {
             .is_empty())
     }
 
+    /// The members of team `team_id` when the team is private: beside a room's own members,
+    /// the only readers of its public rooms. `None` for a public team or none at all.
+    pub async fn private_team_members(
+        &self,
+        team_id: &str,
+    ) -> Result<Option<HashSet<String>>, ServiceError> {
+        match self.team(team_id).await? {
+            Some(team) if is_private_team(&team) => Ok(Some(
+                self.find(TEAM_MEMBERS, serde_json::json!({"teamId": team_id}), None)
+                    .await?
+                    .iter()
+                    .filter_map(|m| text(m, "userId").map(str::to_owned))
+                    .collect(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
     /// Whether a room's team lets `user_id` see it as public: a room outside a team or in a
     /// public team does; a room of a private team only for the team's members.
     pub async fn team_allows(
@@ -375,15 +399,12 @@ impl Rooms {
         let Some(team_id) = text(room, "teamId") else {
             return Ok(true);
         };
-        let Some(team) = self.team(team_id).await? else {
-            return Ok(true);
-        };
-        if team.get("type").and_then(Value::as_f64) != Some(1.0) {
-            return Ok(true);
-        }
-        match user_id {
-            Some(uid) => self.is_team_member(team_id, uid).await,
-            None => Ok(false),
+        match self.team(team_id).await? {
+            Some(team) if is_private_team(&team) => match user_id {
+                Some(uid) => self.is_team_member(team_id, uid).await,
+                None => Ok(false),
+            },
+            _ => Ok(true),
         }
     }
 
