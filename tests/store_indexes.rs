@@ -72,6 +72,10 @@ fn selector() -> impl Strategy<Value = serde_json::Value> {
             .prop_map(|(f, b)| serde_json::json!({ f: {"$in": [b, null]} })),
         (0i64..5, 0i64..5).prop_map(|(a, b)| serde_json::json!({"a": a, "b": {"$lt": b}})),
         (0i64..5).prop_map(|a| serde_json::json!({"$or": [{"a": a}, {"b": a}]})),
+        // `_id` pinned beside other conditions, and `_id` from a list: the primary key serves.
+        (0i64..16, field_value()).prop_map(|(i, v)| serde_json::json!({"_id": format!("d{i:02}"), "a": v})),
+        (0i64..16, 0i64..16, 0i64..5).prop_map(|(i, j, b)| serde_json::json!({"_id": {"$in": [format!("d{i:02}"), format!("d{j:02}"), 7]}, "b": {"$gte": b}})),
+        (0i64..16).prop_map(|i| serde_json::json!({"_id": {"$eq": format!("d{i:02}"), "$ne": "d03"}})),
     ]
 }
 
@@ -208,6 +212,72 @@ async fn declared_indexes_serve_filters_and_sorts_and_survive_restarts() {
         !plan.contains("k:rid="),
         "the complex field is not used: {plan}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_id_among_other_conditions_reads_one_row_by_the_primary_key() {
+    let dir = temp_dir("pk");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store
+        .ensure_index(
+            "users",
+            Sort::parse(&doc(serde_json::json!({"username": 1}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store
+            .insert(
+                "users",
+                doc(serde_json::json!({"_id": format!("u{i:02}"), "username": format!("n{i}"), "status": "offline"})),
+            )
+            .await
+            .unwrap();
+    }
+    let options = FindOptions {
+        selector: Selector::parse(&doc(
+            serde_json::json!({"_id": {"$in": ["u03", "u07", "nobody"]}, "status": "offline"}),
+        ))
+        .unwrap(),
+        ..Default::default()
+    };
+    let plan = store.query_plan("users", &options).await.unwrap();
+    assert!(
+        plan.contains("PRIMARY KEY") || plan.contains("USING INDEX sqlite_autoindex"),
+        "{plan}"
+    );
+    let got = store.find("users", options).await.unwrap();
+    assert_eq!(ids(&got), vec!["\"u03\"", "\"u07\""]);
+    // A guarded update (`_id` plus the state it expects) changes that user only when the
+    // guard holds.
+    let guarded = |status: &str| {
+        Selector::parse(&doc(serde_json::json!({"_id": "u05", "status": status}))).unwrap()
+    };
+    let set =
+        comet::model::query::Update::parse(&doc(serde_json::json!({"$set": {"status": "online"}})))
+            .unwrap();
+    let ack = store
+        .update("users", guarded("away"), set.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(ack.matched, 0);
+    let ack = store
+        .update("users", guarded("offline"), set, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(ack.matched, 1);
+    let online = store
+        .find(
+            "users",
+            FindOptions {
+                selector: Selector::parse(&doc(serde_json::json!({"status": "online"}))).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&online), vec!["\"u05\""]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -19,7 +19,7 @@ use crate::model::shared::SharedAdded;
 use crate::model::{id_to_wire, Document, Value};
 use crate::storage::{ChangeEvent, FindOptions, OperationType, Store, StoreError};
 use indexmap::IndexMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -288,8 +288,12 @@ pub struct ObserveHub {
     apply_lock: tokio::sync::Mutex<()>,
     /// Seconds from a change entering comet to the live queries having applied it.
     lag: prometheus_client::metrics::histogram::Histogram,
-    /// Events applied so far: a read made without the lock counts only if this did not move.
+    /// Events applied so far: a read made without the lock counts only if this did not move,
+    /// or if none of the events applied meanwhile could concern it (see `recent`).
     applied: AtomicU64,
+    /// The last events applied, each with the value `applied` reached by it (`None`: a lag,
+    /// which may have concerned anything). Changed only under the apply lock.
+    recent: Mutex<VecDeque<(u64, Option<Arc<ChangeEvent>>)>>,
     /// The position the change feed alone has reached (events applied, progress seen).
     feed_done: AtomicU64,
     /// The `first` of every pending re-run, counted: the processed position stays below the
@@ -304,6 +308,11 @@ const CONCURRENT_REREADS: usize = 16;
 
 /// Reads of a new live query tried without the lock before one is made under it.
 const OPTIMISTIC_READS: usize = 3;
+
+/// Events kept to tell whether a read made without the lock missed one that concerns it:
+/// under a burst of writes some event lands during nearly every read, and reading under
+/// the lock instead would stall the feed behind every new query.
+const RECENT_EVENTS: usize = 4096;
 
 /// Ends an observation when dropped or stopped.
 pub struct ObserveHandle {
@@ -335,6 +344,7 @@ impl ObserveHub {
             feed_alive: std::sync::atomic::AtomicBool::new(true),
             apply_lock: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
             feed_done: AtomicU64::new(store.last_seq()),
             pending_rereads: Mutex::new(std::collections::BTreeMap::new()),
             reread_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REREADS)),
@@ -376,7 +386,63 @@ impl ObserveHub {
     pub async fn inject(self: &Arc<Self>, event: &ChangeEvent) {
         let _guard = self.apply_lock.lock().await;
         self.apply(event);
-        self.applied.fetch_add(1, Ordering::AcqRel);
+        self.note_applied(Some(Arc::new(event.clone())));
+    }
+
+    /// Counts an applied event (the apply lock held) and keeps it among the recent ones.
+    fn note_applied(&self, event: Option<Arc<ChangeEvent>>) {
+        let count = self.applied.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back((count, event));
+    }
+
+    /// Whether a read of `cursor` begun when `applied` was `since` still holds: every event
+    /// applied after it is known and none could concern the read (the apply lock held).
+    /// An event concerns it when it is on the cursor's collection and touches a document the
+    /// read returned, or leaves one that the selector matches, or says too little to tell.
+    fn read_still_holds(&self, cursor: &Cursor, since: u64, docs: &[Document]) -> bool {
+        let now = self.applied.load(Ordering::Acquire);
+        if now == since {
+            return true;
+        }
+        let recent = lock(&self.recent);
+        if recent.front().is_none_or(|(first, _)| *first > since + 1) {
+            return false;
+        }
+        recent
+            .iter()
+            .filter(|(count, _)| *count > since)
+            .all(|(_, event)| {
+                let Some(event) = event else { return false };
+                if event.collection != cursor.collection {
+                    return !matches!(
+                        event.operation,
+                        OperationType::DropDatabase | OperationType::Invalidate
+                    ) && event.rename_to.as_deref() != Some(&*cursor.collection);
+                }
+                // A document skipped over that leaves moves the window: no telling.
+                let Some(id) = event.id.as_ref().filter(|_| cursor.skip == 0) else {
+                    return false;
+                };
+                // A document the read may hold a copy of, from before or after the event.
+                let held = docs
+                    .iter()
+                    .any(|d| d.get("_id").is_none_or(|held| held == id));
+                match event.operation {
+                    OperationType::Insert | OperationType::Update | OperationType::Replace => {
+                        event
+                            .full_document
+                            .as_ref()
+                            .is_some_and(|after| !cursor.selector.matches(after))
+                            && !held
+                    }
+                    OperationType::Delete => !held,
+                    _ => false,
+                }
+            })
     }
 
     /// Observes `cursor`: the current documents arrive as `Added`, then every change.
@@ -406,7 +472,7 @@ impl ObserveHub {
                 if existing.is_some() {
                     break;
                 }
-                if self.applied.load(Ordering::Acquire) == applied {
+                if self.read_still_holds(&cursor, applied, &docs) {
                     read = Some(docs);
                     break;
                 }
@@ -551,7 +617,7 @@ impl ObserveHub {
                     {
                         let _guard = hub.apply_lock.lock().await;
                         hub.apply(&event);
-                        hub.applied.fetch_add(1, Ordering::AcqRel);
+                        hub.note_applied(Some(event.clone()));
                     }
                     // Where events share a position, more may come at this one: only what
                     // lies before it is surely done (a `progress` event completes it).
@@ -574,7 +640,7 @@ impl ObserveHub {
                         for q in queries {
                             hub.schedule_reread(&q, oldest_missed, last);
                         }
-                        hub.applied.fetch_add(1, Ordering::AcqRel);
+                        hub.note_applied(None);
                         hub.feed_done.fetch_max(last, Ordering::AcqRel);
                     }
                     hub.publish_processed();
@@ -1053,6 +1119,100 @@ mod tests {
             unreachable!()
         };
         d
+    }
+
+    /// A read made while events were applied counts only when none of them could concern it.
+    #[tokio::test]
+    async fn a_read_holds_only_past_events_that_cannot_concern_it() {
+        let dir = std::env::temp_dir().join(format!(
+            "comet-recent-{}",
+            crate::model::random::random_id()
+        ));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let hub = ObserveHub::start(store.clone());
+        let empty = Document::default();
+        let mine = Cursor::new(
+            "users",
+            &doc(serde_json::json!({"_id": "me"})),
+            &empty,
+            0,
+            None,
+            &empty,
+        )
+        .unwrap();
+        let read = vec![doc(serde_json::json!({"_id": "me", "status": "online"}))];
+        let event =
+            |collection: &str, op: OperationType, id: &str, after: Option<serde_json::Value>| {
+                Some(Arc::new(ChangeEvent::for_document(
+                    1,
+                    op,
+                    collection.into(),
+                    Some(Value::from(id)),
+                    after.map(|a| Arc::new(doc(a))),
+                    None,
+                )))
+            };
+        let holds = |hub: &ObserveHub, since: u64| hub.read_still_holds(&mine, since, &read);
+        let since = hub.applied.load(Ordering::Acquire);
+        assert!(holds(&hub, since), "nothing applied meanwhile");
+        // Another collection, another user's change, another user's removal: no matter.
+        hub.note_applied(event(
+            "usersSessions",
+            OperationType::Update,
+            "me",
+            Some(serde_json::json!({"_id": "me"})),
+        ));
+        hub.note_applied(event(
+            "users",
+            OperationType::Update,
+            "you",
+            Some(serde_json::json!({"_id": "you"})),
+        ));
+        hub.note_applied(event("users", OperationType::Delete, "them", None));
+        assert!(holds(&hub, since));
+        // A change to the document read: the read may be older than it.
+        let before_mine = hub.applied.load(Ordering::Acquire);
+        hub.note_applied(event(
+            "users",
+            OperationType::Update,
+            "me",
+            Some(serde_json::json!({"_id": "me", "status": "away"})),
+        ));
+        assert!(!holds(&hub, since));
+        assert!(!holds(&hub, before_mine));
+        // A document arriving that the selector matches, one saying too little, a lag.
+        let after_mine = hub.applied.load(Ordering::Acquire);
+        assert!(holds(&hub, after_mine));
+        let empty_cursor = Cursor::new("users", &empty, &empty, 0, None, &empty).unwrap();
+        hub.note_applied(event(
+            "users",
+            OperationType::Insert,
+            "new",
+            Some(serde_json::json!({"_id": "new"})),
+        ));
+        assert!(!hub.read_still_holds(&empty_cursor, after_mine, &[]));
+        let before_bare = hub.applied.load(Ordering::Acquire);
+        hub.note_applied(event("users", OperationType::Update, "x", None));
+        assert!(!holds(&hub, before_bare));
+        let before_lag = hub.applied.load(Ordering::Acquire);
+        hub.note_applied(None);
+        assert!(!holds(&hub, before_lag));
+        // A skipped-over document leaving moves a window: never held past.
+        let skipping = Cursor::new("users", &empty, &empty, 2, None, &empty).unwrap();
+        let before_skip = hub.applied.load(Ordering::Acquire);
+        hub.note_applied(event("users", OperationType::Delete, "first", None));
+        assert!(!hub.read_still_holds(&skipping, before_skip, &[]));
+        // Events older than those kept: no telling.
+        for _ in 0..RECENT_EVENTS {
+            hub.note_applied(event(
+                "other",
+                OperationType::Insert,
+                "z",
+                Some(serde_json::json!({"_id": "z"})),
+            ));
+        }
+        assert!(!holds(&hub, after_mine));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Routing by equality must not hide an event from a query whose document leaves it, nor

@@ -998,7 +998,7 @@ fn targets(
     selector: &Selector,
     multi: bool,
 ) -> Result<Vec<(String, Document)>, StoreError> {
-    if let Some(id) = selector.single_id() {
+    if let Some(id) = selector.pinned_id() {
         let wire_id = wire(id)?;
         if let Some(doc) = w.docs.get(table, &wire_id) {
             return Ok(if selector.matches(doc) {
@@ -1272,7 +1272,7 @@ fn scan(
     limit: Option<usize>,
 ) -> Result<Vec<(String, Document)>, StoreError> {
     let mut out = Vec::new();
-    if let Some(id) = selector.single_id() {
+    if let Some(id) = selector.pinned_id() {
         let wire_id = wire(id)?;
         let text: Option<String> = conn
             .prepare_cached(&format!("SELECT doc FROM {table} WHERE id = ?1"))?
@@ -1309,7 +1309,7 @@ fn find_with(
         None
     };
     let mut docs = Vec::new();
-    if options.selector.single_id().is_some() {
+    if options.selector.pinned_id().is_some() {
         docs = scan(conn, table, fields, &options.selector, None)?
             .into_iter()
             .map(|(_, d)| d)
@@ -1350,6 +1350,20 @@ impl Plan {
             format!("?{}", params.len())
         };
         for (path, bound) in selector.index_bounds() {
+            if let ("_id", IndexBound::OneOf(values)) = (path, &bound) {
+                // The primary key serves `_id: {$in: [...]}` whether or not `_id` has a key column.
+                let ids: Option<Vec<String>> = values.iter().map(|v| wire(v).ok()).collect();
+                if let Some(ids) = ids {
+                    let list: Vec<String> = ids
+                        .into_iter()
+                        .map(|id| {
+                            params.push(SqlValue::Text(id));
+                            format!("?{}", params.len())
+                        })
+                        .collect();
+                    conditions.push(format!("id IN ({})", list.join(", ")));
+                }
+            }
             let Some(field) = usable(path) else { continue };
             let column = &field.column;
             match bound {

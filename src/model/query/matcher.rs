@@ -104,17 +104,18 @@ impl Selector {
         self.clauses.iter().all(|c| c.matches(doc))
     }
 
-    /// The `_id` this selector pins, if it is exactly `{_id: <value>}`.
-    pub fn single_id(&self) -> Option<&Value> {
-        match self.clauses.as_slice() {
-            [Clause::Field { path, ops }] if path == "_id" => match ops.as_slice() {
-                [Op::Eq(v)] if !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null) => {
+    /// The `_id` a top-level equality pins, whatever else the selector asks (`{_id: x,
+    /// status: "online"}` pins `x`): at most that one document can match.
+    pub fn pinned_id(&self) -> Option<&Value> {
+        self.clauses.iter().find_map(|c| match c {
+            Clause::Field { path, ops } if path == "_id" => ops.iter().find_map(|op| match op {
+                Op::Eq(v) if !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null) => {
                     Some(v)
                 }
                 _ => None,
-            },
+            }),
             _ => None,
-        }
+        })
     }
 
     /// Top-level conditions an index on one field can serve, each a superset of what the
