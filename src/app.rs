@@ -83,12 +83,6 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot read the users: {err}")))?;
-    if let Err(err) = accounts.bootstrap().await {
-        return Err(StartError::Config(format!(
-            "cannot set up the first administrator: {}",
-            err.client_view().reason.unwrap_or_default()
-        )));
-    }
     accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
     let settings_service = settings::Settings::start(store.clone(), &settings.setting_overrides)
         .await
@@ -121,6 +115,14 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let rooms = rooms_service.clone();
     accounts.use_rooms(rooms.clone());
     accounts.use_name_index(permissions_service.user_roles().clone());
+    // After the Room service is in place: the administrator joins `general` as any new
+    // user joins the default channels.
+    if let Err(err) = accounts.bootstrap().await {
+        return Err(StartError::Config(format!(
+            "cannot set up the first administrator: {}",
+            err.client_view().reason.unwrap_or_default()
+        )));
+    }
     crate::services::rooms::methods::register(&mut registry, rooms.clone());
     crate::services::rooms::live::RoomStreams::start(
         &mut registry,
@@ -147,6 +149,11 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
     crate::services::messages::methods::register(&mut registry, messages.clone());
+    let operator = crate::services::operator::Operator::start(
+        store.clone(),
+        permissions_service.clone(),
+        &mut registry,
+    );
     if settings.test_handlers {
         testing::register(&mut registry, Some(observe.clone()));
     }
@@ -177,6 +184,8 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             })?;
     }
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
+    let metrics = hub.metrics.clone();
+    operator.use_metrics(Box::new(move || metrics.render()));
     let rest = Arc::new(Rest::with_services(
         &settings.server.rocketchat_version,
         crate::rest::RestServices {

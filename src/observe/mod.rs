@@ -371,6 +371,11 @@ impl ObserveHub {
         &self.store
     }
 
+    /// The change position every live query has applied (what write fences wait for).
+    pub fn processed_position(&self) -> u64 {
+        *self.processed.borrow()
+    }
+
     /// Number of distinct live queries.
     pub fn query_count(&self) -> usize {
         lock(&self.queries).len()

@@ -4,6 +4,7 @@
 //! It must not know about services or storage: it hands text to sessions and writes what
 //! their outbound queues hold.
 
+pub mod assets;
 pub mod framing;
 pub mod sockjs;
 pub mod websocket;
@@ -562,6 +563,11 @@ async fn route(
         remote.port(),
     );
     let path = req.uri().path().to_owned();
+    if matches!(req.method(), &Method::GET | &Method::HEAD) {
+        if let Some(page) = assets::find(&path) {
+            return page;
+        }
+    }
     match (req.method(), path.as_str()) {
         // HEAD answers as GET does; hyper leaves the body out.
         (&Method::GET | &Method::HEAD, "/health") => health(&app),

@@ -25,6 +25,21 @@ pub trait ConnectionHandle: Send + Sync {
     /// A value a service keeps with the connection (the login token it used, say).
     fn attachment(&self, key: &'static str) -> Option<String>;
     fn set_attachment(&self, key: &'static str, value: Option<String>);
+    /// What the operator sees of the connection, while it is open.
+    fn details(&self) -> Option<ConnectionDetails> {
+        None
+    }
+}
+
+/// A connection as the operator's page lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionDetails {
+    /// `websocket`, `sockjs-websocket`, `xhr-streaming` or `xhr-polling`.
+    pub transport: &'static str,
+    /// When the session started, in milliseconds since the epoch.
+    pub opened_at_ms: f64,
+    /// Bytes waiting to be sent to the client.
+    pub queued_bytes: usize,
 }
 
 /// What services may do when connections come and go. Every method has a default that does
@@ -96,6 +111,15 @@ impl Connections {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every open connection.
+    pub fn all(&self) -> Vec<Arc<dyn ConnectionHandle>> {
+        lock(&self.directory)
+            .by_id
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Number of open connections.

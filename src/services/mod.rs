@@ -12,6 +12,7 @@ pub mod declarative;
 pub mod error;
 pub mod messages;
 pub mod notify;
+pub mod operator;
 pub mod permissions;
 pub mod presence;
 pub mod publish;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The transports a connection can arrive on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,12 +230,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Metrics for the given method and publication names; `change_feed_lag`, when the
-    /// server follows a store, is the live queries' lag histogram.
+    /// Metrics for the given method and publication names; `change_feed`, when the server
+    /// follows a store, gives the live queries' figures (count, lag, position, store).
     pub fn new(
         method_names: &[String],
         publication_names: &[String],
-        change_feed_lag: Option<Histogram>,
+        change_feed: Option<&Arc<crate::observe::ObserveHub>>,
     ) -> Self {
         let mut registry = Registry::default();
         let r = &mut registry;
@@ -322,13 +322,19 @@ impl Metrics {
             Unit::Seconds,
             publication_family.clone(),
         );
-        if let Some(lag) = change_feed_lag {
+        if let Some(feed) = change_feed {
             registry.register_with_unit(
                 "comet_change_feed_lag",
                 "Time from a change entering comet to its live queries having applied it",
                 Unit::Seconds,
-                lag,
+                feed.lag_histogram(),
             );
+            let store = Family::<Vec<(String, String)>, Gauge>::default();
+            store
+                .get_or_create(&vec![("kind".to_owned(), feed.store().kind().to_owned())])
+                .set(1);
+            registry.register("comet_store_info", "The store in use", store);
+            registry.register_collector(Box::new(FeedCollector(Arc::downgrade(feed))));
         }
         registry.register_collector(Box::new(ProcessCollector::default()));
         Self {
@@ -432,6 +438,44 @@ impl Default for ProcessCollector {
             cpu_micros: AtomicU64::new(0),
             read_failed: Mutex::new(false),
         }
+    }
+}
+
+/// The live queries' figures, read at each scrape.
+struct FeedCollector(std::sync::Weak<crate::observe::ObserveHub>);
+
+impl std::fmt::Debug for FeedCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FeedCollector")
+    }
+}
+
+impl Collector for FeedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(feed) = self.0.upgrade() else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "comet_live_queries",
+                "Distinct live queries",
+                feed.query_count() as i64,
+            ),
+            (
+                "comet_change_feed_position",
+                "The store's newest change position",
+                feed.store().last_seq() as i64,
+            ),
+            (
+                "comet_change_feed_processed",
+                "The change position every live query has applied",
+                feed.processed_position() as i64,
+            ),
+        ] {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

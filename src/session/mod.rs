@@ -96,7 +96,7 @@ impl Hub {
         let metrics = Metrics::new(
             &registry.method_names(),
             &registry.publication_names(),
-            observe.as_ref().map(|o| o.lag_histogram()),
+            observe.as_ref(),
         );
         Arc::new(Self {
             registry: Arc::new(registry),
@@ -261,6 +261,7 @@ impl Connection {
             self.outbound.clone(),
             version,
             self.client_address,
+            self.transport,
         );
         self.state = ConnectionState::Connected(session);
     }
@@ -376,6 +377,9 @@ pub struct Session {
     ended: CancellationToken,
     sink: Arc<SinkRef>,
     client_address: Option<std::net::IpAddr>,
+    transport: Transport,
+    /// When the session started (ms since the epoch), for the operator's list.
+    started_at_ms: f64,
     /// What services keep with the connection (`ConnectionHandle::attachment`).
     attachments: Mutex<HashMap<&'static str, String>>,
     /// The session as services see it.
@@ -427,6 +431,15 @@ impl ConnectionHandle for SessionHandle {
         }
     }
 
+    fn details(&self) -> Option<crate::services::connections::ConnectionDetails> {
+        let session = self.session.upgrade()?;
+        Some(crate::services::connections::ConnectionDetails {
+            transport: session.transport.label(),
+            opened_at_ms: session.started_at_ms,
+            queued_bytes: session.outbound.queued_bytes(),
+        })
+    }
+
     fn attachment(&self, key: &'static str) -> Option<String> {
         let session = self.session.upgrade()?;
         let attachments = session
@@ -460,6 +473,7 @@ impl Session {
         outbound: Arc<Outbound>,
         version: Version,
         client_address: Option<std::net::IpAddr>,
+        transport: Transport,
     ) -> Arc<Self> {
         let id: Arc<str> = crate::model::random::random_id().into();
         let session = Arc::new_cyclic(|weak: &Weak<Session>| Session {
@@ -477,6 +491,8 @@ impl Session {
             ended: hub.shutdown.child_token(),
             sink: Arc::new(SinkRef(weak.clone())),
             client_address,
+            transport,
+            started_at_ms: crate::services::build::now_ms(),
             attachments: Mutex::new(HashMap::new()),
             handle: Arc::new(SessionHandle {
                 id: id.clone(),

@@ -1,0 +1,187 @@
+// comet's own pages in headless Chromium: the web chat at / between two people, and the
+// operator's page at /admin. Screenshots go to target/screenshots/ for a person to look at.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+const { startServer, waitFor } = require('../lib/server');
+const { RawDdp, password } = require('../lib/raw-ddp');
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const SHOTS = path.join(__dirname, '..', '..', 'target', 'screenshots');
+const ADMIN = { ADMIN_USERNAME: 'boss', ADMIN_PASS: 'boss-pass-1', ADMIN_EMAIL: 'boss@example.com' };
+
+async function launch(t) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  t.after(() => browser.close());
+  return browser;
+}
+
+/** A fresh browser context (its own storage) with a page that accepts confirmations. */
+async function person(browser, url) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  page.on('dialog', (d) => d.accept());
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error' && /Content Security Policy/.test(m.text())) errors.push(m.text()); });
+  await page.goto(url);
+  return { page, errors };
+}
+
+async function signIn(page, user, pass) {
+  const form = page.locator('#signin-form');
+  await form.getByLabel('Username or email').fill(user);
+  await form.getByLabel('Password').fill(pass);
+  await form.getByRole('button', { name: 'Sign in' }).click();
+}
+
+const roomButton = (page, name) => page.locator('#rooms button', { hasText: name });
+const message = (page, text) => page.locator('#messages li', { hasText: text });
+
+test('web chat: two people chat, see typing, unread, edits and deletes; reload and restart keep them in',
+  { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}; run scripts/install-test-deps.sh`, timeout: 180000 },
+  async (t) => {
+    fs.mkdirSync(SHOTS, { recursive: true });
+    let server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
+    t.after(() => server.stop());
+    const url = server.http;
+    const browser = await launch(t);
+
+    // The page itself: served by comet with a strict policy.
+    const res = await fetch(`${url}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-security-policy'), /script-src 'self'/);
+
+    const boss = await person(browser, `${url}/`);
+    await signIn(boss.page, 'boss', 'boss-pass-1');
+    await roomButton(boss.page, 'general').waitFor();
+
+    // The second person signs up on the page.
+    const ann = await person(browser, `${url}/`);
+    await ann.page.getByText('Create an account').click();
+    await ann.page.locator('#signup-name').fill('Ann Example');
+    await ann.page.locator('#signup-username').fill('ann');
+    await ann.page.locator('#signup-email').fill('ann@example.com');
+    await ann.page.locator('#signup-pass').fill('ann-pass-1');
+    await ann.page.getByRole('button', { name: 'Sign up' }).click();
+    await roomButton(ann.page, 'general').waitFor();
+    await roomButton(ann.page, 'general').click();
+    await roomButton(boss.page, 'general').click();
+
+    // Typing shows on the other side, then the message.
+    await boss.page.getByLabel('Message', { exact: true }).pressSequentially('hello ann', { delay: 20 });
+    await ann.page.locator('#typing', { hasText: 'boss is typing' }).waitFor();
+    await boss.page.getByRole('button', { name: 'Send' }).click();
+    await message(ann.page, 'hello ann').waitFor();
+    await message(boss.page, 'hello ann').waitFor();
+    await waitFor(async () => (await ann.page.locator('#typing').textContent()) === '', 8000, 'typing to end');
+
+    // Ann opens a direct message with boss; a message in general is unread for her.
+    await ann.page.getByLabel('Direct message to').fill('boss');
+    await ann.page.locator('#create-dm').getByRole('button', { name: 'Open' }).click();
+    await ann.page.locator('#room-title', { hasText: '@' }).waitFor();
+    await boss.page.getByLabel('Message', { exact: true }).fill('are you there?');
+    await boss.page.getByLabel('Message', { exact: true }).press('Enter');
+    const unread = roomButton(ann.page, 'general').locator('.badge.unread');
+    await unread.waitFor();
+    // A channel counts mentions only (Rocket.Chat's default): the badge marks news.
+    assert.equal(await unread.getAttribute('aria-label'), 'unread messages');
+    await roomButton(ann.page, 'general').click();
+    await message(ann.page, 'are you there?').waitFor();
+    await unread.waitFor({ state: 'detached' });
+
+    // Boss edits and deletes; both sides see it.
+    const mine = message(boss.page, 'are you there?');
+    await mine.getByRole('button', { name: 'Edit message' }).click();
+    const editor = boss.page.getByRole('textbox', { name: 'Edit message' });
+    await editor.fill('are you still there?');
+    await editor.press('Enter');
+    await message(ann.page, 'are you still there?').locator('text=(edited)').waitFor();
+    await message(boss.page, 'hello ann').getByRole('button', { name: 'Delete message' }).click();
+    await message(ann.page, 'hello ann').waitFor({ state: 'detached' });
+    await message(boss.page, 'hello ann').waitFor({ state: 'detached' });
+
+    // A reaction shows on both sides.
+    await message(ann.page, 'are you still there?').getByRole('button', { name: 'React :+1:' }).click();
+    await message(boss.page, 'are you still there?').locator('.reactions button', { hasText: '1' }).waitFor();
+    await boss.page.screenshot({ path: path.join(SHOTS, 'chat.png') });
+
+    // A reload keeps the session.
+    await ann.page.reload();
+    await roomButton(ann.page, 'general').waitFor();
+    assert.equal(await ann.page.locator('#signin').isHidden(), true);
+
+    // A restart: the page says it is reconnecting, then carries on.
+    const { port, dataDir } = server;
+    await server.stop();
+    await boss.page.locator('#banner', { hasText: 'reconnecting' }).waitFor({ timeout: 5000 });
+    server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4', COMET_DATA_DIR: dataDir }, port);
+    await boss.page.locator('#banner').waitFor({ state: 'hidden', timeout: 20000 });
+    await ann.page.locator('#banner').waitFor({ state: 'hidden', timeout: 20000 });
+    await boss.page.getByLabel('Message', { exact: true }).fill('back again');
+    await boss.page.getByLabel('Message', { exact: true }).press('Enter');
+    await message(ann.page, 'back again').waitFor({ timeout: 10000 });
+
+    assert.deepEqual(boss.errors, []);
+    assert.deepEqual(ann.errors, []);
+  });
+
+test('operator page: administrators only; its figures move under load; it closes a connection',
+  { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}; run scripts/install-test-deps.sh`, timeout: 120000 },
+  async (t) => {
+    fs.mkdirSync(SHOTS, { recursive: true });
+    const server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
+    t.after(() => server.stop());
+    const browser = await launch(t);
+
+    // A stranger and a plain user get no figures.
+    const stranger = await RawDdp.open(server.ws);
+    t.after(() => stranger.close());
+    const refused = await stranger.sub('comet.operator');
+    assert.equal(refused.msg, 'nosub');
+    await assert.rejects(stranger.call('comet.operator.closeConnection', 'x'), /Not allowed/);
+    await stranger.call('createUser', { username: 'joe', email: 'joe@example.com', password: password('joe-pass-1') });
+    const joe = await person(browser, `${server.http}/admin`);
+    await signIn(joe.page, 'joe', 'joe-pass-1');
+    await joe.page.locator('#denied').waitFor();
+    assert.equal(await joe.page.locator('#cards .card').count(), 0);
+    assert.equal(await stranger.call('comet.operator.closeConnection', 'x').catch((e) => e.error), 'error-not-allowed');
+
+    const admin = await person(browser, `${server.http}/admin`);
+    await signIn(admin.page, 'boss', 'boss-pass-1');
+    await admin.page.locator('[data-figure="sessions"]').waitFor();
+    await waitFor(async () => Number(await admin.page.locator('[data-figure="sessions"]').textContent()) >= 3, 5000, 'sessions counted');
+
+    // A load: method calls and deliveries show up within a few samples.
+    const loader = await RawDdp.open(server.ws);
+    t.after(() => loader.close());
+    const stop = Date.now() + 4000;
+    const load = (async () => { while (Date.now() < stop) await loader.call('echo', 1); })();
+    await waitFor(async () => Number(await admin.page.locator('[data-figure="methodCallsPerSec"]').textContent()) > 10,
+      8000, 'method calls per second to move');
+    await admin.page.locator('#methods td', { hasText: 'echo' }).waitFor();
+    await load;
+    assert.ok(Number(await admin.page.locator('[data-figure="deliveriesPerSec"]').textContent()) >= 0);
+    await admin.page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
+
+    // Closing the loader's connection from the page.
+    const rows = admin.page.locator('#connections tr');
+    await waitFor(async () => (await rows.count()) >= 3, 6000, 'connections listed');
+    const before = loader.ws.readyState;
+    assert.equal(before, 1);
+    const closed = new Promise((resolve) => loader.ws.once('close', resolve));
+    // The loader is the one connection without a user besides the stranger's: close both.
+    for (const button of await admin.page.locator('#connections tr', { hasText: '(not signed in)' }).getByRole('button', { name: /Close/ }).all()) {
+      await button.click();
+    }
+    await closed;
+    assert.deepEqual(admin.errors, []);
+  });
