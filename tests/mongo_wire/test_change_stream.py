@@ -480,7 +480,14 @@ def test_a_slow_first_read_holds_up_no_other_query(primary, tmp_path):
         primary.emit(insert_event(primary.advance(), {"_id": "n", "list": "work"}))
         added = live.recv_until(lambda m: m.get("msg") == "added", timeout=3)[-1]
         assert added["id"] == "n"
-        # The slow read went past an applied event, so it is made again; then it is ready.
+        # That event cannot concern the slow read (another list): alone it would let the
+        # read stand. One that the slow query's selector matches lands too.
+        primary.emit(insert_event(primary.advance(), {"_id": "h", "list": "home", "done": False,
+                                                      "createdAt": 5}))
+        # No client sees that event before the read returns: give the feed time to apply it.
+        time.sleep(0.5)
+        # The slow read went past an event that concerns it, so it is made again; then it
+        # is ready.
         primary.reply_cursor(pending, [], ns="meteor.tasks")
         again = primary.expect("find")
         assert dict(again.doc["filter"]) == dict(pending.doc["filter"])
