@@ -182,17 +182,7 @@
 
   ddp.on('loggedOut', signedOut);
 
-  $('signin-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    $('signin-error').textContent = '';
-    try {
-      const result = await ddp.loginWithPassword($('signin-user').value.trim(), $('signin-pass').value);
-      $('signin-pass').value = '';
-      await afterLogin(result);
-    } catch (err) {
-      $('signin-error').textContent = err.reason || err.message;
-    }
-  });
+  ddp.bindSignInForm(afterLogin);
 
   for (const id of ['logout', 'denied-logout']) {
     $(id).addEventListener('click', async () => {

@@ -90,17 +90,7 @@
     $('signin-user').focus();
   }
 
-  $('signin-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    $('signin-error').textContent = '';
-    try {
-      const result = await ddp.loginWithPassword($('signin-user').value.trim(), $('signin-pass').value);
-      $('signin-pass').value = '';
-      await afterLogin(result);
-    } catch (err) {
-      $('signin-error').textContent = err.reason || err.message;
-    }
-  });
+  ddp.bindSignInForm(afterLogin);
 
   $('signup-form').addEventListener('submit', async (e) => {
     e.preventDefault();

@@ -267,6 +267,23 @@
       return result;
     }
 
+    /** Wires the pages' sign-in form (#signin-form, #signin-user, #signin-pass,
+     *  #signin-error) to a password login; `then` gets the login's result. */
+    bindSignInForm(then) {
+      const $ = (id) => document.getElementById(id);
+      $('signin-form').addEventListener('submit', async (e) => {
+        e.preventDefault();
+        $('signin-error').textContent = '';
+        try {
+          const result = await this.loginWithPassword($('signin-user').value.trim(), $('signin-pass').value);
+          $('signin-pass').value = '';
+          await then(result);
+        } catch (err) {
+          $('signin-error').textContent = err.reason || err.message;
+        }
+      });
+    }
+
     async resume(token) {
       const result = await this.call('login', { resume: token });
       this.resumeToken = result.token;

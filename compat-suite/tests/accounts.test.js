@@ -14,7 +14,7 @@ const SimpleDDP = require('simpleddp');
 const { startServer, waitFor } = require('../lib/server');
 
 const ADMIN = { username: 'boss', password: 'compat-pass-1', email: 'boss@example.com' };
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const { noChromium, launchChromium } = require('../lib/browser');
 
 function configFile() {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'comet-accounts-')), 'comet.toml');
@@ -143,8 +143,7 @@ test('REST: login, method.call, and the same token resumes on the socket', async
   assert.equal((await bad.json()).error, 'Unauthorized');
 });
 
-test('browser: a page logs in over SockJS with the digest form', { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async (t) => {
-  const { chromium } = require('playwright-core');
+test('browser: a page logs in over SockJS with the digest form', { skip: noChromium }, async (t) => {
   const server = await start();
   t.after(() => server.stop());
   const sockjs = fs.readFileSync(require.resolve('sockjs-client/dist/sockjs.min.js'));
@@ -176,12 +175,7 @@ test('browser: a page logs in over SockJS with the digest form', { skip: !fs.exi
   });
   await new Promise((resolve) => pages.listen(0, '127.0.0.1', resolve));
   t.after(() => pages.close());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM, headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const tab = await browser.newPage();
   await tab.goto(`http://127.0.0.1:${pages.address().port}/`);
   const seen = await tab.evaluate(([url, u, p]) => window.login(url, u, p), [server.http, ADMIN.username, ADMIN.password]);

@@ -4,10 +4,9 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
 const fs = require('node:fs');
-const { chromium } = require('playwright-core');
 const { startServer } = require('../lib/server');
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const { noChromium, launchChromium } = require('../lib/browser');
 const SOCKJS_JS = require.resolve('sockjs-client/dist/sockjs.min.js');
 
 /** Serves the test page and sockjs-client from another origin than comet. */
@@ -44,19 +43,13 @@ function pageServer() {
   return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(srv)));
 }
 
-test('browser: sockjs-client in headless Chromium', { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}; run scripts/install-test-deps.sh` }, async (t) => {
+test('browser: sockjs-client in headless Chromium', { skip: noChromium }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
   const pages = await pageServer();
   t.after(() => pages.close());
   // launch() gives Chromium a fresh, empty user data directory of its own.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${pages.address().port}/`);
   for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling']) {

@@ -14,7 +14,7 @@ const SimpleDDP = require('simpleddp');
 const { startServer, waitFor } = require('../lib/server');
 
 const ADMIN = { username: 'boss', password: 'compat-pass-1', email: 'boss@example.com' };
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const { noChromium, launchChromium } = require('../lib/browser');
 
 function start(env = {}) {
   return startServer({
@@ -260,8 +260,7 @@ test('simpleddp: private groups, DMs, threads, mutes, read-only rooms and archiv
   await never(eve, 'stream-room-messages', () => true);
 });
 
-test('browser: a page chats over SockJS', { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async (t) => {
-  const { chromium } = require('playwright-core');
+test('browser: a page chats over SockJS', { skip: noChromium }, async (t) => {
   const server = await start();
   t.after(() => server.stop());
   const ann = await person(server, 'ann');
@@ -295,12 +294,7 @@ test('browser: a page chats over SockJS', { skip: !fs.existsSync(CHROMIUM) && `n
   });
   await new Promise((resolve) => pages.listen(0, '127.0.0.1', resolve));
   t.after(() => pages.close());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM, headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const tab = await browser.newPage();
   await tab.goto(`http://127.0.0.1:${pages.address().port}/`);
   await listen(ann, 'stream-room-messages', 'GENERAL', false);

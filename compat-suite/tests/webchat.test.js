@@ -5,24 +5,12 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
 const { startServer, waitFor } = require('../lib/server');
 const { RawDdp, password } = require('../lib/raw-ddp');
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const { noChromium, launchChromium } = require('../lib/browser');
 const SHOTS = path.join(__dirname, '..', '..', 'target', 'screenshots');
 const ADMIN = { ADMIN_USERNAME: 'boss', ADMIN_PASS: 'boss-pass-1', ADMIN_EMAIL: 'boss@example.com' };
-
-async function launch(t) {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  t.after(() => browser.close());
-  return browser;
-}
 
 /** A fresh browser context (its own storage) with a page that accepts confirmations. */
 async function person(browser, url) {
@@ -47,13 +35,13 @@ const roomButton = (page, name) => page.locator('#rooms button', { hasText: name
 const message = (page, text) => page.locator('#messages li', { hasText: text });
 
 test('web chat: two people chat, see typing, unread, edits and deletes; reload and restart keep them in',
-  { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}; run scripts/install-test-deps.sh`, timeout: 180000 },
+  { skip: noChromium, timeout: 180000 },
   async (t) => {
     fs.mkdirSync(SHOTS, { recursive: true });
     let server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
     t.after(() => server.stop());
     const url = server.http;
-    const browser = await launch(t);
+    const browser = await launchChromium(t);
 
     // The page itself: served by comet with a strict policy.
     const res = await fetch(`${url}/`);
@@ -135,12 +123,12 @@ test('web chat: two people chat, see typing, unread, edits and deletes; reload a
   });
 
 test('operator page: administrators only; its figures move under load; it closes a connection',
-  { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}; run scripts/install-test-deps.sh`, timeout: 120000 },
+  { skip: noChromium, timeout: 120000 },
   async (t) => {
     fs.mkdirSync(SHOTS, { recursive: true });
     const server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
     t.after(() => server.stop());
-    const browser = await launch(t);
+    const browser = await launchChromium(t);
 
     // A stranger and a plain user get no figures.
     const stranger = await RawDdp.open(server.ws);

@@ -417,6 +417,9 @@ impl ObserveHub {
         if recent.front().is_none_or(|(first, _)| *first > since + 1) {
             return false;
         }
+        // The read's ids, gathered once for every event to check (a read may hold thousands);
+        // a document without a usable id might be any document.
+        let mut read_ids: Option<(std::collections::HashSet<String>, bool)> = None;
         recent
             .iter()
             .filter(|(count, _)| *count > since)
@@ -433,9 +436,19 @@ impl ObserveHub {
                     return false;
                 };
                 // A document the read may hold a copy of, from before or after the event.
-                let held = docs
-                    .iter()
-                    .any(|d| d.get("_id").is_none_or(|held| held == id));
+                let (ids, unknown) = read_ids.get_or_insert_with(|| {
+                    let mut unknown = false;
+                    let ids = docs
+                        .iter()
+                        .filter_map(|d| {
+                            let wire = d.get("_id").and_then(|v| id_to_wire(v).ok());
+                            unknown |= wire.is_none();
+                            wire
+                        })
+                        .collect();
+                    (ids, unknown)
+                });
+                let held = *unknown || id_to_wire(id).map_or(true, |w| ids.contains(&w));
                 match event.operation {
                     OperationType::Insert | OperationType::Update | OperationType::Replace => {
                         event

@@ -262,10 +262,9 @@ fn figures(now: &Reading, previous: Option<&Reading>, window: Option<&Reading>) 
         "feedProcessed".into(),
         num(now.sum("comet_change_feed_processed")),
     );
-    let empty = Vec::new();
-    let lag_before = window.map_or(empty.clone(), |w| {
-        w.buckets("comet_change_feed_lag_seconds", None)
-    });
+    let lag_before = window
+        .map(|w| w.buckets("comet_change_feed_lag_seconds", None))
+        .unwrap_or_default();
     let lag_now = now.buckets("comet_change_feed_lag_seconds", None);
     f.insert(
         "feedLagP99Ms".into(),
