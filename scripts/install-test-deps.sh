@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond Rust: Debian's Chromium (browser tests) and the
+# Installs what the tests need beyond Rust: Debian's Chromium and Firefox (browser tests) and the
 # compat-suite's Node packages (exactly as locked). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,16 @@ as_root() {
     echo "install-test-deps: need root for: $*" >&2; return 1; fi
 }
 
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "install-test-deps: installing Debian's chromium"
+# The browser tests: Debian's Chromium and Firefox ESR, and a colour emoji font so the
+# screenshots show the reactions as a person sees them.
+browsers=()
+command -v chromium >/dev/null 2>&1 || browsers+=(chromium)
+command -v firefox-esr >/dev/null 2>&1 || browsers+=(firefox-esr)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || browsers+=(fonts-noto-color-emoji)
+if [ "${#browsers[@]}" -gt 0 ]; then
+  echo "install-test-deps: installing Debian's ${browsers[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${browsers[@]}" >/dev/null
 fi
 
 if ! command -v node >/dev/null 2>&1; then

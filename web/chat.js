@@ -149,8 +149,28 @@
     return { icon, name, t };
   }
 
+  // Re-rendering replaces elements; these keep a keyboard user's place when it does.
+  function focusedWithin(container) {
+    const active = document.activeElement;
+    return active && active !== container && container.contains(active) ? active : null;
+  }
+
+  function replaceKeepingFocus(old, fresh) {
+    const had = focusedWithin(old);
+    const oldButtons = had ? [...old.querySelectorAll('button')] : [];
+    old.replaceWith(fresh);
+    if (!had) return;
+    const freshButtons = [...fresh.querySelectorAll('button')];
+    const label = had.getAttribute('aria-label');
+    const same = freshButtons.find((b) => label && b.getAttribute('aria-label') === label)
+      || freshButtons[oldButtons.indexOf(had)] || freshButtons[0];
+    if (same) same.focus();
+  }
+
   function renderRooms() {
     const list = $('rooms');
+    const had = focusedWithin(list);
+    const focusedRid = had && had.dataset.rid;
     list.textContent = '';
     const subs = [...state.subs.values()].filter((s) => s.open !== false)
       .sort((a, b) => roomLabel(a.rid).name.localeCompare(roomLabel(b.rid).name));
@@ -181,6 +201,7 @@
       button.addEventListener('click', () => openRoom(sub.rid));
       li.append(button);
       list.append(li);
+      if (sub.rid === focusedRid) button.focus();
     }
   }
 
@@ -338,7 +359,9 @@
     const item = renderMessage(m);
     const list = $('messages');
     if (existing) {
-      existing.replaceWith(item);
+      // An open editor stays until it is saved or dismissed; Escape shows the latest then.
+      if (existing.dataset.editing) return;
+      replaceKeepingFocus(existing, item);
       return;
     }
     // In time order.
@@ -433,6 +456,7 @@
   function editMessage(m) {
     const li = document.getElementById(`m-${m._id}`);
     if (!li) return;
+    if (li.dataset.editing) { li.querySelector('input').focus(); return; }
     const form = document.createElement('form');
     form.className = 'composer';
     const input = document.createElement('input');
@@ -444,11 +468,16 @@
     form.append(input, save);
     form.addEventListener('submit', (e) => {
       e.preventDefault();
+      delete li.dataset.editing;
       ddp.call('updateMessage', { _id: m._id, rid: m.rid, msg: input.value }).catch(sideError);
     });
     input.addEventListener('keydown', (e) => {
-      if (e.key === 'Escape') li.replaceWith(renderMessage(state.messages.get(m._id) || m));
+      if (e.key === 'Escape') {
+        delete li.dataset.editing;
+        replaceKeepingFocus(li, renderMessage(state.messages.get(m._id) || m));
+      }
     });
+    li.dataset.editing = '1';
     li.querySelector('.text').replaceWith(form);
     input.focus();
   }

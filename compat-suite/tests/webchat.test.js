@@ -8,7 +8,9 @@ const path = require('node:path');
 const { startServer, waitFor } = require('../lib/server');
 const { RawDdp, password } = require('../lib/raw-ddp');
 
-const { noChromium, launchChromium } = require('../lib/browser');
+const {
+  noChromium, launchChromium, unlabelledControls, clippedControls,
+} = require('../lib/browser');
 const SHOTS = path.join(__dirname, '..', '..', 'target', 'screenshots');
 const ADMIN = { ADMIN_USERNAME: 'boss', ADMIN_PASS: 'boss-pass-1', ADMIN_EMAIL: 'boss@example.com' };
 
@@ -51,6 +53,8 @@ test('web chat: two people chat, see typing, unread, edits and deletes; reload a
     const boss = await person(browser, `${url}/`);
     await signIn(boss.page, 'boss', 'boss-pass-1');
     await roomButton(boss.page, 'general').waitFor();
+    assert.deepEqual(await boss.page.evaluate(unlabelledControls), []);
+    assert.deepEqual(await boss.page.evaluate(clippedControls), []);
 
     // The second person signs up on the page.
     const ann = await person(browser, `${url}/`);
@@ -158,6 +162,8 @@ test('operator page: administrators only; its figures move under load; it closes
     await admin.page.locator('#methods td', { hasText: 'echo' }).waitFor();
     await load;
     assert.ok(Number(await admin.page.locator('[data-figure="deliveriesPerSec"]').textContent()) >= 0);
+    assert.deepEqual(await admin.page.evaluate(unlabelledControls), []);
+    assert.deepEqual(await admin.page.evaluate(clippedControls), []);
     await admin.page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
 
     // Closing the loader's connection from the page.
