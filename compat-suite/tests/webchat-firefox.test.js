@@ -135,8 +135,15 @@ test('web chat in Firefox: by keyboard alone, with a second person; reload and r
       && document.activeElement.tagName === 'INPUT'), 5000, 'focus in the editor');
     await boss.page.evaluate(() => document.activeElement.select());
     await boss.page.keyboard.type('are you still there?');
+    // Ann reacts while the editor is open: the update does not throw boss's typing away.
+    const asked = await find(ann.page, '#messages li', 'are you there?');
+    await (await asked.$('button[aria-label="React :tada:"]')).click();
+    await find(ann.page, '#messages li .reactions button', '1');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await boss.page.evaluate(() => document.activeElement.value), 'are you still there?');
     await boss.page.keyboard.press('Enter');
     await find(ann.page, '#messages li', ['are you still there?', '(edited)']);
+    await find(boss.page, '#messages li', ['are you still there?', '(edited)', '1']);
 
     // A delete (confirmed in a dialog) and a reaction show on both sides.
     const hello = await find(boss.page, '#messages li', 'hello ann');
@@ -145,7 +152,7 @@ test('web chat in Firefox: by keyboard alone, with a second person; reload and r
     await gone(boss.page, '#messages li', 'hello ann');
     const still = await find(ann.page, '#messages li', 'are you still there?');
     await (await still.$('button[aria-label="React :+1:"]')).click();
-    await find(boss.page, '#messages li .reactions button', '1');
+    await boss.page.waitForFunction(() => document.querySelectorAll('#messages li .reactions button').length === 2);
     await boss.page.screenshot({ path: path.join(SHOTS, 'firefox-chat.png') });
 
     // A reload keeps the session.
