@@ -274,6 +274,112 @@ async fn accounts_follow_the_registration_and_expiration_settings_written_over_r
     );
 }
 
+/// Writes a setting as the administrator over REST.
+async fn set_over_rest(server: &common::TestServer, auth: &[(&str, &str)], id: &str, value: Json) {
+    let (status, body) = common::http_with(
+        server.addr,
+        "POST",
+        &format!("/api/v1/settings/{id}"),
+        auth,
+        json!({ "value": value }).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn secret_url_registration_lets_in_only_who_brings_the_secret_and_never_shows_it() {
+    let server = common::spawn_with_admin().await;
+    let (id, token) = rest_admin(&server).await;
+    let auth = [("X-User-Id", id.as_str()), ("X-Auth-Token", token.as_str())];
+    set_over_rest(
+        &server,
+        &auth,
+        "Accounts_RegistrationForm",
+        json!("Secret URL"),
+    )
+    .await;
+    let (mut c, _) = DdpClient::connect(&server).await;
+    let register = |n: u32, secret: Json| json!([{"email": format!("p{n}@example.com"), "pass": "pw", "name": "P", "secretURL": secret}]);
+
+    // No secret set yet: no one gets in, not even with an empty one.
+    let (r, _) = c.call("a", "registerUser", register(1, json!(""))).await;
+    assert_eq!(r["error"]["error"], "error-user-registration-secret", "{r}");
+
+    set_over_rest(
+        &server,
+        &auth,
+        "Accounts_RegistrationForm_SecretURL",
+        json!("k3y-of-the-door"),
+    )
+    .await;
+    let (r, _) = c
+        .call("b", "registerUser", register(2, json!("k3y-of-the-doo")))
+        .await;
+    assert_eq!(r["error"]["error"], "error-user-registration-secret", "{r}");
+    let (r, _) = c
+        .call("c", "registerUser", register(3, json!({"$ne": ""})))
+        .await;
+    assert_eq!(
+        r["error"]["error"], "error-user-registration-secret",
+        "a secret is a string: {r}"
+    );
+    let (r, _) = c
+        .call(
+            "d",
+            "createUser",
+            json!([{"username": "ann", "password": "pw"}]),
+        )
+        .await;
+    assert_eq!(
+        r["error"]["error"], "error-user-registration-secret",
+        "createUser brings no secret: {r}"
+    );
+    let (r, _) = c
+        .call("e", "registerUser", register(4, json!("k3y-of-the-door")))
+        .await;
+    assert!(r["result"].is_string(), "the secret opens the door: {r}");
+
+    // REST: the same rule.
+    let body = |secret: &str| {
+        json!({"username": "bo", "email": "bo@example.com", "pass": "pw", "secretURL": secret})
+            .to_string()
+    };
+    let (status, text) = common::http(
+        server.addr,
+        "POST",
+        "/api/v1/users.register",
+        body("nope").as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("error-user-registration-secret"), "{text}");
+    let (status, text) = common::http(
+        server.addr,
+        "POST",
+        "/api/v1/users.register",
+        body("k3y-of-the-door").as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // The secret is private: neither a stranger nor a plain user reads it.
+    let (mut anon, _) = DdpClient::connect(&server).await;
+    let (r, _) = anon.call("p", "public-settings/get", json!([])).await;
+    assert_eq!(
+        value_of(&r["result"], "Accounts_RegistrationForm"),
+        Some(&json!("Secret URL"))
+    );
+    assert!(!r.to_string().contains("k3y-of-the-door"), "{r}");
+    let (status, text) = common::rest_get(&server, "/api/v1/settings.public", None).await;
+    assert_eq!(status, 200);
+    assert!(text["settings"].is_array(), "{text}");
+    assert!(!text.to_string().contains("k3y-of-the-door"));
+    let mut bo = common::logged_in(&server, "bo", "pw").await;
+    let (r, _) = bo.call("q", "private-settings/get", json!([])).await;
+    assert!(!r.to_string().contains("k3y-of-the-door"), "{r}");
+}
+
 fn login_frame(id: &str) -> (String, Json) {
     (
         id.to_owned(),

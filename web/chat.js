@@ -27,6 +27,7 @@
     typingSentAt: 0,
     typingStop: null,
     readTimer: null,
+    registrationSecret: null, // from a #register/<secret> link
   };
 
   // ---- connection status banner
@@ -76,7 +77,7 @@
     ddp.subscribe('stream-notify-user', [`${result.id}/rooms-changed`, false]);
     watchPresence([result.id]);
     await refreshRooms();
-    const wanted = decodeURIComponent(location.hash.slice(1));
+    const wanted = state.registrationSecret ? '' : decodeURIComponent(location.hash.slice(1));
     const first = [...state.subs.values()].find((s) => s.rid === wanted || s.name === wanted)
       || [...state.subs.values()].find((s) => s.rid === 'GENERAL') || state.subs.values().next().value;
     if (first) openRoom(first.rid);
@@ -105,6 +106,7 @@
           username: $('signup-username').value.trim(),
           email: $('signup-email').value.trim(),
           pass: $('signup-pass').value,
+          ...(state.registrationSecret ? { secretURL: state.registrationSecret } : {}),
         }),
       });
       const body = await res.json();
@@ -570,6 +572,21 @@
       reloadMessages();
     } catch (err) { sideError(err); }
   });
+
+  // ---- what the server's public settings say: its name, and who may sign up
+  // (`Accounts_RegistrationForm`: Public, Disabled, or Secret URL with a link #register/<secret>).
+  const registerLink = /^#register\/(.+)$/.exec(location.hash);
+  state.registrationSecret = registerLink ? decodeURIComponent(registerLink[1]) : null;
+  fetch('/api/v1/settings.public').then((res) => res.json()).then((body) => {
+    const value = (id) => ((body.settings || []).find((s) => s._id === id) || {}).value;
+    const siteName = value('Site_Name');
+    if (typeof siteName === 'string' && siteName) {
+      document.title = siteName;
+      $('site-name').textContent = siteName;
+    }
+    const form = value('Accounts_RegistrationForm');
+    $('signup').hidden = form === 'Disabled' || (form === 'Secret URL' && !state.registrationSecret);
+  }).catch(() => { /* the defaults stand: the server refuses what it must */ });
 
   // ---- start: resume the stored login, or ask for one
   const token = localStorage.getItem(TOKEN_KEY);

@@ -33,6 +33,15 @@ async function signIn(page, user, pass) {
   await form.getByRole('button', { name: 'Sign in' }).click();
 }
 
+async function signUp(page, name, username, pass) {
+  await page.getByText('Create an account').click();
+  await page.locator('#signup-name').fill(name);
+  await page.locator('#signup-username').fill(username);
+  await page.locator('#signup-email').fill(`${username}@example.com`);
+  await page.locator('#signup-pass').fill(pass);
+  await page.getByRole('button', { name: 'Sign up' }).click();
+}
+
 const roomButton = (page, name) => page.locator('#rooms button', { hasText: name });
 const message = (page, text) => page.locator('#messages li', { hasText: text });
 
@@ -58,12 +67,7 @@ test('web chat: two people chat, see typing, unread, edits and deletes; reload a
 
     // The second person signs up on the page.
     const ann = await person(browser, `${url}/`);
-    await ann.page.getByText('Create an account').click();
-    await ann.page.locator('#signup-name').fill('Ann Example');
-    await ann.page.locator('#signup-username').fill('ann');
-    await ann.page.locator('#signup-email').fill('ann@example.com');
-    await ann.page.locator('#signup-pass').fill('ann-pass-1');
-    await ann.page.getByRole('button', { name: 'Sign up' }).click();
+    await signUp(ann.page, 'Ann Example', 'ann', 'ann-pass-1');
     await roomButton(ann.page, 'general').waitFor();
     await roomButton(ann.page, 'general').click();
     await roomButton(boss.page, 'general').click();
@@ -178,4 +182,42 @@ test('operator page: administrators only; its figures move under load; it closes
     }
     await closed;
     assert.deepEqual(admin.errors, []);
+  });
+
+test('web chat: the sign-up form follows the registration setting, and a secret link opens it',
+  { skip: noChromium, timeout: 60000 },
+  async (t) => {
+    const server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
+    t.after(() => server.stop());
+    const browser = await launchChromium(t);
+    const login = await (await fetch(`${server.http}/api/v1/login`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user: 'boss', password: 'boss-pass-1' }),
+    })).json();
+    const setting = async (id, value) => {
+      const res = await fetch(`${server.http}/api/v1/settings/${id}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-User-Id': login.data.userId, 'X-Auth-Token': login.data.authToken },
+        body: JSON.stringify({ value }),
+      });
+      assert.equal(res.status, 200);
+    };
+
+    await setting('Site_Name', 'Harbour');
+    await setting('Accounts_RegistrationForm', 'Disabled');
+    const closed = await person(browser, `${server.http}/`);
+    await closed.page.locator('#site-name', { hasText: 'Harbour' }).waitFor();
+    assert.equal(await closed.page.title(), 'Harbour');
+    assert.equal(await closed.page.locator('#signup').isHidden(), true);
+
+    await setting('Accounts_RegistrationForm', 'Secret URL');
+    await setting('Accounts_RegistrationForm_SecretURL', 'open-sesame-42');
+    const plain = await person(browser, `${server.http}/`);
+    await plain.page.locator('#site-name', { hasText: 'Harbour' }).waitFor();
+    assert.equal(await plain.page.locator('#signup').isHidden(), true, 'no link, no form');
+
+    const invited = await person(browser, `${server.http}/#register/open-sesame-42`);
+    await signUp(invited.page, 'Cy Invited', 'cy', 'cy-pass-1');
+    await roomButton(invited.page, 'general').waitFor();
+    assert.deepEqual(invited.errors, []);
   });

@@ -4,7 +4,9 @@
 use super::json::to_json;
 use super::{Caller, RestRequest, RestResponse};
 use crate::model::{Document, Value};
-use crate::services::accounts::{methods, Accounts, NoFence, UserSelector, PUBLIC_USER_FIELDS};
+use crate::services::accounts::{
+    methods, Accounts, NoFence, RegistrationRefused, UserSelector, PUBLIC_USER_FIELDS,
+};
 use crate::services::ServiceError;
 
 /// The request body as EJSON, or the 400 that refuses it.
@@ -168,13 +170,32 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
         ("email", Pattern::string_up_to(254)),
         ("pass", Pattern::string_up_to(256)),
         ("name", Pattern::maybe(Pattern::string_up_to(256))),
+        ("secretURL", Pattern::maybe(Pattern::string_up_to(256))),
     ]);
     let value = Value::Object(fields);
     if shape.check(Some(&value)).is_err() {
         return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
     }
-    if !accounts.registration_open() {
-        return RestResponse::failure(403, "Registration is disabled", Some("error-not-allowed"));
+    let secret = match &value {
+        Value::Object(fields) => fields.get("secretURL").and_then(Value::as_str),
+        _ => None,
+    };
+    match accounts.may_register(secret) {
+        Ok(()) => {}
+        Err(RegistrationRefused::Closed) => {
+            return RestResponse::failure(
+                403,
+                "Registration is disabled",
+                Some("error-not-allowed"),
+            )
+        }
+        Err(RegistrationRefused::SecretNeeded) => {
+            return RestResponse::failure(
+                403,
+                "User registration is only allowed via Secret URL",
+                Some("error-user-registration-secret"),
+            )
+        }
     }
     if let Err(err) = accounts.count_login_attempt(None, request.client_address) {
         return RestResponse::from_service(&err);

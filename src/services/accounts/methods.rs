@@ -225,12 +225,14 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             let accounts = a.clone();
             async move {
                 check_all(&[Pattern::OBJECT], &params)?;
-                if !accounts.registration_open() {
-                    return Err(ServiceError::Client(MeteorError::new(
-                        403,
-                        "Signups forbidden",
-                    )));
-                }
+                // Only Rocket.Chat's registration form carries the secret of `Secret URL`.
+                let secret = match (method, &params[0]) {
+                    ("registerUser", Value::Object(form)) => {
+                        form.get("secretURL").and_then(Value::as_str)
+                    }
+                    _ => None,
+                };
+                accounts.may_register(secret)?;
                 accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
                 let new = if method == "registerUser" {
                     registration_form(&params[0])?

@@ -93,6 +93,28 @@ pub struct AccountsConfig {
     pub failure_window: std::time::Duration,
 }
 
+/// Why an account may not be created now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationRefused {
+    /// `Accounts_RegistrationForm` is `Disabled`.
+    Closed,
+    /// `Secret URL`, and the caller did not bring the secret.
+    SecretNeeded,
+}
+
+impl From<RegistrationRefused> for ServiceError {
+    fn from(refused: RegistrationRefused) -> Self {
+        ServiceError::Client(match refused {
+            // Meteor's own refusal when accounts may not be created from a client.
+            RegistrationRefused::Closed => MeteorError::new(403, "Signups forbidden"),
+            RegistrationRefused::SecretNeeded => MeteorError::new(
+                "error-user-registration-secret",
+                "User registration is only allowed via Secret URL",
+            ),
+        })
+    }
+}
+
 impl Default for AccountsConfig {
     fn default() -> Self {
         Self {
@@ -329,15 +351,31 @@ impl Accounts {
         let _ = self.names.set(names);
     }
 
-    /// Whether anyone may create an account: `Accounts_RegistrationForm` is not `Disabled`.
-    pub fn registration_open(&self) -> bool {
-        match self
-            .settings
-            .get()
-            .and_then(|s| s.value("Accounts_RegistrationForm"))
-        {
-            Some(Value::String(form)) => form != "Disabled",
-            _ => self.config.registration_open,
+    /// Whether someone may create an account, as `Accounts_RegistrationForm` says: `Public`
+    /// lets anyone, `Disabled` no one, and `Secret URL` only who brings the secret set in
+    /// `Accounts_RegistrationForm_SecretURL` (no secret set lets no one in).
+    pub fn may_register(&self, secret: Option<&str>) -> Result<(), RegistrationRefused> {
+        let settings = self.settings.get();
+        let form = settings.and_then(|s| s.value("Accounts_RegistrationForm"));
+        match form {
+            Some(Value::String(form)) if form == "Disabled" => Err(RegistrationRefused::Closed),
+            Some(Value::String(form)) if form == "Secret URL" => {
+                let expected = settings
+                    .and_then(|s| s.value("Accounts_RegistrationForm_SecretURL"))
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match secret {
+                    Some(given)
+                        if !expected.is_empty() && secrets::same_secret(given, &expected) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(RegistrationRefused::SecretNeeded),
+                }
+            }
+            Some(Value::String(_)) => Ok(()),
+            _ if self.config.registration_open => Ok(()),
+            _ => Err(RegistrationRefused::Closed),
         }
     }
 

@@ -19,6 +19,16 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// The SHA-256 hex digest a Meteor client sends instead of the password.
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut differ = u8::from(a.len() != b.len());
+    for (i, byte) in b.iter().enumerate() {
+        differ |= byte ^ a.get(i).copied().unwrap_or(0);
+    }
+    differ == 0
+}
+
 pub fn password_digest(plain: &str) -> String {
     Sha256::digest(plain.as_bytes())
         .iter()
@@ -121,6 +131,20 @@ pub async fn verify_password(digest: String, hash: String) -> Result<bool, HashB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret("door-key", "door-key"));
+        assert!(!same_secret("door-ke", "door-key"), "a prefix");
+        assert!(!same_secret("door-key!", "door-key"), "longer");
+        assert!(!same_secret("door-kez", "door-key"));
+        assert!(!same_secret("", "door-key"));
+        assert!(
+            !same_secret("door-key\0", "door-key"),
+            "a trailing zero byte"
+        );
+        assert!(same_secret("", ""));
+    }
 
     #[test]
     fn tokens_are_meteor_secrets_and_hash_as_meteor_does() {

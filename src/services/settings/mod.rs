@@ -41,6 +41,13 @@ fn defaults() -> Vec<Default> {
         d("Site_Name", json!("comet"), "string", true),
         d("Site_Url", json!("http://localhost:3000"), "string", true),
         d("Accounts_RegistrationForm", json!("Public"), "select", true),
+        // Empty until an administrator sets one: `Secret URL` then lets no one register.
+        d(
+            "Accounts_RegistrationForm_SecretURL",
+            json!(""),
+            "string",
+            false,
+        ),
         d("Accounts_LoginExpiration", json!(90), "int", true),
         d("Accounts_AllowAnonymousRead", json!(false), "boolean", true),
         d("Message_MaxAllowedSize", json!(5000), "int", true),
