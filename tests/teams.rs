@@ -709,3 +709,155 @@ async fn listeners_lose_a_private_teams_channel_when_they_leave_or_it_turns_priv
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_channel_becomes_a_team_and_a_team_becomes_a_channel_again() {
+    let server = common::spawn_with_admin().await;
+    let mut ann = Person::new(&server, "ann").await;
+    let mut bob = Person::new(&server, "bob").await;
+    let eve = Person::new(&server, "eve").await;
+    let made = ann.call("createChannel", json!(["harbour", ["bob"]])).await;
+    let rid = made["result"]["rid"].as_str().unwrap().to_owned();
+    let secret = ann.call("createPrivateGroup", json!(["cellar", []])).await;
+    let cellar = secret["result"]["rid"].as_str().unwrap().to_owned();
+
+    // Who may not: a member without edit-room, a stranger; a group the caller cannot see
+    // is answered as none, and a group is not a channel.
+    let (status, body) = bob
+        .post(&server, "channels.convertToTeam", json!({"channelId": rid}))
+        .await;
+    assert_eq!(status, 403, "a plain member: {body}");
+    let (status, body) = eve
+        .post(
+            &server,
+            "groups.convertToTeam",
+            json!({"roomName": "cellar"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errorType"]),
+        (400, &json!("error-room-not-found")),
+        "{body}"
+    );
+    let (status, body) = ann
+        .post(
+            &server,
+            "channels.convertToTeam",
+            json!({"channelId": cellar}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errorType"]),
+        (400, &json!("error-room-not-found")),
+        "{body}"
+    );
+    let (status, body) = ann
+        .post(
+            &server,
+            "channels.convertToTeam",
+            json!({"channelId": {"$ne": ""}}),
+        )
+        .await;
+    assert_eq!(status, 400, "an id is a string: {body}");
+
+    // The owner converts: the room is the team's main room, its members the team's.
+    let (status, body) = ann
+        .post(
+            &server,
+            "channels.convertToTeam",
+            json!({"channelName": "harbour"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let team_id = body["team"]["_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["team"]["roomId"], rid.as_str());
+    assert_eq!(body["team"]["name"], "harbour");
+    assert_eq!(body["team"]["type"], 0);
+    let room = bob
+        .call("getRoomByTypeAndName", json!(["c", "harbour"]))
+        .await;
+    assert_eq!(room["result"]["teamMain"], true, "{room}");
+    assert_eq!(room["result"]["teamId"], team_id.as_str());
+    let (_, members) = bob
+        .get(&server, &format!("teams.members?teamId={team_id}"))
+        .await;
+    let mut names: Vec<String> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"]["username"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ann", "bob"], "{members}");
+    let (status, body) = ann
+        .post(&server, "channels.convertToTeam", json!({"channelId": rid}))
+        .await;
+    assert_eq!(status, 400, "a team's room again: {body}");
+    let (status, body) = ann
+        .post(&server, "groups.convertToTeam", json!({"roomId": cellar}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["team"]["type"], 1);
+
+    // And back: a plain member may not; the owner may. Of the team's rooms, the one asked
+    // goes, the other stays as a room of its own; the main room keeps members and messages.
+    let mut team_rooms = Vec::new();
+    for name in ["harbour-a", "harbour-b"] {
+        let r = ann
+            .call(
+                "createChannel",
+                json!([name, [], false, {}, {"teamId": team_id}]),
+            )
+            .await;
+        team_rooms.push(r["result"]["rid"].as_str().unwrap().to_owned());
+    }
+    let sent = bob
+        .call(
+            "sendMessage",
+            json!([{"_id": "m-harbour-1", "rid": rid, "msg": "still here"}]),
+        )
+        .await;
+    assert!(sent.get("result").is_some(), "{sent}");
+    let (status, _) = bob
+        .post(
+            &server,
+            "teams.convertToChannel",
+            json!({"teamId": team_id}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = ann
+        .post(
+            &server,
+            "teams.convertToChannel",
+            json!({"teamName": "harbour", "roomsToRemove": [team_rooms[0]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = ann
+        .get(&server, &format!("teams.info?teamId={team_id}"))
+        .await;
+    assert_eq!(status, 400, "the team is gone");
+    let room = bob
+        .call("getRoomByTypeAndName", json!(["c", "harbour"]))
+        .await;
+    assert_eq!(room["result"]["_id"], rid.as_str(), "{room}");
+    assert!(room["result"].get("teamMain").is_none(), "{room}");
+    assert!(room["result"].get("teamId").is_none(), "{room}");
+    let history = bob.call("loadHistory", json!([rid, null, 10, null])).await;
+    assert!(history.to_string().contains("still here"), "{history}");
+    let gone = ann
+        .call("getRoomIdByNameOrId", json!([team_rooms[0]]))
+        .await;
+    assert!(gone.get("error").is_some(), "{gone}");
+    let kept = ann
+        .call("getRoomByTypeAndName", json!(["c", "harbour-b"]))
+        .await;
+    assert!(kept["result"].get("teamId").is_none(), "{kept}");
+    // The team's name is free again, and the channel can become a team once more.
+    let (status, body) = ann
+        .post(&server, "channels.convertToTeam", json!({"channelId": rid}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.shutdown().await;
+}

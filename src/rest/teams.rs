@@ -7,7 +7,7 @@ use super::chat::{doc_json, page, query};
 use super::{Caller, RestMethod, RestRequest, RestResponse};
 use crate::model::{Document, Value};
 use crate::services::accounts::NoFence;
-use crate::services::teams::{TeamRef, TeamType, Teams};
+use crate::services::teams::{RoomRef, TeamRef, TeamType, Teams};
 use crate::services::ServiceError;
 use std::collections::HashMap;
 
@@ -30,6 +30,9 @@ pub(super) const TEAM_ROUTES: &[&str] = &[
     "teams.update",
     "teams.delete",
     "teams.autocomplete",
+    "teams.convertToChannel",
+    "channels.convertToTeam",
+    "groups.convertToTeam",
 ];
 
 fn invalid(what: &str) -> RestResponse {
@@ -101,7 +104,13 @@ async fn dispatch(
     let action = route.strip_prefix("teams.").unwrap_or(route);
     let needs_team = !matches!(
         action,
-        "create" | "list" | "listAll" | "autocomplete" | "updateRoom"
+        "create"
+            | "list"
+            | "listAll"
+            | "autocomplete"
+            | "updateRoom"
+            | "channels.convertToTeam"
+            | "groups.convertToTeam"
     );
     let team = if needs_team {
         let Some(which) = which(fields, &q) else {
@@ -268,6 +277,27 @@ async fn dispatch(
             };
             teams.delete(me, team, &rooms, &NoFence).await?;
             ok(serde_json::json!({}))
+        }
+        ("convertToChannel", Some(team)) if post => {
+            let Some(rooms) = strings(fields, "roomsToRemove") else {
+                return Ok(invalid("roomsToRemove"));
+            };
+            teams.convert_to_channel(me, team, &rooms, &NoFence).await?;
+            ok(serde_json::json!({}))
+        }
+        (route @ ("channels.convertToTeam" | "groups.convertToTeam"), _) if post => {
+            let (kind, id_key, name_key) = if route.starts_with("channels.") {
+                (TeamType::Public, "channelId", "channelName")
+            } else {
+                (TeamType::Private, "roomId", "roomName")
+            };
+            let which = match (pick(fields, &q, id_key), pick(fields, &q, name_key)) {
+                (Some(id), _) => RoomRef::Id(id),
+                (None, Some(name)) => RoomRef::Name(name),
+                (None, None) => return Ok(invalid(id_key)),
+            };
+            let team = teams.convert_to_team(me, &which, kind, &NoFence).await?;
+            ok(serde_json::json!({"team": doc_json(&team)}))
         }
         ("autocomplete", _) if get => {
             let Some(name) = q.get("name").cloned() else {

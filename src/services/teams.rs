@@ -58,6 +58,12 @@ impl TeamType {
     }
 }
 
+/// A room named by its id or by its name.
+pub enum RoomRef {
+    Id(String),
+    Name(String),
+}
+
 /// The Team service.
 pub struct Teams {
     store: Arc<dyn Store>,
@@ -207,19 +213,7 @@ impl Teams {
             ));
         }
         let team_id = crate::model::random::random_id();
-        let claim = doc(
-            serde_json::json!({"_id": format!("team:{}", name.to_lowercase()), "owner": team_id}),
-        )?;
-        match self.store.insert(CLAIMS, claim).await {
-            Ok(_) => {}
-            Err(StoreError::DuplicateKey(_)) => {
-                return Err(client_error(
-                    "team-name-already-exists",
-                    "Team name already exists",
-                ))
-            }
-            Err(other) => return Err(store_error(other)),
-        }
+        self.claim_name(name, &team_id).await?;
         let room = match self
             .rooms
             .create(
@@ -247,8 +241,26 @@ impl Teams {
             }
         };
         let rid = text(&room, "_id").unwrap_or_default().to_owned();
+        self.found_team(caller, &me, &team_id, name, kind, &rid, writes)
+            .await
+    }
+
+    /// Makes room `rid` the main room of a new team `team_id` (whose name is claimed
+    /// already): the team, a member for each of the room's members (the caller its owner),
+    /// and the room marked as the team's.
+    #[allow(clippy::too_many_arguments)] // one step of two callers, each argument theirs
+    async fn found_team(
+        &self,
+        caller: &str,
+        me: &Document,
+        team_id: &str,
+        name: &str,
+        kind: TeamType,
+        rid: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<Document, ServiceError> {
         let now = serde_json::json!({"$date": now_ms()});
-        let by = serde_json::json!({"_id": caller, "username": text(&me, "username")});
+        let by = serde_json::json!({"_id": caller, "username": text(me, "username")});
         let team = doc(serde_json::json!({
             "_id": team_id, "name": name, "type": kind.number(), "roomId": rid,
             "createdBy": by, "createdAt": now, "_updatedAt": now,
@@ -267,7 +279,7 @@ impl Teams {
             };
             let roles: Vec<&str> = if uid == caller { vec!["owner"] } else { vec![] };
             let member = doc(serde_json::json!({
-                "_id": super::rooms::team_member_id(&team_id, uid), "teamId": team_id,
+                "_id": super::rooms::team_member_id(team_id, uid), "teamId": team_id,
                 "userId": uid, "roles": roles, "createdBy": by, "createdAt": now,
                 "_updatedAt": now,
             }))?;
@@ -287,6 +299,22 @@ impl Teams {
             )
             .await?;
         Ok(team)
+    }
+
+    /// Claims `name` for new team `team_id`, atomically: `team-name-already-exists` when
+    /// another team holds it in any case.
+    async fn claim_name(&self, name: &str, team_id: &str) -> Result<(), ServiceError> {
+        let claim = doc(
+            serde_json::json!({"_id": format!("team:{}", name.to_lowercase()), "owner": team_id}),
+        )?;
+        match self.store.insert(CLAIMS, claim).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::DuplicateKey(_)) => Err(client_error(
+                "team-name-already-exists",
+                "Team name already exists",
+            )),
+            Err(other) => Err(store_error(other)),
+        }
     }
 
     /// Gives up the claim on a team name (a failure only keeps the name taken, so it is
@@ -855,6 +883,37 @@ impl Teams {
         if !self.may(caller, "delete-team", team).await? {
             return Err(not_allowed());
         }
+        self.dissolve(caller, team, rooms_to_remove, true, writes)
+            .await
+    }
+
+    /// `teams.convertToChannel` (`convert-team`): the team ends and its main room carries on
+    /// as an ordinary channel or group with its members and messages; of the team's other
+    /// rooms, `rooms_to_remove` are erased and the rest leave the team.
+    pub async fn convert_to_channel(
+        &self,
+        caller: &str,
+        team: &Document,
+        rooms_to_remove: &[String],
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
+        if !self.may(caller, "convert-team", team).await? {
+            return Err(not_allowed());
+        }
+        self.dissolve(caller, team, rooms_to_remove, false, writes)
+            .await
+    }
+
+    /// Ends a team: its rooms `rooms_to_remove` erased (each as the caller may), the others
+    /// out of it; the main room erased too (`erase_main`) or kept as a room of its own.
+    async fn dissolve(
+        &self,
+        caller: &str,
+        team: &Document,
+        rooms_to_remove: &[String],
+        erase_main: bool,
+        writes: &dyn WriteRecorder,
+    ) -> Result<(), ServiceError> {
         let team_id = text(team, "_id").unwrap_or_default();
         let main = text(team, "roomId").unwrap_or_default();
         for room in self
@@ -871,7 +930,19 @@ impl Teams {
                 self.detach_room(rid, writes).await?;
             }
         }
-        self.rooms.erase(Some(caller), main, writes).await?;
+        if erase_main {
+            self.rooms.erase(Some(caller), main, writes).await?;
+        } else {
+            self.rooms
+                .write_update(
+                    ROOMS,
+                    serde_json::json!({"_id": main}),
+                    serde_json::json!({"$unset": {"teamId": 1, "teamMain": 1}, "$set": {"_updatedAt": {"$date": now_ms()}}}),
+                    false,
+                    writes,
+                )
+                .await?;
+        }
         self.rooms
             .remove_where(TEAM_MEMBERS, serde_json::json!({"teamId": team_id}), writes)
             .await?;
@@ -881,6 +952,73 @@ impl Teams {
         self.free_claim(text(team, "name").unwrap_or_default(), team_id)
             .await;
         Ok(())
+    }
+
+    /// `channels.convertToTeam` / `groups.convertToTeam` (`create-team` and the room's
+    /// `edit-room`): the channel (`Public`) or group (`Private`) `which`, one the caller can
+    /// see and in no team yet, becomes the main room of a new team of its name, its members
+    /// the team's.
+    pub async fn convert_to_team(
+        &self,
+        caller: &str,
+        which: &RoomRef,
+        kind: TeamType,
+        writes: &dyn WriteRecorder,
+    ) -> Result<Document, ServiceError> {
+        let (_, me) = self.rooms.named_caller(Some(caller)).await?;
+        let found = match which {
+            RoomRef::Id(id) => self.rooms.room(id).await?,
+            RoomRef::Name(name) => self.rooms.room_by_name(name).await?,
+        };
+        let wanted = match kind {
+            TeamType::Public => "c",
+            TeamType::Private => "p",
+        };
+        // A room of another kind, or one the caller cannot see, is answered as none.
+        let room = match found {
+            Some(room) if text(&room, "t") == Some(wanted) => self
+                .rooms
+                .can_access(&room, Some(caller))
+                .await?
+                .then_some(room),
+            _ => None,
+        }
+        .ok_or_else(|| match kind {
+            TeamType::Public => client_error("error-room-not-found", "Channel not found"),
+            TeamType::Private => client_error("error-room-not-found", "Private group not found"),
+        })?;
+        let room = &room;
+        let rid = text(room, "_id").unwrap_or_default();
+        let may = self
+            .permissions
+            .has_permission(Some(caller), "create-team", None)
+            .await?
+            && self
+                .permissions
+                .has_permission(Some(caller), "edit-room", Some(rid))
+                .await?;
+        if !may {
+            return Err(not_allowed());
+        }
+        if room.get("teamId").is_some_and(|t| *t != Value::Null) {
+            return Err(client_error(
+                "error-room-already-in-team",
+                "The room belongs to a team already",
+            ));
+        }
+        let name = text(room, "name").unwrap_or_default();
+        let team_id = crate::model::random::random_id();
+        self.claim_name(name, &team_id).await?;
+        match self
+            .found_team(caller, &me, &team_id, name, kind, rid, writes)
+            .await
+        {
+            Ok(team) => Ok(team),
+            Err(err) => {
+                self.free_claim(name, &team_id).await;
+                Err(err)
+            }
+        }
     }
 
     /// `teams.autocomplete`: up to ten teams whose name starts with `prefix` (ignoring case)

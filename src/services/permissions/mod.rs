@@ -85,6 +85,7 @@ const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("edit-team", &["admin", "owner"]),
     ("edit-team-channel", &["admin", "owner"]),
     ("delete-team", &["admin", "owner"]),
+    ("convert-team", &["admin", "owner"]),
     ("view-all-teams", &["admin"]),
     ("view-all-team-channels", &["admin", "owner"]),
     ("view-privileged-setting", &["admin"]),
