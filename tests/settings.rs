@@ -306,6 +306,10 @@ async fn secret_url_registration_lets_in_only_who_brings_the_secret_and_never_sh
     let (r, _) = c.call("a", "registerUser", register(1, json!(""))).await;
     assert_eq!(r["error"]["error"], "error-user-registration-secret", "{r}");
 
+    let (r, _) = c
+        .call("k0", "checkRegistrationSecretURL", json!([""]))
+        .await;
+    assert_eq!(r["result"], false, "an empty secret is never one: {r}");
     set_over_rest(
         &server,
         &auth,
@@ -313,6 +317,26 @@ async fn secret_url_registration_lets_in_only_who_brings_the_secret_and_never_sh
         json!("k3y-of-the-door"),
     )
     .await;
+    let (r, _) = c
+        .call(
+            "k1",
+            "checkRegistrationSecretURL",
+            json!(["k3y-of-the-door"]),
+        )
+        .await;
+    assert_eq!(r["result"], true, "{r}");
+    let (r, _) = c
+        .call(
+            "k2",
+            "checkRegistrationSecretURL",
+            json!(["k3y-of-the-doo"]),
+        )
+        .await;
+    assert_eq!(r["result"], false, "{r}");
+    let (r, _) = c
+        .call("k3", "checkRegistrationSecretURL", json!([{"$ne": ""}]))
+        .await;
+    assert_eq!(r["error"]["error"], 400, "a secret is a string: {r}");
     let (r, _) = c
         .call("b", "registerUser", register(2, json!("k3y-of-the-doo")))
         .await;

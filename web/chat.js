@@ -585,7 +585,14 @@
       $('site-name').textContent = siteName;
     }
     const form = value('Accounts_RegistrationForm');
-    $('signup').hidden = form === 'Disabled' || (form === 'Secret URL' && !state.registrationSecret);
+    $('signup').hidden = form === 'Disabled' || form === 'Secret URL';
+    if (form === 'Secret URL' && state.registrationSecret) {
+      // As Rocket.Chat's client: the link is checked before the form shows.
+      ddp.call('checkRegistrationSecretURL', state.registrationSecret).then((valid) => {
+        $('signup').hidden = !valid;
+        $('signup-link-error').hidden = valid;
+      }).catch(() => { $('signup-link-error').hidden = false; });
+    }
   }).catch(() => { /* the defaults stand: the server refuses what it must */ });
 
   // ---- start: resume the stored login, or ask for one

@@ -216,6 +216,10 @@ test('web chat: the sign-up form follows the registration setting, and a secret 
     await plain.page.locator('#site-name', { hasText: 'Harbour' }).waitFor();
     assert.equal(await plain.page.locator('#signup').isHidden(), true, 'no link, no form');
 
+    const wrongLink = await person(browser, `${server.http}/#register/open-sesame-41`);
+    await wrongLink.page.locator('#signup-link-error').waitFor();
+    assert.equal(await wrongLink.page.locator('#signup').isHidden(), true, 'a wrong link opens nothing');
+
     const invited = await person(browser, `${server.http}/#register/open-sesame-42`);
     await signUp(invited.page, 'Cy Invited', 'cy', 'cy-pass-1');
     await roomButton(invited.page, 'general').waitFor();

@@ -170,6 +170,18 @@ fn registration_form(form: &Value) -> Result<NewUser, ServiceError> {
 
 /// Registers the account methods and the user's own document on `users`.
 pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<ObserveHub>) {
+    // Rocket.Chat's web client asks this before it shows the form of a secret link.
+    let a = accounts.clone();
+    registry.method("checkRegistrationSecretURL", move |ctx, params| {
+        let accounts = a.clone();
+        async move {
+            check_all(&[Pattern::string_up_to(256)], &params)?;
+            // Each guess counts as a login attempt, so the secret cannot be probed quickly.
+            accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
+            let given = params[0].as_str().unwrap_or_default();
+            Ok(Some(Value::Bool(accounts.is_registration_secret(given))))
+        }
+    });
     let a = accounts.clone();
     registry.method("login", move |ctx, params| {
         let accounts = a.clone();

@@ -351,6 +351,18 @@ impl Accounts {
         let _ = self.names.set(names);
     }
 
+    /// Whether `given` is the registration secret `Accounts_RegistrationForm_SecretURL`
+    /// (never while that is empty).
+    pub fn is_registration_secret(&self, given: &str) -> bool {
+        let expected = self
+            .settings
+            .get()
+            .and_then(|s| s.value("Accounts_RegistrationForm_SecretURL"))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        !expected.is_empty() && secrets::same_secret(given, &expected)
+    }
+
     /// Whether someone may create an account, as `Accounts_RegistrationForm` says: `Public`
     /// lets anyone, `Disabled` no one, and `Secret URL` only who brings the secret set in
     /// `Accounts_RegistrationForm_SecretURL` (no secret set lets no one in).
@@ -359,20 +371,10 @@ impl Accounts {
         let form = settings.and_then(|s| s.value("Accounts_RegistrationForm"));
         match form {
             Some(Value::String(form)) if form == "Disabled" => Err(RegistrationRefused::Closed),
-            Some(Value::String(form)) if form == "Secret URL" => {
-                let expected = settings
-                    .and_then(|s| s.value("Accounts_RegistrationForm_SecretURL"))
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                match secret {
-                    Some(given)
-                        if !expected.is_empty() && secrets::same_secret(given, &expected) =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(RegistrationRefused::SecretNeeded),
-                }
-            }
+            Some(Value::String(form)) if form == "Secret URL" => match secret {
+                Some(given) if self.is_registration_secret(given) => Ok(()),
+                _ => Err(RegistrationRefused::SecretNeeded),
+            },
             Some(Value::String(_)) => Ok(()),
             _ if self.config.registration_open => Ok(()),
             _ => Err(RegistrationRefused::Closed),
