@@ -67,11 +67,14 @@ function unlabelledControls() {
 
 /**
  * Runs in the page: visible controls cut off by a box that clips its overflow (or by the
- * window's width), as a control squeezed out of a narrow sidebar would be.
+ * window's width), as a control squeezed out of a narrow sidebar would be, and a page wider
+ * than the window.
  */
 function clippedControls() {
   const visible = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
   const clipped = [];
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth + 1) clipped.push(`the page is ${page.scrollWidth}px wide in ${page.clientWidth}px`);
   for (const el of document.querySelectorAll('input, select, textarea, button, a[href], summary')) {
     if (!visible(el)) continue;
     const r = el.getBoundingClientRect();

@@ -109,6 +109,11 @@ test('web chat: two people chat, see typing, unread, edits and deletes; reload a
     await message(ann.page, 'are you still there?').getByRole('button', { name: 'React :+1:' }).click();
     await message(boss.page, 'are you still there?').locator('.reactions button', { hasText: '1' }).waitFor();
     await boss.page.screenshot({ path: path.join(SHOTS, 'chat.png') });
+    // A phone's width: one column, nothing cut off.
+    await boss.page.setViewportSize({ width: 390, height: 800 });
+    assert.deepEqual(await boss.page.evaluate(clippedControls), []);
+    await boss.page.screenshot({ path: path.join(SHOTS, 'chat-narrow.png') });
+    await boss.page.setViewportSize({ width: 1100, height: 720 });
 
     // A reload keeps the session.
     await ann.page.reload();
@@ -169,6 +174,10 @@ test('operator page: administrators only; its figures move under load; it closes
     assert.deepEqual(await admin.page.evaluate(unlabelledControls), []);
     assert.deepEqual(await admin.page.evaluate(clippedControls), []);
     await admin.page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
+    await admin.page.setViewportSize({ width: 390, height: 800 });
+    assert.deepEqual(await admin.page.evaluate(clippedControls), []);
+    await admin.page.screenshot({ path: path.join(SHOTS, 'admin-narrow.png'), fullPage: true });
+    await admin.page.setViewportSize({ width: 1100, height: 720 });
 
     // Closing the loader's connection from the page.
     const rows = admin.page.locator('#connections tr');
