@@ -861,3 +861,64 @@ async fn a_channel_becomes_a_team_and_a_team_becomes_a_channel_again() {
     assert_eq!(status, 200, "{body}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ending_a_team_with_a_room_the_caller_may_not_erase_changes_nothing() {
+    let server = common::spawn_with_admin().await;
+    let mut ann = Person::new(&server, "ann").await;
+    let (team_id, main) = team(&server, &ann, "keel", 0, &[]).await;
+    let mine = ann
+        .call(
+            "createChannel",
+            json!(["keel-mine", [], false, {}, {"teamId": team_id}]),
+        )
+        .await;
+    let mine = mine["result"]["rid"].as_str().unwrap().to_owned();
+    // The administrator moves a room of their own into ann's team; ann does not own it.
+    let mut boss = common::logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let (r, _) = boss
+        .call("c", "createChannel", json!(["keel-boss", []]))
+        .await;
+    let theirs = r["result"]["rid"].as_str().unwrap().to_owned();
+    let boss_login = rest_login(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let (status, body) = rest_post(
+        &server,
+        "/api/v1/teams.addRooms",
+        (&boss_login.0, &boss_login.1),
+        json!({"teamId": team_id, "rooms": [theirs]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    for route in ["teams.convertToChannel", "teams.delete"] {
+        let (status, body) = ann
+            .post(
+                &server,
+                route,
+                json!({"teamId": team_id, "roomsToRemove": [mine, theirs]}),
+            )
+            .await;
+        assert_eq!(status, 403, "{route}: {body}");
+    }
+    // Nothing went: the team, its main room and both rooms are as they were.
+    let (status, _) = ann
+        .get(&server, &format!("teams.info?teamId={team_id}"))
+        .await;
+    assert_eq!(status, 200);
+    for rid in [&main, &mine, &theirs] {
+        let (r, _) = boss.call("g", "getRoomIdByNameOrId", json!([rid])).await;
+        assert!(r.get("result").is_some(), "{rid}: {r}");
+    }
+    server.shutdown().await;
+}
+
+/// A REST login: (user id, token).
+async fn rest_login(server: &common::TestServer, user: &str, password: &str) -> (String, String) {
+    let body = json!({"user": user, "password": password}).to_string();
+    let (_, login) = common::http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
+    let login: Json = serde_json::from_str(&login).unwrap();
+    (
+        login["data"]["userId"].as_str().unwrap().to_owned(),
+        login["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}

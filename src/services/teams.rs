@@ -916,10 +916,19 @@ impl Teams {
     ) -> Result<(), ServiceError> {
         let team_id = text(team, "_id").unwrap_or_default();
         let main = text(team, "roomId").unwrap_or_default();
-        for room in self
+        let rooms = self
             .find(ROOMS, serde_json::json!({"teamId": team_id}))
-            .await?
-        {
+            .await?;
+        // Every erasure is allowed before any happens: a refusal leaves the team whole.
+        let me = self.rooms.caller(Some(caller)).await?;
+        for room in &rooms {
+            let rid = text(room, "_id").unwrap_or_default();
+            let erased = rooms_to_remove.iter().any(|r| r == rid) || (erase_main && rid == main);
+            if erased && !self.rooms.may_erase(&me, room).await? {
+                return Err(not_allowed());
+            }
+        }
+        for room in rooms {
             let rid = text(&room, "_id").unwrap_or_default();
             if rid == main {
                 continue;

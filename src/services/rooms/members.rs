@@ -628,6 +628,16 @@ impl Rooms {
             .await
     }
 
+    /// Whether user `me` may erase `room` (`delete-c`, `delete-p` or `delete-d` there).
+    pub async fn may_erase(&self, me: &Document, room: &Document) -> Result<bool, ServiceError> {
+        let rid = text(room, "_id");
+        match text(room, "t") {
+            Some(kind @ ("c" | "p")) => self.may(me, &format!("delete-{kind}"), rid).await,
+            Some("d") => self.may(me, "delete-d", rid).await,
+            _ => Ok(false),
+        }
+    }
+
     /// `eraseRoom`: the room, its messages and its subscriptions go (the room and the
     /// subscriptions to the trash, so members syncing later learn of it); its name is freed.
     pub async fn erase(
@@ -638,12 +648,7 @@ impl Rooms {
     ) -> Result<(), ServiceError> {
         let me = self.caller(caller).await?;
         let room = self.existing_room(rid).await?;
-        let allowed = match text(&room, "t") {
-            Some(kind @ ("c" | "p")) => self.may(&me, &format!("delete-{kind}"), Some(rid)).await?,
-            Some("d") => self.may(&me, "delete-d", Some(rid)).await?,
-            _ => false,
-        };
-        if !allowed {
+        if !self.may_erase(&me, &room).await? {
             return Err(not_allowed());
         }
         // The room first: members are told of it while their subscriptions still say who
