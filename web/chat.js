@@ -53,6 +53,11 @@
   });
   ddp.on('loggedOut', () => signedOut());
 
+  /** A part of the address after `#`, decoded; as typed when it is not valid percent-encoding. */
+  function decodeHash(text) {
+    try { return decodeURIComponent(text); } catch { return text; }
+  }
+
   // ---- REST, with the session's credentials
   async function rest(path) {
     const res = await fetch(`/api/v1/${path}`, {
@@ -77,7 +82,7 @@
     ddp.subscribe('stream-notify-user', [`${result.id}/rooms-changed`, false]);
     watchPresence([result.id]);
     await refreshRooms();
-    const wanted = state.registrationSecret ? '' : decodeURIComponent(location.hash.slice(1));
+    const wanted = state.registrationSecret ? '' : decodeHash(location.hash.slice(1));
     const first = [...state.subs.values()].find((s) => s.rid === wanted || s.name === wanted)
       || [...state.subs.values()].find((s) => s.rid === 'GENERAL') || state.subs.values().next().value;
     if (first) openRoom(first.rid);
@@ -576,7 +581,7 @@
   // ---- what the server's public settings say: its name, and who may sign up
   // (`Accounts_RegistrationForm`: Public, Disabled, or Secret URL with a link #register/<secret>).
   const registerLink = /^#register\/(.+)$/.exec(location.hash);
-  state.registrationSecret = registerLink ? decodeURIComponent(registerLink[1]) : null;
+  state.registrationSecret = registerLink ? decodeHash(registerLink[1]) : null;
   fetch('/api/v1/settings.public').then((res) => res.json()).then((body) => {
     const value = (id) => ((body.settings || []).find((s) => s._id === id) || {}).value;
     const siteName = value('Site_Name');

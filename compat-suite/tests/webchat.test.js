@@ -229,6 +229,12 @@ test('web chat: the sign-up form follows the registration setting, and a secret 
     await wrongLink.page.locator('#signup-link-error').waitFor();
     assert.equal(await wrongLink.page.locator('#signup').isHidden(), true, 'a wrong link opens nothing');
 
+    // A link that is not valid percent-encoding: the page still works and says the link is wrong.
+    const garbled = await person(browser, `${server.http}/#register/%E0%A4%A`);
+    await garbled.page.locator('#signup-link-error').waitFor();
+    await garbled.page.locator('#signin-user').waitFor();
+    assert.deepEqual(garbled.errors, []);
+
     const invited = await person(browser, `${server.http}/#register/open-sesame-42`);
     await signUp(invited.page, 'Cy Invited', 'cy', 'cy-pass-1');
     await roomButton(invited.page, 'general').waitFor();
