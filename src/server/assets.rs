@@ -63,21 +63,63 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-/// The page or file at `path`, if comet serves one there.
-pub fn find(path: &str) -> Option<Response<Body>> {
+/// Each asset's entity tag: a quoted digest of its bytes, so a browser revalidating a
+/// page it holds gets `304 Not Modified` until the binary serves other bytes.
+fn entity_tag(index: usize) -> &'static str {
+    use sha2::Digest as _;
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|asset| {
+                let digest = sha2::Sha256::digest(asset.body);
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            })
+            .collect()
+    });
+    &tags[index]
+}
+
+/// Whether an `If-None-Match` header names `tag` (or is `*`).
+fn matches_tag(if_none_match: &str, tag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == tag || t == "*")
+}
+
+/// The page or file at `path`, if comet serves one there; `304 Not Modified` when
+/// `if_none_match` names the bytes it would send.
+pub fn find(path: &str, if_none_match: Option<&str>) -> Option<Response<Body>> {
     let path = match path {
         "/index.html" => "/",
         "/admin/" | "/admin/index.html" => "/admin",
         other => other,
     };
-    let asset = ASSETS.iter().find(|a| a.path == path)?;
+    let index = ASSETS.iter().position(|a| a.path == path)?;
+    let asset = &ASSETS[index];
+    let tag = entity_tag(index);
+    let unchanged = if_none_match.is_some_and(|given| matches_tag(given, tag));
+    let body = if unchanged {
+        Bytes::new()
+    } else {
+        Bytes::from_static(asset.body)
+    };
     let mut resp = Response::new(
-        http_body_util::Full::new(Bytes::from_static(asset.body))
+        http_body_util::Full::new(body)
             .map_err(|never| match never {})
             .boxed(),
     );
-    *resp.status_mut() = StatusCode::OK;
+    *resp.status_mut() = if unchanged {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
     let headers = resp.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(tag) {
+        headers.insert(hyper::header::ETAG, value);
+    }
     for (name, value) in [
         ("content-type", asset.content_type),
         ("content-security-policy", CONTENT_SECURITY_POLICY),
@@ -108,7 +150,7 @@ mod tests {
             "/assets/chat.js",
             "/assets/style.css",
         ] {
-            let resp = find(path).unwrap_or_else(|| panic!("{path} not served"));
+            let resp = find(path, None).unwrap_or_else(|| panic!("{path} not served"));
             let csp = resp.headers()["content-security-policy"].to_str().unwrap();
             assert!(
                 csp.contains("script-src 'self'") && !csp.contains("unsafe"),
@@ -122,8 +164,32 @@ mod tests {
             "/admin/x",
             "/web/chat.js",
         ] {
-            assert!(find(path).is_none(), "{path}");
+            assert!(find(path, None).is_none(), "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_page_the_browser_holds_is_not_sent_again() {
+        let first = find("/assets/chat.js", None).unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 26,
+            "{tag}"
+        );
+        assert_ne!(find("/assets/ddp.js", None).unwrap().headers()["etag"], tag);
+
+        for held in [tag.clone(), format!("\"x\", W/{tag}"), "*".to_owned()] {
+            let again = find("/assets/chat.js", Some(&held)).unwrap();
+            assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{held}");
+            assert_eq!(again.headers()["etag"], tag.as_str());
+            let body = again.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty());
+        }
+        let other = find("/assets/chat.js", Some("\"0123\"")).unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+        let body = other.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), include_bytes!("../../web/chat.js").len());
     }
 
     #[test]

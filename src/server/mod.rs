@@ -564,7 +564,11 @@ async fn route(
     );
     let path = req.uri().path().to_owned();
     if matches!(req.method(), &Method::GET | &Method::HEAD) {
-        if let Some(page) = assets::find(&path) {
+        let held = req
+            .headers()
+            .get(hyper::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if let Some(page) = assets::find(&path, held) {
             return page;
         }
     }
