@@ -83,13 +83,8 @@ async fn rest_lists_permissions_for_a_logged_in_caller_only() {
     let server = common::spawn_with_admin().await;
     let (status, _) = common::http(server.addr, "GET", "/api/v1/permissions.listAll", b"").await;
     assert_eq!(status, 401);
-    let body = json!({"user": common::ADMIN.0, "password": common::ADMIN.1}).to_string();
-    let (_, login) = common::http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
-    let login: Json = serde_json::from_str(&login).unwrap();
-    let (id, token) = (
-        login["data"]["userId"].as_str().unwrap(),
-        login["data"]["authToken"].as_str().unwrap(),
-    );
+    let (id, token) = common::rest_login(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let (id, token) = (id.as_str(), token.as_str());
     let (status, body) = common::http_with(
         server.addr,
         "GET",

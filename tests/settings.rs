@@ -189,13 +189,7 @@ async fn a_second_start_changes_nothing() {
 
 /// An administrator's REST login: (user id, token).
 async fn rest_admin(server: &common::TestServer) -> (String, String) {
-    let body = json!({"user": common::ADMIN.0, "password": common::ADMIN.1}).to_string();
-    let (_, login) = common::http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
-    let login: Json = serde_json::from_str(&login).unwrap();
-    (
-        login["data"]["userId"].as_str().unwrap().to_owned(),
-        login["data"]["authToken"].as_str().unwrap().to_owned(),
-    )
+    common::rest_login(server, common::ADMIN.0, common::ADMIN.1).await
 }
 
 #[tokio::test]

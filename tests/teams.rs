@@ -721,6 +721,21 @@ async fn a_channel_becomes_a_team_and_a_team_becomes_a_channel_again() {
     let secret = ann.call("createPrivateGroup", json!(["cellar", []])).await;
     let cellar = secret["result"]["rid"].as_str().unwrap().to_owned();
 
+    // Without a login, no conversion route answers anything but 401.
+    for (route, body) in [
+        ("channels.convertToTeam", json!({"channelId": rid})),
+        ("groups.convertToTeam", json!({"roomId": cellar})),
+        ("teams.convertToChannel", json!({"teamName": "harbour"})),
+    ] {
+        let (status, text) = common::http(
+            server.addr,
+            "POST",
+            &format!("/api/v1/{route}"),
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 401, "{route}: {text}");
+    }
     // Who may not: a member without edit-room, a stranger; a group the caller cannot see
     // is answered as none, and a group is not a channel.
     let (status, body) = bob
@@ -880,7 +895,7 @@ async fn ending_a_team_with_a_room_the_caller_may_not_erase_changes_nothing() {
         .call("c", "createChannel", json!(["keel-boss", []]))
         .await;
     let theirs = r["result"]["rid"].as_str().unwrap().to_owned();
-    let boss_login = rest_login(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let boss_login = common::rest_login(&server, common::ADMIN.0, common::ADMIN.1).await;
     let (status, body) = rest_post(
         &server,
         "/api/v1/teams.addRooms",
@@ -910,15 +925,4 @@ async fn ending_a_team_with_a_room_the_caller_may_not_erase_changes_nothing() {
         assert!(r.get("result").is_some(), "{rid}: {r}");
     }
     server.shutdown().await;
-}
-
-/// A REST login: (user id, token).
-async fn rest_login(server: &common::TestServer, user: &str, password: &str) -> (String, String) {
-    let body = json!({"user": user, "password": password}).to_string();
-    let (_, login) = common::http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
-    let login: Json = serde_json::from_str(&login).unwrap();
-    (
-        login["data"]["userId"].as_str().unwrap().to_owned(),
-        login["data"]["authToken"].as_str().unwrap().to_owned(),
-    )
 }

@@ -113,6 +113,18 @@ pub async fn logged_in(server: &TestServer, user: &str, password: &str) -> DdpCl
     c
 }
 
+/// A REST login of `user`: (user id, auth token) for `X-User-Id` / `X-Auth-Token`.
+pub async fn rest_login(server: &TestServer, user: &str, password: &str) -> (String, String) {
+    let body = serde_json::json!({"user": user, "password": password}).to_string();
+    let (status, login) = http(server.addr, "POST", "/api/v1/login", body.as_bytes()).await;
+    assert_eq!(status, 200, "{login}");
+    let login: Json = serde_json::from_str(&login).unwrap();
+    (
+        login["data"]["userId"].as_str().unwrap().to_owned(),
+        login["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// A new user (password `pw`), registered and logged in on its own connection: the
 /// connection, the user's id and its resume token.
 pub async fn registered(server: &TestServer, name: &str) -> (DdpClient, String, String) {
