@@ -15,6 +15,7 @@
 #   SCENARIOS=chat bench/run.sh                            # S9 chat path (sendMessage -> stream)
 #   SCENARIOS=chat SERVERS=comet bench/run.sh              # S9 on comet alone
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
+#   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -30,13 +31,31 @@ PORT_COMET=3901
 PORT_PEER=4001
 SERVER_PID=
 
+# The settings of the rate limiter for LIMITER=on|off, as OVERWRITE_SETTING_ variables.
+limiter_env() {
+  local rules="IP User Connection User_By_Method Connection_By_Method"
+  if [ "${LIMITER:-on}" = off ]; then
+    for r in $rules; do echo "OVERWRITE_SETTING_DDP_Rate_Limit_${r}_Enabled=false"; done
+    echo "OVERWRITE_SETTING_API_Enable_Rate_Limiter=false"
+  else
+    for r in $rules; do echo "OVERWRITE_SETTING_DDP_Rate_Limit_${r}_Requests_Allowed=2000000000"; done
+    echo "OVERWRITE_SETTING_API_Enable_Rate_Limiter_Limit_Calls_Default=2000000000"
+    echo "OVERWRITE_SETTING_Rate_Limiter_Limit_RegisterUser=2000000000"
+  fi
+}
+
 start_server() {
   case "$1" in
     comet)
-      # A fresh store per run; the login limit off, as the peer has none.
+      # A fresh store per run; the login limit off, as the peer has none. The rate limiter
+      # (LIMITER=on, the default) checks and counts every call as in production, with
+      # ceilings no load here reaches, so what is measured is its cost, not its refusals;
+      # LIMITER=off switches its rules off for the comparison.
       DATA_DIR=$(mktemp -d)
+      env $(limiter_env) COMET_RATE_LIMIT_TEST_HANDLERS=1 \
       COMET_TEST_HANDLERS=1 PORT=$PORT_COMET BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
         COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
+        COMET_MAX_SESSIONS_PER_ADDRESS=0 COMET_MAX_SUBSCRIPTIONS_PER_USER=1000000 \
         ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
         COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
         COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
@@ -82,6 +101,14 @@ for scenario in $SCENARIOS; do
       done
       for server in comet peer; do
         run $server "S1 idle 1000 50 docs" idle --clients 1000 --sub bench.docs --hold-secs 10
+      done ;;
+    echo)
+      # S2: clients x calls in flight, each call one round trip of `echo`.
+      for cw in ${ECHO_SHAPES:-"1x1" "10x10" "100x1" "100x10"}; do
+        clients=${cw%x*}; inflight=${cw#*x}
+        for server in ${SERVERS:-comet peer}; do
+          run $server "S2 echo ${clients}x${inflight}" echo --clients "$clients" --inflight "$inflight" --secs 10 --warmup-secs 3
+        done
       done ;;
     initial)
       # 5,000 documents of 10 KB (~50 MB of added frames) to 1 and to 100 clients at once.

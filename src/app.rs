@@ -88,6 +88,10 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         .await
         .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
     accounts.use_settings(settings_service.clone());
+    let rules_from = settings_service.clone();
+    registry
+        .call_limits()
+        .use_source(move || rules_from.call_rules());
     let permissions_service = permissions::Permissions::start(store.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot read the permissions: {err}")))?;
@@ -155,7 +159,24 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         &mut registry,
     );
     if settings.test_handlers {
+        let before: std::collections::HashSet<String> = registry
+            .method_names()
+            .into_iter()
+            .chain(registry.publication_names())
+            .collect();
         testing::register(&mut registry, Some(observe.clone()));
+        // The test handlers stand outside the rate limits (as Rocket.Chat's TEST_MODE
+        // does), unless a benchmark asks to count them to measure the limiter.
+        if !settings.rate_limit_test_handlers {
+            for name in registry
+                .method_names()
+                .into_iter()
+                .chain(registry.publication_names())
+                .filter(|n| !before.contains(n))
+            {
+                registry.call_limits().exempt(&name);
+            }
+        }
     }
     let indexes = declarative::register(
         &mut registry,

@@ -88,6 +88,17 @@ pub struct Cli {
     /// Live subscriptions per connection.
     #[arg(long, env = "COMET_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
+    /// Live subscriptions of one user across all its connections (default 2000).
+    #[arg(long, env = "COMET_MAX_SUBSCRIPTIONS_PER_USER")]
+    pub max_subscriptions_per_user: Option<usize>,
+    /// DDP sessions (WebSocket and SockJS) from one client address (default: a quarter of
+    /// the connection cap; 0: no cap).
+    #[arg(long, env = "COMET_MAX_SESSIONS_PER_ADDRESS")]
+    pub max_sessions_per_address: Option<usize>,
+    /// A bearer token `/metrics` asks for (`Authorization: Bearer <token>`); without one,
+    /// `/metrics` answers only requests from this host that no proxy forwarded.
+    #[arg(long, env = "COMET_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Method calls waiting to run per connection.
     #[arg(long, env = "COMET_MAX_QUEUED_METHODS")]
     pub max_queued_methods: Option<usize>,
@@ -121,6 +132,10 @@ pub struct Cli {
     /// Register the test and benchmark methods and publications (`echo`, `test.*`).
     #[arg(long, env = "COMET_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub test_handlers: Option<bool>,
+    /// Count the test handlers' calls against the rate limits like any other call (they
+    /// stand outside them by default), so a benchmark measures the limiter's cost.
+    #[arg(long, env = "COMET_RATE_LIMIT_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub rate_limit_test_handlers: Option<bool>,
     /// The first administrator's username (Rocket.Chat's variable), used on an empty store.
     #[arg(long, env = "ADMIN_USERNAME")]
     pub admin_username: Option<String>,
@@ -162,6 +177,8 @@ pub struct FileServer {
     pub max_outbound_bytes: Option<usize>,
     pub max_drain_delay_ms: Option<u64>,
     pub max_subscriptions: Option<usize>,
+    pub max_subscriptions_per_user: Option<usize>,
+    pub max_sessions_per_address: Option<usize>,
     pub max_queued_methods: Option<usize>,
     pub sockjs_disconnect_delay_ms: Option<u64>,
     pub sockjs_heartbeat_ms: Option<u64>,
@@ -200,6 +217,8 @@ pub struct Settings {
     pub log_json: bool,
     pub worker_threads: Option<usize>,
     pub test_handlers: bool,
+    /// Whether the test handlers' calls count against the rate limits.
+    pub rate_limit_test_handlers: bool,
     pub accounts: crate::services::accounts::AccountsConfig,
     pub presence: crate::services::presence::PresenceConfig,
     pub server: ServerConfig,
@@ -269,6 +288,10 @@ impl Settings {
                 .max_subscriptions
                 .or(f.max_subscriptions)
                 .unwrap_or(defaults_session.max_subscriptions),
+            max_subscriptions_per_user: cli
+                .max_subscriptions_per_user
+                .or(f.max_subscriptions_per_user)
+                .unwrap_or(defaults_session.max_subscriptions_per_user),
             max_queued_methods: cli
                 .max_queued_methods
                 .or(f.max_queued_methods)
@@ -330,7 +353,18 @@ impl Settings {
                 .or(f.sockjs_max_sessions_per_address)
                 .unwrap_or(defaults_server.sockjs_max_sessions_per_address),
             forwarded_count: cli.http_forwarded_count.unwrap_or(0),
+            metrics_token: cli
+                .metrics_token
+                .filter(|t| !t.is_empty())
+                .map(crate::model::secret::Secret),
             ..defaults_server
+        };
+        let server = ServerConfig {
+            max_sessions_per_address: cli
+                .max_sessions_per_address
+                .or(f.max_sessions_per_address)
+                .unwrap_or(server.max_connections / 4),
+            ..server
         };
         let settings = Settings {
             bind_ip: cli
@@ -349,13 +383,14 @@ impl Settings {
             log_json,
             worker_threads: cli.worker_threads.or(f.worker_threads),
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
+            rate_limit_test_handlers: cli.rate_limit_test_handlers.unwrap_or(false),
             accounts: crate::services::accounts::AccountsConfig {
                 bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
                 admin: match (cli.admin_username, cli.admin_pass) {
                     (Some(username), Some(password)) => {
                         Some(crate::services::accounts::AdminSeed {
                             username,
-                            password: crate::services::accounts::Secret(password),
+                            password: crate::model::secret::Secret(password),
                             email: cli.admin_email,
                         })
                     }

@@ -80,7 +80,10 @@ use common::config_file;
 
 async fn server() -> common::TestServer {
     let path = config_file(CONFIG);
-    common::spawn_server(common::test_settings(|c| c.config = Some(path))).await
+    let mut settings = common::test_settings(|c| c.config = Some(path));
+    // Some tests here write one collection a dozen times on one connection.
+    common::without_limits_by_name(&mut settings);
+    common::spawn_server(settings).await
 }
 
 /// Subscribes; returns the documents added and the closing `ready` or `nosub`.

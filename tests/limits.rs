@@ -241,6 +241,8 @@ async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
 async fn over_the_connection_cap_health_answers_and_the_rest_gets_503() {
     let server = common::spawn_server(common::test_settings(|c| {
         c.max_connections = Some(8);
+        // All from one address: no cap per address here (it has its own test).
+        c.max_sessions_per_address = Some(0);
     }))
     .await;
     // Eight legitimate, long-lived WebSocket sessions fill the cap.

@@ -6,6 +6,7 @@ pub mod id;
 pub mod meteor_error;
 pub mod query;
 pub mod random;
+pub mod secret;
 pub mod shared;
 pub mod value;
 

@@ -61,6 +61,30 @@ pub enum DecodeError {
     MalformedSub(serde_json::Value),
     #[error("malformed method invocation")]
     MalformedMethod(serde_json::Value),
+    /// A well-formed `method` or `sub` whose `params` are not valid EJSON: `Parse error`, as
+    /// Meteor says, and then the call itself is answered by its id so it does not hang.
+    #[error("EJSON decoding of {kind} {id} failed: {cause}")]
+    BadParams {
+        kind: CallKind,
+        id: String,
+        cause: EjsonError,
+    },
+}
+
+/// What a frame with undecodable parameters asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    Method,
+    Sub,
+}
+
+impl std::fmt::Display for CallKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CallKind::Method => "method",
+            CallKind::Sub => "sub",
+        })
+    }
 }
 
 impl DecodeError {
@@ -69,7 +93,7 @@ impl DecodeError {
         match self {
             DecodeError::NotAnObject => ("Bad request", None),
             DecodeError::NoMsg(v) => ("Bad request", Some(v)),
-            DecodeError::Ejson(_) => ("Parse error", None),
+            DecodeError::Ejson(_) | DecodeError::BadParams { .. } => ("Parse error", None),
             DecodeError::MalformedSub(v) => ("Malformed subscription", Some(v)),
             DecodeError::MalformedMethod(v) => ("Malformed method invocation", Some(v)),
         }
@@ -134,7 +158,11 @@ pub fn decode_value(
             if !well_formed {
                 return Err(DecodeError::MalformedSub(json));
             }
-            let params = take_params(obj)?;
+            let params = take_params(obj).map_err(|cause| DecodeError::BadParams {
+                kind: CallKind::Sub,
+                id: take_string(obj, "id"),
+                cause,
+            })?;
             ClientMessage::Sub {
                 id: take_string(obj, "id"),
                 name: take_string(obj, "name"),
@@ -149,7 +177,11 @@ pub fn decode_value(
             if !well_formed {
                 return Err(DecodeError::MalformedMethod(json));
             }
-            let params = take_params(obj)?;
+            let params = take_params(obj).map_err(|cause| DecodeError::BadParams {
+                kind: CallKind::Method,
+                id: take_string(obj, "id"),
+                cause,
+            })?;
             let random_seed = obj
                 .get("randomSeed")
                 .and_then(|v| v.as_str())
@@ -176,7 +208,7 @@ fn take_string(obj: &mut serde_json::Map<String, serde_json::Value>, key: &str) 
 /// Decodes `params` as EJSON.
 fn take_params(
     obj: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<Value>, DecodeError> {
+) -> Result<Vec<Value>, EjsonError> {
     // Taken, not copied: a message that decodes never needs its params again, and
     // "Parse error" carries no offendingMessage.
     match obj.remove("params") {
@@ -234,6 +266,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reply(), ("Parse error", None));
+        assert!(
+            matches!(&err, DecodeError::BadParams { kind: CallKind::Method, id, .. } if id == "1"),
+            "the call is named, so it can be answered: {err:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn unauthorized_login() -> RestResponse {
     RestResponse {
         status: 401,
         body: serde_json::json!({"status": "error", "error": "Unauthorized", "message": "Unauthorized"}),
+        headers: Vec::new(),
     }
 }
 
@@ -65,9 +66,6 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
         Ok(d) => d,
         Err(refused) => return refused,
     };
-    if let Err(err) = accounts.count_login_attempt(None, request.client_address) {
-        return RestResponse::from_service(&err);
-    }
     // The REST shapes, as the DDP `login` parameter they stand for.
     let mut ddp = Document::default();
     if let Some(resume) = fields.get("resume") {
@@ -109,7 +107,12 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
         Err(ServiceError::Client(e)) if e.reason.as_deref() == Some("Match failed") => {
             return RestResponse::failure(400, "Match failed", Some("error-invalid-params"))
         }
-        Err(ServiceError::Client(e)) if e.error.to_string() == "too-many-requests" => {
+        // Limits and lockouts say what they are, as on a socket; credentials that fail say
+        // nothing more than 401.
+        Err(ServiceError::Client(e))
+            if e.error.to_string() == "too-many-requests"
+                || e.error.to_string().starts_with("error-login-blocked") =>
+        {
             return RestResponse::from_service(&ServiceError::Client(e))
         }
         Err(ServiceError::Client(_)) => return unauthorized_login(),
@@ -129,6 +132,7 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
             "status": "success",
             "data": {"userId": result.id, "authToken": result.token, "me": me},
         }),
+        headers: Vec::new(),
     }
 }
 
@@ -141,6 +145,7 @@ pub(super) async fn logout(accounts: &Accounts, caller: &Caller) -> RestResponse
         Ok(()) => RestResponse {
             status: 200,
             body: serde_json::json!({"status": "success", "data": {"message": "You've been logged out!"}}),
+            headers: Vec::new(),
         },
         Err(err) => RestResponse::from_service(&err),
     }
@@ -197,9 +202,6 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
             )
         }
     }
-    if let Err(err) = accounts.count_login_attempt(None, request.client_address) {
-        return RestResponse::from_service(&err);
-    }
     let Value::Object(fields) = value else {
         return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
     };
@@ -223,8 +225,30 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
     }
 }
 
-/// `GET /api/v1/users.info?userId=…` or `?username=…`.
-pub(super) async fn users_info(accounts: &Accounts, request: &RestRequest) -> RestResponse {
+/// Another user as a caller without `view-full-other-user-info` sees it: no addresses,
+/// roles or connection details.
+fn other_user(user: &Document) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let Some(id) = user.get("_id") {
+        out.insert("_id".into(), to_json(id));
+    }
+    for field in crate::services::accounts::OTHER_USER_FIELDS {
+        if let Some(v) = user.get(*field) {
+            out.insert((*field).into(), to_json(v));
+        }
+    }
+    out.into()
+}
+
+/// `GET /api/v1/users.info?userId=…` or `?username=…`: the caller's own document whole;
+/// another user's whole only with `view-full-other-user-info` (`see_full`), else the
+/// fields anyone may see.
+pub(super) async fn users_info(
+    accounts: &Accounts,
+    caller: &Caller,
+    see_full: bool,
+    request: &RestRequest,
+) -> RestResponse {
     let query = request.query.as_deref().unwrap_or("");
     let mut who = None;
     for pair in query.split('&') {
@@ -244,7 +268,15 @@ pub(super) async fn users_info(accounts: &Accounts, request: &RestRequest) -> Re
         );
     };
     match accounts.find_user(&who).await {
-        Ok(Some(user)) => RestResponse::success(serde_json::json!({"user": public_user(&user)})),
+        Ok(Some(user)) => {
+            let own = user.get("_id").and_then(Value::as_str) == Some(caller.user_id.as_str());
+            let shown = if own || see_full {
+                public_user(&user)
+            } else {
+                other_user(&user)
+            };
+            RestResponse::success(serde_json::json!({"user": shown}))
+        }
         Ok(None) => RestResponse::failure(400, "User not found.", Some("error-invalid-user")),
         Err(err) => RestResponse::from_service(&err),
     }

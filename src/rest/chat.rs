@@ -98,7 +98,14 @@ fn text_of(d: &Document, key: &str) -> Option<String> {
 
 impl Chat<'_> {
     async fn call(&self, method: &str, params: Vec<Value>) -> Result<Option<Value>, ServiceError> {
-        run(self.registry, Some(self.caller), method, params).await
+        run(
+            self.registry,
+            Some(self.caller),
+            self.request.client_address,
+            method,
+            params,
+        )
+        .await
     }
 
     fn me(&self) -> Option<&str> {
@@ -115,22 +122,23 @@ impl Chat<'_> {
             (None, Some(name)) => self.rooms.room_by_name(&name).await,
             _ => return Err(params_missing("roomId")),
         };
-        let room = match found {
-            Ok(Some(room)) => room,
-            Ok(None) => return Err(RestResponse::failure(
+        // A room the caller may not see gets the answer a missing room gets: a stranger
+        // cannot tell a private room that exists from one that does not.
+        let not_found = || {
+            RestResponse::failure(
                 400,
                 "The required \"roomId\" or \"roomName\" param provided does not match any channel",
                 Some("error-room-not-found"),
-            )),
+            )
+        };
+        let room = match found {
+            Ok(Some(room)) => room,
+            Ok(None) => return Err(not_found()),
             Err(err) => return Err(RestResponse::from_service(&err)),
         };
         match self.rooms.can_access(&room, self.me()).await {
             Ok(true) => Ok(room),
-            Ok(false) => Err(RestResponse::failure(
-                403,
-                "Not allowed",
-                Some("error-not-allowed"),
-            )),
+            Ok(false) => Err(not_found()),
             Err(err) => Err(RestResponse::from_service(&err)),
         }
     }
@@ -534,9 +542,14 @@ impl Chat<'_> {
 }
 
 /// A date in a query: ISO 8601 (`2024-01-02T03:04:05.678Z`) or milliseconds.
+/// A date given as milliseconds since the epoch or as an ISO string; `None` for anything a
+/// JavaScript `Date` cannot hold (±8.64e15 ms), so `1e308` is a bad parameter, not a failure
+/// further in.
 fn parse_date(text: &str) -> Option<f64> {
-    if let Ok(ms) = text.parse::<f64>() {
-        return Some(ms);
-    }
-    super::json::parse_iso_date(text)
+    const LARGEST_DATE_MS: f64 = 8.64e15;
+    let ms = match text.parse::<f64>() {
+        Ok(ms) => ms,
+        Err(_) => super::json::parse_iso_date(text)?,
+    };
+    (ms.is_finite() && ms.abs() <= LARGEST_DATE_MS).then_some(ms)
 }

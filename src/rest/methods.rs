@@ -6,6 +6,7 @@
 use super::accounts::body;
 use super::{Caller, RestRequest, RestResponse};
 use crate::model::{MeteorError, Value};
+use crate::services::rate_limit::{Call, CallKind};
 use crate::services::{MethodContext, Registry, ServiceError};
 use futures_util::FutureExt as _;
 use std::panic::AssertUnwindSafe;
@@ -47,7 +48,7 @@ pub(super) async fn call(
         Some(_) => return invalid(),
     };
     let name = method.unwrap_or_default();
-    let outcome = run(registry, caller, name, params).await;
+    let outcome = run(registry, caller, request.client_address, name, params).await;
     let mut frame_text = String::from("{\"msg\":\"result\",\"id\":");
     crate::model::value::write_str(id, &mut frame_text);
     match outcome {
@@ -73,6 +74,7 @@ pub(super) async fn call(
 pub(super) async fn run(
     registry: &Registry,
     caller: Option<&Caller>,
+    address: Option<std::net::IpAddr>,
     name: &str,
     params: Vec<Value>,
 ) -> Result<Option<Value>, ServiceError> {
@@ -82,13 +84,21 @@ pub(super) async fn run(
             format!("Method '{name}' not found"),
         ))),
         Some(handler) => {
+            // Each request is a connection of its own, as Rocket.Chat counts them; the rules
+            // per address and per user apply across requests.
+            let connection_id: std::sync::Arc<str> =
+                format!("rest-{}", crate::model::random::random_id()).into();
+            let user_id = caller.map(|c| c.user_id.clone());
+            registry.call_limits().check(&Call {
+                kind: CallKind::Method,
+                name,
+                user_id: user_id.as_deref(),
+                connection_id: &connection_id,
+                address,
+            })?;
             let (unblock, _) = tokio::sync::oneshot::channel();
-            let ctx = MethodContext::new(
-                caller.map(|c| c.user_id.clone()),
-                format!("rest-{}", crate::model::random::random_id()).into(),
-                None,
-                unblock,
-            );
+            let ctx = MethodContext::new(user_id, connection_id, None, unblock)
+                .with_client_address(address);
             match AssertUnwindSafe(handler(ctx, params)).catch_unwind().await {
                 Ok(result) => result,
                 Err(_) => Err(ServiceError::internal(format!("method {name} panicked"))),

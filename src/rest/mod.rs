@@ -9,6 +9,7 @@
 mod accounts;
 mod chat;
 pub mod json;
+mod limits;
 mod methods;
 mod presence;
 mod teams;
@@ -49,6 +50,8 @@ pub enum RestMethod {
 pub struct RestResponse {
     pub status: u16,
     pub body: serde_json::Value,
+    /// Headers beside the content type (the rate limiter's).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl RestResponse {
@@ -60,7 +63,11 @@ impl RestResponse {
                 out.insert(k, v);
             }
         }
-        Self { status: 200, body }
+        Self {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        }
     }
 
     /// Rocket.Chat's answer to a request without valid credentials.
@@ -68,6 +75,7 @@ impl RestResponse {
         Self {
             status: 401,
             body: serde_json::json!({"status": "error", "message": "You must be logged in to do this."}),
+            headers: Vec::new(),
         }
     }
 
@@ -100,8 +108,24 @@ impl RestResponse {
         if let (Some(out), Some(kind)) = (body.as_object_mut(), error_type) {
             out.insert("errorType".into(), kind.into());
         }
-        Self { status, body }
+        Self {
+            status,
+            body,
+            headers: Vec::new(),
+        }
     }
+}
+
+/// Whether a page on another origin may read an answer (`API_Enable_CORS`,
+/// `API_CORS_Origin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorsAnswer {
+    /// No cross-origin access (the default).
+    Deny,
+    /// Any origin (`API_CORS_Origin` is `*`), without credentials.
+    AnyOrigin,
+    /// The asking origin, which `API_CORS_Origin` lists.
+    ThisOrigin,
 }
 
 /// Which handler a path leads to.
@@ -140,6 +164,7 @@ pub struct Rest {
     messages: Option<Arc<crate::services::messages::Messages>>,
     presence: Option<Arc<crate::services::presence::Presence>>,
     teams: Option<Arc<crate::services::teams::Teams>>,
+    limits: limits::RouteLimiter,
 }
 
 /// The chat routes, each named as its path after `/api/v1/`.
@@ -263,7 +288,98 @@ impl Rest {
             messages: None,
             presence: None,
             teams: None,
+            limits: limits::RouteLimiter::default(),
         }
+    }
+
+    /// Cross-origin access for a request from `origin`, as the settings say now.
+    pub fn cors_for(&self, origin: Option<&str>) -> CorsAnswer {
+        let (Some(settings), Some(origin)) = (&self.settings, origin) else {
+            return CorsAnswer::Deny;
+        };
+        if !settings.flag("API_Enable_CORS", false) {
+            return CorsAnswer::Deny;
+        }
+        let Some(crate::model::Value::String(allowed)) = settings.value("API_CORS_Origin") else {
+            return CorsAnswer::Deny;
+        };
+        let listed: Vec<&str> = allowed
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .collect();
+        if listed.contains(&"*") {
+            CorsAnswer::AnyOrigin
+        } else if listed
+            .iter()
+            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            CorsAnswer::ThisOrigin
+        } else {
+            CorsAnswer::Deny
+        }
+    }
+
+    /// Counts a request against its route's limit (none for `/api/info` and `method.call`,
+    /// which the DDP limits cover); the refusal past it, else the headers to add.
+    async fn count_request(
+        &self,
+        route: Route,
+        request: &RestRequest,
+        caller: Option<&Caller>,
+    ) -> Result<Vec<(&'static str, String)>, RestResponse> {
+        let (Some(settings), Some(address)) = (&self.settings, request.client_address) else {
+            return Ok(Vec::new());
+        };
+        if matches!(
+            route,
+            Route::Info | Route::MethodCall | Route::MethodCallAnon
+        ) || !settings.flag("API_Enable_Rate_Limiter", true)
+        {
+            return Ok(Vec::new());
+        }
+        let window = settings.number("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000.0);
+        let allowed = if route == Route::UsersRegister {
+            settings.number("Rate_Limiter_Limit_RegisterUser", 1.0)
+        } else {
+            settings.number("API_Enable_Rate_Limiter_Limit_Calls_Default", 10.0)
+        };
+        // No count or no window: no limit, as Rocket.Chat adds no rule then.
+        if allowed < 1.0 || window < 1.0 {
+            return Ok(Vec::new());
+        }
+        if let (Some(caller), Some(permissions)) = (caller, &self.permissions) {
+            if permissions
+                .has_permission(Some(&caller.user_id), "api-bypass-rate-limit", None)
+                .await
+                .unwrap_or(false)
+            {
+                return Ok(Vec::new());
+            }
+        }
+        let rule = limits::RouteRule {
+            allowed: allowed.min(f64::from(u32::MAX)) as u32,
+            window: std::time::Duration::from_millis(window as u64),
+        };
+        let key = format!("{:?} {:?}", request.method, route);
+        let counted = self.limits.count(&key, address, rule);
+        let headers = counted.headers();
+        if counted.allowed {
+            return Ok(headers);
+        }
+        let seconds = counted.reset_in.as_millis().div_ceil(1000) as u64;
+        let reason = format!(
+            "Error, too many requests. Please slow down. You must wait {seconds} seconds before trying this endpoint again."
+        );
+        let mut refused = RestResponse::failure(429, &reason, Some("error-too-many-requests"));
+        if let Some(body) = refused.body.as_object_mut() {
+            body.insert(
+                "details".into(),
+                serde_json::json!({"timeToReset": counted.reset_in.as_millis() as u64, "seconds": seconds}),
+            );
+        }
+        refused.headers = headers;
+        Err(refused)
     }
 
     /// The caller the request's credentials prove, if they do.
@@ -296,6 +412,36 @@ impl Rest {
         let route = *found.value;
         let method_name = found.params.get("method").map(str::to_owned);
         let setting_id = found.params.get("id").map(str::to_owned);
+        let caller = match request.credentials {
+            Some(_) => self.caller(&request).await,
+            None => None,
+        };
+        let limit_headers = match self.count_request(route, &request, caller.as_ref()).await {
+            Ok(headers) => headers,
+            Err(refused) => return refused,
+        };
+        let mut answer = self
+            .answer(
+                route,
+                method_name.as_deref(),
+                setting_id.as_deref(),
+                caller.as_ref(),
+                &request,
+            )
+            .await;
+        answer.headers.extend(limit_headers);
+        answer
+    }
+
+    /// The handler `route` leads to, with the caller the request's credentials prove.
+    async fn answer(
+        &self,
+        route: Route,
+        method_name: Option<&str>,
+        setting_id: Option<&str>,
+        caller: Option<&Caller>,
+        request: &RestRequest,
+    ) -> RestResponse {
         let (Some(accounts), Some(registry)) = (&self.accounts, &self.registry) else {
             return match (route, request.method) {
                 (Route::Info, RestMethod::Get) => self.info(),
@@ -305,28 +451,26 @@ impl Rest {
         };
         match (route, request.method) {
             (Route::Info, RestMethod::Get) => self.info(),
-            (Route::Login, RestMethod::Post) => accounts::login(accounts, &request).await,
-            (Route::UsersRegister, RestMethod::Post) => {
-                accounts::register(accounts, &request).await
-            }
+            (Route::Login, RestMethod::Post) => accounts::login(accounts, request).await,
+            (Route::UsersRegister, RestMethod::Post) => accounts::register(accounts, request).await,
             (Route::SettingsPublic, RestMethod::Get) => match &self.settings {
                 Some(settings) => settings_public(settings).await,
                 None => RestResponse::failure(404, "Not found", None),
             },
             (Route::MethodCallAnon, RestMethod::Post) => {
-                methods::call(registry, None, method_name.as_deref(), &request).await
+                methods::call(registry, None, method_name, request).await
             }
             (Route::Teams(name), _) => {
-                let Some(caller) = self.caller(&request).await else {
+                let Some(caller) = caller else {
                     return RestResponse::unauthorized();
                 };
                 match &self.teams {
-                    Some(t) => teams::handle(t, &caller, &request, name).await,
+                    Some(t) => teams::handle(t, caller, request, name).await,
                     None => RestResponse::failure(404, "Not found", None),
                 }
             }
             (Route::Chat(name), _) => {
-                let Some(caller) = self.caller(&request).await else {
+                let Some(caller) = caller else {
                     return RestResponse::unauthorized();
                 };
                 let (Some(rooms), Some(messages)) = (&self.rooms, &self.messages) else {
@@ -336,8 +480,8 @@ impl Rest {
                     registry,
                     rooms,
                     messages,
-                    caller: &caller,
-                    request: &request,
+                    caller,
+                    request,
                 }
                 .handle(name)
                 .await
@@ -354,17 +498,28 @@ impl Rest {
                 | Route::UsersSetStatus,
                 _,
             ) => {
-                let Some(caller) = self.caller(&request).await else {
+                let Some(caller) = caller else {
                     return RestResponse::unauthorized();
                 };
                 match (route, request.method) {
-                    (Route::Logout, RestMethod::Post) => accounts::logout(accounts, &caller).await,
-                    (Route::Me, RestMethod::Get) => accounts::me(&caller),
+                    (Route::Logout, RestMethod::Post) => accounts::logout(accounts, caller).await,
+                    (Route::Me, RestMethod::Get) => accounts::me(caller),
                     (Route::UsersInfo, RestMethod::Get) => {
-                        accounts::users_info(accounts, &request).await
+                        let see_full = match &self.permissions {
+                            Some(p) => p
+                                .has_permission(
+                                    Some(&caller.user_id),
+                                    "view-full-other-user-info",
+                                    None,
+                                )
+                                .await
+                                .unwrap_or(false),
+                            None => false,
+                        };
+                        accounts::users_info(accounts, caller, see_full, request).await
                     }
                     (Route::Setting, RestMethod::Get | RestMethod::Post) => {
-                        self.setting(&caller, setting_id.as_deref().unwrap_or(""), &request)
+                        self.setting(caller, setting_id.unwrap_or(""), request)
                             .await
                     }
                     (Route::PermissionsListAll, RestMethod::Get) => match &self.permissions {
@@ -372,19 +527,18 @@ impl Rest {
                         None => RestResponse::failure(404, "Not found", None),
                     },
                     (Route::UsersPresence, RestMethod::Get) => match &self.presence {
-                        Some(p) => presence::users_presence(p, &request).await,
+                        Some(p) => presence::users_presence(p, request).await,
                         None => RestResponse::failure(404, "Not found", None),
                     },
                     (Route::UsersGetPresence, RestMethod::Get) => {
-                        presence::get_presence(accounts, &caller, &request).await
+                        presence::get_presence(accounts, caller, request).await
                     }
                     (Route::UsersSetStatus, RestMethod::Post) => match &self.presence {
-                        Some(p) => presence::set_status(accounts, p, &caller, &request).await,
+                        Some(p) => presence::set_status(accounts, p, caller, request).await,
                         None => RestResponse::failure(404, "Not found", None),
                     },
                     (Route::MethodCall, RestMethod::Post) => {
-                        methods::call(registry, Some(&caller), method_name.as_deref(), &request)
-                            .await
+                        methods::call(registry, Some(caller), method_name, request).await
                     }
                     _ => RestResponse::failure(405, "Method not allowed", None),
                 }

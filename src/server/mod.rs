@@ -64,6 +64,11 @@ pub struct ServerConfig {
     /// Proxies in front of comet (`HTTP_FORWARDED_COUNT`): the client's address is then read
     /// from `X-Forwarded-For`, that many entries from the right.
     pub forwarded_count: usize,
+    /// DDP sessions (WebSocket and SockJS) from one client address; 0: no cap.
+    pub max_sessions_per_address: usize,
+    /// The bearer token `/metrics` asks for; without one, only this host's own unforwarded
+    /// requests are answered.
+    pub metrics_token: Option<crate::model::secret::Secret>,
 }
 
 /// The client's address: the socket's peer, or behind `forwarded_count` proxies the entry
@@ -92,6 +97,19 @@ pub fn client_address(
     entries[entries.len() - forwarded_count]
         .parse()
         .unwrap_or(remote.ip())
+}
+
+/// Says once per process that requests carry `X-Forwarded-For` while `HTTP_FORWARDED_COUNT`
+/// is 0: every client then has the proxy's address, and limits by address hit them together.
+fn warn_unconfigured_proxy() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "requests arrive with X-Forwarded-For but HTTP_FORWARDED_COUNT is 0: every client \
+             counts as the proxy's address (login blocks, rate limits, session caps); set \
+             HTTP_FORWARDED_COUNT to the number of proxies in front of comet"
+        );
+    }
 }
 
 /// File descriptors kept free below the process's limit when the connection cap is
@@ -128,6 +146,8 @@ impl Default for ServerConfig {
             sockjs_max_sessions: 10_000,
             sockjs_max_sessions_per_address: 100,
             forwarded_count: 0,
+            max_sessions_per_address: default_max_connections() / 4,
+            metrics_token: None,
         }
     }
 }
@@ -137,6 +157,48 @@ struct App {
     rest: Arc<crate::rest::Rest>,
     config: Arc<ServerConfig>,
     sockjs: sockjs::SockJsSessions,
+    sockets: Arc<SocketsByAddress>,
+}
+
+/// Live WebSocket sessions by client address, so one address cannot take every slot.
+#[derive(Default)]
+struct SocketsByAddress {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One WebSocket session's place in its address's count, given back when dropped.
+struct AddressSlot {
+    table: Arc<SocketsByAddress>,
+    address: std::net::IpAddr,
+}
+
+impl SocketsByAddress {
+    /// A slot for one more session from `address`; `None` when it holds `cap` already
+    /// (`cap` 0: no cap).
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let held = counts.entry(address).or_insert(0);
+        if cap > 0 && *held >= cap {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&self.address) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Holds one of the capped connection slots: the HTTP connection, then the WebSocket it
@@ -213,6 +275,7 @@ pub async fn serve(
         rest,
         config: Arc::new(config),
         sockjs: sockjs::SockJsSessions::default(),
+        sockets: Arc::default(),
     });
     let reaper = {
         let app = app.clone();
@@ -352,6 +415,9 @@ async fn serve_at_capacity(
     app: Arc<App>,
     evicted: tokio_util::sync::CancellationToken,
 ) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
     let service = hyper::service::service_fn({
         let app = app.clone();
         move |req: Request<hyper::body::Incoming>| {
@@ -359,16 +425,8 @@ async fn serve_at_capacity(
             async move {
                 let resp = match (req.method(), req.uri().path()) {
                     (&Method::GET | &Method::HEAD, "/health") => health(&app),
-                    (&Method::GET, "/metrics") => metrics(&app),
-                    _ => {
-                        let mut resp = text_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Server at capacity, retry later\n",
-                        );
-                        resp.headers_mut()
-                            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
-                        resp
-                    }
+                    (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
+                    _ => retry_later("Server at capacity, retry later\n"),
                 };
                 Ok::<_, Infallible>(resp)
             }
@@ -396,12 +454,46 @@ fn health(app: &App) -> Response<Body> {
     }
 }
 
-fn metrics(app: &App) -> Response<Body> {
+/// `/metrics` for whoever may read it: the bearer of `COMET_METRICS_TOKEN` when one is set,
+/// else a request from this host (`peer`, the socket's) that no proxy forwarded, as a
+/// Prometheus on the same host scrapes. Everyone else learns nothing of the figures.
+fn metrics(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Response<Body> {
+    let allowed = match &app.config.metrics_token {
+        Some(token) => headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| crate::model::secret::same_secret(given.trim(), &token.0)),
+        None => {
+            peer.ip().is_loopback()
+                && !headers.contains_key("x-forwarded-for")
+                && !headers.contains_key(hyper::header::FORWARDED)
+        }
+    };
+    if !allowed {
+        let mut resp = text_response(
+            StatusCode::UNAUTHORIZED,
+            "Metrics need COMET_METRICS_TOKEN as a bearer token, or a request from this host\n",
+        );
+        resp.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"metrics\""),
+        );
+        return resp;
+    }
     owned_response(
         StatusCode::OK,
         crate::session::metrics::CONTENT_TYPE,
         app.hub.metrics.render(),
     )
+}
+
+/// 503 with `Retry-After: 5`: a refusal for now, not for ever.
+fn retry_later(text: &'static str) -> Response<Body> {
+    let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, text);
+    resp.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -470,7 +562,6 @@ async fn rest_route(
             .map(str::to_owned)
     };
     let credentials = header("x-user-id").zip(header("x-auth-token"));
-    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let (path, query) = (
         req.uri().path().to_owned(),
         req.uri().query().map(str::to_owned),
@@ -492,7 +583,11 @@ async fn rest_route(
         .await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = owned_response(status, "application/json", answer.body.to_string());
-    cors(resp.headers_mut(), origin.as_ref());
+    for (name, value) in &answer.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(*name, v);
+        }
+    }
     resp
 }
 
@@ -510,21 +605,42 @@ fn owned_response(status: StatusCode, content_type: &'static str, body: String) 
     resp
 }
 
-/// SockJS's CORS answer: the caller's origin with credentials, or `*`.
-pub(crate) fn cors(headers: &mut HeaderMap, origin: Option<&HeaderValue>) {
-    match origin {
-        Some(o) if o.as_bytes() != b"null" => {
-            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-            headers.insert(
-                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-        _ => {
+/// Cross-origin access as the settings allow it (`API_Enable_CORS`, `API_CORS_Origin`), for
+/// REST and SockJS alike: answered here once for every response of theirs, so no handler
+/// grants it by itself. Off by default: a page elsewhere cannot read these answers.
+fn apply_cors(app: &App, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+    use crate::rest::CorsAnswer;
+    let headers = resp.headers_mut();
+    let answer = app.rest.cors_for(
+        origin
+            .and_then(|o| o.to_str().ok())
+            .filter(|o| *o != "null"),
+    );
+    match (answer, origin) {
+        (CorsAnswer::AnyOrigin, _) => {
             headers.insert(
                 hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
             );
+        }
+        (CorsAnswer::ThisOrigin, Some(origin)) => {
+            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            headers.append(hyper::header::VARY, HeaderValue::from_static("Origin"));
+        }
+        _ => {
+            for name in [
+                hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+                hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+                hyper::header::ACCESS_CONTROL_MAX_AGE,
+            ] {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -532,10 +648,9 @@ pub(crate) fn cors(headers: &mut HeaderMap, origin: Option<&HeaderValue>) {
 fn preflight(req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let mut resp = text_response(StatusCode::NO_CONTENT, "");
     let headers = resp.headers_mut();
-    cors(headers, req.headers().get(hyper::header::ORIGIN));
     headers.insert(
         hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("OPTIONS, GET, POST"),
+        HeaderValue::from_static("OPTIONS, GET, POST, PUT, DELETE"),
     );
     if let Some(h) = req
         .headers()
@@ -545,7 +660,7 @@ fn preflight(req: &Request<hyper::body::Incoming>) -> Response<Body> {
     }
     headers.insert(
         hyper::header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("31536000"),
+        HeaderValue::from_static("600"),
     );
     resp
 }
@@ -556,6 +671,10 @@ async fn route(
     remote: SocketAddr,
     slot: ConnectionSlot,
 ) -> Response<Body> {
+    let peer = remote;
+    if app.config.forwarded_count == 0 && req.headers().contains_key("x-forwarded-for") {
+        warn_unconfigured_proxy();
+    }
     // Behind proxies, everything downstream (rate limits, per-address caps, the
     // connection's address) sees the client's address, not the proxy's.
     let remote = SocketAddr::new(
@@ -572,17 +691,27 @@ async fn route(
             return page;
         }
     }
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     match (req.method(), path.as_str()) {
         // HEAD answers as GET does; hyper leaves the body out.
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
-        (&Method::GET, "/metrics") => metrics(&app),
-        _ if crate::rest::Rest::owns(&path) => rest_route(req, &app, remote).await,
+        (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
+        _ if crate::rest::Rest::owns(&path) => {
+            let mut resp = rest_route(req, &app, remote).await;
+            apply_cors(&app, origin.as_ref(), &mut resp);
+            resp
+        }
         (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot, remote),
         _ if path == "/sockjs" || path.starts_with("/sockjs/") => {
             if !app.config.sockjs_enabled {
                 return text_response(StatusCode::NOT_FOUND, "Not found");
             }
-            sockjs_route(req, &path["/sockjs".len()..], app, remote, slot).await
+            let cors_app = app.clone();
+            let mut resp = sockjs_route(req, &path["/sockjs".len()..], app, remote, slot).await;
+            if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                apply_cors(&cors_app, origin.as_ref(), &mut resp);
+            }
+            resp
         }
         _ => text_response(StatusCode::NOT_FOUND, "Not found"),
     }
@@ -614,7 +743,6 @@ async fn sockjs_route(
                     "no-store, no-cache, no-transform, must-revalidate, max-age=0",
                 ),
             );
-            cors(resp.headers_mut(), req.headers().get(hyper::header::ORIGIN));
             resp
         }
         (_, ["websocket"]) => upgrade(req, app, Framing::Raw, slot, remote),
@@ -625,13 +753,11 @@ async fn sockjs_route(
                 (&Method::OPTIONS, "xhr" | "xhr_streaming" | "xhr_send") => preflight(&req),
                 (&Method::POST, "xhr") => {
                     let from = remote.ip();
-                    sockjs::xhr_polling(req, &session, from, &app.hub, &app.config, &app.sockjs)
-                        .await
+                    sockjs::xhr_polling(&session, from, &app.hub, &app.config, &app.sockjs).await
                 }
                 (&Method::POST, "xhr_streaming") => {
                     let from = remote.ip();
-                    sockjs::xhr_streaming(req, &session, from, &app.hub, &app.config, &app.sockjs)
-                        .await
+                    sockjs::xhr_streaming(&session, from, &app.hub, &app.config, &app.sockjs).await
                 }
                 (&Method::POST, "xhr_send") => {
                     sockjs::xhr_send(req, &session, &app.hub, &app.config, &app.sockjs).await
@@ -680,12 +806,22 @@ fn upgrade(
     let Some(key) = headers.get(hyper::header::SEC_WEBSOCKET_KEY) else {
         return text_response(StatusCode::BAD_REQUEST, "Not a valid websocket request");
     };
+    let Some(address_slot) = app
+        .sockets
+        .admit(remote.ip(), app.config.max_sessions_per_address)
+    else {
+        app.hub
+            .metrics
+            .refused(crate::session::metrics::Refusal::SessionsPerAddress);
+        return retry_later("Too many sessions from this address, retry later\n");
+    };
     let accept = derive_accept_key(key.as_bytes());
     let hub = app.hub.clone();
     let config = app.config.clone();
     app.hub.tasks.spawn(async move {
-        // The socket keeps its connection slot for as long as it lives.
+        // The socket keeps its connection slot, and its address's, for as long as it lives.
         let _slot = slot;
+        let _address_slot = address_slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 websocket::serve_socket(upgraded, hub, config, framing, remote.ip()).await

@@ -5,7 +5,7 @@
 //! It must not interpret DDP: payloads go to the session's [`Connection`] as text.
 
 use super::framing::{array_frame, parse_client_payload, sockjs_close_frame};
-use super::{cors, text_response, Body, ServerConfig};
+use super::{text_response, Body, ServerConfig};
 use crate::session::metrics::{Refusal, Timeout};
 use crate::session::{Batch, CloseReason, Connection, Hub, Metrics, Outbound, Transport};
 use bytes::Bytes;
@@ -232,7 +232,7 @@ fn frame_body(text: &str) -> Bytes {
     Bytes::from(b)
 }
 
-fn js_response(req_origin: Option<&hyper::header::HeaderValue>, body: Body) -> Response<Body> {
+fn js_response(body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -244,7 +244,6 @@ fn js_response(req_origin: Option<&hyper::header::HeaderValue>, body: Body) -> R
             "no-store, no-cache, no-transform, must-revalidate, max-age=0",
         ),
     );
-    cors(resp.headers_mut(), req_origin);
     resp
 }
 
@@ -274,28 +273,23 @@ fn batch_frame(batch: Batch) -> (String, bool) {
 
 /// `POST .../xhr`: one frame per response.
 pub async fn xhr_polling(
-    req: Request<hyper::body::Incoming>,
     session_id: &str,
     from: IpAddr,
     hub: &Arc<Hub>,
     config: &ServerConfig,
     sessions: &SockJsSessions,
 ) -> Response<Body> {
-    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let Some(session) = sessions.get(session_id) else {
         return match sessions.create(session_id, from, hub, config, Transport::SockJsXhrPolling) {
-            Ok(_) => js_response(origin.as_ref(), full(frame_body("o"))),
+            Ok(_) => js_response(full(frame_body("o"))),
             Err(why) => refused(hub, why),
         };
     };
     if !session.attach() {
-        return js_response(
-            origin.as_ref(),
-            full(frame_body(&sockjs_close_frame(
-                2010,
-                "Another connection still open",
-            ))),
-        );
+        return js_response(full(frame_body(&sockjs_close_frame(
+            2010,
+            "Another connection still open",
+        ))));
     }
     let attached = Attached(session.clone());
     let text = tokio::select! {
@@ -303,19 +297,17 @@ pub async fn xhr_polling(
         _ = tokio::time::sleep(config.sockjs_heartbeat) => "h".to_owned(),
     };
     drop(attached);
-    js_response(origin.as_ref(), full(frame_body(&text)))
+    js_response(full(frame_body(&text)))
 }
 
 /// `POST .../xhr_streaming`: a prelude, then frames until 128 KiB were written.
 pub async fn xhr_streaming(
-    req: Request<hyper::body::Incoming>,
     session_id: &str,
     from: IpAddr,
     hub: &Arc<Hub>,
     config: &ServerConfig,
     sessions: &SockJsSessions,
 ) -> Response<Body> {
-    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let mut prelude = vec![b'h'; 2048];
     prelude.push(b'\n');
     let (session, opened) = match sessions.get(session_id) {
@@ -331,7 +323,7 @@ pub async fn xhr_streaming(
             2010,
             "Another connection still open",
         )));
-        return js_response(origin.as_ref(), full(Bytes::from(prelude)));
+        return js_response(full(Bytes::from(prelude)));
     }
     if opened {
         prelude.extend_from_slice(b"o\n");
@@ -370,10 +362,7 @@ pub async fn xhr_streaming(
             )
         })
     });
-    js_response(
-        origin.as_ref(),
-        http_body_util::StreamBody::new(stream).boxed(),
-    )
+    js_response(http_body_util::StreamBody::new(stream).boxed())
 }
 
 /// `POST .../xhr_send`: a JSON array of DDP texts for the session.
@@ -384,7 +373,6 @@ pub async fn xhr_send(
     config: &ServerConfig,
     sessions: &SockJsSessions,
 ) -> Response<Body> {
-    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let Some(session) = sessions.get(session_id) else {
         return text_response(StatusCode::NOT_FOUND, "Not found");
     };
@@ -413,6 +401,5 @@ pub async fn xhr_send(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=UTF-8"),
     );
-    cors(resp.headers_mut(), origin.as_ref());
     resp
 }

@@ -29,6 +29,10 @@ pub trait ConnectionHandle: Send + Sync {
     fn details(&self) -> Option<ConnectionDetails> {
         None
     }
+    /// The subscriptions the client holds on this connection.
+    fn subscription_count(&self) -> usize {
+        0
+    }
 }
 
 /// A connection as the operator's page lists it.

@@ -16,6 +16,7 @@ pub mod operator;
 pub mod permissions;
 pub mod presence;
 pub mod publish;
+pub mod rate_limit;
 pub mod registry;
 pub mod rooms;
 pub mod settings;

@@ -43,6 +43,8 @@ pub struct Registry {
     /// again whenever its user changes; they never send `ready` or `nosub`.
     universal: Vec<(String, PublicationFn)>,
     connections: Arc<super::connections::Connections>,
+    /// The limits every call passes before its handler runs.
+    call_limits: Arc<super::rate_limit::CallLimiter>,
 }
 
 impl Registry {
@@ -112,6 +114,11 @@ impl Registry {
         &self.connections
     }
 
+    /// The limits on calls (methods and subscriptions), checked by every way a call comes in.
+    pub fn call_limits(&self) -> &Arc<super::rate_limit::CallLimiter> {
+        &self.call_limits
+    }
+
     pub fn find_method(&self, name: &str) -> Option<&MethodFn> {
         self.methods.get(name)
     }
@@ -147,6 +154,8 @@ pub struct MethodContext {
     user_change: UserChange,
     /// The calling connection, when the call came over DDP.
     connection: Option<Arc<dyn super::connections::ConnectionHandle>>,
+    /// The caller's address when the call came without a connection (REST's `method.call`).
+    address: Option<std::net::IpAddr>,
 }
 
 /// A change of the session's user asked for by a method, applied before its `result`.
@@ -167,6 +176,7 @@ impl MethodContext {
             write_fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             user_change: UserChange::default(),
             connection: None,
+            address: None,
         }
     }
 
@@ -179,6 +189,13 @@ impl MethodContext {
         self
     }
 
+    /// The same context, for a call that came from `address` without a connection (REST):
+    /// limits keyed by address apply to it as to a socket's calls.
+    pub fn with_client_address(mut self, address: Option<std::net::IpAddr>) -> Self {
+        self.address = address;
+        self
+    }
+
     /// The calling connection (`None` for a call that came over REST).
     pub fn connection(&self) -> Option<&Arc<dyn super::connections::ConnectionHandle>> {
         self.connection.as_ref()
@@ -186,7 +203,10 @@ impl MethodContext {
 
     /// The caller's address, when known.
     pub fn client_address(&self) -> Option<std::net::IpAddr> {
-        self.connection.as_ref().and_then(|c| c.client_address())
+        match &self.connection {
+            Some(c) => c.client_address(),
+            None => self.address,
+        }
     }
 
     /// Sets the session's user from the end of this call on (Meteor's `this.setUserId`;

@@ -82,13 +82,16 @@ pub enum Refusal {
     SockJsSessionCap,
     /// The cap on SockJS sessions from one address was reached.
     SockJsSessionsPerAddress,
+    /// The cap on WebSocket sessions from one address was reached.
+    SessionsPerAddress,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 3] = [
+    const ALL: [Refusal; 4] = [
         Refusal::ConnectionCap,
         Refusal::SockJsSessionCap,
         Refusal::SockJsSessionsPerAddress,
+        Refusal::SessionsPerAddress,
     ];
 
     fn label(self) -> &'static str {
@@ -96,6 +99,7 @@ impl Refusal {
             Refusal::ConnectionCap => "connection_cap",
             Refusal::SockJsSessionCap => "sockjs_session_cap",
             Refusal::SockJsSessionsPerAddress => "sockjs_sessions_per_address",
+            Refusal::SessionsPerAddress => "sessions_per_address",
         }
     }
 }
@@ -215,7 +219,7 @@ pub struct Metrics {
     bytes_out: Counter,
     slow_consumers_closed: Counter,
     bad_requests: Counter,
-    refused: [Counter; 3],
+    refused: [Counter; 4],
     timeouts: [Counter; 4],
     sockjs_sessions_open: Gauge,
     write_fence_timeouts: Counter,

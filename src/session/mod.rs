@@ -20,6 +20,7 @@ use crate::protocol::client::PingId;
 use crate::protocol::server::{self as frames, MethodOutcome};
 use crate::protocol::{decode_client_frame, negotiate_version, ClientMessage, Frame};
 use crate::services::connections::ConnectionHandle;
+use crate::services::rate_limit::{Call, CallKind};
 use crate::services::registry::{PublicationFn, PublicationSink, SharedAdded, SubKey};
 use crate::services::{MethodContext, Publish, Registry, Subscription};
 use error::Disposition;
@@ -47,6 +48,8 @@ pub struct SessionConfig {
     pub heartbeat_timeout: Duration,
     /// Live subscriptions per session.
     pub max_subscriptions: usize,
+    /// Live subscriptions of one user across all its connections.
+    pub max_subscriptions_per_user: usize,
     /// Method calls waiting to run per session.
     pub max_queued_methods: usize,
     /// Messages of any kind waiting to run; beyond it the connection is closed.
@@ -62,6 +65,7 @@ impl Default for SessionConfig {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(15),
             max_subscriptions: 1000,
+            max_subscriptions_per_user: 2000,
             max_queued_methods: 1000,
             max_queued_messages: 5000,
             write_fence_timeout: Duration::from_secs(5),
@@ -121,6 +125,14 @@ impl Hub {
     ) -> Arc<Self> {
         Self::build(registry, config, Some(observe))
     }
+}
+
+/// The refusal of a subscription past `cap` per `holder` (a connection, a user).
+fn too_many_subscriptions(cap: usize, holder: &str) -> MeteorError {
+    MeteorError::new(
+        "too-many-subscriptions",
+        format!("At most {cap} subscriptions per {holder}"),
+    )
 }
 
 /// Negotiated DDP version.
@@ -196,6 +208,11 @@ impl Connection {
             Err(err) => {
                 self.hub.metrics.bad_request();
                 self.apply(error::for_decode_error(&err));
+                if let (Some(session), crate::protocol::DecodeError::BadParams { kind, id, .. }) =
+                    (&session, &err)
+                {
+                    session.answer_undecodable(*kind, id);
+                }
                 return;
             }
         };
@@ -440,6 +457,12 @@ impl ConnectionHandle for SessionHandle {
         })
     }
 
+    fn subscription_count(&self) -> usize {
+        self.session
+            .upgrade()
+            .map_or(0, |s| s.lock().subs_by_id.len())
+    }
+
     fn attachment(&self, key: &'static str) -> Option<String> {
         let session = self.session.upgrade()?;
         let attachments = session
@@ -548,6 +571,38 @@ impl Session {
             ok &= self.outbound.push(frame) != Some(CloseReason::SlowConsumer);
         }
         ok
+    }
+
+    /// Counts a call against the registry's limits (`too-many-requests` when over one).
+    fn check_call_limits(
+        &self,
+        kind: CallKind,
+        name: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), MeteorError> {
+        self.hub.registry.call_limits().check(&Call {
+            kind,
+            name,
+            user_id,
+            connection_id: &self.id,
+            address: self.client_address,
+        })
+    }
+
+    /// Ends a call whose parameters could not be decoded: Meteor's `Parse error` alone would
+    /// leave the client waiting on it for ever.
+    fn answer_undecodable(&self, kind: crate::protocol::client::CallKind, id: &str) {
+        let err = MeteorError::new(400, "Parse error: the parameters are not valid EJSON");
+        match kind {
+            crate::protocol::client::CallKind::Method => {
+                self.hub.metrics.method_call(MethodOutcomeKind::Rejected);
+                self.send(frames::result(id, MethodOutcome::Error(&err)));
+                self.send(frames::updated(id));
+            }
+            crate::protocol::client::CallKind::Sub => {
+                self.send(frames::nosub(Some(id), Some(&err)));
+            }
+        }
     }
 
     fn slow_consumer(&self) {
@@ -686,8 +741,14 @@ impl Session {
             self.send(frames::updated(&id));
             return;
         };
-        let (unblock_tx, mut unblock_rx) = oneshot::channel();
         let user_id = self.lock().user_id.clone();
+        if let Err(err) = self.check_call_limits(CallKind::Method, &name, user_id.as_deref()) {
+            self.hub.metrics.method_call(MethodOutcomeKind::Rejected);
+            self.send(frames::result(&id, MethodOutcome::Error(&err)));
+            self.send(frames::updated(&id));
+            return;
+        }
+        let (unblock_tx, mut unblock_rx) = oneshot::channel();
         let ctx = MethodContext::new(user_id, self.id.clone(), random_seed, unblock_tx)
             .with_connection(self.handle.clone());
         let fence = ctx.write_fence();
@@ -882,7 +943,7 @@ impl Session {
             return;
         };
         let id: Arc<str> = id.into();
-        {
+        let user_id = {
             let state = self.lock();
             if state.subs_by_id.contains_key(&id) {
                 // A live subscription id again (a reconnecting client re-sends): ignored.
@@ -890,13 +951,30 @@ impl Session {
             }
             if state.subs_by_id.len() >= self.hub.config.max_subscriptions {
                 drop(state);
-                let err = MeteorError::new(
-                    "too-many-subscriptions",
-                    format!(
-                        "At most {} subscriptions per connection",
-                        self.hub.config.max_subscriptions
-                    ),
-                );
+                let err = too_many_subscriptions(self.hub.config.max_subscriptions, "connection");
+                self.send(frames::nosub(Some(&id), Some(&err)));
+                return;
+            }
+            state.user_id.clone()
+        };
+        if let Err(err) = self.check_call_limits(CallKind::Subscription, &name, user_id.as_deref())
+        {
+            self.send(frames::nosub(Some(&id), Some(&err)));
+            return;
+        }
+        if let Some(user) = &user_id {
+            // Counted outside this session's lock: the count reads every session of the user.
+            let held: usize = self
+                .hub
+                .registry
+                .connections()
+                .of_user(user)
+                .iter()
+                .map(|c| c.subscription_count())
+                .sum();
+            if held >= self.hub.config.max_subscriptions_per_user {
+                let err =
+                    too_many_subscriptions(self.hub.config.max_subscriptions_per_user, "user");
                 self.send(frames::nosub(Some(&id), Some(&err)));
                 return;
             }

@@ -145,14 +145,39 @@ pub async fn registered(server: &TestServer, name: &str) -> (DdpClient, String, 
     (c, id, token)
 }
 
+/// Switches off Rocket.Chat's rules per method name (10 calls of one name per connection,
+/// 20 per user, in 10 s) for a test that calls one method more often than that to test
+/// something else; the limits have their own tests (`security.rs`).
+pub fn without_limits_by_name(settings: &mut Settings) {
+    for rule in ["User_By_Method", "Connection_By_Method"] {
+        settings
+            .setting_overrides
+            .push((format!("DDP_Rate_Limit_{rule}_Enabled"), "false".into()));
+    }
+}
+
+/// Switches off REST's limits per route (10 requests a minute from one address) for a test
+/// that makes more requests to one route than that from 127.0.0.1.
+pub fn without_route_limits(settings: &mut Settings) {
+    settings
+        .setting_overrides
+        .push(("API_Enable_Rate_Limiter".into(), "false".into()));
+}
+
 /// A test server whose first start created the administrator [`ADMIN`].
 pub async fn spawn_with_admin() -> TestServer {
-    spawn_server(test_settings(|c| {
+    spawn_with_admin_and(|_| {}).await
+}
+
+/// Like [`spawn_with_admin`], with settings `tweak` changes.
+pub async fn spawn_with_admin_and(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+    let mut settings = test_settings(|c| {
         c.admin_username = Some(ADMIN.0.into());
         c.admin_pass = Some(ADMIN.1.into());
         c.admin_email = Some(ADMIN.2.into());
-    }))
-    .await
+    });
+    tweak(&mut settings);
+    spawn_server(settings).await
 }
 
 pub async fn spawn_default() -> TestServer {

@@ -82,8 +82,8 @@ fn bind(ctx: &MethodContext, result: &super::LoginResult) {
     ctx.set_user_id(Some(result.id.clone()));
 }
 
-/// The login a method parameter asks for, run through the typed API; a failed password
-/// counts against the user it named and the client's address.
+/// The login a method parameter asks for, run through the typed API; a password attempt is
+/// refused while its address or user is blocked, and a wrong one counts against both.
 pub async fn login(
     accounts: &Accounts,
     request: &Value,
@@ -105,14 +105,9 @@ pub async fn login(
     };
     let who = user_selector(user).ok_or_else(ServiceError::match_failed)?;
     let digest = password_digest(password)?;
-    accounts.check_user_not_blocked(&who)?;
-    let outcome = accounts.login_with_password(&who, &digest, writes).await;
-    if let Err(ServiceError::Client(e)) = &outcome {
-        if e.error.to_string() == "403" {
-            accounts.record_login_failure(&who, address);
-        }
-    }
-    outcome
+    accounts
+        .password_login(&who, &digest, address, writes)
+        .await
 }
 
 fn logged_in(ctx: &MethodContext) -> Result<(String, String), ServiceError> {
@@ -177,7 +172,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[Pattern::string_up_to(256)], &params)?;
             // Each guess counts as a login attempt, so the secret cannot be probed quickly.
-            accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
+            accounts.count_secret_guess(Some(&ctx.connection_id), ctx.client_address())?;
             let given = params[0].as_str().unwrap_or_default();
             Ok(Some(Value::Bool(accounts.is_registration_secret(given))))
         }
@@ -187,7 +182,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         let accounts = a.clone();
         async move {
             check_all(&[login_pattern()], &params)?;
-            accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
+            accounts.count_login_attempt(Some(&ctx.connection_id))?;
             let result = login(&accounts, &params[0], &ctx, ctx.client_address()).await?;
             bind(&ctx, &result);
             Ok(Some(result.to_value(true)))
@@ -231,6 +226,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             Ok(Some(Value::Object(out)))
         }
     });
+    // Registration has a rule of its own (`count_registration`); `login` and `createUser`
+    // keep Meteor's, which the rules per method add to.
+    registry.call_limits().has_own_limit("registerUser");
     for method in ["createUser", "registerUser"] {
         let a = accounts.clone();
         registry.method(method, move |ctx, params| {
@@ -245,20 +243,21 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
                     _ => None,
                 };
                 accounts.may_register(secret)?;
-                accounts.count_login_attempt(Some(&ctx.connection_id), ctx.client_address())?;
+                accounts.count_login_attempt(Some(&ctx.connection_id))?;
+                if method == "registerUser" {
+                    accounts.count_registration(&ctx.connection_id)?;
+                }
                 let new = if method == "registerUser" {
                     registration_form(&params[0])?
                 } else {
                     new_user(&params[0])?
                 };
-                let password = new.password_digest.clone();
+                let has_password = new.password_digest.is_some();
                 let id = accounts.create_user(new, &ctx).await?;
-                if method == "registerUser" || password.is_none() {
+                if method == "registerUser" || !has_password {
                     return Ok(Some(Value::from(id.as_str())));
                 }
-                let result = accounts
-                    .login_with_password(&UserSelector::Id(id), &password.unwrap_or_default(), &ctx)
-                    .await?;
+                let result = accounts.log_in_created(&id, &ctx).await?;
                 bind(&ctx, &result);
                 Ok(Some(result.to_value(true)))
             }

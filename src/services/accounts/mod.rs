@@ -27,6 +27,22 @@ pub const USERS: &str = "users";
 /// Claims that keep usernames and email addresses unique across writers: one document per
 /// claimed name, whose `_id` the store refuses twice.
 pub const CLAIMS: &str = "comet_unique_claims";
+/// What any logged-in user sees of another user (Rocket.Chat's default user fields): no
+/// `emails`, `roles`, `statusConnection`; the rest of [`PUBLIC_USER_FIELDS`] needs
+/// `view-full-other-user-info`.
+pub const OTHER_USER_FIELDS: &[&str] = &[
+    "username",
+    "name",
+    "nickname",
+    "status",
+    "statusText",
+    "utcOffset",
+    "type",
+    "active",
+    "bio",
+    "avatarETag",
+];
+
 /// The fields of a user any client may see of its own document (never `services`).
 pub const PUBLIC_USER_FIELDS: &[&str] = &[
     "username",
@@ -50,14 +66,7 @@ pub const PUBLIC_USER_FIELDS: &[&str] = &[
 pub const TOKEN_ATTACHMENT: &str = "loginTokenHash";
 
 /// A password that must never reach a log: `Debug` shows nothing of it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use crate::model::secret::Secret;
 
 /// The first administrator, from `ADMIN_USERNAME` / `ADMIN_PASS` / `ADMIN_EMAIL`.
 #[derive(Clone, Debug)]
@@ -208,6 +217,9 @@ pub struct Accounts {
     per_connection: limiter::Limiter,
     failures_by_address: limiter::Limiter,
     failures_by_user: limiter::Limiter,
+    /// A hash of nothing anyone knows, checked when a login names no user with a password,
+    /// so that answer takes as long as a wrong password does.
+    decoy_hash: tokio::sync::OnceCell<String>,
     /// Which user holds which login token.
     tokens: Arc<tokens::TokenIndex>,
 }
@@ -262,7 +274,12 @@ fn name_match(user: &Document, kind: NameKind, text: &str) -> Option<bool> {
 }
 
 /// The key failures of one user count under, however the login named it.
-fn failure_key(who: &UserSelector) -> String {
+/// Whose failures a login counts against: the user's id when the name finds a user, so
+/// its username, address and id share one count; else the name given, as given.
+fn failure_subject(who: &UserSelector, user: Option<&Document>) -> String {
+    if let Some(Value::String(id)) = user.and_then(|u| u.get("_id")) {
+        return format!("id:{id}");
+    }
     match who {
         UserSelector::Username(n) => format!("username:{}", n.to_lowercase()),
         UserSelector::Email(a) => format!("email:{}", a.to_lowercase()),
@@ -326,6 +343,7 @@ impl Accounts {
             per_connection: limiter::Limiter::new(),
             failures_by_address: limiter::Limiter::new(),
             failures_by_user: limiter::Limiter::new(),
+            decoy_hash: tokio::sync::OnceCell::new(),
             store,
             settings: std::sync::OnceLock::new(),
             rooms: std::sync::OnceLock::new(),
@@ -462,36 +480,55 @@ impl Accounts {
         }
     }
 
-    /// Counts a login attempt from `connection` (refused past Meteor's per-connection rule)
-    /// and refuses an address blocked by its failures.
-    pub fn count_login_attempt(
-        &self,
-        connection: Option<&str>,
-        address: Option<std::net::IpAddr>,
-    ) -> Result<(), ServiceError> {
+    /// Counts a login attempt from `connection` (refused past Meteor's per-connection rule).
+    pub fn count_login_attempt(&self, connection: Option<&str>) -> Result<(), ServiceError> {
         if let (Some(id), Some(rule)) = (connection, self.login_rule()) {
             self.per_connection.hit(id, rule)?;
-        }
-        let address_rule = self.failure_rule(true);
-        if let Some(left) = address
-            .zip(address_rule)
-            .and_then(|(ip, rule)| self.failures_by_address.blocked_for(&ip.to_string(), rule))
-        {
-            return Err(blocked(
-                "error-login-blocked-for-ip",
-                "Login has been temporarily blocked For IP",
-                left,
-            ));
         }
         Ok(())
     }
 
-    /// Refuses a login for a user whose failures blocked it.
-    pub fn check_user_not_blocked(&self, who: &UserSelector) -> Result<(), ServiceError> {
+    /// Rocket.Chat's rule on `registerUser`: `Rate_Limiter_Limit_RegisterUser` registrations
+    /// (1) per `API_Enable_Rate_Limiter_Limit_Time_Default` (60 s) from one `key` (a
+    /// connection, or REST's client address); off with `API_Enable_Rate_Limiter`.
+    pub fn count_registration(&self, key: &str) -> Result<(), ServiceError> {
+        let Some(settings) = self.settings.get() else {
+            return Ok(());
+        };
+        if !settings.flag("API_Enable_Rate_Limiter", true) {
+            return Ok(());
+        }
+        let allowed = settings.number("Rate_Limiter_Limit_RegisterUser", 1.0);
+        let window = settings.number("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000.0);
+        if allowed < 1.0 || window < 1.0 {
+            return Ok(());
+        }
+        let rule = limiter::Rule {
+            allowed: allowed.min(f64::from(u32::MAX)) as u32,
+            window: std::time::Duration::from_millis(window as u64),
+        };
+        self.per_connection
+            .hit(&format!("register:{key}"), rule)
+            .map_err(ServiceError::Client)
+    }
+
+    /// Counts a guess at a secret that is not a password (a registration link) as a login
+    /// attempt: limited per connection, and refused from an address blocked by failures.
+    pub fn count_secret_guess(
+        &self,
+        connection: Option<&str>,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), ServiceError> {
+        self.count_login_attempt(connection)?;
+        self.check_address_not_blocked(address)
+    }
+
+    /// Refuses a login for a user whose failures blocked it (`key`: [`failure_subject`]).
+    fn check_user_not_blocked(&self, key: &str) -> Result<(), ServiceError> {
         let Some(rule) = self.failure_rule(false) else {
             return Ok(());
         };
-        match self.failures_by_user.blocked_for(&failure_key(who), rule) {
+        match self.failures_by_user.blocked_for(key, rule) {
             Some(left) => Err(blocked(
                 "error-login-blocked-for-user",
                 "Login has been temporarily blocked For User",
@@ -501,10 +538,107 @@ impl Accounts {
         }
     }
 
+    /// Refuses a password login from an address its failures blocked. Only password
+    /// attempts are refused by address: a resume token is a secret already held, and the
+    /// people behind one NAT address must not be locked out by someone else's guessing.
+    fn check_address_not_blocked(
+        &self,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), ServiceError> {
+        let address_rule = self.failure_rule(true);
+        match address
+            .zip(address_rule)
+            .and_then(|(ip, rule)| self.failures_by_address.blocked_for(&ip.to_string(), rule))
+        {
+            Some(left) => Err(blocked(
+                "error-login-blocked-for-ip",
+                "Login has been temporarily blocked For IP",
+                left,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A password login, however it arrives (DDP, SockJS, REST, `method.call(Anon)`): refused
+    /// while the address or the user is blocked by failures, counted against both when the
+    /// password is wrong. The user is one user whichever way it is named (username, address
+    /// or id), and a name that matches no one costs as much time as a wrong password.
+    pub async fn password_login(
+        &self,
+        who: &UserSelector,
+        digest: &str,
+        address: Option<std::net::IpAddr>,
+        writes: &dyn WriteRecorder,
+    ) -> Result<LoginResult, ServiceError> {
+        self.check_address_not_blocked(address)?;
+        let user = self.find_user(who).await?;
+        let subject = failure_subject(who, user.as_ref());
+        self.check_user_not_blocked(&subject)?;
+        let outcome = self.verify_login(user, digest, writes).await;
+        if let Err(ServiceError::Client(e)) = &outcome {
+            if e.error.to_string() == "403" {
+                self.record_login_failure(&subject, address);
+            }
+        }
+        outcome
+    }
+
+    /// Checks `digest` against `user`'s password; the decoy hash stands in for a user that
+    /// is missing or has no password, so every refusal costs one bcrypt.
+    async fn verify_login(
+        &self,
+        user: Option<Document>,
+        digest: &str,
+        writes: &dyn WriteRecorder,
+    ) -> Result<LoginResult, ServiceError> {
+        let hash = match user
+            .as_ref()
+            .and_then(|u| str_at(u, &["services", "password", "bcrypt"]))
+        {
+            Some(Value::String(hash)) => hash.clone(),
+            _ => {
+                let decoy = self.decoy_hash().await?;
+                let _ = secrets::verify_password(digest.to_owned(), decoy)
+                    .await
+                    .map_err(server_busy)?;
+                return Err(forbidden(if user.is_some() {
+                    "User has no password set"
+                } else {
+                    "User not found"
+                }));
+            }
+        };
+        let Some(user) = user else {
+            return Err(forbidden("User not found"));
+        };
+        if !secrets::verify_password(digest.to_owned(), hash)
+            .await
+            .map_err(server_busy)?
+        {
+            return Err(forbidden("Incorrect password"));
+        }
+        Self::check_active(&user)?;
+        let id = Self::user_id(&user)?;
+        self.issue_token(&id, now_ms(), "password", writes).await
+    }
+
+    /// The hash a missing user's login is checked against, made once at this process's cost.
+    async fn decoy_hash(&self) -> Result<String, ServiceError> {
+        self.decoy_hash
+            .get_or_try_init(|| async {
+                let nobody = secrets::password_digest(&crate::model::random::random_secret());
+                secrets::hash_password(nobody, self.config.bcrypt_cost)
+                    .await
+                    .map_err(server_busy)
+            })
+            .await
+            .cloned()
+    }
+
     /// Counts a failed login against the address and the user it named.
-    pub fn record_login_failure(&self, who: &UserSelector, address: Option<std::net::IpAddr>) {
+    fn record_login_failure(&self, subject: &str, address: Option<std::net::IpAddr>) {
         if let Some(rule) = self.failure_rule(false) {
-            self.failures_by_user.count(&failure_key(who), rule);
+            self.failures_by_user.count(subject, rule);
         }
         if let Some((ip, rule)) = address.zip(self.failure_rule(true)) {
             self.failures_by_address.count(&ip.to_string(), rule);
@@ -655,28 +789,14 @@ impl Accounts {
         }
     }
 
-    /// Logs in with a password (its SHA-256 hex digest): a new token is stored and returned.
-    pub async fn login_with_password(
+    /// Logs in a user this call just created with a password (Meteor's `createUser`).
+    pub async fn log_in_created(
         &self,
-        who: &UserSelector,
-        digest: &str,
+        user_id: &str,
         writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
-        let Some(user) = self.find_user(who).await? else {
-            return Err(forbidden("User not found"));
-        };
-        let Some(Value::String(hash)) = str_at(&user, &["services", "password", "bcrypt"]) else {
-            return Err(forbidden("User has no password set"));
-        };
-        if !secrets::verify_password(digest.to_owned(), hash.clone())
+        self.issue_token(user_id, now_ms(), "password", writes)
             .await
-            .map_err(server_busy)?
-        {
-            return Err(forbidden("Incorrect password"));
-        }
-        Self::check_active(&user)?;
-        let id = Self::user_id(&user)?;
-        self.issue_token(&id, now_ms(), "password", writes).await
     }
 
     /// Stores a new token for `user_id` dated `when` and returns it.
@@ -896,6 +1016,20 @@ impl Accounts {
                 "Invalid username",
             )));
         }
+        if new.username.as_deref().is_some_and(reserved_username) {
+            return Err(username_reserved());
+        }
+        // Every way in hands over a digest; the one of "" is an empty password however it came.
+        if new
+            .password_digest
+            .as_deref()
+            .is_some_and(|d| d.eq_ignore_ascii_case(&secrets::password_digest("")))
+        {
+            return Err(ServiceError::Client(MeteorError::new(
+                400,
+                "Password may not be empty",
+            )));
+        }
         if let Some(email) = &new.email {
             if !valid_email(email) {
                 return Err(ServiceError::Client(MeteorError::new(
@@ -1020,6 +1154,9 @@ impl Accounts {
                 format!("{username} is not a valid username, use only letters, numbers, dots, hyphens and underscores"),
             )));
         }
+        if reserved_username(username) {
+            return Err(username_reserved());
+        }
         let user = self
             .find_users(selector(serde_json::json!({"_id": user_id}))?, 1)
             .await?
@@ -1135,6 +1272,24 @@ pub fn valid_username(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Names no user may take: the mentions of a whole room (`@all`, `@here`) and the name the
+/// server's own notices go out under.
+pub const RESERVED_USERNAMES: &[&str] = &["all", "here", "rocket.cat"];
+
+/// Whether `name` is one of [`RESERVED_USERNAMES`], ignoring case.
+pub fn reserved_username(name: &str) -> bool {
+    RESERVED_USERNAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
+fn username_reserved() -> ServiceError {
+    ServiceError::Client(MeteorError::new(
+        "error-field-unavailable",
+        "This username is reserved",
+    ))
 }
 
 /// An address with one `@`, something on each side, and no spaces.

@@ -18,17 +18,9 @@ pub fn hash_token(token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(token.as_bytes()))
 }
 
-/// The SHA-256 hex digest a Meteor client sends instead of the password.
-/// Whether two secrets are equal, in a time that does not depend on where they differ.
-pub fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut differ = u8::from(a.len() != b.len());
-    for (i, byte) in b.iter().enumerate() {
-        differ |= byte ^ a.get(i).copied().unwrap_or(0);
-    }
-    differ == 0
-}
+pub use crate::model::secret::same_secret;
 
+/// The SHA-256 hex digest a Meteor client sends instead of the password.
 pub fn password_digest(plain: &str) -> String {
     Sha256::digest(plain.as_bytes())
         .iter()

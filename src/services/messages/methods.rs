@@ -113,6 +113,8 @@ fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
 
 /// Registers the messaging methods.
 pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
+    // Limited per user by its own rule (5 a second), not by the rules per method.
+    registry.call_limits().has_own_limit("sendMessage");
     registry.method_of("sendMessage", &messages, |m, ctx, params| async move {
         if params.is_empty() {
             return Err(ServiceError::match_failed());

@@ -127,6 +127,15 @@ fn date(ms: f64) -> serde_json::Value {
     serde_json::json!({"$date": ms})
 }
 
+/// Whether `existing` is the message `uid` already sent to `rid` (a retry may see it again).
+fn is_retry_of(existing: &Document, uid: &str, rid: &str) -> bool {
+    let sender = existing
+        .get("u")
+        .and_then(Value::as_object)
+        .and_then(|u| text(u, "_id"));
+    sender == Some(uid) && text(existing, "rid") == Some(rid)
+}
+
 fn array_has(doc: &Document, key: &str, item: &str) -> bool {
     matches!(doc.get(key), Some(Value::Array(items)) if items.iter().any(|i| i.as_str() == Some(item)))
 }
@@ -454,18 +463,11 @@ impl Messages {
                 }
             }
             Err(StoreError::DuplicateKey(_)) => {
-                // A retry of a message already stored: nothing more happens.
+                // A retry of a message already stored: nothing more happens. Only its own
+                // sender, in its own room, learns what is stored under the id; anyone else is
+                // refused without a word of it (the id is no key to another room's content).
                 return match self.message(&id).await? {
-                    Some(existing) if text(&existing, "u").is_none() => Ok(existing),
-                    Some(existing)
-                        if existing
-                            .get("u")
-                            .and_then(Value::as_object)
-                            .and_then(|u| text(u, "_id"))
-                            == Some(uid.as_str()) =>
-                    {
-                        Ok(existing)
-                    }
+                    Some(existing) if is_retry_of(&existing, &uid, &out.rid) => Ok(existing),
                     _ => Err(not_allowed()),
                 };
             }

@@ -98,6 +98,8 @@ const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("edit-other-user-info", &["admin"]),
     ("edit-other-user-password", &["admin"]),
     ("view-statistics", &["admin"]),
+    ("view-full-other-user-info", &["admin"]),
+    ("api-bypass-rate-limit", &["admin", "bot", "app"]),
 ];
 
 /// The Permissions service.

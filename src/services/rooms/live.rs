@@ -246,7 +246,9 @@ impl RoomStreams {
     }
 
     /// `stream-notify-room` writes: typing and activity, by a member, under its own name;
-    /// anything else is dropped without a word (Rocket.Chat's rule).
+    /// anything else is dropped without a word (Rocket.Chat's rule), as is a write whose
+    /// extras (the third argument, `{tmid}` and the like) are larger than
+    /// [`MAX_ACTIVITY_EXTRAS_BYTES`]: a write is relayed to every member, so it must stay small.
     fn register_writes(self: &Arc<Self>, registry: &mut Registry) {
         registry.method_of("stream-notify-room", self, |live, ctx, params| async move {
             let Some(Value::String(event)) = params.first() else {
@@ -262,6 +264,12 @@ impl RoomStreams {
             }
             let username = live.permissions.user_roles().username_of(user);
             if username.is_none() || args.first().and_then(Value::as_str) != username.as_deref() {
+                return Ok(None);
+            }
+            if args
+                .get(2)
+                .is_some_and(|extras| extras.to_ejson_string().len() > MAX_ACTIVITY_EXTRAS_BYTES)
+            {
                 return Ok(None);
             }
             let username = Value::from(username.as_deref().unwrap_or_default());
@@ -778,6 +786,10 @@ impl RoomStreams {
             .emit(&format!("{rid}/deleteMessage"), &[with_id(id.clone(), &[])]);
     }
 }
+
+/// The most a typing or activity write may carry beside its name and activities, in EJSON
+/// bytes (Rocket.Chat's clients send `{tmid}` or nothing).
+pub const MAX_ACTIVITY_EXTRAS_BYTES: usize = 1024;
 
 /// The fields of its own user document a client hears of in `userData` (never `services`,
 /// where passwords and tokens live).

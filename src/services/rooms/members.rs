@@ -967,9 +967,11 @@ impl Rooms {
             "d" => self.room(name).await?,
             _ => None,
         }
-        .ok_or_else(|| client_error("error-invalid-room", "Invalid room"))?;
+        // A room the caller may not see is answered as one that does not exist, so the
+        // answer cannot confirm that a private room of that name is there.
+        .ok_or_else(|| client_error("error-not-allowed", "Not allowed"))?;
         if !self.can_access(&room, caller).await? {
-            return Err(client_error("error-no-permission", "No permission"));
+            return Err(client_error("error-not-allowed", "Not allowed"));
         }
         Ok(super::projected(&room, ROOM_FIELDS))
     }

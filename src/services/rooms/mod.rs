@@ -155,14 +155,17 @@ pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(code, reason))
 }
 
-/// Rocket.Chat's default room-name rule (`UTF8_Channel_Names_Validation`: letters, digits,
-/// `-`, `_`, `.`), at most 100 characters.
+/// Rocket.Chat's default room-name rule (`UTF8_Channel_Names_Validation`,
+/// `[0-9a-zA-Z-_.]+`), at most 100 characters, and not a reserved name. ASCII only, as for
+/// usernames: a fullwidth `ＧＥＮＥＲＡＬ` or a Cyrillic `е` would make a name that looks like
+/// another room's.
 pub fn valid_room_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().count() <= 100
+        && name.len() <= 100
         && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && !crate::services::accounts::reserved_username(name)
 }
 
 /// `doc` with only `fields`.
@@ -298,6 +301,26 @@ impl Rooms {
             .pop())
     }
 
+    /// A channel or group whose name is `name` but for case. `name` must be a valid room
+    /// name (its only pattern character, `.`, is escaped here).
+    async fn room_by_name_ignoring_case(
+        &self,
+        name: &str,
+    ) -> Result<Option<Document>, ServiceError> {
+        if let Some(exact) = self.room_by_name(name).await? {
+            return Ok(Some(exact));
+        }
+        let pattern = format!("^{}$", name.replace('.', "\\."));
+        Ok(self
+            .find(
+                ROOMS,
+                serde_json::json!({"name": {"$regex": pattern, "$options": "i"}, "t": {"$in": ["c", "p"]}}),
+                Some(1),
+            )
+            .await?
+            .pop())
+    }
+
     /// `user_id`'s subscription to `rid`.
     pub async fn subscription(
         &self,
@@ -410,7 +433,9 @@ impl Rooms {
 
     /// Claims `name` for room `rid` (case-insensitive), refusing one already taken.
     pub(crate) async fn claim_name(&self, name: &str, rid: &str) -> Result<(), ServiceError> {
-        if self.room_by_name(name).await?.is_some() {
+        // Rooms written without a claim (the first start's `general`, a Rocket.Chat database)
+        // are found by name, ignoring case, as the claims compare.
+        if self.room_by_name_ignoring_case(name).await?.is_some() {
             return Err(client_error(
                 "error-duplicate-channel-name",
                 &format!("A channel with name '{name}' exists"),

@@ -78,6 +78,70 @@ fn defaults() -> Vec<Default> {
         d("Store_Last_Message", json!(true), "boolean", true),
         d("Hide_System_Messages", json!([]), "multiSelect", true),
         d("API_Enable_Rate_Limiter", json!(true), "boolean", false),
+        d(
+            "API_Enable_Rate_Limiter_Limit_Calls_Default",
+            json!(10),
+            "int",
+            false,
+        ),
+        d(
+            "API_Enable_Rate_Limiter_Limit_Time_Default",
+            json!(60000),
+            "int",
+            false,
+        ),
+        d("Rate_Limiter_Limit_RegisterUser", json!(1), "int", false),
+        d("API_Enable_CORS", json!(false), "boolean", false),
+        d("API_CORS_Origin", json!("*"), "string", false),
+        d("DDP_Rate_Limit_IP_Enabled", json!(true), "boolean", false),
+        d(
+            "DDP_Rate_Limit_IP_Requests_Allowed",
+            json!(120000),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_IP_Interval_Time",
+            json!(60000),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_User_By_Method_Enabled",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_User_By_Method_Requests_Allowed",
+            json!(20),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_User_By_Method_Interval_Time",
+            json!(10000),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_By_Method_Enabled",
+            json!(true),
+            "boolean",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_By_Method_Requests_Allowed",
+            json!(10),
+            "int",
+            false,
+        ),
+        d(
+            "DDP_Rate_Limit_Connection_By_Method_Interval_Time",
+            json!(10000),
+            "int",
+            false,
+        ),
         d("DDP_Rate_Limit_User_Enabled", json!(true), "boolean", false),
         d(
             "DDP_Rate_Limit_User_Requests_Allowed",
@@ -334,6 +398,39 @@ impl Settings {
     /// A numeric setting, or `default`.
     pub fn number(&self, id: &str, default: f64) -> f64 {
         self.value(id).and_then(|v| v.as_f64()).unwrap_or(default)
+    }
+
+    /// A boolean setting, or `default`.
+    pub fn flag(&self, id: &str, default: bool) -> bool {
+        match self.value(id) {
+            Some(Value::Bool(b)) => b,
+            _ => default,
+        }
+    }
+
+    /// Rocket.Chat's DDP rate limiter as its `DDP_Rate_Limit_<name>_*` settings say now
+    /// (`IP`, `User`, `Connection`, `User_By_Method`, `Connection_By_Method`; each with
+    /// `_Enabled`, `_Requests_Allowed`, `_Interval_Time` in milliseconds).
+    pub fn call_rules(&self) -> super::rate_limit::CallRules {
+        let rule = |name: &str| {
+            if !self.flag(&format!("DDP_Rate_Limit_{name}_Enabled"), true) {
+                return None;
+            }
+            let allowed = self.number(&format!("DDP_Rate_Limit_{name}_Requests_Allowed"), 0.0);
+            let window = self.number(&format!("DDP_Rate_Limit_{name}_Interval_Time"), 0.0);
+            // A rule without a count or a window limits nothing (as Meteor skips it).
+            (allowed >= 1.0 && window >= 1.0).then(|| super::rate_limit::Rule {
+                allowed: allowed.min(f64::from(u32::MAX)) as u32,
+                window: std::time::Duration::from_millis(window as u64),
+            })
+        };
+        super::rate_limit::CallRules {
+            per_address: rule("IP"),
+            per_user: rule("User"),
+            per_connection: rule("Connection"),
+            per_user_and_name: rule("User_By_Method"),
+            per_connection_and_name: rule("Connection_By_Method"),
+        }
     }
 
     /// The settings a reader may see (`public` ones, or every one not hidden), changed after
