@@ -28,13 +28,14 @@ function configFile() {
   return file;
 }
 
-function start() {
+function start(env = {}) {
   return startServer({
     ADMIN_USERNAME: ADMIN.username,
     ADMIN_PASS: ADMIN.password,
     ADMIN_EMAIL: ADMIN.email,
     COMET_BCRYPT_COST: '4',
     COMET_CONFIG: configFile(),
+    ...env,
   });
 }
 
@@ -144,7 +145,8 @@ test('REST: login, method.call, and the same token resumes on the socket', async
 });
 
 test('browser: a page logs in over SockJS with the digest form', { skip: noChromium }, async (t) => {
-  const server = await start();
+  // The page comes from another origin: cross-origin reads are the operator's choice.
+  const server = await start({ OVERWRITE_SETTING_API_Enable_CORS: 'true' });
   t.after(() => server.stop());
   const sockjs = fs.readFileSync(require.resolve('sockjs-client/dist/sockjs.min.js'));
   const page = `<!doctype html><html><body><script src="/sockjs.min.js"></script><script>

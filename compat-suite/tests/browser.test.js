@@ -44,7 +44,8 @@ function pageServer() {
 }
 
 test('browser: sockjs-client in headless Chromium', { skip: noChromium }, async (t) => {
-  const server = await startServer();
+  // The page comes from another origin: cross-origin reads are the operator's choice.
+  const server = await startServer({ OVERWRITE_SETTING_API_Enable_CORS: 'true' });
   t.after(() => server.stop());
   const pages = await pageServer();
   t.after(() => pages.close());

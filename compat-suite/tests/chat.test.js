@@ -261,7 +261,8 @@ test('simpleddp: private groups, DMs, threads, mutes, read-only rooms and archiv
 });
 
 test('browser: a page chats over SockJS', { skip: noChromium }, async (t) => {
-  const server = await start();
+  // The page comes from another origin: cross-origin reads are the operator's choice.
+  const server = await start({ OVERWRITE_SETTING_API_Enable_CORS: 'true' });
   t.after(() => server.stop());
   const ann = await person(server, 'ann');
   t.after(() => ann.disconnect());

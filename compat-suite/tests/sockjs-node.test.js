@@ -77,7 +77,18 @@ test('sockjs: info, welcome and CORS', async (t) => {
   t.after(() => server.stop());
   const info = await fetch(`${server.http}/sockjs/info?cb=x`, { headers: { Origin: 'http://example.test' } });
   assert.equal(info.status, 200);
-  assert.equal(info.headers.get('access-control-allow-origin'), 'http://example.test');
+  // No cross-origin reads unless the settings allow the origin (Rocket.Chat's API_Enable_CORS).
+  assert.equal(info.headers.get('access-control-allow-origin'), null);
+  const allowing = await startServer({
+    OVERWRITE_SETTING_API_Enable_CORS: 'true',
+    OVERWRITE_SETTING_API_CORS_Origin: 'http://example.test',
+  });
+  t.after(() => allowing.stop());
+  const allowed = await fetch(`${allowing.http}/sockjs/info?cb=x`, { headers: { Origin: 'http://example.test' } });
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://example.test');
+  assert.equal(allowed.headers.get('access-control-allow-credentials'), 'true');
+  const other = await fetch(`${allowing.http}/sockjs/info?cb=x`, { headers: { Origin: 'http://elsewhere.test' } });
+  assert.equal(other.headers.get('access-control-allow-origin'), null);
   const body = await info.json();
   assert.equal(body.websocket, true);
   assert.equal(typeof body.entropy, 'number');

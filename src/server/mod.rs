@@ -608,14 +608,20 @@ fn owned_response(status: StatusCode, content_type: &'static str, body: String) 
 /// Cross-origin access as the settings allow it (`API_Enable_CORS`, `API_CORS_Origin`), for
 /// REST and SockJS alike: answered here once for every response of theirs, so no handler
 /// grants it by itself. Off by default: a page elsewhere cannot read these answers.
-fn apply_cors(app: &App, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+///
+/// SockJS's HTTP transports send credentials (`withCredentials`), which `*` does not admit:
+/// for them an allowed origin is always answered with itself.
+fn apply_cors(app: &App, origin: Option<&HeaderValue>, sockjs: bool, resp: &mut Response<Body>) {
     use crate::rest::CorsAnswer;
     let headers = resp.headers_mut();
-    let answer = app.rest.cors_for(
+    let mut answer = app.rest.cors_for(
         origin
             .and_then(|o| o.to_str().ok())
             .filter(|o| *o != "null"),
     );
+    if sockjs && answer == CorsAnswer::AnyOrigin {
+        answer = CorsAnswer::ThisOrigin;
+    }
     match (answer, origin) {
         (CorsAnswer::AnyOrigin, _) => {
             headers.insert(
@@ -698,7 +704,7 @@ async fn route(
         (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;
-            apply_cors(&app, origin.as_ref(), &mut resp);
+            apply_cors(&app, origin.as_ref(), false, &mut resp);
             resp
         }
         (_, "/websocket" | "/websocket/") => upgrade(req, app, Framing::Raw, slot, remote),
@@ -709,7 +715,7 @@ async fn route(
             let cors_app = app.clone();
             let mut resp = sockjs_route(req, &path["/sockjs".len()..], app, remote, slot).await;
             if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                apply_cors(&cors_app, origin.as_ref(), &mut resp);
+                apply_cors(&cors_app, origin.as_ref(), true, &mut resp);
             }
             resp
         }
