@@ -266,17 +266,21 @@ async fn echo(args: &Args) -> serde_json::Value {
     ));
     let measuring = Rc::new(RefCell::new(false));
     let done = Rc::new(RefCell::new(0u64));
+    // Calls answered with an error (a rate limit, say): counted apart, so a refusal is never
+    // mistaken for a fast round trip.
+    let refused = Rc::new(RefCell::new(0u64));
     let stop = Rc::new(RefCell::new(false));
     let local = tokio::task::LocalSet::new();
     let payload = r#"{"text":"hello world","n":12345,"at":{"$date":1700000000000}}"#;
     for i in 0..args.clients {
         let url = args.url.clone();
         let src = source(i, args.sources);
-        let (histogram, measuring, done, stop) = (
+        let (histogram, measuring, done, stop, refused) = (
             histogram.clone(),
             measuring.clone(),
             done.clone(),
             stop.clone(),
+            refused.clone(),
         );
         let inflight = args.inflight;
         local.spawn_local(async move {
@@ -297,6 +301,9 @@ async fn echo(args: &Args) -> serde_json::Value {
                 let Message::Text(t) = m else { continue };
                 if t.starts_with(r#"{"msg":"result""#) {
                     let t0 = sent_at.pop_front().unwrap();
+                    if t.contains(r#""error":"#) {
+                        *refused.borrow_mut() += 1;
+                    }
                     if *measuring.borrow() {
                         let _ = histogram
                             .borrow_mut()
@@ -342,6 +349,7 @@ async fn echo(args: &Args) -> serde_json::Value {
     serde_json::json!({
         "scenario": "echo", "label": args.label, "clients": args.clients, "inflight": args.inflight,
         "calls": calls, "calls_per_sec": calls as f64 / elapsed.as_secs_f64(),
+        "refused": *refused.borrow(),
         "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
         "server_cpu_us_per_call": if calls > 0 { cpu as f64 / 1e3 / calls as f64 } else { 0.0 },
         "server_cpu_pct": cpu as f64 / elapsed.as_nanos() as f64 * 100.0,

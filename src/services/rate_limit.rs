@@ -84,6 +84,34 @@ type RuleSource = Box<dyn Fn() -> CallRules + Send + Sync>;
 
 type KeyHasher = foldhash::fast::FoldHasher<'static>;
 
+/// The hasher of the counters' maps: their keys are hashes already, taken as they are.
+#[derive(Clone, Copy, Default)]
+struct KeyIsHash;
+
+impl BuildHasher for KeyIsHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); anything else still hashes.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// How far the rules leave a name be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exemption {
@@ -115,8 +143,8 @@ pub struct CallLimiter {
     rules: RwLock<(Option<Instant>, CallRules)>,
     /// Names the rules leave be: by name only (a limit of their own, `sendMessage`), or
     /// wholly (the test handlers, which exist only for tests and benchmarks).
-    exemptions: RwLock<HashMap<String, Exemption>>,
-    shards: Vec<Mutex<HashMap<u64, Window>>>,
+    exemptions: RwLock<HashMap<String, Exemption, foldhash::fast::RandomState>>,
+    shards: Vec<Mutex<HashMap<u64, Window, KeyIsHash>>>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -125,8 +153,10 @@ impl Default for CallLimiter {
         Self {
             source: RwLock::new(None),
             rules: RwLock::new((None, CallRules::default())),
-            exemptions: RwLock::new(HashMap::new()),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            exemptions: RwLock::new(HashMap::default()),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             hasher: foldhash::fast::FixedState::with_seed(rand::random()),
         }
     }
@@ -163,7 +193,10 @@ impl CallLimiter {
 
     /// The rules in force now (read again from the source when due).
     pub fn rules(&self) -> CallRules {
-        let now = Instant::now();
+        self.rules_at(Instant::now())
+    }
+
+    fn rules_at(&self, now: Instant) -> CallRules {
         {
             let held = self.rules.read().unwrap_or_else(|p| p.into_inner());
             if held.0.is_some_and(|at| now.duration_since(at) < REREAD) {
@@ -182,7 +215,8 @@ impl CallLimiter {
     /// `too-many-requests` when any of them is over its limit (the call still counts, as in
     /// Meteor, so a client that keeps calling stays refused until its window ends).
     pub fn check(&self, call: &Call<'_>) -> Result<(), MeteorError> {
-        let rules = self.rules();
+        let now = Instant::now();
+        let rules = self.rules_at(now);
         if rules == CallRules::default() {
             return Ok(());
         }
@@ -195,7 +229,6 @@ impl CallLimiter {
         if exemption == Some(Exemption::Wholly) {
             return Ok(());
         }
-        let now = Instant::now();
         let mut wait: Option<Duration> = None;
         let mut count = |rule: Option<Rule>, scope: Scope, parts: &dyn Fn(&mut KeyHasher)| {
             let Some(rule) = rule else { return };
@@ -259,7 +292,8 @@ impl CallLimiter {
         scope.hash(&mut hasher);
         parts(&mut hasher);
         let key = hasher.finish();
-        let shard = &self.shards[(key as usize) % SHARDS];
+        // The high bits pick the shard; the map uses the whole key.
+        let shard = &self.shards[(key >> 60) as usize % SHARDS];
         let mut windows = shard.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() >= SHARD_SWEEP_AT {
             windows.retain(|_, w| now.duration_since(w.started) < w.length);
