@@ -345,9 +345,9 @@ impl Rest {
             settings.number("API_Enable_Rate_Limiter_Limit_Calls_Default", 10.0)
         };
         // No count or no window: no limit, as Rocket.Chat adds no rule then.
-        if allowed < 1.0 || window < 1.0 {
+        let Some(rule) = limits::RouteRule::from_numbers(allowed, window) else {
             return Ok(Vec::new());
-        }
+        };
         if let (Some(caller), Some(permissions)) = (caller, &self.permissions) {
             if permissions
                 .has_permission(Some(&caller.user_id), "api-bypass-rate-limit", None)
@@ -357,10 +357,6 @@ impl Rest {
                 return Ok(Vec::new());
             }
         }
-        let rule = limits::RouteRule {
-            allowed: allowed.min(f64::from(u32::MAX)) as u32,
-            window: std::time::Duration::from_millis(window as u64),
-        };
         let key = format!("{:?} {:?}", request.method, route);
         let counted = self.limits.count(&key, address, rule);
         let headers = counted.headers();

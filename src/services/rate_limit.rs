@@ -26,6 +26,15 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule from a setting's count and window in milliseconds; `None` when either is below
+    /// one, since a rule without a count or a window limits nothing (Meteor adds none then).
+    pub fn from_numbers(allowed: f64, window_ms: f64) -> Option<Self> {
+        (allowed >= 1.0 && window_ms >= 1.0).then(|| Self {
+            allowed: allowed.min(f64::from(u32::MAX)) as u32,
+            window: Duration::from_millis(window_ms as u64),
+        })
+    }
+
     /// The same rule `factor` times as wide and as generous (streams' looser rule).
     fn scaled(self, factor: u32) -> Self {
         Self {
@@ -351,6 +360,23 @@ mod tests {
             connection_id: connection,
             address: Some("10.1.2.3".parse().unwrap_or(IpAddr::from([10, 1, 2, 3]))),
         }
+    }
+
+    #[test]
+    fn a_rule_needs_a_count_and_a_window() {
+        assert_eq!(Rule::from_numbers(0.0, 1000.0), None);
+        assert_eq!(Rule::from_numbers(5.0, 0.0), None);
+        assert_eq!(
+            Rule::from_numbers(5.0, 1000.0),
+            Some(Rule {
+                allowed: 5,
+                window: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            Rule::from_numbers(1e12, 1.0).map(|r| r.allowed),
+            Some(u32::MAX)
+        );
     }
 
     #[test]

@@ -8,12 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How many calls one key may make per window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub allowed: u32,
-    pub window: Duration,
-}
+/// How many calls one key may make per window (the DDP limiter's rule).
+pub use crate::services::rate_limit::Rule;
 
 /// Counts per key under whatever rule each call brings.
 #[derive(Default)]
@@ -57,15 +53,7 @@ impl Limiter {
             return Ok(());
         }
         let reset = rule.window.saturating_sub(now.duration_since(entry.0));
-        let ms = reset.as_millis() as u64;
-        Err(MeteorError::new(
-            "too-many-requests",
-            format!(
-                "Error, too many requests. Please slow down. You must wait {} seconds before trying again.",
-                ms.div_ceil(1000)
-            ),
-        )
-        .with_details(serde_json::json!({"timeToReset": ms})))
+        Err(crate::services::rate_limit::too_many_requests(reset))
     }
 }
 

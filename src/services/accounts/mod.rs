@@ -498,14 +498,11 @@ impl Accounts {
         if !settings.flag("API_Enable_Rate_Limiter", true) {
             return Ok(());
         }
-        let allowed = settings.number("Rate_Limiter_Limit_RegisterUser", 1.0);
-        let window = settings.number("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000.0);
-        if allowed < 1.0 || window < 1.0 {
+        let Some(rule) = limiter::Rule::from_numbers(
+            settings.number("Rate_Limiter_Limit_RegisterUser", 1.0),
+            settings.number("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000.0),
+        ) else {
             return Ok(());
-        }
-        let rule = limiter::Rule {
-            allowed: allowed.min(f64::from(u32::MAX)) as u32,
-            window: std::time::Duration::from_millis(window as u64),
         };
         self.per_connection
             .hit(&format!("register:{key}"), rule)
@@ -591,27 +588,15 @@ impl Accounts {
         digest: &str,
         writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
-        let hash = match user
-            .as_ref()
-            .and_then(|u| str_at(u, &["services", "password", "bcrypt"]))
-        {
-            Some(Value::String(hash)) => hash.clone(),
-            _ => {
-                let decoy = self.decoy_hash().await?;
-                let _ = secrets::verify_password(digest.to_owned(), decoy)
-                    .await
-                    .map_err(server_busy)?;
-                return Err(forbidden(if user.is_some() {
-                    "User has no password set"
-                } else {
-                    "User not found"
-                }));
-            }
-        };
         let Some(user) = user else {
-            return Err(forbidden("User not found"));
+            return self.refuse_after_decoy(digest, "User not found").await;
         };
-        if !secrets::verify_password(digest.to_owned(), hash)
+        let Some(Value::String(hash)) = str_at(&user, &["services", "password", "bcrypt"]) else {
+            return self
+                .refuse_after_decoy(digest, "User has no password set")
+                .await;
+        };
+        if !secrets::verify_password(digest.to_owned(), hash.clone())
             .await
             .map_err(server_busy)?
         {
@@ -620,6 +605,19 @@ impl Accounts {
         Self::check_active(&user)?;
         let id = Self::user_id(&user)?;
         self.issue_token(&id, now_ms(), "password", writes).await
+    }
+
+    /// Spends a bcrypt check on the decoy hash, then refuses with `reason`.
+    async fn refuse_after_decoy(
+        &self,
+        digest: &str,
+        reason: &str,
+    ) -> Result<LoginResult, ServiceError> {
+        let decoy = self.decoy_hash().await?;
+        let _ = secrets::verify_password(digest.to_owned(), decoy)
+            .await
+            .map_err(server_busy)?;
+        Err(forbidden(reason))
     }
 
     /// The hash a missing user's login is checked against, made once at this process's cost.

@@ -416,13 +416,10 @@ impl Settings {
             if !self.flag(&format!("DDP_Rate_Limit_{name}_Enabled"), true) {
                 return None;
             }
-            let allowed = self.number(&format!("DDP_Rate_Limit_{name}_Requests_Allowed"), 0.0);
-            let window = self.number(&format!("DDP_Rate_Limit_{name}_Interval_Time"), 0.0);
-            // A rule without a count or a window limits nothing (as Meteor skips it).
-            (allowed >= 1.0 && window >= 1.0).then(|| super::rate_limit::Rule {
-                allowed: allowed.min(f64::from(u32::MAX)) as u32,
-                window: std::time::Duration::from_millis(window as u64),
-            })
+            super::rate_limit::Rule::from_numbers(
+                self.number(&format!("DDP_Rate_Limit_{name}_Requests_Allowed"), 0.0),
+                self.number(&format!("DDP_Rate_Limit_{name}_Interval_Time"), 0.0),
+            )
         };
         super::rate_limit::CallRules {
             per_address: rule("IP"),
