@@ -1,12 +1,15 @@
 //! Wiring: opens the store, starts live queries, builds the registry and the session hub
 //! from settings, and runs the server until a shutdown signal.
 
+use crate::chat::accounts::{self, Accounts};
+use crate::chat::hooks::Hooks;
+use crate::chat::posting::Posting;
+use crate::chat::{permissions, settings};
 use crate::config::Settings;
+use crate::engine::{builtin, declarative, testing, Registry};
 use crate::observe::ObserveHub;
 use crate::rest::Rest;
 use crate::server;
-use crate::services::accounts::{self, Accounts};
-use crate::services::{builtin, declarative, permissions, settings, testing, Registry};
 use crate::session::Hub;
 use crate::storage::{EmbeddedStore, MongoOptions, MongoStore, Store};
 use std::sync::Arc;
@@ -64,10 +67,12 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartErro
     }
 }
 
-/// What serving needs: the session hub (DDP) and the REST routes, over one set of services.
+/// What serving needs: the session hub (DDP) and the REST routes, over one set of services,
+/// and the hook points those services run (where in-process hooks and plugins are added).
 pub struct Built {
     pub hub: Arc<Hub>,
     pub rest: Arc<Rest>,
+    pub hooks: Arc<Hooks>,
 }
 
 /// The store, live queries, services, session hub and REST routes the settings describe.
@@ -76,18 +81,10 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
     builtin::register_meteor_defaults(&mut registry);
-    let accounts = Accounts::start(
-        store.clone(),
-        registry.connections().clone(),
-        settings.accounts.clone(),
-    )
-    .await
-    .map_err(|err| StartError::Config(format!("cannot read the users: {err}")))?;
-    accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
+    // The chat services, each started after those it uses.
     let settings_service = settings::Settings::start(store.clone(), &settings.setting_overrides)
         .await
         .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
-    accounts.use_settings(settings_service.clone());
     let rules_from = settings_service.clone();
     registry
         .call_limits()
@@ -95,6 +92,18 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let permissions_service = permissions::Permissions::start(store.clone())
         .await
         .map_err(|err| StartError::Config(format!("cannot read the permissions: {err}")))?;
+    let hooks = Hooks::new();
+    let accounts = Accounts::start(
+        store.clone(),
+        registry.connections().clone(),
+        settings.accounts.clone(),
+        settings_service.clone(),
+        permissions_service.user_roles().clone(),
+        hooks.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot read the users: {err}")))?;
+    accounts::methods::register(&mut registry, accounts.clone(), observe.clone());
     settings::methods::register(
         &mut registry,
         settings_service.clone(),
@@ -102,33 +111,38 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
     let notify =
-        crate::services::notify::Notify::start(&mut registry, &store, permissions_service.clone());
-    let presence = crate::services::presence::Presence::start(
+        crate::chat::notify::Notify::start(&mut registry, &store, permissions_service.clone());
+    let presence = crate::chat::presence::Presence::start(
         store.clone(),
         permissions_service.clone(),
         &mut registry,
         settings.presence.clone(),
+        notify.logged.clone(),
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare presence: {err}")))?;
-    presence.use_logged_stream(notify.logged.clone());
+    let posting = Posting::new(
+        store.clone(),
+        permissions_service.clone(),
+        settings_service.clone(),
+        hooks.clone(),
+    );
     let rooms_service =
-        crate::services::rooms::Rooms::start(store.clone(), permissions_service.clone())
+        crate::chat::rooms::Rooms::start(store.clone(), permissions_service.clone(), posting)
             .await
             .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
     let rooms = rooms_service.clone();
-    accounts.use_rooms(rooms.clone());
-    accounts.use_name_index(permissions_service.user_roles().clone());
-    // After the Room service is in place: the administrator joins `general` as any new
-    // user joins the default channels.
+    hooks.add(crate::chat::rooms::members::DefaultChannels::new(&rooms));
+    // After the default channels' reaction is in place: the administrator joins `general`
+    // as any new user joins the default channels.
     if let Err(err) = accounts.bootstrap().await {
         return Err(StartError::Config(format!(
             "cannot set up the first administrator: {}",
             err.client_view().reason.unwrap_or_default()
         )));
     }
-    crate::services::rooms::methods::register(&mut registry, rooms.clone());
-    crate::services::rooms::live::RoomStreams::start(
+    crate::chat::rooms::methods::register(&mut registry, rooms.clone());
+    crate::chat::rooms::live::RoomStreams::start(
         &mut registry,
         store.clone(),
         rooms.clone(),
@@ -137,14 +151,14 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot read the rooms' members: {err}")))?;
-    let teams = crate::services::teams::Teams::start(
+    let teams = crate::chat::teams::Teams::start(
         store.clone(),
         rooms_service.clone(),
         permissions_service.clone(),
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the teams: {err}")))?;
-    let messages = crate::services::messages::Messages::start(
+    let messages = crate::chat::messages::Messages::start(
         store.clone(),
         rooms,
         permissions_service.clone(),
@@ -152,8 +166,8 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
-    crate::services::messages::methods::register(&mut registry, messages.clone());
-    let operator = crate::services::operator::Operator::start(
+    crate::chat::messages::methods::register(&mut registry, messages.clone());
+    let operator = crate::chat::operator::Operator::start(
         store.clone(),
         permissions_service.clone(),
         &mut registry,
@@ -220,12 +234,12 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             teams,
         },
     ));
-    Ok(Built { hub, rest })
+    Ok(Built { hub, rest, hooks })
 }
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let Built { hub, rest } = build(&settings).await?;
+    let Built { hub, rest, .. } = build(&settings).await?;
     let listener = bind(&settings).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");

@@ -199,9 +199,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: FileServer,
     #[serde(default)]
-    pub publications: Vec<crate::services::declarative::PublicationConfig>,
+    pub publications: Vec<crate::engine::declarative::PublicationConfig>,
     #[serde(default)]
-    pub collections: Vec<crate::services::declarative::CollectionConfig>,
+    pub collections: Vec<crate::engine::declarative::CollectionConfig>,
 }
 
 /// Effective settings.
@@ -219,12 +219,12 @@ pub struct Settings {
     pub test_handlers: bool,
     /// Whether the test handlers' calls count against the rate limits.
     pub rate_limit_test_handlers: bool,
-    pub accounts: crate::services::accounts::AccountsConfig,
-    pub presence: crate::services::presence::PresenceConfig,
+    pub accounts: crate::chat::accounts::AccountsConfig,
+    pub presence: crate::chat::presence::PresenceConfig,
     pub server: ServerConfig,
     pub session: SessionConfig,
-    pub publications: Vec<crate::services::declarative::PublicationConfig>,
-    pub collections: Vec<crate::services::declarative::CollectionConfig>,
+    pub publications: Vec<crate::engine::declarative::PublicationConfig>,
+    pub collections: Vec<crate::engine::declarative::CollectionConfig>,
     /// The configuration file and its text, to point at lines in later errors.
     pub config_source: Option<(PathBuf, String)>,
     /// Rocket.Chat's `OVERWRITE_SETTING_<id>=<value>`: settings forced at every start.
@@ -384,23 +384,21 @@ impl Settings {
             worker_threads: cli.worker_threads.or(f.worker_threads),
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
             rate_limit_test_handlers: cli.rate_limit_test_handlers.unwrap_or(false),
-            accounts: crate::services::accounts::AccountsConfig {
+            accounts: crate::chat::accounts::AccountsConfig {
                 bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
                 admin: match (cli.admin_username, cli.admin_pass) {
-                    (Some(username), Some(password)) => {
-                        Some(crate::services::accounts::AdminSeed {
-                            username,
-                            password: crate::model::secret::Secret(password),
-                            email: cli.admin_email,
-                        })
-                    }
+                    (Some(username), Some(password)) => Some(crate::chat::accounts::AdminSeed {
+                        username,
+                        password: crate::model::secret::Secret(password),
+                        email: cli.admin_email,
+                    }),
                     _ => None,
                 },
                 ..Default::default()
             },
             presence: {
-                let defaults = crate::services::presence::PresenceConfig::default();
-                crate::services::presence::PresenceConfig {
+                let defaults = crate::chat::presence::PresenceConfig::default();
+                crate::chat::presence::PresenceConfig {
                     grace: cli.presence_grace_ms.map_or(defaults.grace, ms),
                     heartbeat: cli
                         .presence_heartbeat_ms

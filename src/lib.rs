@@ -8,20 +8,22 @@
 //! | `protocol` | wire messages: decoding client frames, encoding server frames | model |
 //! | `storage` | persistence and the change feed | model |
 //! | `observe` | live queries | model, storage |
-//! | `services` | methods and publications (the registry), the limits every call passes | model, storage, observe |
-//! | `session` | DDP state machine, mergebox, outbound queue, heartbeat | protocol, model, services |
-//! | `rest` | Rocket.Chat's `/api` routes: envelopes, statuses, limits per route, CORS decisions, thin adapters | model, services |
+//! | `engine` | the DDP engine, no chat in it: methods and publications (the registry), `check()` patterns, declarative publications, the streams hub, connections, the write fence, the limits every call passes | model, storage, observe |
+//! | `chat` | Rocket.Chat's services: accounts, settings, permissions, rooms, messages, teams, presence, notify streams, the operator's page; every collection's name; the one path of stored messages; the hook points on every kind of write | model, storage, observe, engine |
+//! | `session` | DDP state machine, mergebox, outbound queue, heartbeat | protocol, model, engine |
+//! | `rest` | Rocket.Chat's `/api` routes: envelopes, statuses, limits per route, CORS decisions, thin adapters | model, engine, chat |
 //! | `server` | HTTP, WebSocket, SockJS, caps per address, `/metrics` access, shutdown; hands `/api` to `rest` | session, rest |
 //!
 //! `config` and `app` wire the layers together; `main.rs` runs them.
 
 pub mod app;
+pub mod chat;
 pub mod config;
+pub mod engine;
 pub mod model;
 pub mod observe;
 pub mod protocol;
 pub mod rest;
 pub mod server;
-pub mod services;
 pub mod session;
 pub mod storage;

@@ -330,7 +330,7 @@ fn modifier(json: Json) -> comet::model::query::Update {
 /// any case, its tokens honoured as soon as written and refused as soon as removed.
 #[tokio::test]
 async fn tokens_and_users_written_by_another_writer_count_at_once() {
-    use comet::services::accounts::secrets;
+    use comet::chat::accounts::secrets;
     let server = server().await;
     let store = server.hub.observe.as_ref().unwrap().store().clone();
     let hash = secrets::hash_password(secrets::password_digest("rocky-pass"), 4)

@@ -918,3 +918,76 @@ async fn user_events_reach_their_user_only() {
         .expect("a removed user is told");
     assert_eq!(deleted[0], json!({"userId": carl_id}));
 }
+
+/// A message Rocket.Chat (a newer version, an app) wrote with fields comet does not know:
+/// an edit, a reaction and a pin change what they change and leave every other field as
+/// it was.
+#[tokio::test]
+async fn unknown_fields_of_a_stored_message_survive_an_edit() {
+    let server = common::spawn_with_admin().await;
+    let (mut ann, ann_id) = user(&server, "ann").await;
+    let rid = channel(&mut ann, "createChannel", "legacy", json!([])).await;
+    let store = server.hub.observe.as_ref().unwrap().store().clone();
+    let written = json!({
+        "_id": "from-rocketchat", "rid": rid, "msg": "as written elsewhere",
+        "ts": {"$date": 1_700_000_000_000u64}, "_updatedAt": {"$date": 1_700_000_000_000u64},
+        "u": {"_id": ann_id, "username": "ann"},
+        "md": [{"type": "PARAGRAPH", "value": [{"type": "PLAIN_TEXT", "value": "as written"}]}],
+        "e2eMentions": {"e2eUserMentions": [], "e2eChannelMentions": []},
+        "appFields": {"poll": {"options": ["a", "b"], "votes": {"$binary": "AAEC"}}},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*x*"}}],
+        "federation": {"eventId": "$abc"},
+    });
+    store
+        .insert("rocketchat_message", common::document(written.clone()))
+        .await
+        .unwrap();
+    let r = call(
+        &mut ann,
+        "updateMessage",
+        json!([{"_id": "from-rocketchat", "rid": rid, "msg": "edited by comet"}]),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = call(
+        &mut ann,
+        "setReaction",
+        json!([":tada:", "from-rocketchat"]),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let stored = store
+        .find(
+            "rocketchat_message",
+            comet::storage::FindOptions {
+                selector: comet::model::query::Selector::parse(&common::document(
+                    json!({"_id": "from-rocketchat"}),
+                ))
+                .unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let original = common::document(written);
+    for field in [
+        "e2eMentions",
+        "appFields",
+        "blocks",
+        "federation",
+        "ts",
+        "u",
+    ] {
+        assert_eq!(stored.get(field), original.get(field), "{field} changed");
+    }
+    // `md` is the old text parsed: clients would show it over the new text.
+    assert_eq!(stored.get("md"), None);
+    assert_eq!(
+        stored.get("msg"),
+        Some(&comet::model::Value::from("edited by comet"))
+    );
+    assert!(stored.get("editedAt").is_some() && stored.get("reactions").is_some());
+    server.shutdown().await;
+}

@@ -108,7 +108,7 @@ async fn room_roles_come_from_the_users_subscription_and_nobody_has_none() {
         std::env::temp_dir().join(format!("comet-perm-{}", comet::model::random::random_id()));
     let store: std::sync::Arc<dyn comet::storage::Store> =
         comet::storage::EmbeddedStore::open(&dir).unwrap();
-    let permissions = comet::services::permissions::Permissions::start(store.clone())
+    let permissions = comet::chat::permissions::Permissions::start(store.clone())
         .await
         .unwrap();
     let doc = |j: Json| match comet::model::Value::from_json(j).unwrap() {

@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)] // test code: a failed unwrap is a failed test
 
+use comet::engine::registry::SharedAdded;
 use comet::model::{Document, Value};
 use comet::protocol::decode_client_frame;
-use comet::services::registry::SharedAdded;
 use comet::session::mergebox::Mergebox;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};

@@ -156,9 +156,9 @@ async fn a_second_start_changes_nothing() {
     server.shutdown().await;
 
     let mut again = settings;
-    again.accounts.admin = Some(comet::services::accounts::AdminSeed {
+    again.accounts.admin = Some(comet::chat::accounts::AdminSeed {
         username: "other-admin".into(),
-        password: comet::services::accounts::Secret("x".into()),
+        password: comet::chat::accounts::Secret("x".into()),
         email: None,
     });
     let server = common::spawn_server(again).await;

@@ -190,6 +190,36 @@ async fn declared_indexes_serve_filters_and_sorts_and_survive_restarts() {
     assert!(plan.contains("USING INDEX"), "{plan}");
     let got = store.find("messages", options.clone()).await.unwrap();
     assert_eq!(ids(&got), vec!["\"m48\"", "\"m43\"", "\"m38\""]);
+    // History pages by time with ties broken on `_id`: the (rid, ts) index (which ends in
+    // `_id`) serves that order read backwards, with no sort of its own.
+    store
+        .ensure_index(
+            "history",
+            Sort::parse(&doc(serde_json::json!({"rid": 1, "ts": 1}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    for (id, ts) in [("a", 5), ("c", 7), ("b", 7), ("d", 9)] {
+        store
+            .insert(
+                "history",
+                doc(serde_json::json!({"_id": id, "rid": "r", "ts": {"$date": ts}})),
+            )
+            .await
+            .unwrap();
+    }
+    let newest_first = FindOptions {
+        selector: Selector::parse(&doc(serde_json::json!({"rid": "r"}))).unwrap(),
+        sort: Sort::parse(&doc(serde_json::json!({"ts": -1, "_id": -1}))).unwrap(),
+        ..Default::default()
+    };
+    let plan = store.query_plan("history", &newest_first).await.unwrap();
+    assert!(
+        plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"),
+        "{plan}"
+    );
+    let got = store.find("history", newest_first).await.unwrap();
+    assert_eq!(ids(&got), vec!["\"d\"", "\"c\"", "\"b\"", "\"a\""]);
     drop(store);
 
     // After a restart the index is still known and still used.

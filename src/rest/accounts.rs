@@ -3,11 +3,12 @@
 
 use super::json::to_json;
 use super::{Caller, RestRequest, RestResponse};
-use crate::model::{Document, Value};
-use crate::services::accounts::{
-    methods, Accounts, NoFence, RegistrationRefused, UserSelector, PUBLIC_USER_FIELDS,
+use crate::chat::accounts::{
+    methods, Accounts, RegistrationRefused, UserSelector, PUBLIC_USER_FIELDS,
 };
-use crate::services::ServiceError;
+use crate::engine::fence::NoFence;
+use crate::engine::ServiceError;
+use crate::model::{Document, Value};
 
 /// The request body as EJSON, or the 400 that refuses it.
 pub(super) fn body(request: &RestRequest) -> Result<Document, RestResponse> {
@@ -165,7 +166,7 @@ pub(super) fn me(caller: &Caller) -> RestResponse {
 
 /// `POST /api/v1/users.register`: `{username, email, pass, name}`.
 pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> RestResponse {
-    use crate::services::args::Pattern;
+    use crate::engine::args::Pattern;
     let fields = match body(request) {
         Ok(d) => d,
         Err(refused) => return refused,
@@ -206,11 +207,10 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
         return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
     };
     let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
-    let new = crate::services::accounts::NewUser {
+    let new = crate::chat::accounts::NewUser {
         username: Some(text("username").unwrap_or_default()),
         email: text("email"),
-        password_digest: text("pass")
-            .map(|p| crate::services::accounts::secrets::password_digest(&p)),
+        password_digest: text("pass").map(|p| crate::chat::accounts::secrets::password_digest(&p)),
         name: text("name"),
         roles: Vec::new(),
     };
@@ -232,7 +232,7 @@ fn other_user(user: &Document) -> serde_json::Value {
     if let Some(id) = user.get("_id") {
         out.insert("_id".into(), to_json(id));
     }
-    for field in crate::services::accounts::OTHER_USER_FIELDS {
+    for field in crate::chat::accounts::OTHER_USER_FIELDS {
         if let Some(v) = user.get(*field) {
             out.insert((*field).into(), to_json(v));
         }

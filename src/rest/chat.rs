@@ -8,10 +8,10 @@ use super::accounts::{body, query_pairs};
 use super::json::to_json;
 use super::methods::run;
 use super::{Caller, RestMethod, RestRequest, RestResponse};
+use crate::chat::messages::Messages;
+use crate::chat::rooms::Rooms;
+use crate::engine::{Registry, ServiceError};
 use crate::model::{Document, Value};
-use crate::services::messages::Messages;
-use crate::services::rooms::Rooms;
-use crate::services::{Registry, ServiceError};
 use std::collections::HashMap;
 
 /// Most items one page of a list holds (Rocket.Chat's default `API_Upper_Count_Limit`).
@@ -205,7 +205,7 @@ impl Chat<'_> {
                 self.call("deleteMessage", vec![Value::Object(target)])
                     .await?;
                 RestResponse::success(
-                    serde_json::json!({"_id": id, "ts": crate::services::build::now_ms() as u64}),
+                    serde_json::json!({"_id": id, "ts": crate::engine::build::now_ms() as u64}),
                 )
             }
             ("chat", "getMessage") if get => {
@@ -292,7 +292,7 @@ impl Chat<'_> {
                     _ => "room",
                 };
                 RestResponse::success(
-                    serde_json::json!({key: doc_json(&crate::services::rooms::projected(&room, crate::services::rooms::ROOM_FIELDS))}),
+                    serde_json::json!({key: doc_json(&crate::chat::rooms::projected(&room, crate::chat::rooms::ROOM_FIELDS))}),
                 )
             }
             ("channels", "list") if get => {
@@ -320,7 +320,7 @@ impl Chat<'_> {
                 }
                 self.call("joinRoom", params).await?;
                 RestResponse::success(
-                    serde_json::json!({"channel": doc_json(&crate::services::rooms::projected(&room, crate::services::rooms::ROOM_FIELDS))}),
+                    serde_json::json!({"channel": doc_json(&crate::chat::rooms::projected(&room, crate::chat::rooms::ROOM_FIELDS))}),
                 )
             }
             ("channels" | "groups", "leave") if post => {
@@ -361,7 +361,7 @@ impl Chat<'_> {
                 let shown: Vec<serde_json::Value> = history
                     .iter()
                     .skip(offset)
-                    .filter(|m| oldest.is_none_or(|o| crate::services::messages::ts_of(m) > o))
+                    .filter(|m| oldest.is_none_or(|o| crate::chat::messages::ts_of(m) > o))
                     .map(doc_json)
                     .collect();
                 RestResponse::success(serde_json::json!({"messages": shown}))
@@ -421,7 +421,7 @@ impl Chat<'_> {
                     .await?
                     .unwrap_or(room);
                 RestResponse::success(
-                    serde_json::json!({key: doc_json(&crate::services::rooms::projected(&now, crate::services::rooms::ROOM_FIELDS))}),
+                    serde_json::json!({key: doc_json(&crate::chat::rooms::projected(&now, crate::chat::rooms::ROOM_FIELDS))}),
                 )
             }
             ("channels" | "groups", "archive" | "unarchive") if post => {
@@ -533,7 +533,7 @@ impl Chat<'_> {
         let ts = stored
             .as_ref()
             .and_then(Value::as_object)
-            .map(crate::services::messages::ts_of)
+            .map(crate::chat::messages::ts_of)
             .unwrap_or_default();
         Ok(RestResponse::success(serde_json::json!({
             "ts": ts as u64, "channel": target, "message": stored.as_ref().map(to_json),

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many requests per window one address may make to one route.
-pub(super) use crate::services::rate_limit::Rule as RouteRule;
+pub(super) use crate::engine::rate_limit::Rule as RouteRule;
 
 /// One request counted: whether it may go on, and what its headers say.
 #[derive(Debug)]

@@ -5,9 +5,9 @@
 
 use super::accounts::body;
 use super::{Caller, RestRequest, RestResponse};
+use crate::engine::rate_limit::{Call, CallKind};
+use crate::engine::{MethodContext, Registry, ServiceError};
 use crate::model::{MeteorError, Value};
-use crate::services::rate_limit::{Call, CallKind};
-use crate::services::{MethodContext, Registry, ServiceError};
 use futures_util::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 

@@ -14,9 +14,9 @@ mod methods;
 mod presence;
 mod teams;
 
+use crate::chat::accounts::Accounts;
+use crate::engine::{Registry, ServiceError};
 use crate::model::MeteorError;
-use crate::services::accounts::Accounts;
-use crate::services::{Registry, ServiceError};
 use std::sync::Arc;
 
 /// One HTTP request as REST sees it.
@@ -158,12 +158,12 @@ pub struct Rest {
     rocketchat_version: Arc<str>,
     accounts: Option<Arc<Accounts>>,
     registry: Option<Arc<Registry>>,
-    settings: Option<Arc<crate::services::settings::Settings>>,
-    permissions: Option<Arc<crate::services::permissions::Permissions>>,
-    rooms: Option<Arc<crate::services::rooms::Rooms>>,
-    messages: Option<Arc<crate::services::messages::Messages>>,
-    presence: Option<Arc<crate::services::presence::Presence>>,
-    teams: Option<Arc<crate::services::teams::Teams>>,
+    settings: Option<Arc<crate::chat::settings::Settings>>,
+    permissions: Option<Arc<crate::chat::permissions::Permissions>>,
+    rooms: Option<Arc<crate::chat::rooms::Rooms>>,
+    messages: Option<Arc<crate::chat::messages::Messages>>,
+    presence: Option<Arc<crate::chat::presence::Presence>>,
+    teams: Option<Arc<crate::chat::teams::Teams>>,
     limits: limits::RouteLimiter,
 }
 
@@ -212,12 +212,12 @@ pub struct RestServices {
     pub accounts: Arc<Accounts>,
     /// The method registry (`method.call`).
     pub registry: Arc<Registry>,
-    pub settings: Arc<crate::services::settings::Settings>,
-    pub permissions: Arc<crate::services::permissions::Permissions>,
-    pub rooms: Arc<crate::services::rooms::Rooms>,
-    pub messages: Arc<crate::services::messages::Messages>,
-    pub presence: Arc<crate::services::presence::Presence>,
-    pub teams: Arc<crate::services::teams::Teams>,
+    pub settings: Arc<crate::chat::settings::Settings>,
+    pub permissions: Arc<crate::chat::permissions::Permissions>,
+    pub rooms: Arc<crate::chat::rooms::Rooms>,
+    pub messages: Arc<crate::chat::messages::Messages>,
+    pub presence: Arc<crate::chat::presence::Presence>,
+    pub teams: Arc<crate::chat::teams::Teams>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -577,7 +577,7 @@ impl Rest {
                 return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
             };
             if let Err(err) = settings
-                .save(id, value.clone(), &crate::services::accounts::NoFence)
+                .save(id, value.clone(), &crate::engine::fence::NoFence)
                 .await
             {
                 return RestResponse::from_service(&err);
@@ -600,7 +600,7 @@ impl Rest {
 }
 
 /// `GET /api/v1/permissions.listAll`: `{update: [...], remove: []}`.
-fn permissions_list_all(permissions: &crate::services::permissions::Permissions) -> RestResponse {
+fn permissions_list_all(permissions: &crate::chat::permissions::Permissions) -> RestResponse {
     let update: Vec<serde_json::Value> = permissions
         .documents(None)
         .iter()
@@ -610,7 +610,7 @@ fn permissions_list_all(permissions: &crate::services::permissions::Permissions)
 }
 
 /// `GET /api/v1/settings.public`: `{settings: [{_id, value}], count, offset, total}`.
-async fn settings_public(settings: &crate::services::settings::Settings) -> RestResponse {
+async fn settings_public(settings: &crate::chat::settings::Settings) -> RestResponse {
     match settings.read(true, None).await {
         Ok(delta) => {
             let list: Vec<serde_json::Value> = delta

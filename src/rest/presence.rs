@@ -5,10 +5,10 @@
 use super::accounts::{body, query_pairs};
 use super::json::to_json;
 use super::{Caller, RestRequest, RestResponse};
+use crate::chat::accounts::{Accounts, UserSelector};
+use crate::chat::presence::{Presence, Status};
+use crate::engine::ServiceError;
 use crate::model::{Document, MeteorError, Value};
-use crate::services::accounts::{Accounts, UserSelector};
-use crate::services::presence::{Presence, Status};
-use crate::services::ServiceError;
 
 fn text(d: &Document, key: &str) -> Option<String> {
     d.get(key).and_then(Value::as_str).map(str::to_owned)

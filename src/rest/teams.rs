@@ -5,10 +5,10 @@
 use super::accounts::body;
 use super::chat::{doc_json, page, query};
 use super::{Caller, RestMethod, RestRequest, RestResponse};
+use crate::chat::teams::{RoomRef, TeamRef, TeamType, Teams};
+use crate::engine::fence::NoFence;
+use crate::engine::ServiceError;
 use crate::model::{Document, Value};
-use crate::services::accounts::NoFence;
-use crate::services::teams::{RoomRef, TeamRef, TeamType, Teams};
-use crate::services::ServiceError;
 use std::collections::HashMap;
 
 /// The team routes, each named as its path after `/api/v1/`.

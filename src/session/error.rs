@@ -2,9 +2,9 @@
 //! reject the message, or close the connection.
 
 use super::outbound::CloseReason;
+use crate::engine::ServiceError;
 use crate::model::MeteorError;
 use crate::protocol::DecodeError;
-use crate::services::ServiceError;
 
 /// What the session does about an error.
 #[derive(Debug)]

@@ -10,10 +10,10 @@
 //! it returns frames.
 //! See `protocol-spec/behavior.md#mergebox`.
 
+use crate::engine::registry::{SharedAdded, SubKey};
 use crate::model::{Document, SharedDocument, Value};
 use crate::protocol::server as frames;
 use crate::protocol::Frame;
-use crate::services::registry::{SharedAdded, SubKey};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 

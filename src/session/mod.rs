@@ -15,14 +15,14 @@ pub mod mergebox;
 pub mod metrics;
 pub mod outbound;
 
+use crate::engine::connections::ConnectionHandle;
+use crate::engine::rate_limit::{Call, CallKind};
+use crate::engine::registry::{PublicationFn, PublicationSink, SharedAdded, SubKey};
+use crate::engine::{MethodContext, Publish, Registry, Subscription};
 use crate::model::{Document, MeteorError};
 use crate::protocol::client::PingId;
 use crate::protocol::server::{self as frames, MethodOutcome};
 use crate::protocol::{decode_client_frame, negotiate_version, ClientMessage, Frame};
-use crate::services::connections::ConnectionHandle;
-use crate::services::rate_limit::{Call, CallKind};
-use crate::services::registry::{PublicationFn, PublicationSink, SharedAdded, SubKey};
-use crate::services::{MethodContext, Publish, Registry, Subscription};
 use error::Disposition;
 use futures_util::FutureExt as _;
 use mergebox::Mergebox;
@@ -448,9 +448,9 @@ impl ConnectionHandle for SessionHandle {
         }
     }
 
-    fn details(&self) -> Option<crate::services::connections::ConnectionDetails> {
+    fn details(&self) -> Option<crate::engine::connections::ConnectionDetails> {
         let session = self.session.upgrade()?;
-        Some(crate::services::connections::ConnectionDetails {
+        Some(crate::engine::connections::ConnectionDetails {
             transport: session.transport.label(),
             opened_at_ms: session.started_at_ms,
             queued_bytes: session.outbound.queued_bytes(),
@@ -515,7 +515,7 @@ impl Session {
             sink: Arc::new(SinkRef(weak.clone())),
             client_address,
             transport,
-            started_at_ms: crate::services::build::now_ms(),
+            started_at_ms: crate::engine::build::now_ms(),
             attachments: Mutex::new(HashMap::new()),
             handle: Arc::new(SessionHandle {
                 id: id.clone(),
@@ -776,7 +776,7 @@ impl Session {
         }
     }
 
-    async fn apply_user_change(self: &Arc<Self>, change: &crate::services::registry::UserChange) {
+    async fn apply_user_change(self: &Arc<Self>, change: &crate::engine::registry::UserChange) {
         let change = change.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(user_id) = change {
             self.change_user(user_id).await;
@@ -875,7 +875,7 @@ impl Session {
         self: &Arc<Self>,
         id: &str,
         name: &str,
-        outcome: Result<crate::services::registry::MethodResult, Box<dyn std::any::Any + Send>>,
+        outcome: Result<crate::engine::registry::MethodResult, Box<dyn std::any::Any + Send>>,
         fence: &std::sync::atomic::AtomicU64,
         started: std::time::Instant,
     ) {
@@ -889,8 +889,8 @@ impl Session {
             }
             Ok(Err(err)) => {
                 let kind = match err {
-                    crate::services::ServiceError::Client(_) => MethodOutcomeKind::ClientError,
-                    crate::services::ServiceError::Internal(_) => MethodOutcomeKind::InternalError,
+                    crate::engine::ServiceError::Client(_) => MethodOutcomeKind::ClientError,
+                    crate::engine::ServiceError::Internal(_) => MethodOutcomeKind::InternalError,
                 };
                 self.hub.metrics.method_call(kind);
                 let reply = error::for_service_error(err, name).into_reply();
@@ -1284,7 +1284,7 @@ impl PublicationSink for SinkRef {
             .map_or(0, |s| s.hub.config.outbound.max_queued_bytes)
     }
 
-    fn drained(&self, bytes: usize) -> crate::services::registry::BoxFuture<()> {
+    fn drained(&self, bytes: usize) -> crate::engine::registry::BoxFuture<()> {
         let outbound = self.0.upgrade().map(|s| s.outbound.clone());
         Box::pin(async move {
             if let Some(outbound) = outbound {

@@ -1404,7 +1404,9 @@ impl Plan {
                 .iter()
                 .map(|(p, asc)| format!("{} {}", key_column(p), if *asc { "ASC" } else { "DESC" }))
                 .collect();
-            terms.push(format!("{} ASC", key_column("_id")));
+            if !sort.keys().iter().any(|(p, _)| p == "_id") {
+                terms.push(format!("{} ASC", key_column("_id")));
+            }
             format!(" ORDER BY {}", terms.join(", "))
         } else if conditions.is_empty() {
             " ORDER BY id".to_owned()

@@ -15,6 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
+    /// The chat services' hook points (a test adds its own hooks here).
+    pub hooks: Arc<comet::chat::hooks::Hooks>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,7 +56,7 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
 }
 
 pub async fn spawn_server(settings: Settings) -> TestServer {
-    let comet::app::Built { hub, rest } = comet::app::build(&settings)
+    let comet::app::Built { hub, rest, hooks } = comet::app::build(&settings)
         .await
         .expect("test server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -65,7 +67,12 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
         rest,
         settings.server.clone(),
     ));
-    TestServer { addr, hub, task }
+    TestServer {
+        addr,
+        hub,
+        hooks,
+        task,
+    }
 }
 
 /// The administrator every accounts test logs in as.
@@ -221,6 +228,11 @@ impl DdpClient {
 
     pub async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends `msg`; `false` when the connection is gone.
+    pub async fn try_send(&mut self, msg: Json) -> bool {
+        self.ws.send(Message::text(msg.to_string())).await.is_ok()
     }
 
     pub async fn send_message(&mut self, message: Message) {

@@ -1,0 +1,359 @@
+//! The Messaging service's DDP methods, in Rocket.Chat's parameter shapes. Each reads its
+//! parameters with `check()` semantics and calls the typed API; nothing here decides who
+//! may do what.
+//!
+//! A refused `sendMessage` is a method error (see `protocol-spec/messages.md`): recent
+//! Rocket.Chat swallows most refusals and sends an ephemeral message instead, which leaves
+//! a bot's `await` with no way to tell a stored message from a refused one.
+
+use super::{Messages, Outgoing, MAX_PAGE};
+use crate::engine::args::{check_all, is_id, Pattern};
+use crate::engine::error::ServiceError;
+use crate::engine::registry::Registry;
+use crate::model::{Document, Value};
+
+/// Ids and room ids longer than this match nothing.
+const MAX_ID: usize = 128;
+
+fn date(value: Option<&Value>) -> Option<f64> {
+    match value {
+        Some(Value::Date(ms)) => Some(*ms),
+        _ => None,
+    }
+}
+
+fn string(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+fn messages_value(messages: Vec<Document>) -> Value {
+    Value::Array(messages.into_iter().map(Value::Object).collect())
+}
+
+fn object(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn limit(value: Option<&Value>, default: usize) -> usize {
+    value
+        .and_then(Value::as_f64)
+        .filter(|n| *n >= 1.0)
+        .map_or(default, |n| (n as usize).min(MAX_PAGE))
+}
+
+/// The `_id` of the first argument (`{_id, ...}`), once `check_all` has passed.
+fn first_id(params: &[Value]) -> String {
+    params
+        .first()
+        .and_then(Value::as_object)
+        .and_then(|o| o.get("_id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A client-chosen message id: Meteor's id characters, not too long.
+fn valid_message_id(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.len() <= 64 && is_id(s))
+}
+
+/// The `sendMessage` argument read into an [`Outgoing`].
+fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
+    let opt = |p: Pattern| Pattern::maybe(p);
+    check_all(
+        &[Pattern::object_including(vec![
+            (
+                "_id",
+                opt(Pattern::Where(Box::new(Pattern::STRING), valid_message_id)),
+            ),
+            ("rid", Pattern::string_up_to(MAX_ID)),
+            ("msg", opt(Pattern::STRING)),
+            ("tmid", opt(Pattern::string_up_to(MAX_ID))),
+            ("tshow", opt(Pattern::BOOLEAN)),
+            ("ts", opt(Pattern::DATE)),
+            ("t", opt(Pattern::STRING)),
+            ("alias", opt(Pattern::string_up_to(256))),
+            ("avatar", opt(Pattern::string_up_to(2048))),
+            ("emoji", opt(Pattern::string_up_to(256))),
+            ("attachments", opt(Pattern::array_of(Pattern::OBJECT))),
+            ("customFields", opt(Pattern::OBJECT)),
+            ("groupable", opt(Pattern::BOOLEAN)),
+        ])],
+        &params[..params.len().min(1)],
+    )?;
+    let m = params[0].as_object().cloned().unwrap_or_default();
+    if m.get("t")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        return Err(ServiceError::Client(crate::model::MeteorError::new(
+            "error-invalid-message-type",
+            "A client may not send system messages",
+        )));
+    }
+    let nonnull = |k: &str| m.get(k).filter(|v| !matches!(v, Value::Null)).cloned();
+    Ok(Outgoing {
+        id: string(m.get("_id")),
+        rid: string(m.get("rid")).unwrap_or_default(),
+        msg: string(m.get("msg")).unwrap_or_default(),
+        tmid: string(m.get("tmid")),
+        tshow: m.get("tshow") == Some(&Value::Bool(true)),
+        ts: date(m.get("ts")),
+        alias: string(m.get("alias")),
+        avatar: string(m.get("avatar")),
+        emoji: string(m.get("emoji")),
+        attachments: nonnull("attachments"),
+        custom_fields: nonnull("customFields"),
+        groupable: m.get("groupable").and_then(|g| match g {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }),
+    })
+}
+
+/// Registers the messaging methods.
+pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
+    // Limited per user by its own rule (5 a second), not by the rules per method.
+    registry.call_limits().has_own_limit("sendMessage");
+    registry.method_of("sendMessage", &messages, |m, ctx, params| async move {
+        if params.is_empty() {
+            return Err(ServiceError::match_failed());
+        }
+        let out = outgoing(&params)?;
+        let stored = m.send(ctx.user_id.as_deref(), out, &ctx).await?;
+        Ok(Some(Value::Object(stored)))
+    });
+    registry.method_of("updateMessage", &messages, |m, ctx, params| async move {
+        check_all(
+            &[Pattern::object_including(vec![
+                ("_id", Pattern::string_up_to(MAX_ID)),
+                ("rid", Pattern::string_up_to(MAX_ID)),
+                ("msg", Pattern::STRING),
+            ])],
+            &params[..params.len().min(1)],
+        )?;
+        let edited = params[0].as_object().cloned().unwrap_or_default();
+        m.update(ctx.user_id.as_deref(), &edited, &ctx).await?;
+        Ok(None)
+    });
+    registry.method_of("deleteMessage", &messages, |m, ctx, params| async move {
+        check_all(
+            &[Pattern::object_including(vec![(
+                "_id",
+                Pattern::string_up_to(MAX_ID),
+            )])],
+            &params[..params.len().min(1)],
+        )?;
+        let id = first_id(&params);
+        m.delete(ctx.user_id.as_deref(), &id, &ctx).await?;
+        Ok(None)
+    });
+    registry.method_of("setReaction", &messages, |m, ctx, params| async move {
+        check_all(
+            &[
+                Pattern::string_up_to(128),
+                Pattern::string_up_to(MAX_ID),
+                Pattern::maybe(Pattern::BOOLEAN),
+            ],
+            &params,
+        )?;
+        let react = match params.get(2) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        };
+        m.react(
+            ctx.user_id.as_deref(),
+            params[0].as_str().unwrap_or_default(),
+            params[1].as_str().unwrap_or_default(),
+            react,
+            &ctx,
+        )
+        .await?;
+        Ok(None)
+    });
+    for (name, pinned) in [("pinMessage", true), ("unpinMessage", false)] {
+        registry.method_of(name, &messages, move |m, ctx, params| async move {
+            check_all(
+                &[
+                    Pattern::object_including(vec![("_id", Pattern::string_up_to(MAX_ID))]),
+                    Pattern::optional(Pattern::ANY),
+                ],
+                &params,
+            )?;
+            let id = first_id(&params);
+            let message = m.pin(ctx.user_id.as_deref(), &id, pinned, &ctx).await?;
+            Ok(Some(Value::Object(message)))
+        });
+    }
+    registry.method_of("starMessage", &messages, |m, ctx, params| async move {
+        check_all(
+            &[Pattern::object_including(vec![
+                ("_id", Pattern::string_up_to(MAX_ID)),
+                ("starred", Pattern::BOOLEAN),
+            ])],
+            &params[..params.len().min(1)],
+        )?;
+        let o = params[0].as_object().cloned().unwrap_or_default();
+        let id = string(o.get("_id")).unwrap_or_default();
+        let starred = o.get("starred") == Some(&Value::Bool(true));
+        m.star(ctx.user_id.as_deref(), &id, starred, &ctx).await?;
+        Ok(Some(Value::Bool(true)))
+    });
+    registry.method_of("readMessages", &messages, |m, ctx, params| async move {
+        check_all(
+            &[
+                Pattern::string_up_to(MAX_ID),
+                Pattern::maybe(Pattern::BOOLEAN),
+            ],
+            &params,
+        )?;
+        let read_threads = params.get(1) == Some(&Value::Bool(true));
+        m.mark_read(
+            ctx.user_id.as_deref(),
+            params[0].as_str().unwrap_or_default(),
+            read_threads,
+            &ctx,
+        )
+        .await?;
+        Ok(None)
+    });
+    registry.method_of("loadHistory", &messages, |m, ctx, params| async move {
+        check_all(
+            &[
+                Pattern::string_up_to(MAX_ID),
+                Pattern::maybe(Pattern::DATE),
+                Pattern::maybe(Pattern::NUMBER),
+                Pattern::maybe(Pattern::DATE),
+                Pattern::maybe(Pattern::BOOLEAN),
+            ],
+            &params,
+        )?;
+        let rid = params[0].as_str().unwrap_or_default();
+        let history = m
+            .history(
+                ctx.user_id.as_deref(),
+                rid,
+                date(params.get(1)),
+                limit(params.get(2), 20),
+                date(params.get(3)),
+                params.get(4) != Some(&Value::Bool(false)),
+            )
+            .await?;
+        let Some(history) = history else {
+            return Ok(Some(Value::Bool(false)));
+        };
+        let mut out = vec![
+            ("messages", messages_value(history.messages)),
+            (
+                "unreadNotLoaded",
+                Value::Number(history.unread_not_loaded as f64),
+            ),
+        ];
+        if let Some(first) = history.first_unread {
+            out.push(("firstUnread", Value::Object(first)));
+        }
+        Ok(Some(object(out)))
+    });
+    registry.method_of("loadNextMessages", &messages, |m, ctx, params| async move {
+        check_all(
+            &[
+                Pattern::string_up_to(MAX_ID),
+                Pattern::maybe(Pattern::DATE),
+                Pattern::maybe(Pattern::NUMBER),
+            ],
+            &params,
+        )?;
+        let rid = params[0].as_str().unwrap_or_default();
+        let found = m
+            .after(
+                ctx.user_id.as_deref(),
+                rid,
+                date(params.get(1)),
+                limit(params.get(2), 20),
+            )
+            .await?;
+        Ok(Some(match found {
+            Some(messages) => object(vec![("messages", messages_value(messages))]),
+            None => Value::Bool(false),
+        }))
+    });
+    registry.method_of(
+        "loadMissedMessages",
+        &messages,
+        |m, ctx, params| async move {
+            check_all(&[Pattern::string_up_to(MAX_ID), Pattern::DATE], &params)?;
+            let rid = params[0].as_str().unwrap_or_default();
+            let found = m
+                .after(ctx.user_id.as_deref(), rid, date(params.get(1)), MAX_PAGE)
+                .await?;
+            Ok(Some(match found {
+                Some(messages) => messages_value(messages),
+                None => Value::Bool(false),
+            }))
+        },
+    );
+    registry.method_of(
+        "loadSurroundingMessages",
+        &messages,
+        |m, ctx, params| async move {
+            check_all(
+                &[
+                    Pattern::object_including(vec![("_id", Pattern::string_up_to(MAX_ID))]),
+                    Pattern::maybe(Pattern::NUMBER),
+                ],
+                &params,
+            )?;
+            let id = first_id(&params);
+            let found = m
+                .surrounding(ctx.user_id.as_deref(), &id, limit(params.get(1), 50))
+                .await?;
+            Ok(Some(match found {
+                Some((messages, before, after)) => object(vec![
+                    ("messages", messages_value(messages)),
+                    ("moreBefore", Value::Bool(before)),
+                    ("moreAfter", Value::Bool(after)),
+                ]),
+                None => Value::Bool(false),
+            }))
+        },
+    );
+    registry.method_of("getSingleMessage", &messages, |m, ctx, params| async move {
+        check_all(&[Pattern::string_up_to(MAX_ID)], &params)?;
+        let found = m
+            .single(
+                ctx.user_id.as_deref(),
+                params[0].as_str().unwrap_or_default(),
+            )
+            .await?;
+        Ok(found.map(Value::Object))
+    });
+    registry.method_of(
+        "getThreadMessages",
+        &messages,
+        |m, ctx, params| async move {
+            check_all(
+                &[Pattern::object_including(vec![
+                    ("tmid", Pattern::string_up_to(MAX_ID)),
+                    ("limit", Pattern::maybe(Pattern::NUMBER)),
+                    ("skip", Pattern::maybe(Pattern::NUMBER)),
+                ])],
+                &params[..params.len().min(1)],
+            )?;
+            let o = params[0].as_object().cloned().unwrap_or_default();
+            let skip = o
+                .get("skip")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+                .max(0.0) as usize;
+            let found = m
+                .thread(
+                    ctx.user_id.as_deref(),
+                    &string(o.get("tmid")).unwrap_or_default(),
+                    skip,
+                    limit(o.get("limit"), 50),
+                )
+                .await?;
+            Ok(Some(messages_value(found)))
+        },
+    );
+}

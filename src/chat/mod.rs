@@ -1,0 +1,33 @@
+//! Rocket.Chat's services on the DDP engine: accounts, settings, permissions, rooms,
+//! messages, teams, presence, the notify streams and the operator's page.
+//!
+//! They own Rocket.Chat's rules and document shapes and register their methods,
+//! publications and streams with the engine's [`Registry`](crate::engine::Registry). They
+//! must not know about sessions, sockets or HTTP: `session` and `rest` call them, never the
+//! other way round. Every collection they use is named in [`collections`].
+
+pub mod accounts;
+pub mod collections;
+pub mod hooks;
+pub mod messages;
+pub mod notify;
+pub mod operator;
+pub mod permissions;
+pub mod posting;
+pub mod presence;
+pub mod rooms;
+pub mod settings;
+pub mod teams;
+
+use crate::engine::ServiceError;
+use crate::model::MeteorError;
+
+/// A refusal a client may read: Rocket.Chat's `code` and `reason`.
+pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {
+    ServiceError::Client(MeteorError::new(code, reason))
+}
+
+/// Rocket.Chat's refusal of an action the caller may not take (`error-not-allowed`).
+pub(crate) fn not_allowed() -> ServiceError {
+    client_error("error-not-allowed", "Not allowed")
+}
