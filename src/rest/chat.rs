@@ -1,8 +1,9 @@
 //! Rocket.Chat's chat routes: `chat.*`, `channels.*`, `groups.*`, `im.*`, `rooms.*`,
-//! `subscriptions.*`. Each is a thin adapter: it reads the request, runs the DDP method it
-//! stands for as the caller (so REST and DDP make the same checks) or the service's typed
-//! read, and shapes the answer as Rocket.Chat does, lists with `offset`, `count`, `sort`
-//! and `total`.
+//! `subscriptions.*`. Each is a thin adapter: it reads the request, calls the service's
+//! typed API as the caller (the messages' routes: the same send, edit, delete and reaction
+//! paths DDP takes, with their checks and hook points) or, for the rest still, runs the DDP
+//! method it stands for, and shapes the answer as Rocket.Chat does, lists with `offset`,
+//! `count`, `sort` and `total`.
 
 use super::accounts::{body, query_pairs};
 use super::json::to_json;
@@ -10,6 +11,7 @@ use super::methods::run;
 use super::{Caller, RestMethod, RestRequest, RestResponse};
 use crate::chat::messages::Messages;
 use crate::chat::rooms::Rooms;
+use crate::engine::fence::NoFence;
 use crate::engine::{Registry, ServiceError};
 use crate::model::{Document, Value};
 use std::collections::HashMap;
@@ -108,6 +110,13 @@ impl Chat<'_> {
         .await
     }
 
+    /// Sends `message` (`sendMessage`'s argument) as the caller, through the Messaging
+    /// service's one send path, with the argument check `sendMessage` makes.
+    async fn send(&self, message: Value) -> Result<Document, ServiceError> {
+        let out = crate::chat::messages::methods::outgoing(&[message])?;
+        self.messages.send(self.me(), out, &NoFence).await
+    }
+
     fn me(&self) -> Option<&str> {
         Some(self.caller.user_id.as_str())
     }
@@ -173,8 +182,8 @@ impl Chat<'_> {
                 let Some(message) = fields.get("message").cloned() else {
                     return Ok(params_missing("message"));
                 };
-                let stored = self.call("sendMessage", vec![message]).await?;
-                RestResponse::success(serde_json::json!({"message": stored.as_ref().map(to_json)}))
+                let stored = self.send(message).await?;
+                RestResponse::success(serde_json::json!({"message": doc_json(&stored)}))
             }
             ("chat", "postMessage") if post => return self.post_message(fields).await,
             ("chat", "update") if post => {
@@ -189,8 +198,7 @@ impl Chat<'_> {
                 edit.insert("_id".into(), Value::from(id.as_str()));
                 edit.insert("rid".into(), Value::from(rid.as_str()));
                 edit.insert("msg".into(), Value::from(text.as_str()));
-                self.call("updateMessage", vec![Value::Object(edit)])
-                    .await?;
+                self.messages.update(self.me(), &edit, &NoFence).await?;
                 let message = self.messages.single(self.me(), &id).await?;
                 RestResponse::success(
                     serde_json::json!({"message": message.as_ref().map(doc_json)}),
@@ -202,8 +210,7 @@ impl Chat<'_> {
                 };
                 let mut target = Document::default();
                 target.insert("_id".into(), Value::from(id.as_str()));
-                self.call("deleteMessage", vec![Value::Object(target)])
-                    .await?;
+                self.messages.delete(self.me(), &id, &NoFence).await?;
                 RestResponse::success(
                     serde_json::json!({"_id": id, "ts": crate::engine::build::now_ms() as u64}),
                 )
@@ -247,11 +254,13 @@ impl Chat<'_> {
                 ) else {
                     return Ok(params_missing("messageId, emoji"));
                 };
-                let mut params = vec![Value::from(emoji.as_str()), Value::from(id.as_str())];
-                if let Some(Value::Bool(b)) = fields.get("shouldReact") {
-                    params.push(Value::Bool(*b));
-                }
-                self.call("setReaction", params).await?;
+                let should_react = match fields.get("shouldReact") {
+                    Some(Value::Bool(b)) => Some(*b),
+                    _ => None,
+                };
+                self.messages
+                    .react(self.me(), &emoji, &id, should_react, &NoFence)
+                    .await?;
                 RestResponse::success(serde_json::json!({}))
             }
             ("channels" | "groups", "create") if post => {
@@ -527,16 +536,10 @@ impl Chat<'_> {
                 message.insert(key.into(), v.clone());
             }
         }
-        let stored = self
-            .call("sendMessage", vec![Value::Object(message)])
-            .await?;
-        let ts = stored
-            .as_ref()
-            .and_then(Value::as_object)
-            .map(crate::chat::messages::ts_of)
-            .unwrap_or_default();
+        let stored = self.send(Value::Object(message)).await?;
+        let ts = crate::chat::messages::ts_of(&stored);
         Ok(RestResponse::success(serde_json::json!({
-            "ts": ts as u64, "channel": target, "message": stored.as_ref().map(to_json),
+            "ts": ts as u64, "channel": target, "message": doc_json(&stored),
         })))
     }
 }

@@ -58,7 +58,7 @@ fn valid_message_id(value: &Value) -> bool {
 }
 
 /// The `sendMessage` argument read into an [`Outgoing`].
-fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
+pub(crate) fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
     let opt = |p: Pattern| Pattern::maybe(p);
     check_all(
         &[Pattern::object_including(vec![
