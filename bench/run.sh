@@ -14,6 +14,8 @@
 #   SCENARIOS="login loginping" bench/run.sh               # logins (bcrypt cost 10)
 #   SCENARIOS=chat bench/run.sh                            # S9 chat path (sendMessage -> stream)
 #   SCENARIOS=chat SERVERS=comet bench/run.sh              # S9 on comet alone
+#   SCENARIOS=chat SERVERS=comet CHAT_MODES=small CHAT_RATE=1000 bench/run.sh  # small rooms only
+#   COMET_BIN=/path/to/other/release bench/run.sh          # another build of comet (A/B)
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 set -euo pipefail
@@ -59,7 +61,7 @@ start_server() {
         ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
         COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
         COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
-        taskset -c 0 target/release/comet 2>>"$OUT/comet.log" &
+        taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)
       PORT=$PORT_PEER BCRYPT_COST=${BCRYPT_COST:-10} HEARTBEAT_MS=${HEARTBEAT_MS:-15000} \
@@ -161,10 +163,18 @@ for scenario in $SCENARIOS; do
       # Heartbeats off on both servers: the load generator leaves thousands of sockets
       # unread while it makes users and rooms, and would miss the pings.
       export BCRYPT_COST=4 HEARTBEAT_MS=0
+      # CHAT_MODES picks among them: "big huge small" (the default) runs all three.
+      modes=" ${CHAT_MODES:-big huge small} "
       for server in ${SERVERS:-comet peer}; do
-        run $server "S9 chat: one room of 1000, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
-        run $server "S9 chat: one room of ${CHAT_BIG:-5000}, ${CHAT_BIG_RATE:-20} msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate "${CHAT_BIG_RATE:-20}" --secs 8 --warmup-secs 3
-        run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 8 --warmup-secs 3
+        if [[ $modes == *" big "* ]]; then
+          run $server "S9 chat: one room of 1000, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
+        fi
+        if [[ $modes == *" huge "* ]]; then
+          run $server "S9 chat: one room of ${CHAT_BIG:-5000}, ${CHAT_BIG_RATE:-20} msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate "${CHAT_BIG_RATE:-20}" --secs 8 --warmup-secs 3
+        fi
+        if [[ $modes == *" small "* ]]; then
+          run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 8 --warmup-secs 3
+        fi
       done ;;
     presence)
       # S10: 10,000 users log in over 10 s, each watched by 100 of 1,000 watching

@@ -6,6 +6,7 @@ use crate::chat::hooks::Hooks;
 use crate::chat::posting::Posting;
 use crate::chat::{permissions, settings};
 use crate::config::Settings;
+use crate::engine::feed::Follower;
 use crate::engine::{builtin, declarative, testing, Registry};
 use crate::observe::ObserveHub;
 use crate::rest::Rest;
@@ -80,16 +81,19 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let store = open_store(settings).await?;
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
+    // One follower of the store's changes for every service, subscribed before any reads.
+    let follower = Follower::new(&*store);
     builtin::register_meteor_defaults(&mut registry);
     // The chat services, each started after those it uses.
-    let settings_service = settings::Settings::start(store.clone(), &settings.setting_overrides)
-        .await
-        .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
+    let settings_service =
+        settings::Settings::start(store.clone(), &settings.setting_overrides, &follower)
+            .await
+            .map_err(|err| StartError::Config(format!("cannot read the settings: {err}")))?;
     let rules_from = settings_service.clone();
     registry
         .call_limits()
         .use_source(move || rules_from.call_rules());
-    let permissions_service = permissions::Permissions::start(store.clone())
+    let permissions_service = permissions::Permissions::start(store.clone(), &follower)
         .await
         .map_err(|err| StartError::Config(format!("cannot read the permissions: {err}")))?;
     let hooks = Hooks::new();
@@ -100,6 +104,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         settings_service.clone(),
         permissions_service.user_roles().clone(),
         hooks.clone(),
+        &follower,
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot read the users: {err}")))?;
@@ -110,14 +115,19 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         permissions_service.clone(),
     );
     permissions::methods::register(&mut registry, permissions_service.clone());
-    let notify =
-        crate::chat::notify::Notify::start(&mut registry, &store, permissions_service.clone());
+    let notify = crate::chat::notify::Notify::start(
+        &mut registry,
+        &store,
+        permissions_service.clone(),
+        &follower,
+    );
     let presence = crate::chat::presence::Presence::start(
         store.clone(),
         permissions_service.clone(),
         &mut registry,
         settings.presence.clone(),
         notify.logged.clone(),
+        &follower,
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare presence: {err}")))?;
@@ -133,14 +143,6 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             .map_err(|err| StartError::Config(format!("cannot prepare the rooms: {err}")))?;
     let rooms = rooms_service.clone();
     hooks.add(crate::chat::rooms::members::DefaultChannels::new(&rooms));
-    // After the default channels' reaction is in place: the administrator joins `general`
-    // as any new user joins the default channels.
-    if let Err(err) = accounts.bootstrap().await {
-        return Err(StartError::Config(format!(
-            "cannot set up the first administrator: {}",
-            err.client_view().reason.unwrap_or_default()
-        )));
-    }
     crate::chat::rooms::methods::register(&mut registry, rooms.clone());
     crate::chat::rooms::live::RoomStreams::start(
         &mut registry,
@@ -148,6 +150,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         rooms.clone(),
         permissions_service.clone(),
         settings_service.clone(),
+        &follower,
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot read the rooms' members: {err}")))?;
@@ -217,6 +220,16 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
                 keys: crate::model::Value::Object(index.keys.to_document()).to_ejson_string(),
                 cause,
             })?;
+    }
+    // Every service follows the store from here on, before anything more is written.
+    follower.start();
+    // Once every service follows the store and the default channels' reaction is in place:
+    // the administrator joins `general` as any new user joins the default channels.
+    if let Err(err) = accounts.bootstrap().await {
+        return Err(StartError::Config(format!(
+            "cannot set up the first administrator: {}",
+            err.client_view().reason.unwrap_or_default()
+        )));
     }
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
     let metrics = hub.metrics.clone();

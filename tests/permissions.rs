@@ -108,9 +108,11 @@ async fn room_roles_come_from_the_users_subscription_and_nobody_has_none() {
         std::env::temp_dir().join(format!("comet-perm-{}", comet::model::random::random_id()));
     let store: std::sync::Arc<dyn comet::storage::Store> =
         comet::storage::EmbeddedStore::open(&dir).unwrap();
-    let permissions = comet::chat::permissions::Permissions::start(store.clone())
+    let follower = comet::engine::feed::Follower::new(&*store);
+    let permissions = comet::chat::permissions::Permissions::start(store.clone(), &follower)
         .await
         .unwrap();
+    follower.start();
     let doc = |j: Json| match comet::model::Value::from_json(j).unwrap() {
         comet::model::Value::Object(d) => d,
         _ => unreachable!(),

@@ -7,8 +7,8 @@
 //!
 //! Every event comes from the store's change events, so a setting, permission or role
 //! changed by another writer (another comet, Rocket.Chat itself) reaches clients exactly as
-//! one changed here; each change is emitted once, by the task that follows the store. Hidden
-//! settings never go out. It must not write anything.
+//! one changed here; each change is emitted once, by the services' one follower of the
+//! store (`engine::feed`). Hidden settings never go out. It must not write anything.
 
 use super::permissions::user_roles::UserEvent;
 use super::permissions::Permissions;
@@ -19,7 +19,6 @@ use crate::engine::streams::{self, ReadRule, Stream, StreamRequest};
 use crate::model::{Document, Value};
 use crate::storage::{ChangeEvent, OperationType, Store};
 use std::sync::Arc;
-use tokio::sync::broadcast;
 
 /// The permissions that let a user see private settings (Rocket.Chat's rule).
 const SETTING_READERS: &[&str] = &[
@@ -30,6 +29,9 @@ const SETTING_READERS: &[&str] = &[
 
 /// The broadcast streams.
 pub struct Notify {
+    /// Where a resync reads from; held weakly, as the follower holds this service until the
+    /// store's feed closes with the store.
+    store: std::sync::Weak<dyn Store>,
     pub all: Arc<Stream>,
     pub logged: Arc<Stream>,
     pub roles: Arc<Stream>,
@@ -66,8 +68,10 @@ impl Notify {
         registry: &mut Registry,
         store: &Arc<dyn Store>,
         permissions: Arc<Permissions>,
+        follower: &crate::engine::feed::Follower,
     ) -> Arc<Self> {
         let notify = Arc::new(Self {
+            store: Arc::downgrade(store),
             all: streams::define(registry, "notify-all", streams::anyone()),
             logged: streams::define(registry, "notify-logged", logged_rule(permissions.clone())),
             roles: streams::define(registry, "roles", streams::logged_in()),
@@ -105,8 +109,8 @@ impl Notify {
         for collection in [SETTINGS, PERMISSIONS, ROLES] {
             store.follow_collection(collection);
         }
-        // The task holds the streams until the store's feed closes with the store.
-        tokio::spawn(follow(notify.clone(), store.subscribe()));
+        // Held by the follower: nothing else keeps the streams' emitter.
+        follower.add(notify.clone());
         notify
     }
 
@@ -205,17 +209,51 @@ fn only_id(id: Value) -> Value {
     Value::Object(d)
 }
 
-/// Emits the streams' events from the store's changes until the feed closes.
-async fn follow(notify: Arc<Notify>, mut feed: broadcast::Receiver<Arc<ChangeEvent>>) {
-    loop {
-        match feed.recv().await {
-            Ok(event) => notify.on_change(&event),
-            Err(broadcast::error::RecvError::Lagged(lost)) => {
-                // Clients re-read settings and permissions on reconnect (the "since" form);
-                // events lost here are lost for them until then, as in Rocket.Chat.
-                tracing::warn!(lost, "setting and permission events lost: the feed lagged");
+impl crate::engine::feed::FeedHandler for Notify {
+    fn name(&self) -> &'static str {
+        "notify streams"
+    }
+
+    fn wants(&self, collection: &str) -> bool {
+        [SETTINGS, PERMISSIONS, ROLES].contains(&collection)
+    }
+
+    fn apply<'a>(&'a self, event: &'a ChangeEvent) -> crate::engine::feed::FeedFuture<'a> {
+        self.on_change(event);
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Changes may have been lost: every setting, permission and role is told again as it
+    /// is now (clients take each as an update).
+    fn resync(&self) -> crate::engine::feed::FeedFuture<'_> {
+        Box::pin(async move {
+            let Some(store) = self.store.upgrade() else {
+                return;
+            };
+            for collection in [SETTINGS, PERMISSIONS, ROLES] {
+                let docs = match crate::engine::cached::read_all(&*store, collection, &[]).await {
+                    Ok(docs) => docs,
+                    Err(err) => {
+                        tracing::warn!(
+                            %collection,
+                            error = %err,
+                            "cannot read again what the notify streams tell"
+                        );
+                        continue;
+                    }
+                };
+                for doc in docs {
+                    let event = ChangeEvent::for_document(
+                        0,
+                        OperationType::Update,
+                        collection.into(),
+                        doc.get("_id").cloned(),
+                        Some(Arc::new(doc)),
+                        None,
+                    );
+                    self.on_change(&event);
+                }
             }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+        })
     }
 }

@@ -7,7 +7,6 @@ use super::registry::BoxFuture;
 use crate::model::{Document, Value};
 use crate::storage::{ChangeEvent, OperationType};
 use std::sync::{Arc, Weak};
-use tokio::sync::broadcast;
 
 /// What a service does with its collection's changes.
 pub trait CachedCollection: Send + Sync + 'static {
@@ -83,61 +82,72 @@ pub async fn reread<T: CachedCollection>(
     Ok(())
 }
 
-/// Starts following `service`'s collection: the store is asked to follow it (a MongoDB
-/// change stream only carries the collections named to it), and its changes are applied
-/// until the service is dropped. Call before the first read, so no change falls between.
-pub fn watch<T: CachedCollection>(service: &Arc<T>, store: &dyn crate::storage::Store) {
+/// Keeps `service` current from the store's changes through `follower`: each change of its
+/// collection applied, and the whole collection read again when changes may have been lost
+/// (the feed lagged or lost its place, or an event came without its document).
+pub fn watch<T: CachedCollection>(
+    service: &Arc<T>,
+    store: &dyn crate::storage::Store,
+    follower: &super::feed::Follower,
+) {
     store.follow_collection(service.collection());
-    let feed = store.subscribe();
-    tokio::spawn(follow(Arc::downgrade(service), feed));
+    follower.add(Arc::new(CachedFeed(Arc::downgrade(service))));
 }
 
-/// Follows `feed` for `service` until the service or the feed is gone.
-async fn follow<T: CachedCollection>(
-    service: Weak<T>,
-    mut feed: broadcast::Receiver<Arc<ChangeEvent>>,
-) {
-    loop {
-        let event = feed.recv().await;
-        let Some(service) = service.upgrade() else {
-            return;
-        };
-        let seen = event.as_ref().ok().map(|e| e.seq);
-        let reload = match event {
-            Ok(event) if &*event.collection == service.collection() => {
-                match (event.operation, &event.full_document, &event.id) {
-                    (OperationType::Delete, _, Some(Value::String(id))) => {
-                        service.forget_at(id, event.seq);
-                        false
-                    }
-                    (_, Some(doc), _) => {
-                        service.put_at((**doc).clone(), event.seq);
-                        false
-                    }
-                    _ => true,
+/// A cached collection as the follower sees it (held weakly).
+struct CachedFeed<T>(Weak<T>);
+
+impl<T: CachedCollection> CachedFeed<T> {
+    async fn reload(service: Arc<T>) {
+        let collection = service.collection();
+        if let Err(err) = service.reload().await {
+            tracing::warn!(%collection, error = %err, "collection could not be read again");
+        }
+    }
+}
+
+impl<T: CachedCollection> super::feed::FeedHandler for CachedFeed<T> {
+    fn name(&self) -> &'static str {
+        self.0.upgrade().map_or("gone", |s| s.collection())
+    }
+
+    fn wants(&self, collection: &str) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|s| s.collection() == collection)
+    }
+
+    fn apply<'a>(&'a self, event: &'a ChangeEvent) -> super::feed::FeedFuture<'a> {
+        let service = self.0.upgrade();
+        Box::pin(async move {
+            let Some(service) = service else { return };
+            match (event.operation, &event.full_document, &event.id) {
+                (OperationType::Delete, _, Some(Value::String(id))) => {
+                    service.forget_at(id, event.seq)
                 }
+                (_, Some(doc), _) => service.put_at((**doc).clone(), event.seq),
+                _ => Self::reload(service).await,
             }
-            // The source lost its place (or the database went): changes may have been missed.
-            Ok(event)
-                if matches!(
-                    event.operation,
-                    OperationType::Invalidate | OperationType::DropDatabase
-                ) =>
-            {
-                true
-            }
-            Ok(_) => false,
-            Err(broadcast::error::RecvError::Lagged(_)) => true,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if reload {
-            let collection = service.collection();
-            if let Err(err) = service.clone().reload().await {
-                tracing::warn!(%collection, error = %err, "collection could not be read again");
-            }
-        } else if let Some(seq) = seen {
+        })
+    }
+
+    fn saw(&self, seq: u64) {
+        if let Some(service) = self.0.upgrade() {
             service.saw(seq);
         }
+    }
+
+    fn resync(&self) -> super::feed::FeedFuture<'_> {
+        let service = self.0.upgrade();
+        Box::pin(async move {
+            if let Some(service) = service {
+                Self::reload(service).await;
+            }
+        })
+    }
+
+    fn alive(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 

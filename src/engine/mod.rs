@@ -15,6 +15,7 @@ pub mod cached;
 pub mod connections;
 pub mod declarative;
 pub mod error;
+pub mod feed;
 pub mod fence;
 pub mod publish;
 pub mod rate_limit;

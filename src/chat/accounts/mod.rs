@@ -316,6 +316,7 @@ impl Accounts {
         settings: Arc<super::settings::Settings>,
         names: Arc<super::permissions::user_roles::UserRoles>,
         hooks: Arc<super::hooks::Hooks>,
+        follower: &crate::engine::feed::Follower,
     ) -> Result<Arc<Self>, ServiceError> {
         store
             .ensure_index(
@@ -325,7 +326,7 @@ impl Accounts {
             )
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
-        let tokens = tokens::TokenIndex::start(store.clone()).await?;
+        let tokens = tokens::TokenIndex::start(store.clone(), follower).await?;
         Ok(Arc::new(Self {
             tokens,
             per_connection: limiter::Limiter::new(),

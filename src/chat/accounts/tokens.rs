@@ -114,14 +114,17 @@ fn is_active(user: &Document) -> bool {
 
 impl TokenIndex {
     /// Reads every user's tokens and follows the changes from then on.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, ServiceError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        follower: &crate::engine::feed::Follower,
+    ) -> Result<Arc<Self>, ServiceError> {
         let index = Arc::new(Self {
             store: store.clone(),
             maps: RwLock::new(Maps::default()),
             search: tokio::sync::Mutex::new(()),
         });
         // Follow first, so no token written between the read and the subscription is lost.
-        crate::engine::cached::watch(&index, &*store);
+        crate::engine::cached::watch(&index, &*store, follower);
         index.clone().reload().await?;
         Ok(index)
     }

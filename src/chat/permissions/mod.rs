@@ -168,14 +168,17 @@ impl crate::engine::cached::CachedCollection for Permissions {
 
 impl Permissions {
     /// Loads permissions, writes the missing default roles and permissions, follows changes.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, ServiceError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        follower: &crate::engine::feed::Follower,
+    ) -> Result<Arc<Self>, ServiceError> {
         let service = Arc::new(Self {
             store: store.clone(),
             granted: RwLock::new(HashMap::new()),
             documents: RwLock::new(HashMap::new()),
-            user_roles: user_roles::UserRoles::start(store.clone()).await?,
+            user_roles: user_roles::UserRoles::start(store.clone(), follower).await?,
         });
-        crate::engine::cached::watch(&service, &*store);
+        crate::engine::cached::watch(&service, &*store, follower);
         service.clone().reload().await?;
         let now = now_ms();
         for (id, scope, description) in DEFAULT_ROLES {

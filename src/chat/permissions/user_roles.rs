@@ -132,7 +132,10 @@ pub struct UserRoles {
 
 impl UserRoles {
     /// Reads every user's roles and follows the changes from then on.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, ServiceError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        follower: &crate::engine::feed::Follower,
+    ) -> Result<Arc<Self>, ServiceError> {
         let roles = Arc::new(Self {
             store: store.clone(),
             users: RwLock::new(HashMap::new()),
@@ -141,7 +144,7 @@ impl UserRoles {
             listener: OnceLock::new(),
             user_listener: OnceLock::new(),
         });
-        crate::engine::cached::watch(&roles, &*store);
+        crate::engine::cached::watch(&roles, &*store, follower);
         roles.clone().reload().await?;
         Ok(roles)
     }

@@ -218,6 +218,7 @@ impl Presence {
         registry: &mut Registry,
         config: PresenceConfig,
         logged: Arc<Stream>,
+        follower: &crate::engine::feed::Follower,
     ) -> Result<Arc<Self>, ServiceError> {
         let presence = Arc::new(Self {
             store: store.clone(),
@@ -240,7 +241,7 @@ impl Presence {
         presence.heartbeat().await?;
         presence.sweep(true).await?;
         store.follow_collection(USERS);
-        tokio::spawn(follow(Arc::downgrade(&presence), store.subscribe()));
+        follower.add_service(&presence);
         tokio::spawn(work(Arc::downgrade(&presence)));
         tokio::spawn(keep_alive(Arc::downgrade(&presence)));
         registry
@@ -838,23 +839,40 @@ async fn keep_alive(presence: Weak<Presence>) {
     }
 }
 
-/// Follows the users' changes and tells status changes.
-async fn follow(
-    presence: Weak<Presence>,
-    mut feed: tokio::sync::broadcast::Receiver<Arc<ChangeEvent>>,
-) {
-    loop {
-        let event = feed.recv().await;
-        let Some(presence) = presence.upgrade() else {
-            return;
-        };
-        match event {
-            Ok(event) => presence.on_change(&event).await,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
-                tracing::warn!(lost, "presence: status events lost, the feed lagged");
+impl crate::engine::feed::FeedHandler for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn wants(&self, collection: &str) -> bool {
+        collection == USERS
+    }
+
+    fn apply<'a>(&'a self, event: &'a ChangeEvent) -> crate::engine::feed::FeedFuture<'a> {
+        Box::pin(self.on_change(event))
+    }
+
+    /// Status changes may have been lost: every watched or shown-connected user's status is
+    /// told again as it is now.
+    fn resync(&self) -> crate::engine::feed::FeedFuture<'_> {
+        Box::pin(async move {
+            let watched: Vec<String> = self
+                .watchers
+                .watched()
+                .iter()
+                .map(|u| u.to_string())
+                .collect();
+            let filter = serde_json::json!({"$or": [
+                {"_id": {"$in": watched}},
+                {"status": {"$in": ["online", "away", "busy"]}},
+            ]});
+            match self.find(USERS, filter).await {
+                Ok(users) => users.iter().for_each(|user| self.tell(user)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "presence: cannot read the statuses again")
+                }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
+        })
     }
 }
 

@@ -229,6 +229,12 @@ impl Watchers {
     }
 
     /// How many (watcher, watched user) pairs are held, and how many connections watch.
+    /// The users someone watches now.
+    pub fn watched(&self) -> Vec<Arc<str>> {
+        let lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        lists.by_user.keys().cloned().collect()
+    }
+
     pub fn size(&self) -> (usize, usize) {
         let lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
         (

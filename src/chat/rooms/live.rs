@@ -6,8 +6,8 @@
 //! (`deleteMessage`, and the typing and activity events clients write) and
 //! `stream-notify-room-users`.
 //!
-//! Every event that mirrors data comes from the store's change events, followed by one task
-//! in the store's order, so a message or a membership written by another process is told
+//! Every event that mirrors data comes from the store's change events, handed over by the
+//! services' one follower (`engine::feed`) in the store's order, so a message or a membership written by another process is told
 //! like one written here. Owns the members of each room in memory (kept from the same
 //! events): a room's listeners are found from it once per event, and a member who leaves
 //! loses its listeners to the room before any later event of the room is emitted. Events
@@ -29,7 +29,6 @@ use crate::model::{Document, Value};
 use crate::storage::{ChangeEvent, FindOptions, OperationType, Store};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use tokio::sync::broadcast;
 
 /// The event of every message of the rooms a user may read.
 pub const MY_MESSAGES: &str = "__my_messages__";
@@ -164,6 +163,7 @@ impl RoomStreams {
         rooms: Arc<Rooms>,
         permissions: Arc<Permissions>,
         settings: Arc<Settings>,
+        follower: &crate::engine::feed::Follower,
     ) -> Result<Arc<Self>, ServiceError> {
         let messages = streams::define_keyed(
             registry,
@@ -216,9 +216,8 @@ impl RoomStreams {
         for collection in [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS, TEAMS] {
             store.follow_collection(collection);
         }
-        let feed = store.subscribe();
         live.reload_members().await?;
-        tokio::spawn(follow(Arc::downgrade(&live), feed));
+        follower.add_service(&live);
         live.register_writes(registry);
         Ok(live)
     }
@@ -885,39 +884,31 @@ fn ephemeral(rid: &str, msg: &str) -> Value {
     Value::Object(m)
 }
 
-/// Applies the store's changes in order until the streams are dropped or the feed closes.
-async fn follow(
-    live: std::sync::Weak<RoomStreams>,
-    mut feed: broadcast::Receiver<Arc<ChangeEvent>>,
-) {
-    loop {
-        let event = feed.recv().await;
-        let Some(live) = live.upgrade() else { return };
-        match event {
-            Ok(event)
-                if matches!(
-                    event.operation,
-                    OperationType::Invalidate | OperationType::DropDatabase
-                ) =>
-            {
-                reload(&live).await
-            }
-            Ok(event) => live.on_change(&event).await,
-            Err(broadcast::error::RecvError::Lagged(lost)) => {
-                tracing::warn!(
-                    lost,
-                    "room events lost: the feed lagged; members read again"
-                );
-                reload(&live).await
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+impl crate::engine::feed::FeedHandler for RoomStreams {
+    fn name(&self) -> &'static str {
+        "room streams"
     }
-}
 
-async fn reload(live: &RoomStreams) {
-    if let Err(err) = live.reload_members().await {
-        tracing::warn!(error = %err, "cannot read the rooms' members again");
+    fn wants(&self, collection: &str) -> bool {
+        [ROOMS, SUBSCRIPTIONS, MESSAGES, TRASH, USERS, TEAMS].contains(&collection)
+    }
+
+    fn apply<'a>(&'a self, event: &'a ChangeEvent) -> crate::engine::feed::FeedFuture<'a> {
+        Box::pin(self.on_change(event))
+    }
+
+    /// Members and rooms may have changed unseen: both are read again (the rooms as they
+    /// are next needed).
+    fn resync(&self) -> crate::engine::feed::FeedFuture<'_> {
+        Box::pin(async move {
+            self.room_info
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            if let Err(err) = self.reload_members().await {
+                tracing::warn!(error = %err, "cannot read the rooms' members again");
+            }
+        })
     }
 }
 

@@ -336,13 +336,14 @@ impl Settings {
     pub async fn start(
         store: Arc<dyn Store>,
         overrides: &[(String, String)],
+        follower: &crate::engine::feed::Follower,
     ) -> Result<Arc<Self>, ServiceError> {
         let service = Arc::new(Self {
             store: store.clone(),
             cache: RwLock::new(HashMap::new()),
         });
         // Follow first, so nothing written between the read and the subscription is lost.
-        crate::engine::cached::watch(&service, &*store);
+        crate::engine::cached::watch(&service, &*store, follower);
         service.clone().reload().await?;
         let missing: Vec<Default> = {
             let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
