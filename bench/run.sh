@@ -16,6 +16,7 @@
 #   SCENARIOS=chat SERVERS=comet bench/run.sh              # S9 on comet alone
 #   SCENARIOS=chat SERVERS=comet CHAT_MODES=small CHAT_RATE=1000 bench/run.sh  # small rooms only
 #   COMET_BIN=/path/to/other/release bench/run.sh          # another build of comet (A/B)
+#   PASSTHROUGH_HOOK=1 SERVERS=comet SCENARIOS=chat bench/run.sh  # a hook at every point
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 set -euo pipefail
@@ -61,6 +62,7 @@ start_server() {
         ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
         COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
         COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
+        COMET_BENCH_PASSTHROUGH_HOOK=${PASSTHROUGH_HOOK:-0} \
         taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)

@@ -175,6 +175,9 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         permissions_service.clone(),
         &mut registry,
     );
+    if settings.test_handlers && settings.bench_passthrough_hook {
+        hooks.add(Arc::new(crate::chat::hooks::PassThrough));
+    }
     if settings.test_handlers {
         let before: std::collections::HashSet<String> = registry
             .method_names()

@@ -136,6 +136,10 @@ pub struct Cli {
     /// stand outside them by default), so a benchmark measures the limiter's cost.
     #[arg(long, env = "COMET_RATE_LIMIT_TEST_HANDLERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub rate_limit_test_handlers: Option<bool>,
+    /// With the test handlers: one in-process hook that implements every hook point and
+    /// changes nothing, so a benchmark measures what a hook costs the message path.
+    #[arg(long, env = "COMET_BENCH_PASSTHROUGH_HOOK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub bench_passthrough_hook: Option<bool>,
     /// The first administrator's username (Rocket.Chat's variable), used on an empty store.
     #[arg(long, env = "ADMIN_USERNAME")]
     pub admin_username: Option<String>,
@@ -219,6 +223,8 @@ pub struct Settings {
     pub test_handlers: bool,
     /// Whether the test handlers' calls count against the rate limits.
     pub rate_limit_test_handlers: bool,
+    /// Whether a hook that changes nothing stands at every hook point (test handlers only).
+    pub bench_passthrough_hook: bool,
     pub accounts: crate::chat::accounts::AccountsConfig,
     pub presence: crate::chat::presence::PresenceConfig,
     pub server: ServerConfig,
@@ -384,6 +390,7 @@ impl Settings {
             worker_threads: cli.worker_threads.or(f.worker_threads),
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
             rate_limit_test_handlers: cli.rate_limit_test_handlers.unwrap_or(false),
+            bench_passthrough_hook: cli.bench_passthrough_hook.unwrap_or(false),
             accounts: crate::chat::accounts::AccountsConfig {
                 bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
                 admin: match (cli.admin_username, cli.admin_pass) {

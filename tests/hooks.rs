@@ -550,3 +550,22 @@ async fn edits_deletes_reactions_rooms_joins_users_and_logins_reach_their_hook_p
     common::registered(&server, "refused-user").await;
     server.shutdown().await;
 }
+
+/// The benchmark's pass-through hook stands at every point and changes nothing.
+#[tokio::test]
+async fn the_pass_through_hook_changes_nothing() {
+    let server = common::spawn_with_admin_and(|s| s.bench_passthrough_hook = true).await;
+    assert!(format!("{:?}", server.hooks).contains("comet.pass-through"));
+    let mut admin = common::logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let r = call(
+        &mut admin,
+        "sendMessage",
+        json!([{"rid": "GENERAL", "msg": "as it is @boss"}]),
+    )
+    .await;
+    assert_eq!(r["result"]["msg"], "as it is @boss", "{r}");
+    assert_eq!(r["result"]["mentions"][0]["username"], "boss", "{r}");
+    let r = call(&mut admin, "createChannel", json!(["untouched", []])).await;
+    assert!(r["result"]["rid"].is_string(), "{r}");
+    server.shutdown().await;
+}

@@ -434,6 +434,16 @@ macro_rules! after_hook {
 
 pub(crate) use {after_hook, allow_hook, will_hook};
 
+/// A hook at every point that keeps everything as it is: what a benchmark adds to measure
+/// the cost of running hooks (`COMET_BENCH_PASSTHROUGH_HOOK`).
+pub struct PassThrough;
+
+impl ChatHooks for PassThrough {
+    fn name(&self) -> &str {
+        "comet.pass-through"
+    }
+}
+
 /// The points some hook of `hooks` implements.
 fn mask_of(hooks: &[Arc<dyn ChatHooks>]) -> u32 {
     hooks
