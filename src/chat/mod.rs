@@ -20,7 +20,25 @@ pub mod settings;
 pub mod teams;
 
 use crate::engine::ServiceError;
-use crate::model::MeteorError;
+use crate::model::{Document, MeteorError, Value};
+
+/// A string field of a stored document.
+pub(crate) fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
+    doc.get(key).and_then(Value::as_str)
+}
+
+/// A time as the `$date` form the services' JSON builders read.
+pub(crate) fn date(ms: f64) -> serde_json::Value {
+    serde_json::json!({"$date": ms})
+}
+
+/// The author of a message (`u._id`).
+pub(crate) fn author_of(message: &Document) -> Option<&str> {
+    message
+        .get("u")
+        .and_then(Value::as_object)
+        .and_then(|u| text(u, "_id"))
+}
 
 /// A refusal a client may read: Rocket.Chat's `code` and `reason`.
 pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {

@@ -110,7 +110,7 @@ impl Notify {
             store.follow_collection(collection);
         }
         // Held by the follower: nothing else keeps the streams' emitter.
-        follower.add(notify.clone());
+        follower.add_kept(notify.clone());
         notify
     }
 

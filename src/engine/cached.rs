@@ -3,10 +3,9 @@
 //! permissions).
 
 use super::error::ServiceError;
-use super::registry::BoxFuture;
 use crate::model::{Document, Value};
 use crate::storage::{ChangeEvent, OperationType};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// What a service does with its collection's changes.
 pub trait CachedCollection: Send + Sync + 'static {
@@ -29,8 +28,12 @@ pub trait CachedCollection: Send + Sync + 'static {
     fn saw(&self, _seq: u64) {}
     /// Reads the whole collection again (after lost events, or an event without its
     /// document).
-    fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>>;
+    fn reload(&self) -> ReloadFuture<'_>;
 }
+
+/// What a reload's future is.
+pub type ReloadFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServiceError>> + Send + 'a>>;
 
 /// Every document of `collection`, with only the `fields` given (all when empty): what a
 /// cache reads when it starts or has lost changes.
@@ -91,63 +94,42 @@ pub fn watch<T: CachedCollection>(
     follower: &super::feed::Follower,
 ) {
     store.follow_collection(service.collection());
-    follower.add(Arc::new(CachedFeed(Arc::downgrade(service))));
+    follower.add_service(service);
 }
 
-/// A cached collection as the follower sees it (held weakly).
-struct CachedFeed<T>(Weak<T>);
-
-impl<T: CachedCollection> CachedFeed<T> {
-    async fn reload(service: Arc<T>) {
-        let collection = service.collection();
-        if let Err(err) = service.reload().await {
-            tracing::warn!(%collection, error = %err, "collection could not be read again");
-        }
+/// Reads `service`'s collection again, saying so when it cannot.
+async fn reload_logged<T: CachedCollection>(service: &T) {
+    let collection = service.collection();
+    if let Err(err) = service.reload().await {
+        tracing::warn!(%collection, error = %err, "collection could not be read again");
     }
 }
 
-impl<T: CachedCollection> super::feed::FeedHandler for CachedFeed<T> {
+/// A cached collection follows the store's changes of its own collection.
+impl<T: CachedCollection> super::feed::FeedHandler for T {
     fn name(&self) -> &'static str {
-        self.0.upgrade().map_or("gone", |s| s.collection())
+        self.collection()
     }
 
     fn wants(&self, collection: &str) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|s| s.collection() == collection)
+        self.collection() == collection
     }
 
     fn apply<'a>(&'a self, event: &'a ChangeEvent) -> super::feed::FeedFuture<'a> {
-        let service = self.0.upgrade();
-        Box::pin(async move {
-            let Some(service) = service else { return };
-            match (event.operation, &event.full_document, &event.id) {
-                (OperationType::Delete, _, Some(Value::String(id))) => {
-                    service.forget_at(id, event.seq)
-                }
-                (_, Some(doc), _) => service.put_at((**doc).clone(), event.seq),
-                _ => Self::reload(service).await,
-            }
-        })
+        match (event.operation, &event.full_document, &event.id) {
+            (OperationType::Delete, _, Some(Value::String(id))) => self.forget_at(id, event.seq),
+            (_, Some(doc), _) => self.put_at((**doc).clone(), event.seq),
+            _ => return self.resync(),
+        }
+        Box::pin(std::future::ready(()))
     }
 
     fn saw(&self, seq: u64) {
-        if let Some(service) = self.0.upgrade() {
-            service.saw(seq);
-        }
+        CachedCollection::saw(self, seq);
     }
 
     fn resync(&self) -> super::feed::FeedFuture<'_> {
-        let service = self.0.upgrade();
-        Box::pin(async move {
-            if let Some(service) = service {
-                Self::reload(service).await;
-            }
-        })
-    }
-
-    fn alive(&self) -> bool {
-        self.0.strong_count() > 0
+        Box::pin(reload_logged(self))
     }
 }
 
@@ -176,7 +158,7 @@ mod tests {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|i| i != id);
         }
-        fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>> {
+        fn reload(&self) -> ReloadFuture<'_> {
             Box::pin(async { Ok(()) })
         }
     }

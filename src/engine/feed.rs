@@ -29,53 +29,21 @@ pub trait FeedHandler: Send + Sync + 'static {
     /// Changes may have been lost (the feed lagged, or the source lost its place): read
     /// the state again, and tell clients what they may have missed.
     fn resync(&self) -> FeedFuture<'_>;
-    /// Whether the service is still there (a follower of none stops).
-    fn alive(&self) -> bool {
-        true
-    }
-}
-
-/// A service followed without being kept alive by the follower.
-pub struct Weakly<T>(pub Weak<T>);
-
-impl<T: FeedHandler> FeedHandler for Weakly<T> {
-    fn name(&self) -> &'static str {
-        self.0.upgrade().map_or("gone", |h| h.name())
-    }
-    fn wants(&self, collection: &str) -> bool {
-        self.0.upgrade().is_some_and(|h| h.wants(collection))
-    }
-    fn apply<'a>(&'a self, event: &'a ChangeEvent) -> FeedFuture<'a> {
-        let inner = self.0.upgrade();
-        Box::pin(async move {
-            if let Some(inner) = inner {
-                inner.apply(event).await;
-            }
-        })
-    }
-    fn saw(&self, seq: u64) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.saw(seq);
-        }
-    }
-    fn resync(&self) -> FeedFuture<'_> {
-        let inner = self.0.upgrade();
-        Box::pin(async move {
-            if let Some(inner) = inner {
-                inner.resync().await;
-            }
-        })
-    }
-    fn alive(&self) -> bool {
-        self.0.strong_count() > 0
-    }
 }
 
 /// The follower: subscribed when made, so nothing written after that is missed; handlers
 /// are added as the services start; [`Follower::start`] runs it.
 pub struct Follower {
     feed: Mutex<Option<broadcast::Receiver<Arc<ChangeEvent>>>>,
-    handlers: Mutex<Vec<Arc<dyn FeedHandler>>>,
+    handlers: Mutex<Handlers>,
+}
+
+/// The services followed (weakly: a service dropped gets nothing more), and those the
+/// follower itself keeps alive (nothing else holds them).
+#[derive(Default, Clone)]
+struct Handlers {
+    followed: Vec<Weak<dyn FeedHandler>>,
+    kept: Vec<Arc<dyn FeedHandler>>,
 }
 
 impl Follower {
@@ -83,21 +51,30 @@ impl Follower {
     pub fn new(store: &dyn Store) -> Arc<Self> {
         Arc::new(Self {
             feed: Mutex::new(Some(store.subscribe())),
-            handlers: Mutex::new(Vec::new()),
+            handlers: Mutex::new(Handlers::default()),
         })
     }
 
-    /// Adds `handler` after those added before.
-    pub fn add(&self, handler: Arc<dyn FeedHandler>) {
+    /// Adds `service` after those added before, held weakly: once it is dropped it gets
+    /// nothing more.
+    pub fn add_service<T: FeedHandler>(&self, service: &Arc<T>) {
+        let weak: Weak<dyn FeedHandler> = Arc::downgrade(service) as Weak<dyn FeedHandler>;
         self.handlers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(handler);
+            .followed
+            .push(weak);
     }
 
-    /// Adds `service`, held weakly: once it is dropped it gets nothing more.
-    pub fn add_service<T: FeedHandler>(&self, service: &Arc<T>) {
-        self.add(Arc::new(Weakly(Arc::downgrade(service))));
+    /// Adds `service` and keeps it alive for as long as the store's feed runs (a service
+    /// nothing else holds).
+    pub fn add_kept<T: FeedHandler>(&self, service: Arc<T>) {
+        self.add_service(&service);
+        self.handlers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kept
+            .push(service);
     }
 
     /// Starts handing out changes to the handlers added so far (changes written since
@@ -116,16 +93,16 @@ impl Follower {
 }
 
 /// Hands out changes until the feed closes or every handler is gone.
-async fn follow(
-    handlers: Vec<Arc<dyn FeedHandler>>,
-    mut feed: broadcast::Receiver<Arc<ChangeEvent>>,
-) {
+async fn follow(handlers: Handlers, mut feed: broadcast::Receiver<Arc<ChangeEvent>>) {
+    // The services alive for this change, upgraded once per change (the buffer is reused).
+    let mut live: Vec<Arc<dyn FeedHandler>> = Vec::with_capacity(handlers.followed.len());
     loop {
         let event = feed.recv().await;
-        if !handlers.iter().any(|h| h.alive()) {
+        live.clear();
+        live.extend(handlers.followed.iter().filter_map(Weak::upgrade));
+        if live.is_empty() {
             return;
         }
-        let live = &handlers;
         match event {
             Ok(event)
                 if matches!(
@@ -136,15 +113,15 @@ async fn follow(
                 tracing::warn!(
                     "the change feed lost its place: every service reads its state again"
                 );
-                resync(live).await;
+                resync(&live).await;
             }
             Ok(event) => {
-                for handler in live {
+                for handler in &live {
                     if handler.wants(&event.collection) {
                         handler.apply(&event).await;
                     }
                 }
-                for handler in live {
+                for handler in &live {
                     handler.saw(event.seq);
                 }
             }
@@ -153,7 +130,7 @@ async fn follow(
                     lost,
                     "the change feed lagged: every service reads its state again"
                 );
-                resync(live).await;
+                resync(&live).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -234,5 +211,40 @@ mod tests {
             vec!["wanted:a".to_owned(), "wanted:c".to_owned()]
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_feed_makes_every_service_read_again_and_then_goes_on() {
+        let (tx, rx) = broadcast::channel(2);
+        let recorder = Arc::new(Recorder::default());
+        let handlers = Handlers {
+            followed: vec![Arc::downgrade(&recorder) as Weak<dyn FeedHandler>],
+            kept: Vec::new(),
+        };
+        let event = |id: &str| {
+            Arc::new(ChangeEvent::for_document(
+                1,
+                OperationType::Insert,
+                "wanted".into(),
+                Some(Value::from(id)),
+                Some(Arc::new(doc(id))),
+                None,
+            ))
+        };
+        // Four changes into a feed that holds two: the first two are lost.
+        for id in ["lost1", "lost2", "kept1", "kept2"] {
+            tx.send(event(id)).expect("a receiver");
+        }
+        let task = tokio::spawn(follow(handlers, rx));
+        drop(tx);
+        task.await.expect("the follower ends with the feed");
+        assert_eq!(
+            *recorder.log.lock().unwrap_or_else(|p| p.into_inner()),
+            vec![
+                "resync".to_owned(),
+                "wanted:kept1".to_owned(),
+                "wanted:kept2".to_owned()
+            ]
+        );
     }
 }

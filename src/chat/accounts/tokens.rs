@@ -15,7 +15,6 @@ use super::str_at;
 use crate::chat::collections::USERS;
 use crate::engine::cached::CachedCollection;
 use crate::engine::error::ServiceError;
-use crate::engine::registry::BoxFuture;
 use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store};
 use std::collections::HashMap;
@@ -125,7 +124,7 @@ impl TokenIndex {
         });
         // Follow first, so no token written between the read and the subscription is lost.
         crate::engine::cached::watch(&index, &*store, follower);
-        index.clone().reload().await?;
+        index.reload().await?;
         Ok(index)
     }
 
@@ -246,7 +245,7 @@ impl CachedCollection for TokenIndex {
         self.write().set_user(id, Vec::new(), true, 0);
     }
 
-    fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>> {
+    fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
         Box::pin(async move {
             let users = crate::engine::cached::read_all(
                 &*self.store,

@@ -13,13 +13,13 @@ use crate::chat::accounts::limiter::{Limiter, Rule};
 use crate::chat::collections::MESSAGES;
 use crate::chat::collections::{ROOMS, SUBSCRIPTIONS};
 use crate::chat::hooks::{after_hook, allow_hook, will_hook, Hooks, Origin, Point, ReactionEvent};
-use crate::chat::not_allowed;
 use crate::chat::permissions::Permissions;
 pub use crate::chat::posting::ts_of;
 use crate::chat::posting::{mentions, Draft, PostError, Posting};
 use crate::chat::rooms::members::user_ref;
 use crate::chat::rooms::{client_error, text, Rooms};
 use crate::chat::settings::Settings;
+use crate::chat::{author_of, date, not_allowed};
 use crate::engine::build::{doc, now_ms, selector};
 use crate::engine::error::ServiceError;
 use crate::engine::fence::WriteRecorder;
@@ -73,17 +73,9 @@ pub struct History {
     pub unread_not_loaded: usize,
 }
 
-fn date(ms: f64) -> serde_json::Value {
-    serde_json::json!({"$date": ms})
-}
-
 /// Whether `existing` is the message `uid` already sent to `rid` (a retry may see it again).
 fn is_retry_of(existing: &Document, uid: &str, rid: &str) -> bool {
-    let sender = existing
-        .get("u")
-        .and_then(Value::as_object)
-        .and_then(|u| text(u, "_id"));
-    sender == Some(uid) && text(existing, "rid") == Some(rid)
+    author_of(existing) == Some(uid) && text(existing, "rid") == Some(rid)
 }
 
 fn array_has(doc: &Document, key: &str, item: &str) -> bool {
@@ -413,13 +405,6 @@ impl Messages {
         Ok((message, room))
     }
 
-    fn author_of(message: &Document) -> Option<&str> {
-        message
-            .get("u")
-            .and_then(Value::as_object)
-            .and_then(|u| text(u, "_id"))
-    }
-
     /// Whether `uid` may still change or remove `message` under a time-limit setting.
     async fn within_window(
         &self,
@@ -495,7 +480,7 @@ impl Messages {
             return Ok(());
         }
         let rid = text(&room, "_id").unwrap_or_default().to_owned();
-        let own = Self::author_of(&original) == Some(uid.as_str());
+        let own = author_of(&original) == Some(uid.as_str());
         let allowed = self
             .permissions
             .may(&uid, "edit-message", Some(&rid))
@@ -610,7 +595,7 @@ impl Messages {
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         let (message, room) = self.own_or_moderated(id).await?;
         let rid = text(&room, "_id").unwrap_or_default().to_owned();
-        let own = Self::author_of(&message) == Some(uid.as_str());
+        let own = author_of(&message) == Some(uid.as_str());
         let allowed = self
             .permissions
             .may(&uid, "delete-message", Some(&rid))

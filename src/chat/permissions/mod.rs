@@ -152,7 +152,7 @@ impl crate::engine::cached::CachedCollection for Permissions {
             .remove(id);
     }
 
-    fn reload(self: Arc<Self>) -> crate::engine::registry::BoxFuture<Result<(), ServiceError>> {
+    fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
         Box::pin(async move {
             let held: Vec<String> = self
                 .documents
@@ -179,7 +179,7 @@ impl Permissions {
             user_roles: user_roles::UserRoles::start(store.clone(), follower).await?,
         });
         crate::engine::cached::watch(&service, &*store, follower);
-        service.clone().reload().await?;
+        service.reload().await?;
         let now = now_ms();
         for (id, scope, description) in DEFAULT_ROLES {
             let role = doc(serde_json::json!({

@@ -9,7 +9,6 @@
 use crate::chat::collections::USERS;
 use crate::engine::cached::CachedCollection;
 use crate::engine::error::ServiceError;
-use crate::engine::registry::BoxFuture;
 use crate::model::{Document, Value};
 use crate::storage::Store;
 use std::collections::HashMap;
@@ -145,7 +144,7 @@ impl UserRoles {
             user_listener: OnceLock::new(),
         });
         crate::engine::cached::watch(&roles, &*store, follower);
-        roles.clone().reload().await?;
+        roles.reload().await?;
         Ok(roles)
     }
 
@@ -302,7 +301,7 @@ impl CachedCollection for UserRoles {
         }
     }
 
-    fn reload(self: Arc<Self>) -> BoxFuture<Result<(), ServiceError>> {
+    fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
         Box::pin(async move {
             // What the read below shows includes every change up to here.
             let at = self.store.last_seq();

@@ -18,10 +18,11 @@ use crate::chat::hooks::{
 };
 use crate::chat::permissions::Permissions;
 use crate::chat::settings::Settings;
+use crate::chat::{author_of, date, not_allowed, text};
 use crate::engine::build::{doc, now_ms, selector};
 use crate::engine::fence::WriteRecorder;
 use crate::engine::ServiceError;
-use crate::model::{Document, MeteorError, Value};
+use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store, StoreError, UpdateOptions, WriteOp, WriteOutcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,9 +75,7 @@ impl PostError {
     pub fn into_service_error(self) -> ServiceError {
         match self {
             PostError::Refused(refused) => refused.into(),
-            PostError::Duplicate => {
-                ServiceError::Client(MeteorError::new("error-not-allowed", "Not allowed"))
-            }
+            PostError::Duplicate => not_allowed(),
             PostError::Service(err) => err,
         }
     }
@@ -115,20 +114,8 @@ fn unread_rule(setting: &str) -> UnreadRule {
     }
 }
 
-fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
-    doc.get(key).and_then(Value::as_str)
-}
-
-fn date(ms: f64) -> serde_json::Value {
-    serde_json::json!({"$date": ms})
-}
-
 fn sender_of(message: &Document) -> &str {
-    message
-        .get("u")
-        .and_then(Value::as_object)
-        .and_then(|u| text(u, "_id"))
-        .unwrap_or_default()
+    author_of(message).unwrap_or_default()
 }
 
 /// The message's time in ms.
@@ -169,14 +156,6 @@ pub struct RoomClocks {
 }
 
 impl RoomClocks {
-    /// Whether `rid`'s last time is remembered.
-    fn knows(&self, rid: &str) -> bool {
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(rid)
-    }
-
     /// Takes `ts` as a time `rid` has given (read back from the store).
     fn note(&self, rid: &str, ts: f64) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,14 +166,15 @@ impl RoomClocks {
     }
 
     /// The time of `rid`'s next message: `wanted` (whole milliseconds), or the millisecond
-    /// after the room's last one when that is not earlier.
-    fn next(&self, rid: &str, wanted: f64, now: f64) -> f64 {
+    /// after the room's last one when that is not earlier; `None` while the room's last
+    /// time is not known (it is read from the store, then noted).
+    fn next(&self, rid: &str, wanted: f64, now: f64) -> Option<f64> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() > REMEMBERED_ROOMS {
             // A room quiet for a minute cannot collide with a new message: forget it.
             last.retain(|_, t| *t > now - 60_000.0);
         }
-        let entry = last.entry(rid.to_owned()).or_insert(f64::MIN);
+        let entry = last.get_mut(rid)?;
         let wanted = wanted.floor();
         let ts = if wanted > *entry {
             wanted
@@ -202,7 +182,7 @@ impl RoomClocks {
             *entry + 1.0
         };
         *entry = ts;
-        ts
+        Some(ts)
     }
 }
 
@@ -360,25 +340,16 @@ impl Posting {
     /// The message's time: the one it asks for (never ahead of the clock) made unique in its
     /// room, once the clock has reached it.
     async fn stamp(&self, rid: &str, message: &Document) -> Result<f64, ServiceError> {
-        if !self.clocks.knows(rid) {
-            let newest = self
-                .find(
-                    MESSAGES,
-                    serde_json::json!({"rid": rid}),
-                    Some(serde_json::json!({"ts": -1})),
-                    1,
-                )
-                .await?;
-            self.clocks
-                .note(rid, newest.first().map_or(f64::MIN, ts_of));
-        }
         let now = now_ms();
         let wanted = match message.get("ts") {
             Some(Value::Date(asked)) => asked.min(now),
             _ => now,
         };
-        let ts = self.clocks.next(rid, wanted, now);
-        let ahead = ts - now;
+        let ts = match self.clocks.next(rid, wanted, now) {
+            Some(ts) => ts,
+            None => self.first_stamp(rid, wanted, now).await?,
+        };
+        let ahead = ts - now_ms();
         if ahead > 0.0 {
             if ahead <= LONGEST_WAIT_MS {
                 tokio::time::sleep(Duration::from_secs_f64(ahead / 1000.0)).await;
@@ -391,6 +362,24 @@ impl Posting {
             }
         }
         Ok(ts)
+    }
+
+    /// The first time given in `rid` since this process started (or remembered it last):
+    /// after the room's newest stored message.
+    async fn first_stamp(&self, rid: &str, wanted: f64, now: f64) -> Result<f64, ServiceError> {
+        let newest = self
+            .find(
+                MESSAGES,
+                serde_json::json!({"rid": rid}),
+                Some(serde_json::json!({"ts": -1})),
+                1,
+            )
+            .await?;
+        self.clocks
+            .note(rid, newest.first().map_or(f64::MIN, ts_of));
+        self.clocks
+            .next(rid, wanted, now)
+            .ok_or_else(|| ServiceError::internal("a room's clock was not kept"))
     }
 
     /// `mentions` of a message (users that exist, `all`, `here`), the mentioned user ids,
@@ -607,15 +596,17 @@ mod tests {
         let clocks = RoomClocks::default();
         clocks.note("r", 1_000.0);
         // Asked for earlier than the last: the millisecond after it.
-        assert_eq!(clocks.next("r", 900.0, 2_000.0), 1_001.0);
-        assert_eq!(clocks.next("r", 1_001.0, 2_000.0), 1_002.0);
+        assert_eq!(clocks.next("r", 900.0, 2_000.0), Some(1_001.0));
+        assert_eq!(clocks.next("r", 1_001.0, 2_000.0), Some(1_002.0));
         // The clock is ahead: its millisecond, fractions dropped.
-        assert_eq!(clocks.next("r", 2_000.7, 2_000.7), 2_000.0);
-        assert_eq!(clocks.next("r", 2_000.0, 2_000.0), 2_001.0);
-        // Another room has its own clock.
-        assert_eq!(clocks.next("s", 2_000.0, 2_000.0), 2_000.0);
+        assert_eq!(clocks.next("r", 2_000.7, 2_000.7), Some(2_000.0));
+        assert_eq!(clocks.next("r", 2_000.0, 2_000.0), Some(2_001.0));
+        // A room not known yet gets no time until its last one is read back.
+        assert_eq!(clocks.next("s", 2_000.0, 2_000.0), None);
+        clocks.note("s", f64::MIN);
+        assert_eq!(clocks.next("s", 2_000.0, 2_000.0), Some(2_000.0));
         // Reading back never moves a room's time back.
         clocks.note("r", 5.0);
-        assert_eq!(clocks.next("r", 0.0, 2_000.0), 2_002.0);
+        assert_eq!(clocks.next("r", 0.0, 2_000.0), Some(2_002.0));
     }
 }

@@ -198,9 +198,7 @@ fn store_error(e: crate::storage::StoreError) -> ServiceError {
     ServiceError::from_store(&e)
 }
 
-fn text<'a>(d: &'a Document, key: &str) -> Option<&'a str> {
-    d.get(key).and_then(Value::as_str)
-}
+use crate::chat::text;
 
 /// The machine's name, to tell this machine's processes from others' in `instances`.
 fn host_name() -> String {

@@ -197,9 +197,7 @@ pub fn subscription_id(rid: &str, uid: &str) -> String {
     crate::model::random::Alea::new(&["subscription", rid, uid]).id()
 }
 
-pub(crate) fn text<'a>(doc: &'a Document, key: &str) -> Option<&'a str> {
-    doc.get(key).and_then(Value::as_str)
-}
+pub(crate) use crate::chat::text;
 
 impl Rooms {
     /// The service over `store`, its indexes made (a user's subscriptions; a room's members).

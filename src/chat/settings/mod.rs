@@ -309,7 +309,7 @@ impl crate::engine::cached::CachedCollection for Settings {
             .remove(id);
     }
 
-    fn reload(self: Arc<Self>) -> crate::engine::registry::BoxFuture<Result<(), ServiceError>> {
+    fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
         Box::pin(async move {
             let held: Vec<String> = self
                 .cache
@@ -344,7 +344,7 @@ impl Settings {
         });
         // Follow first, so nothing written between the read and the subscription is lost.
         crate::engine::cached::watch(&service, &*store, follower);
-        service.clone().reload().await?;
+        service.reload().await?;
         let missing: Vec<Default> = {
             let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
             defaults()
