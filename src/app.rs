@@ -236,7 +236,8 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     }
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
     let metrics = hub.metrics.clone();
-    operator.use_metrics(Box::new(move || metrics.render()));
+    // The operator's figures come from the server's metrics, which exist with the hub.
+    operator.start_sampling(Box::new(move || metrics.render()));
     let rest = Arc::new(Rest::with_services(
         &settings.server.rocketchat_version,
         crate::rest::RestServices {

@@ -9,9 +9,9 @@
 //! | `storage` | persistence and the change feed | model |
 //! | `observe` | live queries | model, storage |
 //! | `engine` | the DDP engine, no chat in it: methods and publications (the registry), `check()` patterns, declarative publications, the streams hub, connections, the write fence, the limits every call passes | model, storage, observe |
-//! | `chat` | Rocket.Chat's services: accounts, settings, permissions, rooms, messages, teams, presence, notify streams, the operator's page; every collection's name; the one path of stored messages; the hook points on every kind of write | model, storage, observe, engine |
+//! | `chat` | Rocket.Chat's services: accounts, settings, permissions, rooms, messages, teams, presence, notify streams, the operator's page; every collection's name; typed records; the call context; the one path of stored messages; the hook points on every kind of write | model, storage, observe, engine |
 //! | `session` | DDP state machine, mergebox, outbound queue, heartbeat | protocol, model, engine |
-//! | `rest` | Rocket.Chat's `/api` routes: envelopes, statuses, limits per route, CORS decisions, thin adapters | model, engine, chat |
+//! | `rest` | Rocket.Chat's `/api` routes: envelopes, statuses, limits per route, CORS decisions, route tables of thin handlers over the typed API | model, engine, chat |
 //! | `server` | HTTP, WebSocket, SockJS, caps per address, `/metrics` access, shutdown; hands `/api` to `rest` | session, rest |
 //!
 //! `config` and `app` wire the layers together; `main.rs` runs them.

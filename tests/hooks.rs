@@ -8,10 +8,10 @@
 
 mod common;
 
+use comet::chat::call::Call;
 use comet::chat::hooks::{
     ChatHooks, HookFuture, MembershipEvent, MessageEvent, Origin, ReactionEvent, Verdict,
 };
-use comet::engine::fence::WriteRecorder;
 use comet::model::{Document, Value};
 use common::DdpClient;
 use serde_json::{json, Value as Json};
@@ -87,7 +87,7 @@ impl ChatHooks for Moderator {
     fn message_has_been_saved<'a>(
         &'a self,
         event: MessageEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         self.seen.lock().unwrap().saved.push((
             event.origin,
@@ -165,7 +165,7 @@ impl ChatHooks for Moderator {
     fn room_has_been_created<'a>(
         &'a self,
         room: &'a Document,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         self.note(format!("room {}", name_of(room, "name")));
         ready(())
@@ -182,7 +182,7 @@ impl ChatHooks for Moderator {
     fn user_has_joined<'a>(
         &'a self,
         event: MembershipEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         self.note(format!(
             "joined {} {}",
@@ -195,7 +195,7 @@ impl ChatHooks for Moderator {
     fn user_has_left<'a>(
         &'a self,
         event: MembershipEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         self.note(format!(
             "left {} {}",
@@ -216,7 +216,7 @@ impl ChatHooks for Moderator {
     fn user_has_been_created<'a>(
         &'a self,
         user: &'a Document,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         self.note(format!("created {}", name_of(user, "username")));
         ready(())

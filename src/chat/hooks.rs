@@ -9,7 +9,7 @@
 //! added nothing is called and nothing allocated. It must not know what a hook is made of
 //! (in process now, a plugin's subprocess later) nor write anything itself.
 
-use crate::engine::fence::WriteRecorder;
+use crate::chat::call::Call;
 use crate::model::Document;
 use std::future::Future;
 use std::pin::Pin;
@@ -142,7 +142,7 @@ fn done<'a>() -> HookFuture<'a, ()> {
 
 /// The hook points. Every method has a default that does nothing, so an implementation
 /// names only the points it cares about. *Has been* hooks that write (joining the default
-/// channels, say) record their writes in `writes`, so the caller's method waits for them.
+/// channels, say) record their writes in the `call` they get, so the caller's method waits for them.
 pub trait ChatHooks: Send + Sync {
     /// A name for the log (a plugin's id).
     fn name(&self) -> &str;
@@ -166,7 +166,7 @@ pub trait ChatHooks: Send + Sync {
     fn message_has_been_saved<'a>(
         &'a self,
         _event: MessageEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         done()
     }
@@ -225,7 +225,7 @@ pub trait ChatHooks: Send + Sync {
     fn room_has_been_created<'a>(
         &'a self,
         _room: &'a Document,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         done()
     }
@@ -238,7 +238,7 @@ pub trait ChatHooks: Send + Sync {
     fn user_has_joined<'a>(
         &'a self,
         _event: MembershipEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         done()
     }
@@ -251,7 +251,7 @@ pub trait ChatHooks: Send + Sync {
     fn user_has_left<'a>(
         &'a self,
         _event: MembershipEvent<'a>,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         done()
     }
@@ -269,7 +269,7 @@ pub trait ChatHooks: Send + Sync {
     fn user_has_been_created<'a>(
         &'a self,
         _user: &'a Document,
-        _writes: &'a dyn WriteRecorder,
+        _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         done()
     }

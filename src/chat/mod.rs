@@ -4,9 +4,12 @@
 //! They own Rocket.Chat's rules and document shapes and register their methods,
 //! publications and streams with the engine's [`Registry`](crate::engine::Registry). They
 //! must not know about sessions, sockets or HTTP: `session` and `rest` call them, never the
-//! other way round. Every collection they use is named in [`collections`].
+//! other way round. Every collection they use is named in [`collections`]; every operation
+//! takes a [`call::Call`] (who acts, the write fence, the address); documents are read as
+//! the typed [`records`] where a service needs their fields.
 
 pub mod accounts;
+pub mod call;
 pub mod collections;
 pub mod hooks;
 pub mod messages;
@@ -15,6 +18,7 @@ pub mod operator;
 pub mod permissions;
 pub mod posting;
 pub mod presence;
+pub mod records;
 pub mod rooms;
 pub mod settings;
 pub mod teams;

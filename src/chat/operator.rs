@@ -17,7 +17,7 @@ use crate::engine::registry::{Publish, Registry, Subscription};
 use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The publication the operator's page subscribes to.
@@ -369,7 +369,6 @@ pub struct Operator {
     store: Arc<dyn Store>,
     permissions: Arc<Permissions>,
     connections: Arc<Connections>,
-    source: OnceLock<MetricsText>,
     sampler: Mutex<Sampler>,
     latest: tokio::sync::watch::Sender<Arc<Snapshot>>,
 }
@@ -380,7 +379,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Operator {
     /// The service, its publication and method registered; figures start once
-    /// [`Operator::use_metrics`] gives it the metrics text.
+    /// [`Operator::start_sampling`] gives it the metrics text.
     pub fn start(
         store: Arc<dyn Store>,
         permissions: Arc<Permissions>,
@@ -390,7 +389,6 @@ impl Operator {
             store,
             permissions,
             connections: registry.connections().clone(),
-            source: OnceLock::new(),
             sampler: Mutex::new(Sampler::default()),
             latest: tokio::sync::watch::channel(Arc::new(Snapshot::default())).0,
         });
@@ -399,18 +397,13 @@ impl Operator {
     }
 
     /// Where figures come from: the same text `/metrics` serves. Starts the sampler.
-    pub fn use_metrics(self: &Arc<Self>, source: MetricsText) {
-        if self.source.set(source).is_ok() {
-            self.sample();
-            tokio::spawn(sample_forever(Arc::downgrade(self)));
-        }
+    pub fn start_sampling(self: &Arc<Self>, source: MetricsText) {
+        self.sample(&source);
+        tokio::spawn(sample_forever(Arc::downgrade(self), source));
     }
 
     /// Takes one reading and publishes the figures it gives.
-    fn sample(&self) {
-        let Some(source) = self.source.get() else {
-            return;
-        };
+    fn sample(&self, source: &MetricsText) {
         let reading = Reading {
             at: now_ms(),
             series: parse_exposition(&source()),
@@ -652,7 +645,7 @@ async fn follow(
     }
 }
 
-async fn sample_forever(operator: std::sync::Weak<Operator>) {
+async fn sample_forever(operator: std::sync::Weak<Operator>, source: MetricsText) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -661,7 +654,7 @@ async fn sample_forever(operator: std::sync::Weak<Operator>) {
         let Some(operator) = operator.upgrade() else {
             return;
         };
-        operator.sample();
+        operator.sample(&source);
     }
 }
 

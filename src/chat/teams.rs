@@ -12,8 +12,8 @@
 //! sessions or HTTP; clients hear of team changes through the room and subscription events
 //! their writes cause.
 
+use crate::chat::call::Call;
 use crate::chat::not_allowed;
-use crate::engine::fence::{NoFence, WriteRecorder};
 
 use super::permissions::Permissions;
 use super::rooms::members::RoomSetting;
@@ -169,13 +169,13 @@ impl Teams {
     /// `teams.create`: the team, its main room (with `members`), the creator as its owner.
     pub async fn create(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         name: &str,
         kind: TeamType,
         members: Vec<String>,
         read_only: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
+        let caller = call.require_user()?;
         let (_, me) = self.rooms.named_caller(Some(caller)).await?;
         if !self
             .permissions
@@ -205,7 +205,7 @@ impl Teams {
         let room = match self
             .rooms
             .create(
-                Some(caller),
+                call,
                 NewRoom {
                     kind: kind.room_kind(),
                     name: name.to_owned(),
@@ -213,7 +213,6 @@ impl Teams {
                     read_only,
                     team_id: None,
                 },
-                writes,
             )
             .await
         {
@@ -229,8 +228,7 @@ impl Teams {
             }
         };
         let rid = text(&room, "_id").unwrap_or_default().to_owned();
-        self.found_team(caller, &me, &team_id, name, kind, &rid, writes)
-            .await
+        self.found_team(call, &me, &team_id, name, kind, &rid).await
     }
 
     /// Makes room `rid` the main room of a new team `team_id` (whose name is claimed
@@ -239,21 +237,21 @@ impl Teams {
     #[allow(clippy::too_many_arguments)] // one step of two callers, each argument theirs
     async fn found_team(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         me: &Document,
         team_id: &str,
         name: &str,
         kind: TeamType,
         rid: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
+        let caller = call.require_user()?;
         let now = serde_json::json!({"$date": now_ms()});
         let by = serde_json::json!({"_id": caller, "username": text(me, "username")});
         let team = doc(serde_json::json!({
             "_id": team_id, "name": name, "type": kind.number(), "roomId": rid,
             "createdBy": by, "createdAt": now, "_updatedAt": now,
         }))?;
-        self.rooms.insert(TEAMS, team.clone(), writes).await?;
+        self.rooms.insert(call, TEAMS, team.clone()).await?;
         for sub in self
             .find(SUBSCRIPTIONS, serde_json::json!({"rid": rid}))
             .await?
@@ -272,18 +270,18 @@ impl Teams {
                 "_updatedAt": now,
             }))?;
             match self.store.insert(TEAM_MEMBERS, member).await {
-                Ok(ack) => writes.record_write(ack.seq),
+                Ok(ack) => call.record_write(ack.seq),
                 Err(StoreError::DuplicateKey(_)) => {}
                 Err(other) => return Err(store_error(other)),
             }
         }
         self.rooms
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 serde_json::json!({"$set": {"teamMain": true, "teamId": team_id, "_updatedAt": now}}),
                 false,
-                writes,
             )
             .await?;
         Ok(team)
@@ -310,7 +308,11 @@ impl Teams {
     async fn free_claim(&self, name: &str, team_id: &str) {
         let filter =
             serde_json::json!({"_id": format!("team:{}", name.to_lowercase()), "owner": team_id});
-        if let Err(err) = self.rooms.remove_where(CLAIMS, filter, &NoFence).await {
+        if let Err(err) = self
+            .rooms
+            .remove_where(&Call::server(), CLAIMS, filter)
+            .await
+        {
             tracing::warn!(%team_id, cause = %err, "a team name's claim was not freed");
         }
     }
@@ -407,11 +409,11 @@ impl Teams {
     /// `roles` when given.
     pub async fn add_members(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         members: &[(String, Vec<String>)],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         let rid = text(team, "roomId");
         if !self.permissions.may(caller, "add-team-member", rid).await?
             && !self
@@ -432,11 +434,9 @@ impl Teams {
                 .user(uid)
                 .await?
                 .ok_or_else(|| client_error("error-invalid-user", "Invalid user"))?;
-            self.rooms
-                .add_member(&room, &user, Some(&me), writes)
-                .await?;
+            self.rooms.add_member(call, &room, &user, Some(&me)).await?;
             if !roles.is_empty() {
-                self.set_member_roles(team, uid, roles, writes).await?;
+                self.set_member_roles(call, team, uid, roles).await?;
             }
         }
         Ok(())
@@ -444,20 +444,20 @@ impl Teams {
 
     async fn set_member_roles(
         &self,
+        call: &Call<'_>,
         team: &Document,
         uid: &str,
         roles: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let id = text(team, "_id").unwrap_or_default();
         let ack = self
             .rooms
             .write_update(
+                call,
                 TEAM_MEMBERS,
                 serde_json::json!({"teamId": id, "userId": uid}),
                 serde_json::json!({"$set": {"roles": roles, "_updatedAt": {"$date": now_ms()}}}),
                 false,
-                writes,
             )
             .await?;
         if ack.matched == 0 {
@@ -469,11 +469,11 @@ impl Teams {
         // The main room's own roles follow the team's (an owner of the team owns its room).
         self.rooms
             .write_update(
+                call,
                 SUBSCRIPTIONS,
                 serde_json::json!({"rid": text(team, "roomId"), "u._id": uid}),
                 serde_json::json!({"$set": {"roles": roles, "_updatedAt": {"$date": now_ms()}}}),
                 false,
-                writes,
             )
             .await?;
         Ok(())
@@ -494,22 +494,22 @@ impl Teams {
     /// team's rooms `rids`.
     async fn take_out(
         &self,
+        call: &Call<'_>,
         team: &Document,
         user: &Document,
         by: Option<&Document>,
         rids: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let team_id = text(team, "_id").unwrap_or_default();
         let room = self.main_room(team).await?;
-        if !self.rooms.remove_member(&room, user, by, writes).await? {
+        if !self.rooms.remove_member(call, &room, user, by).await? {
             // Not in the main room, yet listed: the membership goes all the same.
-            self.rooms.leave_team(team_id, user, by, writes).await?;
+            self.rooms.leave_team(call, team_id, user, by).await?;
         }
         for rid in rids {
             if let Some(r) = self.rooms.room(rid).await? {
                 if text(&r, "teamId") == Some(team_id) {
-                    self.rooms.remove_member(&r, user, by, writes).await?;
+                    self.rooms.remove_member(call, &r, user, by).await?;
                 }
             }
         }
@@ -519,12 +519,12 @@ impl Teams {
     /// `teams.removeMember` (`edit-team-member`).
     pub async fn remove_member(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         uid: &str,
         rids: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "edit-team-member", text(team, "roomId"))
             .await?;
@@ -550,18 +550,18 @@ impl Teams {
             .user(uid)
             .await?
             .ok_or_else(|| client_error("error-invalid-user", "Invalid user"))?;
-        self.take_out(team, &user, Some(&me), rids, writes).await
+        self.take_out(call, team, &user, Some(&me), rids).await
     }
 
     /// `teams.updateMember` (`edit-team-member`): the member's roles.
     pub async fn update_member(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         uid: &str,
         roles: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "edit-team-member", text(team, "roomId"))
             .await?;
@@ -572,18 +572,18 @@ impl Teams {
                 "The team's last owner cannot stop being one",
             ));
         }
-        self.set_member_roles(team, uid, roles, writes).await
+        self.set_member_roles(call, team, uid, roles).await
     }
 
     /// `teams.leave`: the caller leaves the team, its auto-join rooms and the team's rooms
     /// `rids`.
     pub async fn leave(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rids: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         let team_id = text(team, "_id").unwrap_or_default();
         if !self.rooms.is_team_member(team_id, caller).await? {
             return Err(client_error(
@@ -598,18 +598,18 @@ impl Teams {
             ));
         }
         let me = self.rooms.caller(Some(caller)).await?;
-        self.take_out(team, &me, None, rids, writes).await
+        self.take_out(call, team, &me, None, rids).await
     }
 
     /// `teams.addRooms` (`move-room-to-team`): existing channels and groups the caller may
     /// edit join the team.
     pub async fn add_rooms(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rids: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<Vec<Document>, ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "move-room-to-team", text(team, "roomId"))
             .await?;
@@ -621,7 +621,7 @@ impl Teams {
                 .room(rid)
                 .await?
                 .ok_or_else(|| client_error("error-invalid-room", "Invalid room"))?;
-            if !matches!(text(&room, "t"), Some("c" | "p")) {
+            if !RoomKind::of(&room).is_some_and(RoomKind::is_group) {
                 return Err(client_error("error-invalid-room", "Invalid room"));
             }
             if room.get("teamId").is_some() {
@@ -639,11 +639,11 @@ impl Teams {
             }
             self.rooms
                 .write_update(
+                    call,
                     ROOMS,
                     serde_json::json!({"_id": rid}),
                     serde_json::json!({"$set": {"teamId": team_id, "_updatedAt": {"$date": now_ms()}}}),
                     false,
-                    writes,
                 )
                 .await?;
             if let Some(room) = self.rooms.room(rid).await? {
@@ -654,14 +654,14 @@ impl Teams {
     }
 
     /// Takes room `rid` out of its team (no longer the team's, nor auto-joined).
-    async fn detach_room(&self, rid: &str, writes: &dyn WriteRecorder) -> Result<(), ServiceError> {
+    async fn detach_room(&self, call: &Call<'_>, rid: &str) -> Result<(), ServiceError> {
         self.rooms
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 serde_json::json!({"$unset": {"teamId": 1, "teamDefault": 1}, "$set": {"_updatedAt": {"$date": now_ms()}}}),
                 false,
-                writes,
             )
             .await?;
         Ok(())
@@ -670,11 +670,11 @@ impl Teams {
     /// `teams.removeRoom` (`remove-team-channel`): the room leaves the team.
     pub async fn remove_room(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rid: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "remove-team-channel", text(team, "roomId"))
             .await?;
@@ -687,7 +687,7 @@ impl Teams {
                     && r.get("teamMain") != Some(&Value::Bool(true))
             })
             .ok_or_else(|| client_error("error-invalid-room", "Invalid room"))?;
-        self.detach_room(rid, writes).await?;
+        self.detach_room(call, rid).await?;
         Ok(room)
     }
 
@@ -695,11 +695,11 @@ impl Teams {
     /// join by themselves (`teamDefault`); made so, it takes in every member at once.
     pub async fn set_default_room(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         rid: &str,
         is_default: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
+        let caller = call.require_user()?;
         let room = self
             .rooms
             .room(rid)
@@ -720,11 +720,11 @@ impl Teams {
         }
         self.rooms
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 serde_json::json!({"$set": {"teamDefault": is_default, "_updatedAt": {"$date": now_ms()}}}),
                 false,
-                writes,
             )
             .await?;
         if is_default {
@@ -740,9 +740,7 @@ impl Teams {
                 else {
                     continue;
                 };
-                self.rooms
-                    .add_member(&room, &user, Some(&by), writes)
-                    .await?;
+                self.rooms.add_member(call, &room, &user, Some(&by)).await?;
             }
         }
         self.rooms
@@ -795,12 +793,12 @@ impl Teams {
     /// room turns public or private with it).
     pub async fn update(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         name: Option<&str>,
         kind: Option<TeamType>,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "edit-team", text(team, "roomId"))
             .await?;
@@ -843,21 +841,16 @@ impl Teams {
             return Ok(());
         }
         self.rooms
-            .save_settings(
-                Some(caller),
-                text(team, "roomId").unwrap_or_default(),
-                changes,
-                writes,
-            )
+            .save_settings(call, text(team, "roomId").unwrap_or_default(), changes)
             .await?;
         set.insert("_updatedAt".into(), serde_json::json!({"$date": now_ms()}));
         self.rooms
             .write_update(
+                call,
                 TEAMS,
                 serde_json::json!({"_id": team_id}),
                 serde_json::json!({"$set": set}),
                 false,
-                writes,
             )
             .await?;
         if set.contains_key("name") {
@@ -870,16 +863,15 @@ impl Teams {
     /// others leave the team, then the main room, the members and the team go.
     pub async fn delete(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rooms_to_remove: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "delete-team", text(team, "roomId"))
             .await?;
-        self.dissolve(caller, team, rooms_to_remove, true, writes)
-            .await
+        self.dissolve(call, team, rooms_to_remove, true).await
     }
 
     /// `teams.convertToChannel` (`convert-team`): the team ends and its main room carries on
@@ -887,28 +879,27 @@ impl Teams {
     /// rooms, `rooms_to_remove` are erased and the rest leave the team.
     pub async fn convert_to_channel(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rooms_to_remove: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         self.permissions
             .require(caller, "convert-team", text(team, "roomId"))
             .await?;
-        self.dissolve(caller, team, rooms_to_remove, false, writes)
-            .await
+        self.dissolve(call, team, rooms_to_remove, false).await
     }
 
     /// Ends a team: its rooms `rooms_to_remove` erased (each as the caller may), the others
     /// out of it; the main room erased too (`erase_main`) or kept as a room of its own.
     async fn dissolve(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         team: &Document,
         rooms_to_remove: &[String],
         erase_main: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
+        let caller = call.require_user()?;
         let team_id = text(team, "_id").unwrap_or_default();
         let main = text(team, "roomId").unwrap_or_default();
         let rooms = self
@@ -929,29 +920,29 @@ impl Teams {
                 continue;
             }
             if rooms_to_remove.iter().any(|r| r == rid) {
-                self.rooms.erase(Some(caller), rid, writes).await?;
+                self.rooms.erase(call, rid).await?;
             } else {
-                self.detach_room(rid, writes).await?;
+                self.detach_room(call, rid).await?;
             }
         }
         if erase_main {
-            self.rooms.erase(Some(caller), main, writes).await?;
+            self.rooms.erase(call, main).await?;
         } else {
             self.rooms
                 .write_update(
+                    call,
                     ROOMS,
                     serde_json::json!({"_id": main}),
                     serde_json::json!({"$unset": {"teamId": 1, "teamMain": 1}, "$set": {"_updatedAt": {"$date": now_ms()}}}),
                     false,
-                    writes,
                 )
                 .await?;
         }
         self.rooms
-            .remove_where(TEAM_MEMBERS, serde_json::json!({"teamId": team_id}), writes)
+            .remove_where(call, TEAM_MEMBERS, serde_json::json!({"teamId": team_id}))
             .await?;
         self.rooms
-            .remove_where(TEAMS, serde_json::json!({"_id": team_id}), writes)
+            .remove_where(call, TEAMS, serde_json::json!({"_id": team_id}))
             .await?;
         self.free_claim(text(team, "name").unwrap_or_default(), team_id)
             .await;
@@ -964,11 +955,11 @@ impl Teams {
     /// the team's.
     pub async fn convert_to_team(
         &self,
-        caller: &str,
+        call: &Call<'_>,
         which: &RoomRef,
         kind: TeamType,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
+        let caller = call.require_user()?;
         let (_, me) = self.rooms.named_caller(Some(caller)).await?;
         let found = match which {
             RoomRef::Id(id) => self.rooms.room(id).await?,
@@ -1013,10 +1004,7 @@ impl Teams {
         let name = text(room, "name").unwrap_or_default();
         let team_id = crate::model::random::random_id();
         self.claim_name(name, &team_id).await?;
-        match self
-            .found_team(caller, &me, &team_id, name, kind, rid, writes)
-            .await
-        {
+        match self.found_team(call, &me, &team_id, name, kind, rid).await {
             Ok(team) => Ok(team),
             Err(err) => {
                 self.free_claim(name, &team_id).await;

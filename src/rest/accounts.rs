@@ -6,7 +6,7 @@ use super::{Caller, RestRequest, RestResponse};
 use crate::chat::accounts::{
     methods, Accounts, RegistrationRefused, UserSelector, PUBLIC_USER_FIELDS,
 };
-use crate::engine::fence::NoFence;
+use crate::chat::call::Call;
 use crate::engine::ServiceError;
 use crate::model::{Document, Value};
 
@@ -98,9 +98,8 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
     }
     let result = match methods::login(
         accounts,
+        &Call::server().from_address(request.client_address),
         &Value::Object(ddp),
-        &NoFence,
-        request.client_address,
     )
     .await
     {
@@ -140,7 +139,7 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
 /// `POST /api/v1/logout`: the request's token is revoked (and live sessions using it end).
 pub(super) async fn logout(accounts: &Accounts, caller: &Caller) -> RestResponse {
     match accounts
-        .remove_tokens(&caller.user_id, &caller.token_hash, false, &NoFence)
+        .remove_tokens(&Call::server(), &caller.user_id, &caller.token_hash, false)
         .await
     {
         Ok(()) => RestResponse {
@@ -214,7 +213,7 @@ pub(super) async fn register(accounts: &Accounts, request: &RestRequest) -> Rest
         name: text("name"),
         roles: Vec::new(),
     };
-    let id = match accounts.create_user(new, &NoFence).await {
+    let id = match accounts.create_user(&Call::server(), new).await {
         Ok(id) => id,
         Err(err) => return RestResponse::from_service(&err),
     };

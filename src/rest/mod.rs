@@ -12,9 +12,11 @@ pub mod json;
 mod limits;
 mod methods;
 mod presence;
+mod rooms;
 mod teams;
 
 use crate::chat::accounts::Accounts;
+use crate::chat::call::Call;
 use crate::engine::{Registry, ServiceError};
 use crate::model::MeteorError;
 use std::sync::Arc;
@@ -143,9 +145,9 @@ enum Route {
     MethodCall,
     MethodCallAnon,
     /// `chat.*`, `channels.*`, `groups.*`, `im.*`, `rooms.*`, `subscriptions.*`.
-    Chat(&'static str),
+    Chat(&'static chat::ChatRoute),
     /// `teams.*`.
-    Teams(&'static str),
+    Teams(&'static teams::TeamRoute),
     UsersPresence,
     UsersGetPresence,
     UsersSetStatus,
@@ -166,46 +168,6 @@ pub struct Rest {
     teams: Option<Arc<crate::chat::teams::Teams>>,
     limits: limits::RouteLimiter,
 }
-
-/// The chat routes, each named as its path after `/api/v1/`.
-const CHAT_ROUTES: &[&str] = &[
-    "chat.sendMessage",
-    "chat.postMessage",
-    "chat.update",
-    "chat.delete",
-    "chat.getMessage",
-    "chat.syncMessages",
-    "chat.react",
-    "channels.create",
-    "channels.info",
-    "channels.list",
-    "channels.join",
-    "channels.leave",
-    "channels.history",
-    "channels.members",
-    "channels.invite",
-    "channels.kick",
-    "channels.archive",
-    "channels.unarchive",
-    "groups.create",
-    "groups.info",
-    "groups.list",
-    "groups.leave",
-    "groups.history",
-    "groups.members",
-    "groups.invite",
-    "groups.kick",
-    "groups.archive",
-    "groups.unarchive",
-    "im.create",
-    "im.list",
-    "im.history",
-    "rooms.get",
-    "rooms.info",
-    "rooms.roles",
-    "subscriptions.get",
-    "subscriptions.read",
-];
 
 /// The services REST routes adapt.
 pub struct RestServices {
@@ -265,15 +227,15 @@ impl Rest {
                 tracing::error!(%path, cause = %err, "REST route not registered");
             }
         }
-        for name in CHAT_ROUTES {
-            let path = format!("/api/v1/{name}");
-            if let Err(err) = routes.insert(path.clone(), Route::Chat(name)) {
+        for route in chat::routes() {
+            let path = format!("/api/v1/{}", route.name);
+            if let Err(err) = routes.insert(path.clone(), Route::Chat(route)) {
                 tracing::error!(%path, cause = %err, "REST route not registered");
             }
         }
-        for name in teams::TEAM_ROUTES {
-            let path = format!("/api/v1/{name}");
-            if let Err(err) = routes.insert(path.clone(), Route::Teams(name)) {
+        for route in teams::TEAM_ROUTES {
+            let path = format!("/api/v1/{}", route.name);
+            if let Err(err) = routes.insert(path.clone(), Route::Teams(route)) {
                 tracing::error!(%path, cause = %err, "REST route not registered");
             }
         }
@@ -465,22 +427,17 @@ impl Rest {
                     None => RestResponse::failure(404, "Not found", None),
                 }
             }
-            (Route::Chat(name), _) => {
+            (Route::Chat(route), _) => {
                 let Some(caller) = caller else {
                     return RestResponse::unauthorized();
                 };
                 let (Some(rooms), Some(messages)) = (&self.rooms, &self.messages) else {
                     return RestResponse::failure(404, "Not found", None);
                 };
-                chat::Chat {
-                    registry,
-                    rooms,
-                    messages,
-                    caller,
-                    request,
+                match chat::Chat::new(rooms, messages, caller, request, route) {
+                    Ok(chat) => chat.handle(route).await,
+                    Err(refused) => refused,
                 }
-                .handle(name)
-                .await
             }
             (
                 Route::Logout
@@ -576,10 +533,7 @@ impl Rest {
             let Some(value) = body.get("value") else {
                 return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
             };
-            if let Err(err) = settings
-                .save(id, value.clone(), &crate::engine::fence::NoFence)
-                .await
-            {
+            if let Err(err) = settings.save(&Call::server(), id, value.clone()).await {
                 return RestResponse::from_service(&err);
             }
             return RestResponse::success(serde_json::json!({}));
@@ -641,6 +595,26 @@ mod tests {
             path: path.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn every_route_of_the_tables_is_served_at_its_own_path() {
+        let rest = Rest::new("7.0.0");
+        let mut seen = std::collections::HashSet::new();
+        let names = chat::routes()
+            .map(|r| r.name)
+            .chain(teams::TEAM_ROUTES.iter().map(|r| r.name));
+        for name in names {
+            assert!(seen.insert(name), "{name} is in the tables twice");
+            let path = format!("/api/v1/{name}");
+            let found = rest.routes.at(&path).map(|m| *m.value);
+            match found {
+                Ok(Route::Chat(route)) => assert_eq!(route.name, name),
+                Ok(Route::Teams(route)) => assert_eq!(route.name, name),
+                other => panic!("{path} routes to {other:?}"),
+            }
+        }
+        assert!(seen.len() > 50, "only {} routes", seen.len());
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ struct Writer {
     /// connection (another process on the same file) commits.
     data_version: i64,
     docs: DocCache,
+    /// Tables this connection has made sure of in a transaction that committed or is
+    /// open: a rolled-back one may have taken its `CREATE TABLE` along, so this empties
+    /// with `docs`.
+    tables: std::collections::HashSet<String>,
 }
 
 /// Most documents the writer keeps parsed.
@@ -77,6 +81,16 @@ impl DocCache {
 }
 
 impl Writer {
+    /// Creates `table` unless this connection knows it is there: the statement's parse
+    /// showed in profiles of the message path, which writes four tables a message.
+    fn ensure_table(&mut self, table: &str) -> Result<(), StoreError> {
+        if !self.tables.contains(table) {
+            ensure_table(&self.conn, table)?;
+            self.tables.insert(table.to_owned());
+        }
+        Ok(())
+    }
+
     /// The changes other processes committed to the file since this one last looked, in
     /// order; `next_seq` moves past them. Call with the writer lock held (and, before a
     /// write of our own, inside its transaction, so nothing commits in between).
@@ -436,6 +450,7 @@ impl EmbeddedStore {
                 log_cap: DEFAULT_LOG_CAP,
                 data_version,
                 docs: DocCache::default(),
+                tables: Default::default(),
             }),
             writes,
             reads,
@@ -576,6 +591,7 @@ impl EmbeddedStore {
                     let _ = w.conn.execute_batch("ROLLBACK TO write; RELEASE write");
                     w.next_seq = start;
                     w.docs.clear();
+                    w.tables.clear();
                     outcomes.push((job, Err(err)));
                 }
             }
@@ -588,6 +604,7 @@ impl EmbeddedStore {
             let _ = w.conn.execute_batch("ROLLBACK");
             w.next_seq = batch_start;
             w.docs.clear();
+            w.tables.clear();
             for (job, outcome) in outcomes {
                 job.finish(outcome.and(Err(StoreError::Unavailable(err.to_string()))));
             }
@@ -843,7 +860,7 @@ impl EmbeddedStore {
                 let indexed = indexed.clone();
                 let collection = collection.clone();
                 move |w| {
-                    ensure_table(&w.conn, &table)?;
+                    w.ensure_table(&table)?;
                     let mut paths: Vec<&str> =
                         keys.keys().iter().map(|(p, _)| p.as_str()).collect();
                     paths.push("_id");
@@ -952,7 +969,7 @@ impl PreparedInsert {
             text,
             doc,
         } = self;
-        ensure_table(&w.conn, &table)?;
+        w.ensure_table(&table)?;
         let inserted = write_row(
             &w.conn,
             indexed,
@@ -1007,14 +1024,14 @@ fn targets(
                 Vec::new()
             });
         }
-        ensure_table(&w.conn, table)?;
+        w.ensure_table(table)?;
         let found = scan(&w.conn, table, &[], selector, Some(1))?;
         for (id, doc) in &found {
             w.docs.put(table, id, doc.clone());
         }
         return Ok(found);
     }
-    ensure_table(&w.conn, table)?;
+    w.ensure_table(table)?;
     let fields = fields_of(indexed, collection);
     scan(
         &w.conn,

@@ -4,6 +4,7 @@
 //! semantics and calls the typed API; nothing here decides who may do what.
 
 use super::{secrets, Accounts, NewUser, UserSelector, PUBLIC_USER_FIELDS, TOKEN_ATTACHMENT};
+use crate::chat::call::Call;
 
 use crate::chat::collections::USERS;
 use crate::engine::args::{check_all, Pattern};
@@ -86,9 +87,8 @@ fn bind(ctx: &MethodContext, result: &super::LoginResult) {
 /// refused while its address or user is blocked, and a wrong one counts against both.
 pub async fn login(
     accounts: &Accounts,
+    call: &Call<'_>,
     request: &Value,
-    writes: &dyn crate::engine::fence::WriteRecorder,
-    address: Option<std::net::IpAddr>,
 ) -> Result<super::LoginResult, ServiceError> {
     login_pattern().check(Some(request))?;
     let Value::Object(fields) = request else {
@@ -105,9 +105,7 @@ pub async fn login(
     };
     let who = user_selector(user).ok_or_else(ServiceError::match_failed)?;
     let digest = password_digest(password)?;
-    accounts
-        .password_login(&who, &digest, address, writes)
-        .await
+    accounts.password_login(call, &who, &digest).await
 }
 
 fn logged_in(ctx: &MethodContext) -> Result<(String, String), ServiceError> {
@@ -183,7 +181,7 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[login_pattern()], &params)?;
             accounts.count_login_attempt(Some(&ctx.connection_id))?;
-            let result = login(&accounts, &params[0], &ctx, ctx.client_address()).await?;
+            let result = login(&accounts, &Call::method(&ctx), &params[0]).await?;
             bind(&ctx, &result);
             Ok(Some(result.to_value(true)))
         }
@@ -194,7 +192,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[], &params)?;
             if let Ok((user, token)) = logged_in(&ctx) {
-                accounts.remove_tokens(&user, &token, false, &ctx).await?;
+                accounts
+                    .remove_tokens(&Call::method(&ctx), &user, &token, false)
+                    .await?;
             }
             if let Some(connection) = ctx.connection() {
                 connection.set_attachment(TOKEN_ATTACHMENT, None);
@@ -209,7 +209,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[], &params)?;
             let (user, token) = logged_in(&ctx)?;
-            let result = accounts.new_token(&user, &token, &ctx).await?;
+            let result = accounts
+                .new_token(&Call::method(&ctx), &user, &token)
+                .await?;
             bind(&ctx, &result);
             Ok(Some(result.to_value(false)))
         }
@@ -220,7 +222,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[], &params)?;
             let (user, token) = logged_in(&ctx)?;
-            accounts.remove_tokens(&user, &token, true, &ctx).await?;
+            accounts
+                .remove_tokens(&Call::method(&ctx), &user, &token, true)
+                .await?;
             let mut out = Document::default();
             out.insert("token".into(), Value::Null);
             Ok(Some(Value::Object(out)))
@@ -253,11 +257,11 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
                     new_user(&params[0])?
                 };
                 let has_password = new.password_digest.is_some();
-                let id = accounts.create_user(new, &ctx).await?;
+                let id = accounts.create_user(&Call::method(&ctx), new).await?;
                 if method == "registerUser" || !has_password {
                     return Ok(Some(Value::from(id.as_str())));
                 }
-                let result = accounts.log_in_created(&id, &ctx).await?;
+                let result = accounts.log_in_created(&Call::method(&ctx), &id).await?;
                 bind(&ctx, &result);
                 Ok(Some(result.to_value(true)))
             }
@@ -275,7 +279,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
                 )));
             };
             let name = params[0].as_str().unwrap_or_default().trim().to_owned();
-            let set = accounts.set_username(&user, &name, &ctx).await?;
+            let set = accounts
+                .set_username(&Call::method(&ctx), &user, &name)
+                .await?;
             Ok(Some(Value::from(set.as_str())))
         }
     });

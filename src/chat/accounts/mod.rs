@@ -16,10 +16,10 @@ pub mod tokens;
 
 use super::hooks::{after_hook, allow_hook, keeping, will_hook, Point};
 use super::permissions::user_roles::NameKind;
+use crate::chat::call::Call;
 use crate::chat::collections::{CLAIMS, ROOMS, USERS};
 use crate::engine::connections::Connections;
 use crate::engine::error::ServiceError;
-use crate::engine::fence::{NoFence, WriteRecorder};
 use crate::model::query::Selector;
 use crate::model::{Document, MeteorError, Value};
 use crate::storage::{FindOptions, Store, UpdateOptions};
@@ -524,16 +524,16 @@ impl Accounts {
     /// or id), and a name that matches no one costs as much time as a wrong password.
     pub async fn password_login(
         &self,
+        call: &Call<'_>,
         who: &UserSelector,
         digest: &str,
-        address: Option<std::net::IpAddr>,
-        writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
+        let address = call.address();
         self.check_address_not_blocked(address)?;
         let user = self.find_user(who).await?;
         let subject = failure_subject(who, user.as_ref());
         self.check_user_not_blocked(&subject)?;
-        let outcome = self.verify_login(user, digest, writes).await;
+        let outcome = self.verify_login(call, user, digest).await;
         if let Err(ServiceError::Client(e)) = &outcome {
             if e.error.to_string() == "403" {
                 self.record_login_failure(&subject, address);
@@ -546,9 +546,9 @@ impl Accounts {
     /// is missing or has no password, so every refusal costs one bcrypt.
     async fn verify_login(
         &self,
+        call: &Call<'_>,
         user: Option<Document>,
         digest: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
         let Some(user) = user else {
             return self.refuse_after_decoy(digest, "User not found").await;
@@ -568,7 +568,7 @@ impl Accounts {
         let id = Self::user_id(&user)?;
         allow_hook!(self.hooks, Point::UserWillLogIn, |hook| hook
             .user_will_log_in(&user))?;
-        let result = self.issue_token(&id, now_ms(), "password", writes).await?;
+        let result = self.issue_token(call, &id, now_ms(), "password").await?;
         after_hook!(self.hooks, Point::UserHasLoggedIn, |hook| hook
             .user_has_logged_in(&user));
         Ok(result)
@@ -776,21 +776,20 @@ impl Accounts {
     /// Logs in a user this call just created with a password (Meteor's `createUser`).
     pub async fn log_in_created(
         &self,
+        call: &Call<'_>,
         user_id: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
         self.login_through_hooks(user_id).await?;
-        self.issue_token(user_id, now_ms(), "password", writes)
-            .await
+        self.issue_token(call, user_id, now_ms(), "password").await
     }
 
     /// Stores a new token for `user_id` dated `when` and returns it.
     async fn issue_token(
         &self,
+        call: &Call<'_>,
         user_id: &str,
         when: f64,
         kind: &'static str,
-        writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
         let token = secrets::new_token();
         let token_hash = secrets::hash_token(&token);
@@ -801,7 +800,7 @@ impl Accounts {
         if ack.matched == 0 {
             return Err(forbidden("User not found"));
         }
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         self.tokens.added(user_id, &token_hash, when, ack.seq);
         Ok(LoginResult {
             id: user_id.to_owned(),
@@ -898,10 +897,10 @@ impl Accounts {
     /// `all_but` is set), and logs out the live connections that used them.
     pub async fn remove_tokens(
         &self,
+        call: &Call<'_>,
         user_id: &str,
         token_hash: &str,
         all_but: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let condition = if all_but {
             serde_json::json!({"hashedToken": {"$ne": token_hash}})
@@ -914,7 +913,7 @@ impl Accounts {
                 serde_json::json!({"$pull": {"services.resume.loginTokens": condition}}),
             )
             .await?;
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         self.tokens.removed(user_id, token_hash, all_but, ack.seq);
         for connection in self.connections.of_user(user_id) {
             let used = connection.attachment(TOKEN_ATTACHMENT);
@@ -933,9 +932,9 @@ impl Accounts {
     /// A fresh token with the same issue date as `token_hash`'s (Meteor's `getNewToken`).
     pub async fn new_token(
         &self,
+        call: &Call<'_>,
         user_id: &str,
         token_hash: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<LoginResult, ServiceError> {
         let user = self
             .find_users(selector(serde_json::json!({"_id": user_id}))?, 1)
@@ -953,7 +952,7 @@ impl Accounts {
             _ => None,
         }
         .ok_or_else(|| forbidden("You've been logged out by the server. Please log in again."))?;
-        self.issue_token(user_id, when, "resume", writes).await
+        self.issue_token(call, user_id, when, "resume").await
     }
 
     /// Claims `value` (a lowercase username or address) for `owner`; `false` when it is taken.
@@ -993,11 +992,7 @@ impl Accounts {
     /// second claim, so two writers cannot both take a name), and checked against users
     /// written before comet held claims. The user-created hook points run around the write
     /// (joining the default channels is one of them, see `rooms::DefaultChannels`).
-    pub async fn create_user(
-        &self,
-        new: NewUser,
-        writes: &dyn WriteRecorder,
-    ) -> Result<String, ServiceError> {
+    pub async fn create_user(&self, call: &Call<'_>, new: NewUser) -> Result<String, ServiceError> {
         if new.username.is_none() && new.email.is_none() {
             return Err(ServiceError::Client(MeteorError::new(
                 400,
@@ -1112,10 +1107,10 @@ impl Accounts {
             .insert(USERS, user.clone())
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         if new.username.is_some() {
             after_hook!(self.hooks, Point::UserHasBeenCreated, |hook| {
-                hook.user_has_been_created(&user, writes)
+                hook.user_has_been_created(&user, call)
             });
         }
         Ok(id)
@@ -1155,9 +1150,9 @@ impl Accounts {
     /// user's first name joins the default channels, as registration does. Returns the name.
     pub async fn set_username(
         &self,
+        call: &Call<'_>,
         user_id: &str,
         username: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<String, ServiceError> {
         if !valid_username(username) {
             return Err(ServiceError::Client(MeteorError::new(
@@ -1199,7 +1194,7 @@ impl Accounts {
                 }),
             )
             .await?;
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         match &current {
             Some(old) if !same_but_case => self.release("username", old).await,
             Some(_) => {}
@@ -1211,7 +1206,7 @@ impl Accounts {
                     .pop()
                 {
                     after_hook!(self.hooks, Point::UserHasBeenCreated, |hook| {
-                        hook.user_has_been_created(&user, writes)
+                        hook.user_has_been_created(&user, call)
                     });
                 }
             }
@@ -1246,6 +1241,7 @@ impl Accounts {
         };
         let id = self
             .create_user(
+                &Call::server(),
                 NewUser {
                     username: Some(seed.username.clone()),
                     email: seed.email.clone(),
@@ -1253,7 +1249,6 @@ impl Accounts {
                     name: Some(seed.username.clone()),
                     roles: vec!["admin".into(), "user".into()],
                 },
-                &NoFence,
             )
             .await?;
         if generated {

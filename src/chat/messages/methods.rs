@@ -7,10 +7,12 @@
 //! a bot's `await` with no way to tell a stored message from a refused one.
 
 use super::{Messages, Outgoing, MAX_PAGE};
+use crate::chat::call::Call;
 use crate::engine::args::{check_all, is_id, Pattern};
 use crate::engine::error::ServiceError;
-use crate::engine::registry::Registry;
+use crate::engine::registry::{MethodContext, MethodResult, Registry};
 use crate::model::{Document, Value};
+use std::sync::Arc;
 
 /// Ids and room ids longer than this match nothing.
 const MAX_ID: usize = 128;
@@ -112,65 +114,13 @@ pub(crate) fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
 }
 
 /// Registers the messaging methods.
-pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
+pub fn register(registry: &mut Registry, messages: Arc<Messages>) {
     // Limited per user by its own rule (5 a second), not by the rules per method.
     registry.call_limits().has_own_limit("sendMessage");
-    registry.method_of("sendMessage", &messages, |m, ctx, params| async move {
-        if params.is_empty() {
-            return Err(ServiceError::match_failed());
-        }
-        let out = outgoing(&params)?;
-        let stored = m.send(ctx.user_id.as_deref(), out, &ctx).await?;
-        Ok(Some(Value::Object(stored)))
-    });
-    registry.method_of("updateMessage", &messages, |m, ctx, params| async move {
-        check_all(
-            &[Pattern::object_including(vec![
-                ("_id", Pattern::string_up_to(MAX_ID)),
-                ("rid", Pattern::string_up_to(MAX_ID)),
-                ("msg", Pattern::STRING),
-            ])],
-            &params[..params.len().min(1)],
-        )?;
-        let edited = params[0].as_object().cloned().unwrap_or_default();
-        m.update(ctx.user_id.as_deref(), &edited, &ctx).await?;
-        Ok(None)
-    });
-    registry.method_of("deleteMessage", &messages, |m, ctx, params| async move {
-        check_all(
-            &[Pattern::object_including(vec![(
-                "_id",
-                Pattern::string_up_to(MAX_ID),
-            )])],
-            &params[..params.len().min(1)],
-        )?;
-        let id = first_id(&params);
-        m.delete(ctx.user_id.as_deref(), &id, &ctx).await?;
-        Ok(None)
-    });
-    registry.method_of("setReaction", &messages, |m, ctx, params| async move {
-        check_all(
-            &[
-                Pattern::string_up_to(128),
-                Pattern::string_up_to(MAX_ID),
-                Pattern::maybe(Pattern::BOOLEAN),
-            ],
-            &params,
-        )?;
-        let react = match params.get(2) {
-            Some(Value::Bool(b)) => Some(*b),
-            _ => None,
-        };
-        m.react(
-            ctx.user_id.as_deref(),
-            params[0].as_str().unwrap_or_default(),
-            params[1].as_str().unwrap_or_default(),
-            react,
-            &ctx,
-        )
-        .await?;
-        Ok(None)
-    });
+    registry.method_of("sendMessage", &messages, send_message);
+    registry.method_of("updateMessage", &messages, update_message);
+    registry.method_of("deleteMessage", &messages, delete_message);
+    registry.method_of("setReaction", &messages, set_reaction);
     for (name, pinned) in [("pinMessage", true), ("unpinMessage", false)] {
         registry.method_of(name, &messages, move |m, ctx, params| async move {
             check_all(
@@ -181,179 +131,277 @@ pub fn register(registry: &mut Registry, messages: std::sync::Arc<Messages>) {
                 &params,
             )?;
             let id = first_id(&params);
-            let message = m.pin(ctx.user_id.as_deref(), &id, pinned, &ctx).await?;
+            let message = m.pin(&Call::method(&ctx), &id, pinned).await?;
             Ok(Some(Value::Object(message)))
         });
     }
-    registry.method_of("starMessage", &messages, |m, ctx, params| async move {
-        check_all(
-            &[Pattern::object_including(vec![
-                ("_id", Pattern::string_up_to(MAX_ID)),
-                ("starred", Pattern::BOOLEAN),
-            ])],
-            &params[..params.len().min(1)],
-        )?;
-        let o = params[0].as_object().cloned().unwrap_or_default();
-        let id = string(o.get("_id")).unwrap_or_default();
-        let starred = o.get("starred") == Some(&Value::Bool(true));
-        m.star(ctx.user_id.as_deref(), &id, starred, &ctx).await?;
-        Ok(Some(Value::Bool(true)))
-    });
-    registry.method_of("readMessages", &messages, |m, ctx, params| async move {
-        check_all(
-            &[
-                Pattern::string_up_to(MAX_ID),
-                Pattern::maybe(Pattern::BOOLEAN),
-            ],
-            &params,
-        )?;
-        let read_threads = params.get(1) == Some(&Value::Bool(true));
-        m.mark_read(
-            ctx.user_id.as_deref(),
-            params[0].as_str().unwrap_or_default(),
-            read_threads,
-            &ctx,
-        )
-        .await?;
-        Ok(None)
-    });
-    registry.method_of("loadHistory", &messages, |m, ctx, params| async move {
-        check_all(
-            &[
-                Pattern::string_up_to(MAX_ID),
-                Pattern::maybe(Pattern::DATE),
-                Pattern::maybe(Pattern::NUMBER),
-                Pattern::maybe(Pattern::DATE),
-                Pattern::maybe(Pattern::BOOLEAN),
-            ],
-            &params,
-        )?;
-        let rid = params[0].as_str().unwrap_or_default();
-        let history = m
-            .history(
-                ctx.user_id.as_deref(),
-                rid,
-                date(params.get(1)),
-                limit(params.get(2), 20),
-                date(params.get(3)),
-                params.get(4) != Some(&Value::Bool(false)),
-            )
-            .await?;
-        let Some(history) = history else {
-            return Ok(Some(Value::Bool(false)));
-        };
-        let mut out = vec![
-            ("messages", messages_value(history.messages)),
-            (
-                "unreadNotLoaded",
-                Value::Number(history.unread_not_loaded as f64),
-            ),
-        ];
-        if let Some(first) = history.first_unread {
-            out.push(("firstUnread", Value::Object(first)));
-        }
-        Ok(Some(object(out)))
-    });
-    registry.method_of("loadNextMessages", &messages, |m, ctx, params| async move {
-        check_all(
-            &[
-                Pattern::string_up_to(MAX_ID),
-                Pattern::maybe(Pattern::DATE),
-                Pattern::maybe(Pattern::NUMBER),
-            ],
-            &params,
-        )?;
-        let rid = params[0].as_str().unwrap_or_default();
-        let found = m
-            .after(
-                ctx.user_id.as_deref(),
-                rid,
-                date(params.get(1)),
-                limit(params.get(2), 20),
-            )
-            .await?;
-        Ok(Some(match found {
-            Some(messages) => object(vec![("messages", messages_value(messages))]),
-            None => Value::Bool(false),
-        }))
-    });
-    registry.method_of(
-        "loadMissedMessages",
-        &messages,
-        |m, ctx, params| async move {
-            check_all(&[Pattern::string_up_to(MAX_ID), Pattern::DATE], &params)?;
-            let rid = params[0].as_str().unwrap_or_default();
-            let found = m
-                .after(ctx.user_id.as_deref(), rid, date(params.get(1)), MAX_PAGE)
-                .await?;
-            Ok(Some(match found {
-                Some(messages) => messages_value(messages),
-                None => Value::Bool(false),
-            }))
-        },
-    );
+    registry.method_of("starMessage", &messages, star_message);
+    registry.method_of("readMessages", &messages, read_messages);
+    registry.method_of("loadHistory", &messages, load_history);
+    registry.method_of("loadNextMessages", &messages, load_next_messages);
+    registry.method_of("loadMissedMessages", &messages, load_missed_messages);
     registry.method_of(
         "loadSurroundingMessages",
         &messages,
-        |m, ctx, params| async move {
-            check_all(
-                &[
-                    Pattern::object_including(vec![("_id", Pattern::string_up_to(MAX_ID))]),
-                    Pattern::maybe(Pattern::NUMBER),
-                ],
-                &params,
-            )?;
-            let id = first_id(&params);
-            let found = m
-                .surrounding(ctx.user_id.as_deref(), &id, limit(params.get(1), 50))
-                .await?;
-            Ok(Some(match found {
-                Some((messages, before, after)) => object(vec![
-                    ("messages", messages_value(messages)),
-                    ("moreBefore", Value::Bool(before)),
-                    ("moreAfter", Value::Bool(after)),
-                ]),
-                None => Value::Bool(false),
-            }))
-        },
+        load_surrounding_messages,
     );
-    registry.method_of("getSingleMessage", &messages, |m, ctx, params| async move {
-        check_all(&[Pattern::string_up_to(MAX_ID)], &params)?;
-        let found = m
-            .single(
-                ctx.user_id.as_deref(),
-                params[0].as_str().unwrap_or_default(),
-            )
-            .await?;
-        Ok(found.map(Value::Object))
-    });
-    registry.method_of(
-        "getThreadMessages",
-        &messages,
-        |m, ctx, params| async move {
-            check_all(
-                &[Pattern::object_including(vec![
-                    ("tmid", Pattern::string_up_to(MAX_ID)),
-                    ("limit", Pattern::maybe(Pattern::NUMBER)),
-                    ("skip", Pattern::maybe(Pattern::NUMBER)),
-                ])],
-                &params[..params.len().min(1)],
-            )?;
-            let o = params[0].as_object().cloned().unwrap_or_default();
-            let skip = o
-                .get("skip")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0)
-                .max(0.0) as usize;
-            let found = m
-                .thread(
-                    ctx.user_id.as_deref(),
-                    &string(o.get("tmid")).unwrap_or_default(),
-                    skip,
-                    limit(o.get("limit"), 50),
-                )
-                .await?;
-            Ok(Some(messages_value(found)))
-        },
-    );
+    registry.method_of("getSingleMessage", &messages, get_single_message);
+    registry.method_of("getThreadMessages", &messages, get_thread_messages);
+}
+
+/// `sendMessage`.
+async fn send_message(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    if params.is_empty() {
+        return Err(ServiceError::match_failed());
+    }
+    let out = outgoing(&params)?;
+    let stored = m.send(&Call::method(&ctx), out).await?;
+    Ok(Some(Value::Object(stored)))
+}
+
+/// `updateMessage`.
+async fn update_message(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[Pattern::object_including(vec![
+            ("_id", Pattern::string_up_to(MAX_ID)),
+            ("rid", Pattern::string_up_to(MAX_ID)),
+            ("msg", Pattern::STRING),
+        ])],
+        &params[..params.len().min(1)],
+    )?;
+    let edited = params[0].as_object().cloned().unwrap_or_default();
+    m.update(&Call::method(&ctx), &edited).await?;
+    Ok(None)
+}
+
+/// `deleteMessage`.
+async fn delete_message(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[Pattern::object_including(vec![(
+            "_id",
+            Pattern::string_up_to(MAX_ID),
+        )])],
+        &params[..params.len().min(1)],
+    )?;
+    let id = first_id(&params);
+    m.delete(&Call::method(&ctx), &id).await?;
+    Ok(None)
+}
+
+/// `setReaction`.
+async fn set_reaction(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[
+            Pattern::string_up_to(128),
+            Pattern::string_up_to(MAX_ID),
+            Pattern::maybe(Pattern::BOOLEAN),
+        ],
+        &params,
+    )?;
+    let react = match params.get(2) {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    };
+    m.react(
+        &Call::method(&ctx),
+        params[0].as_str().unwrap_or_default(),
+        params[1].as_str().unwrap_or_default(),
+        react,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// `starMessage`.
+async fn star_message(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[Pattern::object_including(vec![
+            ("_id", Pattern::string_up_to(MAX_ID)),
+            ("starred", Pattern::BOOLEAN),
+        ])],
+        &params[..params.len().min(1)],
+    )?;
+    let o = params[0].as_object().cloned().unwrap_or_default();
+    let id = string(o.get("_id")).unwrap_or_default();
+    let starred = o.get("starred") == Some(&Value::Bool(true));
+    m.star(&Call::method(&ctx), &id, starred).await?;
+    Ok(Some(Value::Bool(true)))
+}
+
+/// `readMessages`.
+async fn read_messages(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[
+            Pattern::string_up_to(MAX_ID),
+            Pattern::maybe(Pattern::BOOLEAN),
+        ],
+        &params,
+    )?;
+    let read_threads = params.get(1) == Some(&Value::Bool(true));
+    m.mark_read(
+        &Call::method(&ctx),
+        params[0].as_str().unwrap_or_default(),
+        read_threads,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// `loadHistory`.
+async fn load_history(m: Arc<Messages>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[
+            Pattern::string_up_to(MAX_ID),
+            Pattern::maybe(Pattern::DATE),
+            Pattern::maybe(Pattern::NUMBER),
+            Pattern::maybe(Pattern::DATE),
+            Pattern::maybe(Pattern::BOOLEAN),
+        ],
+        &params,
+    )?;
+    let rid = params[0].as_str().unwrap_or_default();
+    let history = m
+        .history(
+            ctx.user_id.as_deref(),
+            rid,
+            date(params.get(1)),
+            limit(params.get(2), 20),
+            date(params.get(3)),
+            params.get(4) != Some(&Value::Bool(false)),
+        )
+        .await?;
+    let Some(history) = history else {
+        return Ok(Some(Value::Bool(false)));
+    };
+    let mut out = vec![
+        ("messages", messages_value(history.messages)),
+        (
+            "unreadNotLoaded",
+            Value::Number(history.unread_not_loaded as f64),
+        ),
+    ];
+    if let Some(first) = history.first_unread {
+        out.push(("firstUnread", Value::Object(first)));
+    }
+    Ok(Some(object(out)))
+}
+
+/// `loadNextMessages`.
+async fn load_next_messages(
+    m: Arc<Messages>,
+    ctx: MethodContext,
+    params: Vec<Value>,
+) -> MethodResult {
+    check_all(
+        &[
+            Pattern::string_up_to(MAX_ID),
+            Pattern::maybe(Pattern::DATE),
+            Pattern::maybe(Pattern::NUMBER),
+        ],
+        &params,
+    )?;
+    let rid = params[0].as_str().unwrap_or_default();
+    let found = m
+        .after(
+            ctx.user_id.as_deref(),
+            rid,
+            date(params.get(1)),
+            limit(params.get(2), 20),
+        )
+        .await?;
+    Ok(Some(match found {
+        Some(messages) => object(vec![("messages", messages_value(messages))]),
+        None => Value::Bool(false),
+    }))
+}
+
+/// `loadMissedMessages`.
+async fn load_missed_messages(
+    m: Arc<Messages>,
+    ctx: MethodContext,
+    params: Vec<Value>,
+) -> MethodResult {
+    check_all(&[Pattern::string_up_to(MAX_ID), Pattern::DATE], &params)?;
+    let rid = params[0].as_str().unwrap_or_default();
+    let found = m
+        .after(ctx.user_id.as_deref(), rid, date(params.get(1)), MAX_PAGE)
+        .await?;
+    Ok(Some(match found {
+        Some(messages) => messages_value(messages),
+        None => Value::Bool(false),
+    }))
+}
+
+/// `loadSurroundingMessages`.
+async fn load_surrounding_messages(
+    m: Arc<Messages>,
+    ctx: MethodContext,
+    params: Vec<Value>,
+) -> MethodResult {
+    check_all(
+        &[
+            Pattern::object_including(vec![("_id", Pattern::string_up_to(MAX_ID))]),
+            Pattern::maybe(Pattern::NUMBER),
+        ],
+        &params,
+    )?;
+    let id = first_id(&params);
+    let found = m
+        .surrounding(ctx.user_id.as_deref(), &id, limit(params.get(1), 50))
+        .await?;
+    Ok(Some(match found {
+        Some((messages, before, after)) => object(vec![
+            ("messages", messages_value(messages)),
+            ("moreBefore", Value::Bool(before)),
+            ("moreAfter", Value::Bool(after)),
+        ]),
+        None => Value::Bool(false),
+    }))
+}
+
+/// `getSingleMessage`.
+async fn get_single_message(
+    m: Arc<Messages>,
+    ctx: MethodContext,
+    params: Vec<Value>,
+) -> MethodResult {
+    check_all(&[Pattern::string_up_to(MAX_ID)], &params)?;
+    let found = m
+        .single(
+            ctx.user_id.as_deref(),
+            params[0].as_str().unwrap_or_default(),
+        )
+        .await?;
+    Ok(found.map(Value::Object))
+}
+
+/// `getThreadMessages`.
+async fn get_thread_messages(
+    m: Arc<Messages>,
+    ctx: MethodContext,
+    params: Vec<Value>,
+) -> MethodResult {
+    check_all(
+        &[Pattern::object_including(vec![
+            ("tmid", Pattern::string_up_to(MAX_ID)),
+            ("limit", Pattern::maybe(Pattern::NUMBER)),
+            ("skip", Pattern::maybe(Pattern::NUMBER)),
+        ])],
+        &params[..params.len().min(1)],
+    )?;
+    let o = params[0].as_object().cloned().unwrap_or_default();
+    let skip = o
+        .get("skip")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+        .max(0.0) as usize;
+    let found = m
+        .thread(
+            ctx.user_id.as_deref(),
+            &string(o.get("tmid")).unwrap_or_default(),
+            skip,
+            limit(o.get("limit"), 50),
+        )
+        .await?;
+    Ok(Some(messages_value(found)))
 }

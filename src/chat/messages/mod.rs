@@ -10,6 +10,7 @@
 pub mod methods;
 
 use crate::chat::accounts::limiter::{Limiter, Rule};
+use crate::chat::call::Call;
 use crate::chat::collections::MESSAGES;
 use crate::chat::collections::{ROOMS, SUBSCRIPTIONS};
 use crate::chat::hooks::{after_hook, allow_hook, will_hook, Hooks, Origin, Point, ReactionEvent};
@@ -22,7 +23,6 @@ use crate::chat::settings::Settings;
 use crate::chat::{author_of, date, not_allowed};
 use crate::engine::build::{doc, now_ms, selector};
 use crate::engine::error::ServiceError;
-use crate::engine::fence::WriteRecorder;
 use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store};
 use std::sync::Arc;
@@ -246,13 +246,8 @@ impl Messages {
 
     /// `sendMessage`: checks, stores and counts `out` from `caller`; returns the message as
     /// stored (the one stored before, for a retry with the same id).
-    pub async fn send(
-        &self,
-        caller: Option<&str>,
-        out: Outgoing,
-        writes: &dyn WriteRecorder,
-    ) -> Result<Document, ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+    pub async fn send(&self, call: &Call<'_>, out: Outgoing) -> Result<Document, ServiceError> {
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         if text(&user, "username").is_none() {
             return Err(client_error("error-invalid-user", "Invalid user"));
@@ -290,7 +285,7 @@ impl Messages {
             ));
         }
         if out.tmid.is_some() && !self.flag("Threads_enabled") {
-            return Err(client_error("error-not-allowed", "Not allowed"));
+            return Err(not_allowed());
         }
         if !self
             .permissions
@@ -378,7 +373,7 @@ impl Messages {
             message,
             parent,
         };
-        match self.posting.post(draft, writes).await {
+        match self.posting.post(call, draft).await {
             Ok(stored) => Ok(stored),
             Err(PostError::Duplicate) => {
                 // A retry of a message already stored: nothing more happens. Only its own
@@ -425,13 +420,8 @@ impl Messages {
     }
 
     /// `updateMessage`: a new text for one's own message (or any, with `edit-message`).
-    pub async fn update(
-        &self,
-        caller: Option<&str>,
-        edited: &Document,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+    pub async fn update(&self, call: &Call<'_>, edited: &Document) -> Result<(), ServiceError> {
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         let id = text(edited, "_id").unwrap_or_default();
         let (original, room) = self.own_or_moderated(id).await?;
@@ -528,13 +518,13 @@ impl Messages {
         }))?;
         self.rooms
             .write_update(
+                call,
                 MESSAGES,
                 serde_json::json!({"_id": id}),
                 // `md` is the old text parsed (written by Rocket.Chat): clients would show it
                 // over the new text, so it goes; every other field stays as it was.
                 serde_json::json!({"$set": crate::engine::build::to_json(&Value::Object(set.clone())), "$unset": {"md": 1}}),
                 false,
-                writes,
             )
             .await?;
         let mut edited = original;
@@ -543,15 +533,15 @@ impl Messages {
         after_hook!(self.hooks(), Point::MessageHasBeenEdited, |hook| {
             hook.message_has_been_edited(&edited)
         });
-        self.refresh_last_message(&room, id, writes).await
+        self.refresh_last_message(call, &room, id).await
     }
 
     /// Sets the room's `lastMessage` again when it is `changed_id` (edited or deleted).
     async fn refresh_last_message(
         &self,
+        call: &Call<'_>,
         room: &Document,
         changed_id: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let is_last = room
             .get("lastMessage")
@@ -573,11 +563,11 @@ impl Messages {
         };
         self.rooms
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         Ok(())
@@ -585,13 +575,8 @@ impl Messages {
 
     /// `deleteMessage`: as the settings say, a tombstone (`t: 'rm'`), a hidden message, or
     /// the message moved to the trash.
-    pub async fn delete(
-        &self,
-        caller: Option<&str>,
-        id: &str,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+    pub async fn delete(&self, call: &Call<'_>, id: &str) -> Result<(), ServiceError> {
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         let (message, room) = self.own_or_moderated(id).await?;
         let rid = text(&room, "_id").unwrap_or_default().to_owned();
@@ -620,28 +605,26 @@ impl Messages {
         if self.flag("Message_ShowDeletedStatus") || is_thread_parent {
             self.rooms
                 .write_update(
+                    call,
                     MESSAGES,
                     serde_json::json!({"_id": id}),
                     serde_json::json!({"$set": {"t": "rm", "msg": "", "_updatedAt": date(now)},
                         "$unset": {"attachments": 1, "md": 1, "reactions": 1, "mentions": 1, "channels": 1}}),
                     false,
-                    writes,
                 )
                 .await?;
         } else if self.flag("Message_KeepHistory") {
             self.rooms
                 .write_update(
+                    call,
                     MESSAGES,
                     serde_json::json!({"_id": id}),
                     serde_json::json!({"$set": {"_hidden": true, "_updatedAt": date(now)}}),
                     false,
-                    writes,
                 )
                 .await?;
         } else {
-            self.rooms
-                .to_trash(MESSAGES, message.clone(), writes)
-                .await?;
+            self.rooms.to_trash(call, MESSAGES, message.clone()).await?;
             let ack = self
                 .store
                 .remove(
@@ -651,32 +634,32 @@ impl Messages {
                 )
                 .await
                 .map_err(|e| ServiceError::from_store(&e))?;
-            writes.record_write(ack.seq);
+            call.record_write(ack.seq);
         }
         self.rooms
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 serde_json::json!({"$inc": {"msgs": -1}}),
                 false,
-                writes,
             )
             .await?;
         if let Some(tmid) = text(&message, "tmid") {
             self.rooms
                 .write_update(
+                    call,
                     MESSAGES,
                     serde_json::json!({"_id": tmid, "tcount": {"$gt": 0}}),
                     serde_json::json!({"$inc": {"tcount": -1}, "$set": {"_updatedAt": date(now)}}),
                     false,
-                    writes,
                 )
                 .await?;
         }
         after_hook!(self.hooks(), Point::MessageHasBeenDeleted, |hook| {
             hook.message_has_been_deleted(&message, &user)
         });
-        self.refresh_last_message(&room, id, writes).await
+        self.refresh_last_message(call, &room, id).await
     }
 
     /// The message `id` and its room when `caller` may read the room.
@@ -699,20 +682,19 @@ impl Messages {
     /// says which).
     pub async fn react(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         reaction: &str,
         message_id: &str,
         react: Option<bool>,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+        let user = self.rooms.caller(call.user()).await?;
         let username = text(&user, "username").unwrap_or_default().to_owned();
         let reaction = normalized_reaction(reaction)
             .ok_or_else(|| client_error("error-not-allowed", "Invalid emoji provided."))?;
         let (message, room) = self
-            .readable_message(caller, message_id)
+            .readable_message(call.user(), message_id)
             .await?
-            .ok_or_else(|| client_error("error-not-allowed", "Not allowed"))?;
+            .ok_or_else(not_allowed)?;
         if room.get("archived") == Some(&Value::Bool(true)) || array_has(&room, "muted", &username)
         {
             return Err(not_allowed());
@@ -771,11 +753,11 @@ impl Messages {
         };
         self.rooms
             .write_update(
+                call,
                 MESSAGES,
                 serde_json::json!({"_id": message_id}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         after_hook!(self.hooks(), Point::ReactionHasChanged, |hook| {
@@ -787,19 +769,21 @@ impl Messages {
     /// `pinMessage` / `unpinMessage`.
     pub async fn pin(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         id: &str,
         pinned: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
-        let (message, room) = self.readable_message(caller, id).await?.ok_or_else(|| {
-            client_error(
-                "error-invalid-message",
-                "Message you are pinning was not found",
-            )
-        })?;
+        let (message, room) = self
+            .readable_message(call.user(), id)
+            .await?
+            .ok_or_else(|| {
+                client_error(
+                    "error-invalid-message",
+                    "Message you are pinning was not found",
+                )
+            })?;
         if !self
             .permissions
             .may(&uid, "pin-message", text(&room, "_id"))
@@ -815,11 +799,11 @@ impl Messages {
         };
         self.rooms
             .write_update(
+                call,
                 MESSAGES,
                 serde_json::json!({"_id": id}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         if pinned {
@@ -829,24 +813,25 @@ impl Messages {
                 "ts": date(ts_of(&message)),
             }]});
             self.rooms
-                .system_message(&room, "message_pinned", "", &user, attachment, writes)
+                .system_message(
+                    call,
+                    &room,
+                    crate::chat::records::MessageType::MessagePinned,
+                    "",
+                    &user,
+                    attachment,
+                )
                 .await?;
         }
         Ok(self.message(id).await?.unwrap_or(message))
     }
 
     /// `starMessage`: the caller stars (or un-stars) a message of a room it is in.
-    pub async fn star(
-        &self,
-        caller: Option<&str>,
-        id: &str,
-        starred: bool,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+    pub async fn star(&self, call: &Call<'_>, id: &str, starred: bool) -> Result<(), ServiceError> {
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         let (_, room) = self
-            .readable_message(caller, id)
+            .readable_message(call.user(), id)
             .await?
             .ok_or_else(|| client_error("error-action-not-allowed", "Not allowed"))?;
         if self
@@ -864,11 +849,11 @@ impl Messages {
         };
         self.rooms
             .write_update(
+                call,
                 MESSAGES,
                 serde_json::json!({"_id": id}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         Ok(())
@@ -877,12 +862,11 @@ impl Messages {
     /// `readMessages`: the caller's subscription to `rid` marked read.
     pub async fn mark_read(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         read_threads: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let user = self.rooms.caller(caller).await?;
+        let user = self.rooms.caller(call.user()).await?;
         let uid = text(&user, "_id").unwrap_or_default().to_owned();
         let room =
             self.rooms.room(rid).await?.ok_or_else(|| {
@@ -907,11 +891,11 @@ impl Messages {
         }
         self.rooms
             .write_update(
+                call,
                 SUBSCRIPTIONS,
                 serde_json::json!({"rid": rid, "u._id": uid}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         Ok(())
@@ -1065,7 +1049,7 @@ impl Messages {
         let (_, room) = self
             .readable_message(caller, tmid)
             .await?
-            .ok_or_else(|| client_error("error-not-allowed", "Not allowed"))?;
+            .ok_or_else(not_allowed)?;
         let mut filter = self.visible(text(&room, "_id").unwrap_or_default());
         filter["tmid"] = serde_json::json!(tmid);
         self.find(filter, false, skip, Some(limit.clamp(1, MAX_PAGE)))

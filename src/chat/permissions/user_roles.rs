@@ -12,7 +12,7 @@ use crate::engine::error::ServiceError;
 use crate::model::{Document, Value};
 use crate::storage::Store;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// A role given to or taken from a user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,8 +125,10 @@ pub struct UserRoles {
     names: RwLock<NameIndex>,
     /// The store's change events are applied up to here (of every collection).
     seen: tokio::sync::watch::Sender<u64>,
-    listener: OnceLock<Listener>,
-    user_listener: OnceLock<UserListener>,
+    /// Told of role changes and of renames and removals; added by the services that
+    /// follow users (notify), called on the change follower's task.
+    listeners: RwLock<Vec<Listener>>,
+    user_listeners: RwLock<Vec<UserListener>>,
 }
 
 impl UserRoles {
@@ -140,22 +142,40 @@ impl UserRoles {
             users: RwLock::new(HashMap::new()),
             names: RwLock::new(NameIndex::default()),
             seen: tokio::sync::watch::Sender::new(0),
-            listener: OnceLock::new(),
-            user_listener: OnceLock::new(),
+            listeners: RwLock::new(Vec::new()),
+            user_listeners: RwLock::new(Vec::new()),
         });
         crate::engine::cached::watch(&roles, &*store, follower);
         roles.reload().await?;
         Ok(roles)
     }
 
-    /// Calls `listener` with the roles each later change of a user gives or takes.
+    /// Adds `listener`, called with the roles each later change of a user gives or takes.
     pub fn on_change(&self, listener: impl Fn(&[RoleChange]) + Send + Sync + 'static) {
-        let _ = self.listener.set(Arc::new(listener));
+        self.listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(listener));
     }
 
-    /// Calls `listener` with each later rename (username or name) and removal of a user.
+    /// Adds `listener`, called with each later rename (username or name) and removal of a
+    /// user.
     pub fn on_user_event(&self, listener: impl Fn(&UserEvent) + Send + Sync + 'static) {
-        let _ = self.user_listener.set(Arc::new(listener));
+        self.user_listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(listener));
+    }
+
+    fn tell_user_event(&self, event: &UserEvent) {
+        let listeners = self
+            .user_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for listener in listeners {
+            listener(event);
+        }
     }
 
     /// `user_id`'s own roles; `None` for a user not (yet) known here.
@@ -255,9 +275,9 @@ impl CachedCollection for UserRoles {
         };
         let after = known(&doc);
         let before = self.record(id, after.clone());
-        if let (Some(before), Some(listener)) = (&before, self.user_listener.get()) {
+        if let Some(before) = &before {
             if before.username != after.username || before.name != after.name {
-                listener(&UserEvent::Renamed {
+                self.tell_user_event(&UserEvent::Renamed {
                     user_id: id.clone(),
                     username: after.username.clone(),
                     name: after.name.clone(),
@@ -266,10 +286,17 @@ impl CachedCollection for UserRoles {
         }
         // A new user's first roles are not a change anyone is told of (Rocket.Chat tells
         // role grants, not registrations).
-        if let (Some(before), Some(listener)) = (before, self.listener.get()) {
+        if let Some(before) = before {
             let changes = differences(id, &before, &after);
             if !changes.is_empty() {
-                listener(&changes);
+                let listeners = self
+                    .listeners
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for listener in listeners {
+                    listener(&changes);
+                }
             }
         }
     }
@@ -293,11 +320,9 @@ impl CachedCollection for UserRoles {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(id, &before);
-            if let Some(listener) = self.user_listener.get() {
-                listener(&UserEvent::Removed {
-                    user_id: id.to_owned(),
-                });
-            }
+            self.tell_user_event(&UserEvent::Removed {
+                user_id: id.to_owned(),
+            });
         }
     }
 

@@ -12,15 +12,16 @@
 
 pub mod mentions;
 
+use crate::chat::call::Call;
 use crate::chat::collections::{MESSAGES, ROOMS, SUBSCRIPTIONS, USERS};
 use crate::chat::hooks::{
     after_hook, keeping, will_hook, Hooks, MessageEvent, Origin, Point, Refused,
 };
 use crate::chat::permissions::Permissions;
+use crate::chat::records::RoomKind;
 use crate::chat::settings::Settings;
 use crate::chat::{author_of, date, not_allowed, text};
 use crate::engine::build::{doc, now_ms, selector};
-use crate::engine::fence::WriteRecorder;
 use crate::engine::ServiceError;
 use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store, StoreError, UpdateOptions, WriteOp, WriteOutcome};
@@ -248,11 +249,7 @@ impl Posting {
 
     /// Stores `draft`, through the hooks, with everything it changes; returns the message
     /// as stored.
-    pub async fn post(
-        &self,
-        draft: Draft,
-        writes: &dyn WriteRecorder,
-    ) -> Result<Document, PostError> {
+    pub async fn post(&self, call: &Call<'_>, draft: Draft) -> Result<Document, PostError> {
         let Draft {
             origin,
             room,
@@ -318,7 +315,7 @@ impl Posting {
         match self.store.write_all(ops).await {
             Ok(outcomes) => {
                 if let Some(seq) = outcomes.iter().map(WriteOutcome::seq).max() {
-                    writes.record_write(seq);
+                    call.record_write(seq);
                 }
             }
             Err(StoreError::DuplicateKey(_)) => return Err(PostError::Duplicate),
@@ -331,7 +328,7 @@ impl Posting {
                     message: &message,
                     room: &room,
                 },
-                writes,
+                call,
             )
         });
         Ok(message)
@@ -441,7 +438,7 @@ impl Posting {
                 )
                 .await?;
             if let Some(room) = found.first() {
-                if text(room, "t") == Some("c") {
+                if RoomKind::of(room) == Some(RoomKind::Channel) {
                     out.push(serde_json::json!({"_id": text(room, "_id"), "name": name}));
                 }
             }
@@ -503,7 +500,7 @@ impl Posting {
             }
         }
         if !in_thread_only {
-            let setting = if text(room, "t") == Some("d") {
+            let setting = if RoomKind::of(room) == Some(RoomKind::Direct) {
                 "Unread_Count_DM"
             } else {
                 "Unread_Count"

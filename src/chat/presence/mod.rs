@@ -38,44 +38,7 @@ const MAX_IN_FLIGHT: usize = 64;
 const MAX_STATUS_TEXT: usize = 120;
 
 /// A user's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Offline,
-    Online,
-    Away,
-    Busy,
-}
-
-impl Status {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "offline" => Some(Status::Offline),
-            "online" => Some(Status::Online),
-            "away" => Some(Status::Away),
-            "busy" => Some(Status::Busy),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Offline => "offline",
-            Status::Online => "online",
-            Status::Away => "away",
-            Status::Busy => "busy",
-        }
-    }
-
-    /// Rocket.Chat's number for the status on its streams (`STATUS_MAP`).
-    pub fn number(self) -> u8 {
-        match self {
-            Status::Offline => 0,
-            Status::Online => 1,
-            Status::Away => 2,
-            Status::Busy => 3,
-        }
-    }
-}
+pub use crate::chat::records::UserStatus as Status;
 
 /// Rocket.Chat's precedence: no connection is offline whatever was chosen; otherwise a
 /// chosen status other than `online` wins over the connections' state.

@@ -6,18 +6,19 @@
 //! Checks of who may do what go through the permissions service, scoped to the room.
 
 use super::{client_error, text, valid_room_name, Rooms, ROOM_FIELDS};
+use crate::chat::call::Call;
 use crate::chat::hooks::{
     after_hook, allow_hook, ChatHooks, HookFuture, MembershipEvent, Origin, Point,
 };
 use crate::chat::not_allowed;
 use crate::chat::posting::{Draft, PostError};
+use crate::chat::records::{MessageType, RoomKind};
 
 use crate::chat::collections::MESSAGES;
 use crate::chat::collections::TRASH;
 use crate::chat::collections::{CLAIMS, ROOMS, SUBSCRIPTIONS, USERS};
 use crate::engine::build::{doc, now_ms, selector, update};
 use crate::engine::error::ServiceError;
-use crate::engine::fence::WriteRecorder;
 use crate::model::{Document, Value};
 use crate::storage::{FindOptions, RemoveOptions, StoreError, UpdateAck, UpdateOptions};
 
@@ -66,11 +67,11 @@ impl Rooms {
     /// Applies `modifier` to what `filter` matches in `collection`, recorded for the fence.
     pub(crate) async fn write_update(
         &self,
+        call: &Call<'_>,
         collection: &str,
         filter: serde_json::Value,
         modifier: serde_json::Value,
         multi: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<UpdateAck, ServiceError> {
         let ack = self
             .store
@@ -86,7 +87,7 @@ impl Rooms {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         if ack.seq > 0 {
-            writes.record_write(ack.seq);
+            call.record_write(ack.seq);
         }
         Ok(ack)
     }
@@ -109,23 +110,25 @@ impl Rooms {
     /// room turned system messages off.
     pub async fn system_message(
         &self,
+        call: &Call<'_>,
         room: &Document,
-        kind: &str,
+        kind: MessageType,
         msg: &str,
         by: &Document,
         extra: serde_json::Value,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         match room.get("sysMes") {
             Some(Value::Bool(false)) => return Ok(()),
-            Some(Value::Array(hidden)) if hidden.iter().any(|h| h.as_str() == Some(kind)) => {
+            Some(Value::Array(hidden))
+                if hidden.iter().any(|h| h.as_str() == Some(kind.as_str())) =>
+            {
                 return Ok(())
             }
             _ => {}
         }
         let rid = text(room, "_id").unwrap_or_default();
         let mut message = serde_json::json!({
-            "_id": crate::model::random::random_id(), "rid": rid, "t": kind, "msg": msg,
+            "_id": crate::model::random::random_id(), "rid": rid, "t": kind.as_str(), "msg": msg,
             "u": user_ref(by), "ts": null, "_updatedAt": null,
             "groupable": false,
         });
@@ -138,11 +141,11 @@ impl Rooms {
             message: doc(message)?,
             parent: None,
         };
-        match self.posting.post(draft, writes).await {
+        match self.posting.post(call, draft).await {
             Ok(_) => Ok(()),
             // What the action did stands; only its message is not written.
             Err(PostError::Refused(refused)) => {
-                tracing::debug!(hook = %refused.hook, kind, "a hook refused a system message");
+                tracing::debug!(hook = %refused.hook, kind = kind.as_str(), "a hook refused a system message");
                 Ok(())
             }
             Err(other) => Err(other.into_service_error()),
@@ -153,18 +156,18 @@ impl Rooms {
     /// `kinds.1` when the user did.
     async fn membership_message(
         &self,
+        call: &Call<'_>,
         room: &Document,
         user: &Document,
         by: Option<&Document>,
-        kinds: (&str, &str),
-        writes: &dyn WriteRecorder,
+        kinds: (MessageType, MessageType),
     ) -> Result<(), ServiceError> {
         let username = text(user, "username").unwrap_or_default();
         let (kind, author) = match by {
             Some(by) if by.get("_id") != user.get("_id") => (kinds.0, by),
             _ => (kinds.1, user),
         };
-        self.system_message(room, kind, username, author, serde_json::json!({}), writes)
+        self.system_message(call, room, kind, username, author, serde_json::json!({}))
             .await
     }
 
@@ -172,10 +175,10 @@ impl Rooms {
     /// `false` when it was one already.
     pub async fn add_member(
         &self,
+        call: &Call<'_>,
         room: &Document,
         user: &Document,
         added_by: Option<&Document>,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
         let rid = text(room, "_id").unwrap_or_default();
         let uid = text(user, "_id").unwrap_or_default();
@@ -191,36 +194,42 @@ impl Rooms {
             .user_will_join(event))?;
         let sub = Self::subscription_doc(room, user, &[], now_ms(), None)?;
         match self.store.insert(SUBSCRIPTIONS, sub).await {
-            Ok(ack) => writes.record_write(ack.seq),
+            Ok(ack) => call.record_write(ack.seq),
             // Joined at the same moment by another call: that one counts.
             Err(StoreError::DuplicateKey(_)) => return Ok(false),
             Err(other) => return Err(ServiceError::from_store(&other)),
         }
         self.write_update(
+            call,
             ROOMS,
             serde_json::json!({"_id": rid}),
             serde_json::json!({"$inc": {"usersCount": 1}, "$set": {"_updatedAt": {"$date": now_ms()}}}),
             false,
-            writes,
         )
         .await?;
-        if matches!(text(room, "t"), Some("c" | "p")) {
+        if RoomKind::of(room).is_some_and(RoomKind::is_group) {
             self.write_update(
+                call,
                 USERS,
                 serde_json::json!({"_id": uid}),
                 serde_json::json!({"$addToSet": {"__rooms": rid}}),
                 false,
-                writes,
             )
             .await?;
         }
-        self.membership_message(room, user, added_by, ("au", "uj"), writes)
-            .await?;
+        self.membership_message(
+            call,
+            room,
+            user,
+            added_by,
+            (MessageType::UserAdded, MessageType::UserJoined),
+        )
+        .await?;
         if let Some(team_id) = main_room_of(room) {
-            self.join_team(team_id, user, added_by, writes).await?;
+            self.join_team(call, team_id, user, added_by).await?;
         }
         after_hook!(self.hooks(), Point::UserHasJoined, |hook| {
-            hook.user_has_joined(event, writes)
+            hook.user_has_joined(event, call)
         });
         Ok(true)
     }
@@ -239,10 +248,10 @@ impl Rooms {
     /// team's auto-join rooms.
     async fn join_team(
         &self,
+        call: &Call<'_>,
         team_id: &str,
         user: &Document,
         added_by: Option<&Document>,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let uid = text(user, "_id").unwrap_or_default();
         let by = added_by.unwrap_or(user);
@@ -256,12 +265,12 @@ impl Rooms {
             .insert(crate::chat::collections::TEAM_MEMBERS, member)
             .await
         {
-            Ok(ack) => writes.record_write(ack.seq),
+            Ok(ack) => call.record_write(ack.seq),
             Err(StoreError::DuplicateKey(_)) => {}
             Err(other) => return Err(ServiceError::from_store(&other)),
         }
         for room in self.auto_join_rooms(team_id).await? {
-            Box::pin(self.add_member(&room, user, added_by, writes)).await?;
+            Box::pin(self.add_member(call, &room, user, added_by)).await?;
         }
         Ok(())
     }
@@ -270,30 +279,30 @@ impl Rooms {
     /// team's auto-join rooms.
     pub(crate) async fn leave_team(
         &self,
+        call: &Call<'_>,
         team_id: &str,
         user: &Document,
         removed_by: Option<&Document>,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let uid = text(user, "_id").unwrap_or_default();
         self.remove_where(
+            call,
             crate::chat::collections::TEAM_MEMBERS,
             serde_json::json!({"teamId": team_id, "userId": uid}),
-            writes,
         )
         .await?;
         // The team's change event is what makes the streams drop this user's listeners on
         // the team's public rooms, when the team is private.
         self.write_update(
+            call,
             crate::chat::collections::TEAMS,
             serde_json::json!({"_id": team_id}),
             serde_json::json!({"$set": {"_updatedAt": {"$date": now_ms()}}}),
             false,
-            writes,
         )
         .await?;
         for room in self.auto_join_rooms(team_id).await? {
-            Box::pin(self.remove_member(&room, user, removed_by, writes)).await?;
+            Box::pin(self.remove_member(call, &room, user, removed_by)).await?;
         }
         Ok(())
     }
@@ -303,10 +312,10 @@ impl Rooms {
     /// not a member.
     pub async fn remove_member(
         &self,
+        call: &Call<'_>,
         room: &Document,
         user: &Document,
         removed_by: Option<&Document>,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
         let rid = text(room, "_id").unwrap_or_default();
         let uid = text(user, "_id").unwrap_or_default();
@@ -321,7 +330,7 @@ impl Rooms {
         allow_hook!(self.hooks(), Point::UserWillLeave, |hook| hook
             .user_will_leave(event))?;
         let sub_id = text(&sub, "_id").unwrap_or_default().to_owned();
-        self.to_trash(SUBSCRIPTIONS, sub, writes).await?;
+        self.to_trash(call, SUBSCRIPTIONS, sub).await?;
         let ack = self
             .store
             .remove(
@@ -335,30 +344,36 @@ impl Rooms {
             // Removed at the same moment by another call: that one counts.
             return Ok(false);
         }
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         self.write_update(
+            call,
             ROOMS,
             serde_json::json!({"_id": rid}),
             serde_json::json!({"$inc": {"usersCount": -1}, "$set": {"_updatedAt": {"$date": now_ms()}}}),
             false,
-            writes,
         )
         .await?;
         self.write_update(
+            call,
             USERS,
             serde_json::json!({"_id": uid}),
             serde_json::json!({"$pull": {"__rooms": rid}}),
             false,
-            writes,
         )
         .await?;
-        self.membership_message(room, user, removed_by, ("ru", "ul"), writes)
-            .await?;
+        self.membership_message(
+            call,
+            room,
+            user,
+            removed_by,
+            (MessageType::UserRemoved, MessageType::UserLeft),
+        )
+        .await?;
         if let Some(team_id) = main_room_of(room) {
-            self.leave_team(team_id, user, removed_by, writes).await?;
+            self.leave_team(call, team_id, user, removed_by).await?;
         }
         after_hook!(self.hooks(), Point::UserHasLeft, |hook| {
-            hook.user_has_left(event, writes)
+            hook.user_has_left(event, call)
         });
         Ok(true)
     }
@@ -366,9 +381,9 @@ impl Rooms {
     /// Copies `document` of `collection` to Rocket.Chat's trash, stamped with when.
     pub(crate) async fn to_trash(
         &self,
+        call: &Call<'_>,
         collection: &str,
         mut document: Document,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         document.insert("__collection__".into(), Value::from(collection));
         document.insert("_deletedAt".into(), Value::Date(now_ms()));
@@ -386,7 +401,7 @@ impl Rooms {
                 )
                 .await;
         }
-        self.insert(TRASH, document, writes).await
+        self.insert(call, TRASH, document).await
     }
 
     /// Whether `user` holds `role` in `rid`.
@@ -416,14 +431,15 @@ impl Rooms {
     /// `joinRoom`: the caller joins the public room `rid` (with its join code when it has one).
     pub async fn join(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         join_code: Option<&str>,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
-        let user = self.caller(caller).await?;
+        let user = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
-        if text(&room, "t") != Some("c") || !self.can_access(&room, caller).await? {
+        if RoomKind::of(&room) != Some(RoomKind::Channel)
+            || !self.can_access(&room, call.user()).await?
+        {
             return Err(not_allowed());
         }
         if room.get("joinCodeRequired") == Some(&Value::Bool(true))
@@ -435,14 +451,14 @@ impl Rooms {
         {
             return Err(client_error("error-code-invalid", "Invalid Room Password"));
         }
-        self.add_member(&room, &user, None, writes).await
+        self.add_member(call, &room, &user, None).await
     }
 
     /// Rocket.Chat's default channels for a user who just got a name.
     pub async fn join_default_channels(
         &self,
+        call: &Call<'_>,
         user_id: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let Some(user) = self.user(user_id).await? else {
             return Ok(());
@@ -451,24 +467,19 @@ impl Rooms {
             .find(ROOMS, serde_json::json!({"default": true}), None)
             .await?;
         for room in rooms {
-            self.add_member(&room, &user, None, writes).await?;
+            self.add_member(call, &room, &user, None).await?;
         }
         Ok(())
     }
 
     /// `leaveRoom`.
-    pub async fn leave(
-        &self,
-        caller: Option<&str>,
-        rid: &str,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
-        let user = self.caller(caller).await?;
+    pub async fn leave(&self, call: &Call<'_>, rid: &str) -> Result<(), ServiceError> {
+        let user = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
         let uid = text(&user, "_id").unwrap_or_default();
-        let permission = match text(&room, "t") {
-            Some("c") => "leave-c",
-            Some("p") => "leave-p",
+        let permission = match RoomKind::of(&room) {
+            Some(RoomKind::Channel) => "leave-c",
+            Some(RoomKind::PrivateGroup) => "leave-p",
             _ => return Err(not_allowed()),
         };
         self.permissions
@@ -486,24 +497,23 @@ impl Rooms {
                 "You are the last owner. Please set new owner before leaving the room.",
             ));
         }
-        self.remove_member(&room, &user, None, writes).await?;
+        self.remove_member(call, &room, &user, None).await?;
         Ok(())
     }
 
     /// `addUsersToRoom`: the caller adds `usernames` to `rid`.
     pub async fn add_users(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         usernames: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
-        let kind = text(&room, "t").unwrap_or_default();
-        if !matches!(kind, "c" | "p") {
-            return Err(not_allowed());
-        }
+        let kind = match RoomKind::of(&room) {
+            Some(kind) if kind.is_group() => kind.letter(),
+            _ => return Err(not_allowed()),
+        };
         let member = self
             .subscription(rid, text(&me, "_id").unwrap_or_default())
             .await?
@@ -527,7 +537,7 @@ impl Rooms {
                     &format!("Invalid username: {username}"),
                 )
             })?;
-            self.add_member(&room, &user, Some(&me), writes).await?;
+            self.add_member(call, &room, &user, Some(&me)).await?;
         }
         Ok(())
     }
@@ -535,14 +545,13 @@ impl Rooms {
     /// `removeUserFromRoom`: the caller removes `username` from `rid`.
     pub async fn remove_user(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         username: &str,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
-        if !matches!(text(&room, "t"), Some("c" | "p"))
+        if !RoomKind::of(&room).is_some_and(RoomKind::is_group)
             || !self
                 .permissions
                 .may(uid_of(&me), "remove-user", Some(rid))
@@ -567,22 +576,21 @@ impl Rooms {
                 "This is the last owner. Please set a new owner before removing this one.",
             ));
         }
-        self.remove_member(&room, &user, Some(&me), writes).await?;
+        self.remove_member(call, &room, &user, Some(&me)).await?;
         Ok(())
     }
 
     /// `muteUserInRoom` / `unmuteUserInRoom`.
     pub async fn set_muted(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         username: &str,
         muted: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
-        if text(&room, "t") == Some("d")
+        if RoomKind::of(&room) == Some(RoomKind::Direct)
             || !self
                 .permissions
                 .may(uid_of(&me), "mute-user", Some(rid))
@@ -612,16 +620,20 @@ impl Rooms {
         };
         let ack = self
             .write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
         if ack.modified > 0 {
-            let kind = if muted { "user-muted" } else { "user-unmuted" };
-            self.system_message(&room, kind, username, &me, serde_json::json!({}), writes)
+            let kind = if muted {
+                MessageType::UserMuted
+            } else {
+                MessageType::UserUnmuted
+            };
+            self.system_message(call, &room, kind, username, &me, serde_json::json!({}))
                 .await?;
         }
         Ok(())
@@ -630,19 +642,18 @@ impl Rooms {
     /// `archiveRoom` / `unarchiveRoom`.
     pub async fn set_archived(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         archived: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
         let permission = if archived {
             "archive-room"
         } else {
             "unarchive-room"
         };
-        if text(&room, "t") == Some("d")
+        if RoomKind::of(&room) == Some(RoomKind::Direct)
             || !self
                 .permissions
                 .may(uid_of(&me), permission, Some(rid))
@@ -652,85 +663,78 @@ impl Rooms {
         }
         let now = serde_json::json!({"$date": now_ms()});
         self.write_update(
+            call,
             ROOMS,
             serde_json::json!({"_id": rid}),
             serde_json::json!({"$set": {"archived": archived, "_updatedAt": now}}),
             false,
-            writes,
         )
         .await?;
         self.write_update(
+            call,
             SUBSCRIPTIONS,
             serde_json::json!({"rid": rid}),
             serde_json::json!({"$set": {"archived": archived, "open": !archived, "_updatedAt": now}}),
             true,
-            writes,
         )
         .await?;
         let kind = if archived {
-            "room-archived"
+            MessageType::RoomArchived
         } else {
-            "room-unarchived"
+            MessageType::RoomUnarchived
         };
-        self.system_message(&room, kind, "", &me, serde_json::json!({}), writes)
+        self.system_message(call, &room, kind, "", &me, serde_json::json!({}))
             .await
     }
 
     /// Whether user `me` may erase `room` (`delete-c`, `delete-p` or `delete-d` there).
     pub async fn may_erase(&self, me: &Document, room: &Document) -> Result<bool, ServiceError> {
         let rid = text(room, "_id");
-        match text(room, "t") {
-            Some(kind @ ("c" | "p")) => {
-                self.permissions
-                    .may(uid_of(me), &format!("delete-{kind}"), rid)
-                    .await
-            }
-            Some("d") => self.permissions.may(uid_of(me), "delete-d", rid).await,
-            _ => Ok(false),
-        }
+        let permission = match RoomKind::of(room) {
+            Some(RoomKind::Channel) => "delete-c",
+            Some(RoomKind::PrivateGroup) => "delete-p",
+            Some(RoomKind::Direct) => "delete-d",
+            _ => return Ok(false),
+        };
+        self.permissions.may(uid_of(me), permission, rid).await
     }
 
     /// `eraseRoom`: the room, its messages and its subscriptions go (the room and the
     /// subscriptions to the trash, so members syncing later learn of it); its name is freed.
-    pub async fn erase(
-        &self,
-        caller: Option<&str>,
-        rid: &str,
-        writes: &dyn WriteRecorder,
-    ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+    pub async fn erase(&self, call: &Call<'_>, rid: &str) -> Result<(), ServiceError> {
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
         if !self.may_erase(&me, &room).await? {
             return Err(not_allowed());
         }
         // The room first: members are told of it while their subscriptions still say who
         // they are.
-        self.to_trash(ROOMS, room.clone(), writes).await?;
-        self.remove_where(ROOMS, serde_json::json!({"_id": rid}), writes)
+        self.to_trash(call, ROOMS, room.clone()).await?;
+        self.remove_where(call, ROOMS, serde_json::json!({"_id": rid}))
             .await?;
-        self.remove_where(MESSAGES, serde_json::json!({"rid": rid}), writes)
+        self.remove_where(call, MESSAGES, serde_json::json!({"rid": rid}))
             .await?;
         for sub in self
             .find(SUBSCRIPTIONS, serde_json::json!({"rid": rid}), None)
             .await?
         {
-            self.to_trash(SUBSCRIPTIONS, sub, writes).await?;
+            self.to_trash(call, SUBSCRIPTIONS, sub).await?;
         }
-        self.remove_where(SUBSCRIPTIONS, serde_json::json!({"rid": rid}), writes)
+        self.remove_where(call, SUBSCRIPTIONS, serde_json::json!({"rid": rid}))
             .await?;
         self.write_update(
+            call,
             USERS,
             serde_json::json!({"__rooms": rid}),
             serde_json::json!({"$pull": {"__rooms": rid}}),
             true,
-            writes,
         )
         .await?;
         if let Some(name) = text(&room, "name") {
             self.remove_where(
+                call,
                 CLAIMS,
                 serde_json::json!({"_id": format!("room:{}", name.to_lowercase()), "owner": rid}),
-                writes,
             )
             .await?;
         }
@@ -739,9 +743,9 @@ impl Rooms {
 
     pub(crate) async fn remove_where(
         &self,
+        call: &Call<'_>,
         collection: &str,
         filter: serde_json::Value,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let ack = self
             .store
@@ -749,7 +753,7 @@ impl Rooms {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         if ack.seq > 0 {
-            writes.record_write(ack.seq);
+            call.record_write(ack.seq);
         }
         Ok(())
     }
@@ -758,14 +762,13 @@ impl Rooms {
     /// Rocket.Chat's system message where it writes one.
     pub async fn save_settings(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         changes: Vec<RoomSetting>,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
-        if text(&room, "t") == Some("d")
+        if RoomKind::of(&room) == Some(RoomKind::Direct)
             || !self
                 .permissions
                 .may(uid_of(&me), "edit-room", Some(rid))
@@ -781,7 +784,7 @@ impl Rooms {
             let (set, unset, message): (
                 serde_json::Value,
                 serde_json::Value,
-                Option<(&str, String)>,
+                Option<(MessageType, String)>,
             ) = match change {
                 RoomSetting::Name(name) => {
                     if text(&room, "name") == Some(name.as_str()) {
@@ -796,49 +799,49 @@ impl Rooms {
                     self.claim_name(&name, rid).await?;
                     if let Some(old) = text(&room, "name") {
                         self.remove_where(
+                                call,
                                 CLAIMS,
                                 serde_json::json!({"_id": format!("room:{}", old.to_lowercase()), "owner": rid}),
-                                writes,
                             )
                             .await?;
                     }
                     self.write_update(
+                            call,
                             SUBSCRIPTIONS,
                             serde_json::json!({"rid": rid}),
                             serde_json::json!({"$set": {"name": name, "fname": name, "_updatedAt": now}}),
                             true,
-                            writes,
                         )
                         .await?;
                     (
                         serde_json::json!({"name": name, "fname": name}),
                         serde_json::json!({}),
-                        Some(("r", name)),
+                        Some((MessageType::RoomRenamed, name)),
                     )
                 }
                 RoomSetting::Topic(topic) => (
                     serde_json::json!({"topic": topic}),
                     serde_json::json!({}),
-                    Some(("room_changed_topic", topic)),
+                    Some((MessageType::RoomTopicChanged, topic)),
                 ),
                 RoomSetting::Announcement(a) => (
                     serde_json::json!({"announcement": a}),
                     serde_json::json!({}),
-                    Some(("room_changed_announcement", a)),
+                    Some((MessageType::RoomAnnouncementChanged, a)),
                 ),
                 RoomSetting::Description(d) => (
                     serde_json::json!({"description": d}),
                     serde_json::json!({}),
-                    Some(("room_changed_description", d)),
+                    Some((MessageType::RoomDescriptionChanged, d)),
                 ),
                 RoomSetting::ReadOnly(ro) => (
                     serde_json::json!({"ro": ro}),
                     serde_json::json!({}),
                     Some((
                         if ro {
-                            "room-set-read-only"
+                            MessageType::RoomReadOnlySet
                         } else {
-                            "room-removed-read-only"
+                            MessageType::RoomReadOnlyRemoved
                         },
                         String::new(),
                     )),
@@ -860,18 +863,18 @@ impl Rooms {
                     let needed = if kind == "c" { "create-c" } else { "create-p" };
                     self.permissions.require(uid_of(&me), needed, None).await?;
                     self.write_update(
+                        call,
                         SUBSCRIPTIONS,
                         serde_json::json!({"rid": rid}),
                         serde_json::json!({"$set": {"t": kind, "_updatedAt": now}}),
                         true,
-                        writes,
                     )
                     .await?;
                     let label = if kind == "c" { "public" } else { "private" };
                     (
                         serde_json::json!({"t": kind}),
                         serde_json::json!({}),
-                        Some(("room_changed_privacy", label.to_owned())),
+                        Some((MessageType::RoomPrivacyChanged, label.to_owned())),
                     )
                 }
                 RoomSetting::Default(default) => {
@@ -891,15 +894,15 @@ impl Rooms {
                 modifier["$unset"] = unset;
             }
             self.write_update(
+                call,
                 ROOMS,
                 serde_json::json!({"_id": rid}),
                 modifier,
                 false,
-                writes,
             )
             .await?;
             if let Some((kind, msg)) = message {
-                self.system_message(&room, kind, &msg, &me, serde_json::json!({}), writes)
+                self.system_message(call, &room, kind, &msg, &me, serde_json::json!({}))
                     .await?;
             }
         }
@@ -909,19 +912,18 @@ impl Rooms {
     /// `addRoomOwner` and the like: gives (or takes) `role` in `rid` to `user_id`.
     pub async fn set_role(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         user_id: &str,
         role: &str,
         give: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let room = self.existing_room(rid).await?;
         let Some((_, permission)) = ROOM_ROLES.iter().find(|(r, _)| *r == role) else {
             return Err(client_error("error-invalid-role", "Invalid role"));
         };
-        if text(&room, "t") == Some("d")
+        if RoomKind::of(&room) == Some(RoomKind::Direct)
             || !self
                 .permissions
                 .may(uid_of(&me), permission, Some(rid))
@@ -965,26 +967,26 @@ impl Rooms {
             serde_json::json!({"$pull": {"roles": role}, "$set": {"_updatedAt": now}})
         };
         self.write_update(
+            call,
             SUBSCRIPTIONS,
             serde_json::json!({"rid": rid, "u._id": user_id}),
             modifier,
             false,
-            writes,
         )
         .await?;
         let kind = if give {
-            "subscription-role-added"
+            MessageType::RoleAdded
         } else {
-            "subscription-role-removed"
+            MessageType::RoleRemoved
         };
         let username = text(&user, "username").unwrap_or_default().to_owned();
         self.system_message(
+            call,
             &room,
             kind,
             &username,
             &me,
             serde_json::json!({"role": role}),
-            writes,
         )
         .await
     }
@@ -1029,9 +1031,9 @@ impl Rooms {
         }
         // A room the caller may not see is answered as one that does not exist, so the
         // answer cannot confirm that a private room of that name is there.
-        .ok_or_else(|| client_error("error-not-allowed", "Not allowed"))?;
+        .ok_or_else(not_allowed)?;
         if !self.can_access(&room, caller).await? {
-            return Err(client_error("error-not-allowed", "Not allowed"));
+            return Err(not_allowed());
         }
         Ok(super::projected(&room, ROOM_FIELDS))
     }
@@ -1039,35 +1041,32 @@ impl Rooms {
     /// `openRoom` / `hideRoom`: the caller's subscription shown or hidden in its list.
     pub async fn set_open(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         open: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
-        self.set_own_flag(caller, rid, serde_json::json!({"open": open}), writes)
+        self.set_own_flag(call, rid, serde_json::json!({"open": open}))
             .await
     }
 
     /// `toggleFavorite`.
     pub async fn set_favorite(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         favorite: bool,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
-        self.set_own_flag(caller, rid, serde_json::json!({"f": favorite}), writes)
+        self.set_own_flag(call, rid, serde_json::json!({"f": favorite}))
             .await
     }
 
     async fn set_own_flag(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         rid: &str,
         mut set: serde_json::Value,
-        writes: &dyn WriteRecorder,
     ) -> Result<bool, ServiceError> {
-        let me = self.caller(caller).await?;
+        let me = self.caller(call.user()).await?;
         let uid = text(&me, "_id").unwrap_or_default();
         if self.subscription(rid, uid).await?.is_none() {
             return Err(client_error(
@@ -1078,11 +1077,11 @@ impl Rooms {
         set["_updatedAt"] = serde_json::json!({"$date": now_ms()});
         let ack = self
             .write_update(
+                call,
                 SUBSCRIPTIONS,
                 serde_json::json!({"rid": rid, "u._id": uid}),
                 serde_json::json!({"$set": set}),
                 false,
-                writes,
             )
             .await?;
         Ok(ack.modified > 0)
@@ -1177,13 +1176,16 @@ impl ChatHooks for DefaultChannels {
     fn user_has_been_created<'a>(
         &'a self,
         user: &'a Document,
-        writes: &'a dyn WriteRecorder,
+        call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         Box::pin(async move {
             let (Some(rooms), Some(uid)) = (self.rooms.upgrade(), text(user, "_id")) else {
                 return;
             };
-            if let Err(err) = rooms.join_default_channels(uid, writes).await {
+            if let Err(err) = rooms
+                .join_default_channels(&call.as_user(Some(uid)), uid)
+                .await
+            {
                 tracing::warn!(user_id = uid, error = %err, "a new user did not join the default channels");
             }
         })

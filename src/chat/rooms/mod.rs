@@ -12,8 +12,9 @@ pub mod live;
 pub mod members;
 pub mod methods;
 
+use crate::chat::call::Call;
 use crate::chat::collections::{TEAMS, TEAM_MEMBERS};
-use crate::engine::fence::WriteRecorder;
+use crate::chat::not_allowed;
 
 use super::hooks::{after_hook, keeping, will_hook, Point};
 use super::permissions::Permissions;
@@ -119,30 +120,7 @@ pub const SUBSCRIPTION_FIELDS: &[&str] = &[
     "teamMain",
 ];
 
-/// What kind of room to create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoomKind {
-    /// `c`: anyone may find and join it.
-    Channel,
-    /// `p`: members only.
-    PrivateGroup,
-}
-
-impl RoomKind {
-    fn letter(self) -> &'static str {
-        match self {
-            RoomKind::Channel => "c",
-            RoomKind::PrivateGroup => "p",
-        }
-    }
-
-    fn permission(self) -> &'static str {
-        match self {
-            RoomKind::Channel => "create-c",
-            RoomKind::PrivateGroup => "create-p",
-        }
-    }
-}
+pub use crate::chat::records::RoomKind;
 
 /// A room to create.
 #[derive(Clone, Debug)]
@@ -278,16 +256,16 @@ impl Rooms {
     /// Inserts `document`, its write recorded for the caller's fence.
     pub(crate) async fn insert(
         &self,
+        call: &Call<'_>,
         collection: &str,
         document: Document,
-        writes: &dyn WriteRecorder,
     ) -> Result<(), ServiceError> {
         let ack = self
             .store
             .insert(collection, document)
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
-        writes.record_write(ack.seq);
+        call.record_write(ack.seq);
         Ok(())
     }
 
@@ -370,8 +348,8 @@ impl Rooms {
         user_id: Option<&str>,
     ) -> Result<bool, ServiceError> {
         let rid = text(room, "_id").unwrap_or_default();
-        let kind = text(room, "t").unwrap_or_default();
-        if kind == "c"
+        let kind = RoomKind::of(room);
+        if kind == Some(RoomKind::Channel)
             && self.team_allows(room, user_id).await?
             && self
                 .permissions
@@ -386,7 +364,8 @@ impl Rooms {
         if self.subscription(rid, user).await?.is_none() {
             return Ok(false);
         }
-        for permission in [format!("view-{kind}-room"), "view-joined-room".to_owned()] {
+        let letter = kind.map_or("", RoomKind::letter);
+        for permission in [format!("view-{letter}-room"), "view-joined-room".to_owned()] {
             if self
                 .permissions
                 .has_permission(Some(user), &permission, Some(rid))
@@ -503,15 +482,10 @@ impl Rooms {
         doc(sub)
     }
 
-    /// Creates a channel or private group owned by `owner_id` with `new.members`; returns
+    /// Creates a channel or private group owned by the caller with `new.members`; returns
     /// the room as stored.
-    pub async fn create(
-        &self,
-        owner_id: Option<&str>,
-        new: NewRoom,
-        writes: &dyn WriteRecorder,
-    ) -> Result<Document, ServiceError> {
-        let (owner_id, owner) = self.named_caller(owner_id).await?;
+    pub async fn create(&self, call: &Call<'_>, new: NewRoom) -> Result<Document, ServiceError> {
+        let (owner_id, owner) = self.named_caller(call.user()).await?;
         let owner_id = owner_id.as_str();
         let allowed = match &new.team_id {
             // A team's channel: the team's own permission, in its main room.
@@ -531,7 +505,7 @@ impl Rooms {
             }
         };
         if !allowed {
-            return Err(client_error("error-not-allowed", "Not allowed"));
+            return Err(not_allowed());
         }
         if !valid_room_name(&new.name) {
             return Err(client_error(
@@ -571,17 +545,17 @@ impl Rooms {
         }
         let room = self.room_through_hooks(room).await?;
         self.claim_name(&new.name, &rid).await?;
-        self.insert(ROOMS, room.clone(), writes).await?;
+        self.insert(call, ROOMS, room.clone()).await?;
         let owner_sub = Self::subscription_doc(&room, &owner, &["owner"], now, None)?;
         let mut subs = vec![owner_sub];
         for member in &members {
             subs.push(Self::subscription_doc(&room, member, &[], now, None)?);
         }
         for sub in subs {
-            self.insert(SUBSCRIPTIONS, sub, writes).await?;
+            self.insert(call, SUBSCRIPTIONS, sub).await?;
         }
         after_hook!(self.hooks(), Point::RoomHasBeenCreated, |hook| {
-            hook.room_has_been_created(&room, writes)
+            hook.room_has_been_created(&room, call)
         });
         Ok(room)
     }
@@ -606,11 +580,10 @@ impl Rooms {
     /// (its id is the members' sorted ids joined), created once and returned ever after.
     pub async fn direct_message(
         &self,
-        caller: Option<&str>,
+        call: &Call<'_>,
         usernames: &[String],
-        writes: &dyn WriteRecorder,
     ) -> Result<Document, ServiceError> {
-        let (caller_id, me) = self.named_caller(caller).await?;
+        let (caller_id, me) = self.named_caller(call.user()).await?;
         let caller_id = caller_id.as_str();
         let mut people = vec![me.clone()];
         for username in usernames {
@@ -643,7 +616,7 @@ impl Rooms {
             .has_permission(Some(caller_id), "create-d", None)
             .await?;
         if !may_create {
-            return Err(client_error("error-not-allowed", "Not allowed"));
+            return Err(not_allowed());
         }
         let now = now_ms();
         let room = doc(serde_json::json!({
@@ -653,7 +626,7 @@ impl Rooms {
         }))?;
         let room = self.room_through_hooks(room).await?;
         match self.store.insert(ROOMS, room.clone()).await {
-            Ok(ack) => writes.record_write(ack.seq),
+            Ok(ack) => call.record_write(ack.seq),
             // Created at the same moment by another call: theirs is the one.
             Err(StoreError::DuplicateKey(_)) => {
                 return self
@@ -672,10 +645,10 @@ impl Rooms {
                 .collect();
             let label = others.join(", ");
             let sub = Self::subscription_doc(&room, person, &[], now, Some(&label))?;
-            self.insert(SUBSCRIPTIONS, sub, writes).await?;
+            self.insert(call, SUBSCRIPTIONS, sub).await?;
         }
         after_hook!(self.hooks(), Point::RoomHasBeenCreated, |hook| {
-            hook.room_has_been_created(&room, writes)
+            hook.room_has_been_created(&room, call)
         });
         Ok(room)
     }

@@ -2,6 +2,7 @@
 //! the "since" date), `saveSetting`, `saveSettings`.
 
 use super::{Delta, Settings};
+use crate::chat::call::Call;
 use crate::chat::permissions::Permissions;
 use crate::engine::args::{check_all, Pattern};
 use crate::engine::error::ServiceError;
@@ -115,7 +116,9 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, permissions: A
                 return Err(action_not_allowed());
             }
             let id = params[0].as_str().unwrap_or_default();
-            settings.save(id, params[1].clone(), &ctx).await?;
+            settings
+                .save(&Call::method(&ctx), id, params[1].clone())
+                .await?;
             Ok(Some(Value::Bool(true)))
         }
     });
@@ -143,7 +146,7 @@ pub fn register(registry: &mut Registry, settings: Arc<Settings>, permissions: A
                 };
                 let id = d.get("_id").and_then(Value::as_str).unwrap_or_default();
                 let value = d.get("value").cloned().unwrap_or(Value::Null);
-                settings.save(id, value, &ctx).await?;
+                settings.save(&Call::method(&ctx), id, value).await?;
             }
             Ok(Some(Value::Bool(true)))
         }

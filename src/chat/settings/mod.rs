@@ -9,6 +9,7 @@
 
 pub mod methods;
 
+use crate::chat::call::Call;
 use crate::chat::collections::SETTINGS;
 use crate::engine::cached::CachedCollection as _;
 use crate::engine::error::ServiceError;
@@ -380,9 +381,7 @@ impl Settings {
                 ))
             })?;
             if service.value(id) != Some(value.clone()) {
-                service
-                    .save(id, value, &crate::engine::fence::NoFence)
-                    .await?;
+                service.save(&Call::server(), id, value).await?;
                 tracing::info!(setting = %id, "setting overwritten from the environment");
             }
         }
@@ -473,12 +472,7 @@ impl Settings {
 
     /// Changes a setting's value (the caller's permission already checked). A value of
     /// another type than the default's is refused.
-    pub async fn save(
-        &self,
-        id: &str,
-        value: Value,
-        writes: &dyn crate::engine::fence::WriteRecorder,
-    ) -> Result<(), ServiceError> {
+    pub async fn save(&self, call: &Call<'_>, id: &str, value: Value) -> Result<(), ServiceError> {
         let current = self
             .cache
             .read()
@@ -522,8 +516,8 @@ impl Settings {
             )
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
-        writes.record_write(ack.seq);
-        // Read-your-writes in this process: the change event brings the same document.
+        call.record_write(ack.seq);
+        // Read-your-call in this process: the change event brings the same document.
         let mut updated = (*current).clone();
         updated.insert("value".into(), value);
         updated.insert("_updatedAt".into(), Value::Date(now));
