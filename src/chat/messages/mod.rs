@@ -17,6 +17,7 @@ use crate::chat::hooks::{after_hook, allow_hook, will_hook, Hooks, Origin, Point
 use crate::chat::permissions::Permissions;
 pub use crate::chat::posting::ts_of;
 use crate::chat::posting::{mentions, Draft, PostError, Posting};
+use crate::chat::records::{Date, Message, UserRef};
 use crate::chat::rooms::members::user_ref;
 use crate::chat::rooms::{client_error, text, Rooms};
 use crate::chat::settings::Settings;
@@ -27,6 +28,16 @@ use crate::model::{Document, Value};
 use crate::storage::{FindOptions, Store};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The fields an edit writes; the rest of the stored message is left as it is.
+const EDIT_WRITES: &[&str] = &[
+    "msg",
+    "editedAt",
+    "editedBy",
+    "mentions",
+    "channels",
+    "_updatedAt",
+];
 
 /// How far a client's clock may be off before its `ts` is refused (within 10 s it is kept,
 /// between 10 and 60 s replaced by the server's time).
@@ -511,25 +522,40 @@ impl Messages {
         let parsed = mentions::parse(&msg);
         let (mentions, _, _) = self.posting.resolve_mentions(&parsed, &uid, &rid).await?;
         let channels = self.posting.resolve_channels(&parsed.channels).await?;
+        // The edit on the typed record: the new text, who edited and when. Every other field
+        // of the stored message (from newer versions, from apps) stays as it was.
+        let mut record = Message::from_document(original).map_err(ServiceError::internal)?;
         let now = now_ms();
-        let set = doc(serde_json::json!({
-            "msg": msg, "editedAt": date(now), "editedBy": {"_id": uid, "username": text(&user, "username")},
-            "mentions": mentions, "channels": channels, "_updatedAt": date(now),
-        }))?;
+        record.text = Some(msg);
+        record.edited_at = Some(Date(now));
+        record.edited_by = Some(UserRef {
+            id: uid.clone(),
+            username: text(&user, "username").map(str::to_owned),
+            name: None,
+            other: Document::default(),
+        });
+        record.updated_at = Some(Date(now));
+        for (key, found) in [("mentions", mentions), ("channels", channels)] {
+            let found = Value::from_plain_json(serde_json::Value::Array(found));
+            record.other.insert(key.into(), found);
+        }
+        // `md` is the old text parsed (written by Rocket.Chat): clients would show it over
+        // the new text, so it goes.
+        record.other.shift_remove("md");
+        let edited = record.to_document();
+        let set: Document = EDIT_WRITES
+            .iter()
+            .filter_map(|key| Some(((*key).to_owned(), edited.get(*key)?.clone())))
+            .collect();
         self.rooms
             .write_update(
                 call,
                 MESSAGES,
                 serde_json::json!({"_id": id}),
-                // `md` is the old text parsed (written by Rocket.Chat): clients would show it
-                // over the new text, so it goes; every other field stays as it was.
-                serde_json::json!({"$set": crate::engine::build::to_json(&Value::Object(set.clone())), "$unset": {"md": 1}}),
+                serde_json::json!({"$set": crate::engine::build::to_json(&Value::Object(set)), "$unset": {"md": 1}}),
                 false,
             )
             .await?;
-        let mut edited = original;
-        edited.shift_remove("md");
-        edited.extend(set);
         after_hook!(self.hooks(), Point::MessageHasBeenEdited, |hook| {
             hook.message_has_been_edited(&edited)
         });
