@@ -965,13 +965,10 @@ impl Teams {
             RoomRef::Id(id) => self.rooms.room(id).await?,
             RoomRef::Name(name) => self.rooms.room_by_name(name).await?,
         };
-        let wanted = match kind {
-            TeamType::Public => "c",
-            TeamType::Private => "p",
-        };
+        let wanted = kind.room_kind();
         // A room of another kind, or one the caller cannot see, is answered as none.
         let room = match found {
-            Some(room) if text(&room, "t") == Some(wanted) => self
+            Some(room) if RoomKind::of(&room) == Some(wanted) => self
                 .rooms
                 .can_access(&room, Some(caller))
                 .await?

@@ -857,22 +857,27 @@ impl Rooms {
                     None,
                 ),
                 RoomSetting::Kind(kind) => {
-                    if !matches!(kind.as_str(), "c" | "p") {
+                    let Some(kind) = RoomKind::parse(kind.as_str()).filter(|k| k.is_group()) else {
                         return Err(client_error("error-invalid-room-type", "Invalid room type"));
-                    }
-                    let needed = if kind == "c" { "create-c" } else { "create-p" };
-                    self.permissions.require(uid_of(&me), needed, None).await?;
+                    };
+                    self.permissions
+                        .require(uid_of(&me), kind.permission(), None)
+                        .await?;
                     self.write_update(
                         call,
                         SUBSCRIPTIONS,
                         serde_json::json!({"rid": rid}),
-                        serde_json::json!({"$set": {"t": kind, "_updatedAt": now}}),
+                        serde_json::json!({"$set": {"t": kind.letter(), "_updatedAt": now}}),
                         true,
                     )
                     .await?;
-                    let label = if kind == "c" { "public" } else { "private" };
+                    let label = if kind == RoomKind::Channel {
+                        "public"
+                    } else {
+                        "private"
+                    };
                     (
-                        serde_json::json!({"t": kind}),
+                        serde_json::json!({"t": kind.letter()}),
                         serde_json::json!({}),
                         Some((MessageType::RoomPrivacyChanged, label.to_owned())),
                     )
