@@ -20,6 +20,7 @@ use crate::chat::collections::TRASH;
 use crate::chat::collections::{MESSAGES, TEAMS};
 use crate::chat::collections::{ROOMS, SUBSCRIPTIONS, USERS};
 use crate::chat::permissions::Permissions;
+use crate::chat::records::RoomKind;
 use crate::chat::settings::Settings;
 use crate::engine::bus::{Bus, BusEvent};
 use crate::engine::error::ServiceError;
@@ -86,7 +87,7 @@ impl Members {
 /// A room's kind, name and team, for `__my_messages__`'s meta argument and its readers.
 #[derive(Clone)]
 struct RoomInfo {
-    kind: String,
+    kind: Option<RoomKind>,
     name: Option<String>,
     /// The team the room belongs to: a public room of a private team is not for everyone.
     team_id: Option<String>,
@@ -96,7 +97,12 @@ impl RoomInfo {
     /// Whether people outside the room may read it (a private team's members only, when the
     /// room is in one).
     fn public(&self) -> bool {
-        self.kind == "c"
+        self.kind == Some(RoomKind::Channel)
+    }
+
+    /// The kind's wire letter (`""` for a room without a kind comet knows).
+    fn wire_kind(&self) -> &'static str {
+        self.kind.map_or("", RoomKind::letter)
     }
 }
 
@@ -349,7 +355,7 @@ impl RoomStreams {
 
     fn remember_room(&self, room: &Document) -> RoomInfo {
         let info = RoomInfo {
-            kind: text(room, "t").unwrap_or_default().to_owned(),
+            kind: RoomKind::of(room),
             name: text(room, "name").map(str::to_owned),
             team_id: text(room, "teamId").map(str::to_owned),
         };
@@ -675,7 +681,7 @@ impl RoomStreams {
             }
             let mut meta = Document::default();
             meta.insert("roomParticipant".into(), Value::Bool(participant));
-            meta.insert("roomType".into(), Value::from(info.kind.as_str()));
+            meta.insert("roomType".into(), Value::from(info.wire_kind()));
             if let Some(name) = &info.name {
                 meta.insert("roomName".into(), Value::from(name.as_str()));
             }
@@ -719,7 +725,7 @@ impl RoomStreams {
             let is_member = |uid: &str| in_room.is_some_and(|m| m.contains(uid));
             let mut called: HashSet<Arc<str>> = HashSet::new();
             let mut strangers = Vec::new();
-            if info.kind == "d" {
+            if info.kind == Some(RoomKind::Direct) {
                 called.extend(
                     in_room
                         .into_iter()
@@ -829,8 +835,8 @@ fn own_field(path: &str) -> bool {
 fn notification_of(message: &Document, info: &RoomInfo) -> Value {
     let user = message.get("u").and_then(Value::as_object);
     let sender_name = user.and_then(|u| text(u, "username")).unwrap_or_default();
-    let title = match (&info.name, info.kind.as_str()) {
-        (Some(name), "c" | "p") => format!("#{name}"),
+    let title = match (&info.name, info.kind) {
+        (Some(name), Some(kind)) if kind.is_group() => format!("#{name}"),
         _ => format!("@{sender_name}"),
     };
     let mut payload = Document::default();
@@ -845,7 +851,7 @@ fn notification_of(message: &Document, info: &RoomInfo) -> Value {
             Value::Object(projected(u, &["_id", "username", "name"])),
         );
     }
-    payload.insert("type".into(), Value::from(info.kind.as_str()));
+    payload.insert("type".into(), Value::from(info.wire_kind()));
     if let Some(name) = &info.name {
         payload.insert("name".into(), Value::from(name.as_str()));
     }
