@@ -8,6 +8,7 @@
 use super::chat::{
     doc_json, page, params_missing, parse_date, route, text_of, Chat, ChatRoute, Reply, MAX_COUNT,
 };
+use super::json::to_json;
 use super::RestResponse;
 use crate::chat::rooms::{projected, NewRoom, RoomKind, ROOM_FIELDS};
 use crate::engine::ServiceError;
@@ -107,13 +108,10 @@ async fn create(c: &Chat<'_>) -> Reply {
         team_id: None,
     };
     let room = c.rooms.create(&c.acting(), new).await?;
-    let mut created = projected(&room, ROOM_FIELDS);
-    if let Some(id) = room.get("_id") {
-        created.insert("rid".into(), id.clone());
-    }
-    created.insert("inserted".into(), Value::Bool(true));
+    // The same shape `createChannel` answers with.
+    let created = crate::chat::rooms::methods::created(&room);
     Ok(RestResponse::success(
-        serde_json::json!({room_key(c.family): doc_json(&created)}),
+        serde_json::json!({room_key(c.family): to_json(&created)}),
     ))
 }
 

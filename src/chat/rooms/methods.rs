@@ -38,7 +38,7 @@ fn delta(update: Vec<Document>, remove: Vec<Document>, since: Option<f64>) -> Va
 }
 
 /// The result of a room creation: the room with `rid` (Rocket.Chat's `{rid, inserted, ...}`).
-fn created(room: &Document) -> Value {
+pub(crate) fn created(room: &Document) -> Value {
     let mut out = projected(room, ROOM_FIELDS);
     if let Some(id) = room.get("_id") {
         out.insert("rid".into(), id.clone());
