@@ -170,6 +170,14 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
     crate::chat::messages::methods::register(&mut registry, messages.clone());
+    let emoji = crate::chat::emoji::CustomEmoji::new(store.clone(), permissions_service.clone());
+    let push = crate::chat::push::PushTokens::new(store.clone());
+    let commands = crate::chat::commands::Commands::new(
+        rooms_service.clone(),
+        messages.clone(),
+        presence.clone(),
+    );
+    crate::chat::workspace::register(&mut registry, &emoji, &commands, &permissions_service);
     let operator = crate::chat::operator::Operator::start(
         store.clone(),
         permissions_service.clone(),
@@ -249,6 +257,9 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             messages,
             presence,
             teams,
+            emoji,
+            push,
+            commands,
         },
     ));
     Ok(Built { hub, rest, hooks })

@@ -582,7 +582,7 @@
   // (`Accounts_RegistrationForm`: Public, Disabled, or Secret URL with a link #register/<secret>).
   const registerLink = /^#register\/(.+)$/.exec(location.hash);
   state.registrationSecret = registerLink ? decodeHash(registerLink[1]) : null;
-  fetch('/api/v1/settings.public').then((res) => res.json()).then((body) => {
+  fetch('/api/v1/settings.public?_id=Site_Name,Accounts_RegistrationForm').then((res) => res.json()).then((body) => {
     const value = (id) => ((body.settings || []).find((s) => s._id === id) || {}).value;
     const siteName = value('Site_Name');
     if (typeof siteName === 'string' && siteName) {

@@ -31,6 +31,12 @@ pub const PERMISSIONS: &str = "rocketchat_permissions";
 pub const USERS_SESSIONS: &str = "usersSessions";
 /// The running instances.
 pub const INSTANCES: &str = "instances";
+/// Custom emoji.
+pub const CUSTOM_EMOJI: &str = "rocketchat_custom_emoji";
+/// Devices' push tokens (the collection Rocket.Chat's push service keeps).
+pub const PUSH_TOKENS: &str = "_raix_push_app_tokens";
+/// Messages reported to the administrators.
+pub const REPORTS: &str = "rocketchat_reports";
 
 /// The documents of `collection` removed after `since` (ms), as `{_id, _deletedAt}`, from
 /// the trash; `also` narrows them further (a user's own subscriptions, say).

@@ -11,6 +11,8 @@
 pub mod accounts;
 pub mod call;
 pub mod collections;
+pub mod commands;
+pub mod emoji;
 pub mod hooks;
 pub mod messages;
 pub mod notify;
@@ -18,10 +20,12 @@ pub mod operator;
 pub mod permissions;
 pub mod posting;
 pub mod presence;
+pub mod push;
 pub mod records;
 pub mod rooms;
 pub mod settings;
 pub mod teams;
+pub mod workspace;
 
 use crate::engine::ServiceError;
 use crate::model::{Document, MeteorError, Value};

@@ -267,6 +267,7 @@ fn text_within(value: &Value, max: usize) -> bool {
 
 /// Checks a method's parameters: one pattern per position, nothing beyond them.
 pub fn check_all(patterns: &[Pattern], params: &[Value]) -> Result<(), ServiceError> {
+    let params = without_second_factor_slot(patterns.len(), params);
     if params.len() > patterns.len() {
         return Err(ServiceError::match_failed());
     }
@@ -276,9 +277,58 @@ pub fn check_all(patterns: &[Pattern], params: &[Value]) -> Result<(), ServiceEr
     Ok(())
 }
 
+/// `params` without the one argument Rocket.Chat's SDKs add after a method's own: the
+/// second-factor slot, `""` or a code (a string, or `{twoFactorCode, twoFactorMethod}`).
+/// Rocket.Chat's methods never see it (its two-factor wrapper takes it off, and Meteor's
+/// `check` ignores what it is not asked about); anything else past the declared arguments
+/// still fails.
+pub fn without_second_factor_slot(declared: usize, params: &[Value]) -> &[Value] {
+    if params.len() != declared + 1 {
+        return params;
+    }
+    let is_slot = match params.last() {
+        Some(Value::String(code)) => code.len() <= 256,
+        Some(Value::Object(fields)) => {
+            !fields.is_empty()
+                && fields.iter().all(|(k, v)| {
+                    matches!(k.as_str(), "twoFactorCode" | "twoFactorMethod")
+                        && v.as_str().is_some_and(|s| s.len() <= 256)
+                })
+        }
+        _ => false,
+    };
+    if is_slot {
+        &params[..declared]
+    } else {
+        params
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_second_factor_slot_after_the_declared_arguments_is_accepted_and_nothing_else() {
+        let one = [Pattern::string_up_to(10)];
+        let id = Value::String("abc".into());
+        assert!(check_all(&one, &[id.clone(), Value::String(String::new())]).is_ok());
+        let code = Value::from_json(
+            serde_json::json!({"twoFactorCode": "123456", "twoFactorMethod": "totp"}),
+        )
+        .expect("a value");
+        assert!(check_all(&one, &[id.clone(), code]).is_ok());
+        // A number, an object of other keys, or two extra arguments are still refused.
+        assert!(check_all(&one, &[id.clone(), Value::Number(1.0)]).is_err());
+        let other = Value::from_json(serde_json::json!({"$where": "1"})).expect("a value");
+        assert!(check_all(&one, &[id.clone(), other]).is_err());
+        let two = [
+            id.clone(),
+            Value::String(String::new()),
+            Value::String(String::new()),
+        ];
+        assert!(check_all(&one, &two).is_err());
+    }
 
     fn ty(s: &str) -> ArgType {
         s.parse().expect("a known type")
@@ -377,7 +427,7 @@ mod tests {
         assert!(!Pattern::optional(Pattern::STRING).matches(Some(&Value::Null)));
         assert!(Pattern::array_of(Pattern::ID).matches(Some(&v(serde_json::json!(["a", "b"])))));
         assert!(!Pattern::array_of(Pattern::ID).matches(Some(&v(serde_json::json!(["a", 1])))));
-        assert!(check_all(&[Pattern::STRING], &[Value::from("a"), Value::from("b")]).is_err());
+        assert!(check_all(&[Pattern::STRING], &[Value::from("a"), Value::Number(2.0)]).is_err());
         assert!(check_all(
             &[Pattern::STRING, Pattern::maybe(Pattern::NUMBER)],
             &[Value::from("a")]

@@ -2,7 +2,7 @@
 //! Thin adapters: the same typed API and `check()` patterns as the DDP methods.
 
 use super::json::to_json;
-use super::{Caller, RestRequest, RestResponse};
+use super::{Caller, RestRequest, RestResponse, RestServices};
 use crate::chat::accounts::{
     methods, Accounts, RegistrationRefused, UserSelector, PUBLIC_USER_FIELDS,
 };
@@ -62,7 +62,8 @@ fn unauthorized_login() -> RestResponse {
 }
 
 /// `POST /api/v1/login`: `{user | username | email, password}` or `{resume}`.
-pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestResponse {
+pub(super) async fn login(s: &RestServices, request: &RestRequest) -> RestResponse {
+    let accounts = &s.accounts;
     let fields = match body(request) {
         Ok(d) => d,
         Err(refused) => return refused,
@@ -122,7 +123,7 @@ pub(super) async fn login(accounts: &Accounts, request: &RestRequest) -> RestRes
         .find_user(&UserSelector::Id(result.id.clone()))
         .await
     {
-        Ok(Some(user)) => public_user(&user),
+        Ok(Some(user)) => own_view(&user, site_url(s).as_deref()),
         Ok(None) => return unauthorized_login(),
         Err(err) => return RestResponse::from_service(&err),
     };
@@ -151,16 +152,58 @@ pub(super) async fn logout(accounts: &Accounts, caller: &Caller) -> RestResponse
     }
 }
 
-/// `GET /api/v1/me`: the caller's own document (no secrets), with `email`.
-pub(super) fn me(caller: &Caller) -> RestResponse {
-    let mut me = public_user(&caller.user);
-    let email = me["emails"][0]["address"].clone();
-    if let Some(obj) = me.as_object_mut() {
-        if !email.is_null() {
-            obj.insert("email".into(), email);
+/// The user's own view, as Rocket.Chat's login and `me` give it: the public fields, the
+/// fields only the user sees (`customFields`, `nickname`, `bio`, `requirePasswordChange`,
+/// `statusLivechat`), `email`, `settings.preferences` merged over the defaults, and
+/// `avatarUrl`.
+pub(super) fn own_view(user: &Document, site_url: Option<&str>) -> serde_json::Value {
+    let mut me = public_user(user);
+    let Some(obj) = me.as_object_mut() else {
+        return me;
+    };
+    for field in [
+        "customFields",
+        "nickname",
+        "bio",
+        "requirePasswordChange",
+        "statusLivechat",
+    ] {
+        if let Some(v) = user.get(field) {
+            obj.insert(field.into(), to_json(v));
         }
     }
-    RestResponse::success(me)
+    let email = obj
+        .get("emails")
+        .and_then(|e| e.get(0))
+        .and_then(|e| e.get("address"))
+        .cloned();
+    if let Some(email) = email {
+        obj.insert("email".into(), email);
+    }
+    let preferences = crate::chat::accounts::preferences::effective(user);
+    obj.insert(
+        "settings".into(),
+        serde_json::json!({"profile": {}, "preferences": to_json(&Value::Object(preferences))}),
+    );
+    if let Some(name) = user.get("username").and_then(Value::as_str) {
+        let base = site_url.unwrap_or("").trim_end_matches('/');
+        obj.insert(
+            "avatarUrl".into(),
+            format!("{base}/avatar/{}", super::users::path_part(name)).into(),
+        );
+    }
+    me
+}
+
+fn site_url(s: &RestServices) -> Option<String> {
+    s.settings
+        .value("Site_Url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// `GET /api/v1/me`: the caller's own view.
+pub(super) fn me(s: &RestServices, caller: &Caller) -> RestResponse {
+    RestResponse::success(own_view(&caller.user, site_url(s).as_deref()))
 }
 
 /// `POST /api/v1/users.register`: `{username, email, pass, name}`.

@@ -23,6 +23,8 @@ pub(super) const MAX_COUNT: usize = 100;
 
 /// One request to a chat route: the services, the caller, and what the request carries.
 pub(super) struct Chat<'a> {
+    /// Every service REST adapts (for routes beyond rooms and messages).
+    pub services: &'a super::RestServices,
     pub rooms: &'a Rooms,
     pub messages: &'a Messages,
     pub caller: &'a Caller,
@@ -63,16 +65,17 @@ pub(super) type ReplyFuture<'r> =
 /// A handler: reads the request, calls the typed API, shapes the answer.
 pub(super) type Handler = for<'r> fn(&'r Chat<'r>) -> ReplyFuture<'r>;
 
-/// One chat route: `/api/v1/<name>` answered by `handler` for `method`.
+/// One chat route: `/api/v1/<name>` answered by `handler` for `methods` (one, mostly; a
+/// route such as `push.token` takes a POST and a DELETE).
 pub(super) struct ChatRoute {
     pub(super) name: &'static str,
-    pub(super) method: RestMethod,
+    pub(super) methods: &'static [RestMethod],
     pub(super) handler: Handler,
 }
 
 impl std::fmt::Debug for ChatRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} {}", self.method, self.name)
+        write!(f, "{:?} {}", self.methods, self.name)
     }
 }
 
@@ -85,12 +88,13 @@ impl PartialEq for ChatRoute {
 
 impl Eq for ChatRoute {}
 
-/// A table line: `route!(Post, "chat.sendMessage", send_message)`.
+/// A table line: `route!(Post, "chat.sendMessage", send_message)`, or with several methods
+/// `route!(Post | Delete, "push.token", push_token)`.
 macro_rules! route {
-    ($method:ident, $name:literal, $handler:path) => {
+    ($($method:ident)|+, $name:literal, $handler:path) => {
         $crate::rest::chat::ChatRoute {
             name: $name,
-            method: $crate::rest::RestMethod::$method,
+            methods: &[$($crate::rest::RestMethod::$method),+],
             handler: |chat| Box::pin($handler(chat)),
         }
     };
@@ -110,7 +114,11 @@ const ROUTES: &[ChatRoute] = &[
 
 /// Every chat route: the messages' and the rooms'.
 pub(super) fn routes() -> impl Iterator<Item = &'static ChatRoute> {
-    ROUTES.iter().chain(super::rooms::ROUTES)
+    ROUTES
+        .iter()
+        .chain(super::rooms::ROUTES)
+        .chain(super::users::ROUTES)
+        .chain(super::workspace::ROUTES)
 }
 
 /// The query string's parameters.
@@ -188,8 +196,7 @@ pub(super) fn text_of(d: &Document, key: &str) -> Option<String> {
 impl<'a> Chat<'a> {
     /// A request to `route` as `caller`; the refusal of a body that cannot be read.
     pub(super) fn new(
-        rooms: &'a Rooms,
-        messages: &'a Messages,
+        services: &'a super::RestServices,
         caller: &'a Caller,
         request: &'a RestRequest,
         route: &'static ChatRoute,
@@ -200,8 +207,9 @@ impl<'a> Chat<'a> {
             body(request)?
         };
         Ok(Self {
-            rooms,
-            messages,
+            services,
+            rooms: &services.rooms,
+            messages: &services.messages,
             caller,
             request,
             family: route.name.split_once('.').map_or(route.name, |(f, _)| f),
@@ -212,7 +220,7 @@ impl<'a> Chat<'a> {
 
     /// Answers with `route`'s handler, or 405 for another method.
     pub(super) async fn handle(&self, route: &ChatRoute) -> RestResponse {
-        if self.request.method != route.method {
+        if !route.methods.contains(&self.request.method) {
             return RestResponse::failure(405, "Method not allowed", None);
         }
         match (route.handler)(self).await {

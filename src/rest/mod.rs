@@ -13,10 +13,12 @@ mod limits;
 mod methods;
 mod presence;
 mod rooms;
+mod settings;
 mod teams;
+mod users;
+mod workspace;
 
 use crate::chat::accounts::Accounts;
-use crate::chat::call::Call;
 use crate::engine::{Registry, ServiceError};
 use crate::model::MeteorError;
 use std::sync::Arc;
@@ -140,6 +142,7 @@ enum Route {
     UsersRegister,
     UsersInfo,
     SettingsPublic,
+    SettingsOauth,
     Setting,
     PermissionsListAll,
     MethodCall,
@@ -158,14 +161,8 @@ pub struct Rest {
     routes: matchit::Router<Route>,
     /// The Rocket.Chat version `/api/info` reports.
     rocketchat_version: Arc<str>,
-    accounts: Option<Arc<Accounts>>,
-    registry: Option<Arc<Registry>>,
-    settings: Option<Arc<crate::chat::settings::Settings>>,
-    permissions: Option<Arc<crate::chat::permissions::Permissions>>,
-    rooms: Option<Arc<crate::chat::rooms::Rooms>>,
-    messages: Option<Arc<crate::chat::messages::Messages>>,
-    presence: Option<Arc<crate::chat::presence::Presence>>,
-    teams: Option<Arc<crate::chat::teams::Teams>>,
+    /// None for a REST layer without services (only `/api/info` answers).
+    services: Option<RestServices>,
     limits: limits::RouteLimiter,
 }
 
@@ -180,6 +177,9 @@ pub struct RestServices {
     pub messages: Arc<crate::chat::messages::Messages>,
     pub presence: Arc<crate::chat::presence::Presence>,
     pub teams: Arc<crate::chat::teams::Teams>,
+    pub emoji: Arc<crate::chat::emoji::CustomEmoji>,
+    pub push: Arc<crate::chat::push::PushTokens>,
+    pub commands: Arc<crate::chat::commands::Commands>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -193,14 +193,7 @@ impl Rest {
     /// REST over the services.
     pub fn with_services(rocketchat_version: &str, services: RestServices) -> Self {
         let mut rest = Self::new(rocketchat_version);
-        rest.accounts = Some(services.accounts);
-        rest.registry = Some(services.registry);
-        rest.settings = Some(services.settings);
-        rest.permissions = Some(services.permissions);
-        rest.rooms = Some(services.rooms);
-        rest.messages = Some(services.messages);
-        rest.presence = Some(services.presence);
-        rest.teams = Some(services.teams);
+        rest.services = Some(services);
         rest
     }
 
@@ -214,6 +207,7 @@ impl Rest {
             ("/api/v1/users.register", Route::UsersRegister),
             ("/api/v1/users.info", Route::UsersInfo),
             ("/api/v1/settings.public", Route::SettingsPublic),
+            ("/api/v1/settings.oauth", Route::SettingsOauth),
             ("/api/v1/settings/{id}", Route::Setting),
             ("/api/v1/permissions.listAll", Route::PermissionsListAll),
             ("/api/v1/method.call/{method}", Route::MethodCall),
@@ -242,23 +236,17 @@ impl Rest {
         Self {
             routes,
             rocketchat_version: rocketchat_version.into(),
-            accounts: None,
-            registry: None,
-            settings: None,
-            permissions: None,
-            rooms: None,
-            messages: None,
-            presence: None,
-            teams: None,
+            services: None,
             limits: limits::RouteLimiter::default(),
         }
     }
 
     /// Cross-origin access for a request from `origin`, as the settings say now.
     pub fn cors_for(&self, origin: Option<&str>) -> CorsAnswer {
-        let (Some(settings), Some(origin)) = (&self.settings, origin) else {
+        let (Some(services), Some(origin)) = (&self.services, origin) else {
             return CorsAnswer::Deny;
         };
+        let settings = &services.settings;
         if !settings.flag("API_Enable_CORS", false) {
             return CorsAnswer::Deny;
         }
@@ -290,9 +278,10 @@ impl Rest {
         request: &RestRequest,
         caller: Option<&Caller>,
     ) -> Result<Vec<(&'static str, String)>, RestResponse> {
-        let (Some(settings), Some(address)) = (&self.settings, request.client_address) else {
+        let (Some(services), Some(address)) = (&self.services, request.client_address) else {
             return Ok(Vec::new());
         };
+        let settings = &services.settings;
         if matches!(
             route,
             Route::Info | Route::MethodCall | Route::MethodCallAnon
@@ -310,8 +299,9 @@ impl Rest {
         let Some(rule) = limits::RouteRule::from_numbers(allowed, window) else {
             return Ok(Vec::new());
         };
-        if let (Some(caller), Some(permissions)) = (caller, &self.permissions) {
-            if permissions
+        if let Some(caller) = caller {
+            if services
+                .permissions
                 .has_permission(Some(&caller.user_id), "api-bypass-rate-limit", None)
                 .await
                 .unwrap_or(false)
@@ -342,7 +332,7 @@ impl Rest {
 
     /// The caller the request's credentials prove, if they do.
     async fn caller(&self, request: &RestRequest) -> Option<Caller> {
-        let accounts = self.accounts.as_ref()?;
+        let accounts = &self.services.as_ref()?.accounts;
         let (user_id, token) = request.credentials.as_ref()?;
         let (user, _, token_hash) = accounts.user_for_token(token).await.ok()?;
         let id = user
@@ -400,189 +390,81 @@ impl Rest {
         caller: Option<&Caller>,
         request: &RestRequest,
     ) -> RestResponse {
-        let (Some(accounts), Some(registry)) = (&self.accounts, &self.registry) else {
+        let Some(s) = &self.services else {
             return match (route, request.method) {
                 (Route::Info, RestMethod::Get) => self.info(),
                 (Route::Info, _) => RestResponse::failure(405, "Method not allowed", None),
                 _ => RestResponse::failure(404, "Not found", None),
             };
         };
+        // The routes anyone may call.
         match (route, request.method) {
-            (Route::Info, RestMethod::Get) => self.info(),
-            (Route::Login, RestMethod::Post) => accounts::login(accounts, request).await,
-            (Route::UsersRegister, RestMethod::Post) => accounts::register(accounts, request).await,
-            (Route::SettingsPublic, RestMethod::Get) => match &self.settings {
-                Some(settings) => settings_public(settings).await,
-                None => RestResponse::failure(404, "Not found", None),
-            },
+            (Route::Info, RestMethod::Get) => return self.info(),
+            (Route::Login, RestMethod::Post) => return accounts::login(s, request).await,
+            (Route::UsersRegister, RestMethod::Post) => {
+                return accounts::register(&s.accounts, request).await
+            }
+            (Route::SettingsPublic, RestMethod::Get) => {
+                return settings::public(&s.settings, request).await
+            }
+            (Route::SettingsOauth, RestMethod::Get) => return settings::oauth(),
             (Route::MethodCallAnon, RestMethod::Post) => {
-                methods::call(registry, None, method_name, request).await
-            }
-            (Route::Teams(name), _) => {
-                let Some(caller) = caller else {
-                    return RestResponse::unauthorized();
-                };
-                match &self.teams {
-                    Some(t) => teams::handle(t, caller, request, name).await,
-                    None => RestResponse::failure(404, "Not found", None),
-                }
-            }
-            (Route::Chat(route), _) => {
-                let Some(caller) = caller else {
-                    return RestResponse::unauthorized();
-                };
-                let (Some(rooms), Some(messages)) = (&self.rooms, &self.messages) else {
-                    return RestResponse::failure(404, "Not found", None);
-                };
-                match chat::Chat::new(rooms, messages, caller, request, route) {
-                    Ok(chat) => chat.handle(route).await,
-                    Err(refused) => refused,
-                }
+                return methods::call(&s.registry, None, method_name, request).await
             }
             (
-                Route::Logout
-                | Route::Me
-                | Route::UsersInfo
-                | Route::MethodCall
-                | Route::PermissionsListAll
-                | Route::Setting
-                | Route::UsersPresence
-                | Route::UsersGetPresence
-                | Route::UsersSetStatus,
+                Route::Info
+                | Route::Login
+                | Route::UsersRegister
+                | Route::SettingsPublic
+                | Route::SettingsOauth
+                | Route::MethodCallAnon,
                 _,
-            ) => {
-                let Some(caller) = caller else {
-                    return RestResponse::unauthorized();
-                };
-                match (route, request.method) {
-                    (Route::Logout, RestMethod::Post) => accounts::logout(accounts, caller).await,
-                    (Route::Me, RestMethod::Get) => accounts::me(caller),
-                    (Route::UsersInfo, RestMethod::Get) => {
-                        let see_full = match &self.permissions {
-                            Some(p) => p
-                                .has_permission(
-                                    Some(&caller.user_id),
-                                    "view-full-other-user-info",
-                                    None,
-                                )
-                                .await
-                                .unwrap_or(false),
-                            None => false,
-                        };
-                        accounts::users_info(accounts, caller, see_full, request).await
-                    }
-                    (Route::Setting, RestMethod::Get | RestMethod::Post) => {
-                        self.setting(caller, setting_id.unwrap_or(""), request)
-                            .await
-                    }
-                    (Route::PermissionsListAll, RestMethod::Get) => match &self.permissions {
-                        Some(p) => permissions_list_all(p),
-                        None => RestResponse::failure(404, "Not found", None),
-                    },
-                    (Route::UsersPresence, RestMethod::Get) => match &self.presence {
-                        Some(p) => presence::users_presence(p, request).await,
-                        None => RestResponse::failure(404, "Not found", None),
-                    },
-                    (Route::UsersGetPresence, RestMethod::Get) => {
-                        presence::get_presence(accounts, caller, request).await
-                    }
-                    (Route::UsersSetStatus, RestMethod::Post) => match &self.presence {
-                        Some(p) => presence::set_status(accounts, p, caller, request).await,
-                        None => RestResponse::failure(404, "Not found", None),
-                    },
-                    (Route::MethodCall, RestMethod::Post) => {
-                        methods::call(registry, Some(caller), method_name, request).await
-                    }
-                    _ => RestResponse::failure(405, "Method not allowed", None),
-                }
+            ) => return RestResponse::failure(405, "Method not allowed", None),
+            _ => {}
+        }
+        let Some(caller) = caller else {
+            return RestResponse::unauthorized();
+        };
+        match (route, request.method) {
+            (Route::Teams(name), _) => teams::handle(&s.teams, caller, request, name).await,
+            (Route::Chat(route), _) => match chat::Chat::new(s, caller, request, route) {
+                Ok(chat) => chat.handle(route).await,
+                Err(refused) => refused,
+            },
+            (Route::Logout, RestMethod::Post) => accounts::logout(&s.accounts, caller).await,
+            (Route::Me, RestMethod::Get) => accounts::me(s, caller),
+            (Route::UsersInfo, RestMethod::Get) => {
+                let see_full = s
+                    .permissions
+                    .has_permission(Some(&caller.user_id), "view-full-other-user-info", None)
+                    .await
+                    .unwrap_or(false);
+                accounts::users_info(&s.accounts, caller, see_full, request).await
+            }
+            (Route::Setting, RestMethod::Get | RestMethod::Post) => {
+                settings::one(s, caller, setting_id.unwrap_or(""), request).await
+            }
+            (Route::PermissionsListAll, RestMethod::Get) => {
+                settings::permissions_list_all(&s.permissions)
+            }
+            (Route::UsersPresence, RestMethod::Get) => {
+                presence::users_presence(&s.presence, request).await
+            }
+            (Route::UsersGetPresence, RestMethod::Get) => {
+                presence::get_presence(&s.accounts, caller, request).await
+            }
+            (Route::UsersSetStatus, RestMethod::Post) => {
+                presence::set_status(&s.accounts, &s.presence, caller, request).await
+            }
+            (Route::MethodCall, RestMethod::Post) => {
+                methods::call(&s.registry, Some(caller), method_name, request).await
             }
             _ => RestResponse::failure(405, "Method not allowed", None),
         }
     }
 
-    /// `GET /api/v1/settings/:id` (`view-privileged-setting`) and `POST` with `{value}`
-    /// (`edit-privileged-setting`).
-    async fn setting(&self, caller: &Caller, id: &str, request: &RestRequest) -> RestResponse {
-        let (Some(settings), Some(permissions)) = (&self.settings, &self.permissions) else {
-            return RestResponse::failure(404, "Not found", None);
-        };
-        let needed = if request.method == RestMethod::Post {
-            "edit-privileged-setting"
-        } else {
-            "view-privileged-setting"
-        };
-        match permissions
-            .has_permission(Some(&caller.user_id), needed, None)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                return RestResponse::failure(
-                    403,
-                    "User does not have the permissions required for this action",
-                    Some("error-unauthorized"),
-                )
-            }
-            Err(err) => return RestResponse::from_service(&err),
-        }
-        if request.method == RestMethod::Post {
-            let body = match accounts::body(request) {
-                Ok(b) => b,
-                Err(refused) => return refused,
-            };
-            let Some(value) = body.get("value") else {
-                return RestResponse::failure(400, "Match failed", Some("error-invalid-params"));
-            };
-            if let Err(err) = settings.save(&Call::server(), id, value.clone()).await {
-                return RestResponse::from_service(&err);
-            }
-            return RestResponse::success(serde_json::json!({}));
-        }
-        match settings.value(id) {
-            Some(value) => RestResponse::success(
-                serde_json::json!({"_id": id, "value": json::to_json(&value)}),
-            ),
-            None => {
-                RestResponse::failure(400, "Setting not found", Some("error-setting-not-found"))
-            }
-        }
-    }
-
     fn info(&self) -> RestResponse {
         RestResponse::success(serde_json::json!({"version": &*self.rocketchat_version}))
-    }
-}
-
-/// `GET /api/v1/permissions.listAll`: `{update: [...], remove: []}`.
-fn permissions_list_all(permissions: &crate::chat::permissions::Permissions) -> RestResponse {
-    let update: Vec<serde_json::Value> = permissions
-        .documents(None)
-        .iter()
-        .map(|d| json::to_json(&crate::model::Value::Object((**d).clone())))
-        .collect();
-    RestResponse::success(serde_json::json!({"update": update, "remove": []}))
-}
-
-/// `GET /api/v1/settings.public`: `{settings: [{_id, value}], count, offset, total}`.
-async fn settings_public(settings: &crate::chat::settings::Settings) -> RestResponse {
-    match settings.read(true, None).await {
-        Ok(delta) => {
-            let list: Vec<serde_json::Value> = delta
-                .update
-                .iter()
-                .map(|d| {
-                    serde_json::json!({
-                        "_id": d.get("_id").map(json::to_json),
-                        "value": d.get("value").map(json::to_json),
-                    })
-                })
-                .collect();
-            let n = list.len();
-            RestResponse::success(
-                serde_json::json!({"settings": list, "count": n, "offset": 0, "total": n}),
-            )
-        }
-        Err(err) => RestResponse::from_service(&err),
     }
 }
 

@@ -510,6 +510,33 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     resp
 }
 
+/// Meteor's `/_timesync`: the server's clock in milliseconds, as a bare JSON number, never
+/// cached (clients measure their offset with it).
+fn timesync() -> Response<Body> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(now.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
 /// A request's whole body, at most `limit` bytes, within the body timeout; else the
 /// response that refuses it (413, or 408 and the connection closed).
 pub(crate) async fn read_body(
@@ -702,6 +729,7 @@ async fn route(
         // HEAD answers as GET does; hyper leaves the body out.
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
         (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
+        (&Method::GET | &Method::HEAD, "/_timesync") => timesync(),
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;
             apply_cors(&app, origin.as_ref(), false, &mut resp);

@@ -11,6 +11,7 @@
 
 pub mod limiter;
 pub mod methods;
+pub mod preferences;
 pub mod secrets;
 pub mod tokens;
 

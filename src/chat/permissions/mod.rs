@@ -91,6 +91,8 @@ const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("manage-selected-settings", &["admin"]),
     ("view-user-administration", &["admin"]),
     ("view-room-administration", &["admin"]),
+    ("manage-emoji", &["admin"]),
+    ("view-moderation-console", &["admin"]),
     ("create-user", &["admin"]),
     ("delete-user", &["admin"]),
     ("edit-other-user-info", &["admin"]),
@@ -301,6 +303,58 @@ impl Permissions {
         }
         let roles = self.roles(user_id, room_id).await?;
         Ok(roles.iter().any(|r| allowed.contains(r)))
+    }
+
+    /// Every role (`rocketchat_roles`), by id.
+    pub async fn role_documents(&self) -> Result<Vec<Document>, ServiceError> {
+        self.store
+            .find(
+                ROLES,
+                FindOptions {
+                    selector: selector(serde_json::json!({}))?,
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))
+    }
+
+    /// Rocket.Chat's `getUserRoles`: `{_id, username, roles}` of every user who holds a
+    /// user-wide role besides `user`, by username.
+    pub async fn users_with_roles(&self) -> Result<Vec<Document>, ServiceError> {
+        let special: Vec<String> = self
+            .role_documents()
+            .await?
+            .iter()
+            .filter(|r| r.get("scope").and_then(Value::as_str).unwrap_or("Users") == "Users")
+            .filter_map(|r| r.get("_id").and_then(Value::as_str).map(str::to_owned))
+            .filter(|id| id != "user")
+            .collect();
+        let found = self
+            .store
+            .find(
+                crate::chat::collections::USERS,
+                FindOptions {
+                    selector: selector(serde_json::json!({"roles": {"$in": special}}))?,
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        let mut out: Vec<Document> = found
+            .iter()
+            .map(|u| {
+                let mut d = Document::default();
+                for k in ["_id", "username", "roles"] {
+                    if let Some(v) = u.get(k) {
+                        d.insert(k.into(), v.clone());
+                    }
+                }
+                d
+            })
+            .collect();
+        out.sort_by_key(|d| d.get("username").and_then(Value::as_str).map(str::to_owned));
+        Ok(out)
     }
 
     /// Every user's own roles, and who is told when they change.

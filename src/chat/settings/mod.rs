@@ -7,6 +7,7 @@
 //! (`{update, remove}`, removals from the trash), and the administrator's write path. It
 //! must not know about sessions or HTTP.
 
+mod defaults;
 pub mod methods;
 
 use crate::chat::call::Call;
@@ -21,222 +22,6 @@ use std::sync::{Arc, RwLock};
 
 /// Where Rocket.Chat moves removed documents, each with `__collection__` and `_deletedAt`.
 pub use crate::chat::collections::TRASH;
-
-/// One default: id, value, type, and whether anonymous clients may read it.
-struct Default {
-    id: &'static str,
-    value: serde_json::Value,
-    kind: &'static str,
-    public: bool,
-}
-
-fn defaults() -> Vec<Default> {
-    use serde_json::json;
-    let d = |id, value, kind, public| Default {
-        id,
-        value,
-        kind,
-        public,
-    };
-    vec![
-        d("Site_Name", json!("comet"), "string", true),
-        d("Site_Url", json!("http://localhost:3000"), "string", true),
-        d("Accounts_RegistrationForm", json!("Public"), "select", true),
-        // Empty until an administrator sets one: `Secret URL` then lets no one register.
-        d(
-            "Accounts_RegistrationForm_SecretURL",
-            json!(""),
-            "string",
-            false,
-        ),
-        d("Accounts_LoginExpiration", json!(90), "int", true),
-        d("Accounts_AllowAnonymousRead", json!(false), "boolean", true),
-        d("Message_MaxAllowedSize", json!(5000), "int", true),
-        d("Message_AllowEditing", json!(true), "boolean", true),
-        d(
-            "Message_AllowEditing_BlockEditInMinutes",
-            json!(0),
-            "int",
-            true,
-        ),
-        d("Message_AllowDeleting", json!(true), "boolean", true),
-        d(
-            "Message_AllowDeleting_BlockDeleteInMinutes",
-            json!(0),
-            "int",
-            true,
-        ),
-        d("Message_ShowDeletedStatus", json!(false), "boolean", true),
-        d("Message_KeepHistory", json!(false), "boolean", true),
-        d("Threads_enabled", json!(true), "boolean", true),
-        d(
-            "Unread_Count",
-            json!("user_and_group_mentions_only"),
-            "select",
-            true,
-        ),
-        d("Unread_Count_DM", json!("all_messages"), "select", true),
-        d("Store_Last_Message", json!(true), "boolean", true),
-        d("Hide_System_Messages", json!([]), "multiSelect", true),
-        d("API_Enable_Rate_Limiter", json!(true), "boolean", false),
-        d(
-            "API_Enable_Rate_Limiter_Limit_Calls_Default",
-            json!(10),
-            "int",
-            false,
-        ),
-        d(
-            "API_Enable_Rate_Limiter_Limit_Time_Default",
-            json!(60000),
-            "int",
-            false,
-        ),
-        d("Rate_Limiter_Limit_RegisterUser", json!(1), "int", false),
-        d("API_Enable_CORS", json!(false), "boolean", false),
-        d("API_CORS_Origin", json!("*"), "string", false),
-        d("DDP_Rate_Limit_IP_Enabled", json!(true), "boolean", false),
-        d(
-            "DDP_Rate_Limit_IP_Requests_Allowed",
-            json!(120000),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_IP_Interval_Time",
-            json!(60000),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_User_By_Method_Enabled",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_User_By_Method_Requests_Allowed",
-            json!(20),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_User_By_Method_Interval_Time",
-            json!(10000),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_By_Method_Enabled",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_By_Method_Requests_Allowed",
-            json!(10),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_By_Method_Interval_Time",
-            json!(10000),
-            "int",
-            false,
-        ),
-        d("DDP_Rate_Limit_User_Enabled", json!(true), "boolean", false),
-        d(
-            "DDP_Rate_Limit_User_Requests_Allowed",
-            json!(1200),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_User_Interval_Time",
-            json!(60000),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_Enabled",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_Requests_Allowed",
-            json!(600),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Connection_Interval_Time",
-            json!(60000),
-            "int",
-            false,
-        ),
-        // Meteor's default rule on `login` and `createUser` per connection.
-        d(
-            "DDP_Rate_Limit_Login_Enabled",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Login_Requests_Allowed",
-            json!(5),
-            "int",
-            false,
-        ),
-        d(
-            "DDP_Rate_Limit_Login_Interval_Time",
-            json!(10000),
-            "int",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_Enabled",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_By_User",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_User",
-            json!(10),
-            "int",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_User_In_Minutes",
-            json!(5),
-            "int",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_By_Ip",
-            json!(true),
-            "boolean",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_Attempts_Until_Block_By_Ip",
-            json!(50),
-            "int",
-            false,
-        ),
-        d(
-            "Block_Multiple_Failed_Logins_Time_To_Unblock_By_Ip_In_Minutes",
-            json!(5),
-            "int",
-            false,
-        ),
-    ]
-}
 
 use crate::engine::build::{doc as json_doc, now_ms, selector};
 
@@ -346,22 +131,31 @@ impl Settings {
         // Follow first, so nothing written between the read and the subscription is lost.
         crate::engine::cached::watch(&service, &*store, follower);
         service.reload().await?;
-        let missing: Vec<Default> = {
+        let missing: Vec<&defaults::Default> = {
             let cache = service.cache.read().unwrap_or_else(|p| p.into_inner());
-            defaults()
-                .into_iter()
+            defaults::DEFAULTS
+                .iter()
                 .filter(|d| !cache.contains_key(d.id))
                 .collect()
         };
         for d in missing {
-            let now = now_ms();
-            let doc = json_doc(serde_json::json!({
-                "_id": d.id, "value": d.value, "packageValue": d.value, "type": d.kind,
-                "public": d.public, "hidden": false, "blocked": false,
-                "ts": {"$date": now}, "_updatedAt": {"$date": now},
-            }))?;
-            crate::engine::build::insert_default(&*store, SETTINGS, doc.clone()).await?;
-            service.put(doc);
+            let value: serde_json::Value = serde_json::from_str(d.value)
+                .map_err(|e| ServiceError::internal(format!("default of {}: {e}", d.id)))?;
+            service
+                .insert_default(d.id, value, d.kind, d.public)
+                .await?;
+        }
+        // The workspace's identity: made once, then kept (clients key their data by it).
+        let has_identity = service
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(defaults::UNIQUE_ID);
+        if !has_identity {
+            let id = serde_json::Value::String(crate::model::random::random_id());
+            service
+                .insert_default(defaults::UNIQUE_ID, id, "string", true)
+                .await?;
         }
         for (id, text) in overrides {
             let kind = {
@@ -386,6 +180,25 @@ impl Settings {
             }
         }
         Ok(service)
+    }
+
+    /// Writes a setting that is missing, with `value` as its value and package value.
+    async fn insert_default(
+        &self,
+        id: &str,
+        value: serde_json::Value,
+        kind: &str,
+        public: bool,
+    ) -> Result<(), ServiceError> {
+        let now = now_ms();
+        let doc = json_doc(serde_json::json!({
+            "_id": id, "value": value, "packageValue": value, "type": kind,
+            "public": public, "hidden": false, "blocked": false,
+            "ts": {"$date": now}, "_updatedAt": {"$date": now},
+        }))?;
+        crate::engine::build::insert_default(&*self.store, SETTINGS, doc.clone()).await?;
+        self.put(doc);
+        Ok(())
     }
 
     /// A setting's value, from memory.
@@ -490,6 +303,7 @@ impl Settings {
             (Some("int"), Value::Number(n)) => n.fract() == 0.0,
             (Some("string" | "select" | "code" | "language"), Value::String(_)) => true,
             (Some("multiSelect"), Value::Array(_)) => true,
+            (Some("asset"), Value::Object(_)) => true,
             (None, _) => true,
             _ => false,
         };

@@ -1,0 +1,552 @@
+//! Rocket.Chat's mobile app against the release binary: its start-up sequence replayed as
+//! the app sends it (RocketChat/Rocket.Chat.ReactNative: `getServerInfo`, `getLoginSettings`,
+//! `getSettings`, `connect.ts`'s login, `getPermissions`, `getRoles`, `getCustomEmojis`,
+//! `getSlashCommands`, `getUsersPresence`, the streams it subscribes to), then the calls of
+//! its everyday flows. Each answer is checked for the fields the app reads.
+
+#![allow(clippy::unwrap_used)] // test code
+
+mod common;
+
+use common::{http_with, Binary, DdpClient};
+use serde_json::{json, Value as Json};
+
+const ADMIN: (&str, &str) = ("boss", "s3cret-pass");
+
+/// The settings the app's login screen asks for (`loginSettings` in `getSettings.ts`).
+const LOGIN_SETTINGS: &[&str] = &[
+    "API_Gitlab_URL",
+    "CAS_enabled",
+    "CAS_login_url",
+    "Accounts_EmailVerification",
+    "Accounts_ManuallyApproveNewUsers",
+    "Accounts_ShowFormLogin",
+    "Site_Url",
+    "Accounts_RegistrationForm",
+    "Accounts_RegistrationForm_LinkReplacementText",
+    "Accounts_EmailOrUsernamePlaceholder",
+    "Accounts_PasswordPlaceholder",
+    "Accounts_PasswordReset",
+    "Accounts_iframe_enabled",
+    "Accounts_Iframe_api_url",
+    "Accounts_Iframe_api_method",
+];
+
+/// The rest of the app's settings (`defaultSettings.ts`), asked for after login.
+const APP_SETTINGS: &[&str] = &[
+    "Accounts_AllowEmailChange",
+    "Accounts_AllowPasswordChange",
+    "Accounts_AllowRealNameChange",
+    "Accounts_AllowUserAvatarChange",
+    "Accounts_AllowUserProfileChange",
+    "Accounts_AllowUserStatusMessageChange",
+    "Accounts_AllowUsernameChange",
+    "Accounts_AvatarBlockUnauthenticatedAccess",
+    "Accounts_CustomFields",
+    "Accounts_NamePlaceholder",
+    "Accounts_Password_Policy_Enabled",
+    "Accounts_Password_Policy_MinLength",
+    "Accounts_Password_Policy_MaxLength",
+    "Accounts_Password_Policy_ForbidRepeatingCharacters",
+    "Accounts_Password_Policy_ForbidRepeatingCharactersCount",
+    "Accounts_Password_Policy_AtLeastOneLowercase",
+    "Accounts_Password_Policy_AtLeastOneUppercase",
+    "Accounts_Password_Policy_AtLeastOneNumber",
+    "Accounts_Password_Policy_AtLeastOneSpecialCharacter",
+    "API_Use_REST_For_DDP_Calls",
+    "API_Embed",
+    "CROWD_Enable",
+    "DirectMesssage_maxUsers",
+    "E2E_Enable",
+    "E2E_Enabled_Default_PrivateRooms",
+    "E2E_Enable_Encrypt_Files",
+    "FileUpload_ProtectFiles",
+    "Accounts_Directory_DefaultView",
+    "FEDERATION_Enabled",
+    "Hide_System_Messages",
+    "LDAP_Enable",
+    "Livechat_request_comment_when_closing_conversation",
+    "Message_AllowDeleting",
+    "Message_AllowDeleting_BlockDeleteInMinutes",
+    "Message_AllowEditing",
+    "Message_AllowEditing_BlockEditInMinutes",
+    "Message_AllowPinning",
+    "Message_AllowStarring",
+    "Message_AudioRecorderEnabled",
+    "Message_GroupingPeriod",
+    "Message_TimeFormat",
+    "Message_TimeAndDateFormat",
+    "Site_Name",
+    "Store_Last_Message",
+    "uniqueID",
+    "UI_Allow_room_names_with_special_chars",
+    "UI_Use_Real_Name",
+    "Assets_favicon_512",
+    "Message_Read_Receipt_Enabled",
+    "Message_Read_Receipt_Store_Users",
+    "Threads_enabled",
+    "FileUpload_MediaTypeWhiteList",
+    "FileUpload_MaxFileSize",
+    "AutoTranslate_Enabled",
+    "Force_Screen_Lock",
+    "Force_Screen_Lock_After",
+    "Allow_Save_Media_to_Gallery",
+    "Accounts_AllowInvisibleStatusOption",
+    "Canned_Responses_Enable",
+    "Livechat_allow_manual_on_hold",
+    "Accounts_AvatarExternalProviderUrl",
+    "Accounts_RoomAvatarExternalProviderUrl",
+    "VideoConf_Enable_DMs",
+    "VideoConf_Enable_Channels",
+    "VideoConf_Enable_Groups",
+    "VideoConf_Enable_Teams",
+    "Accounts_AllowDeleteOwnAccount",
+    "Number_of_users_autocomplete_suggestions",
+    "Presence_broadcast_disabled",
+    "Omnichannel_call_provider",
+    "CDN_PREFIX",
+    "Accounts_RequirePasswordConfirmation",
+    "Accounts_ConfirmPasswordPlaceholder",
+    "E2E_Enabled_Mentions",
+    "UTF8_User_Names_Validation",
+    "Cloud_Workspace_AirGapped_Restrictions_Remaining_Days",
+    "Federation_Service_Enabled",
+    "Federation_Matrix_enabled",
+    "VoIP_TeamCollab_Ice_Servers",
+    "VoIP_TeamCollab_Ice_Gathering_Timeout",
+    "VoIP_TeamCollab_SIP_Integration_For_Internal_Calls",
+    "Jitsi_Enable_Teams",
+    "Jitsi_Enable_Channels",
+    "Jitsi_Enabled",
+    "Jitsi_SSL",
+    "Jitsi_Domain",
+    "Jitsi_Enabled_TokenAuth",
+    "Jitsi_URL_Room_Hash",
+    "Jitsi_URL_Room_Prefix",
+];
+
+fn start() -> Binary {
+    Binary::start(
+        "",
+        &[
+            ("ADMIN_USERNAME", ADMIN.0),
+            ("ADMIN_PASS", ADMIN.1),
+            ("ADMIN_EMAIL", "boss@example.com"),
+            // The replay asks for the same routes more often than ten times a minute.
+            ("OVERWRITE_SETTING_API_Enable_Rate_Limiter", "false"),
+        ],
+    )
+}
+
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&(String, String)>,
+    body: Option<Json>,
+) -> (u16, Json) {
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some((id, token)) = auth {
+        headers.push(("X-User-Id", id));
+        headers.push(("X-Auth-Token", token));
+    }
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    if !text.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let (status, answer) = http_with(addr, method, path, &headers, text.as_bytes()).await;
+    (
+        status,
+        serde_json::from_str(&answer).unwrap_or(Json::String(answer)),
+    )
+}
+
+/// Every setting of `ids`, read as the app reads them: `_id=a,b,c` (servers from 7.0) with
+/// `offset` until `total`.
+async fn settings_by_id(addr: std::net::SocketAddr, ids: &[&str]) -> serde_json::Map<String, Json> {
+    let mut seen = serde_json::Map::new();
+    let mut offset = 0;
+    loop {
+        let path = format!(
+            "/api/v1/settings.public?_id={}&offset={offset}",
+            ids.join(",")
+        );
+        let (status, body) = request(addr, "GET", &path, None, None).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["settings"].as_array().unwrap();
+        offset += page.len();
+        for s in page {
+            seen.insert(s["_id"].as_str().unwrap().to_owned(), s["value"].clone());
+        }
+        if offset >= body["total"].as_u64().unwrap() as usize || page.is_empty() {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_apps_start_up_sequence_is_served_and_its_login_form_shows() {
+    let comet = start();
+    let addr = comet.addr;
+
+    // Server info, then the login screen's settings and the sign-in services.
+    let (status, info) = request(addr, "GET", "/api/info", None, None).await;
+    assert_eq!((status, &info["success"]), (200, &json!(true)), "{info}");
+    assert!(info["version"].as_str().unwrap().starts_with('7'));
+    let login = settings_by_id(addr, LOGIN_SETTINGS).await;
+    for id in LOGIN_SETTINGS {
+        assert!(login.contains_key(*id), "{id} missing from settings.public");
+    }
+    // What the login view reads, as Rocket.Chat's defaults have it.
+    assert_eq!(login["Accounts_ShowFormLogin"], true);
+    assert_eq!(login["Accounts_PasswordReset"], true);
+    assert_eq!(login["Accounts_RegistrationForm"], "Public");
+    assert_eq!(login["Accounts_iframe_enabled"], false);
+    let (status, oauth) = request(addr, "GET", "/api/v1/settings.oauth", None, None).await;
+    assert_eq!((status, &oauth["services"]), (200, &json!([])), "{oauth}");
+    // Servers before 7.0 are asked with the `query` form: the same answer.
+    let query = json!({"_id": {"$in": LOGIN_SETTINGS}}).to_string();
+    let path = format!("/api/v1/settings.public?query={}", urlencode(&query));
+    let (status, by_query) = request(addr, "GET", &path, None, None).await;
+    assert_eq!(status, 200, "{by_query}");
+    assert_eq!(by_query["total"], LOGIN_SETTINGS.len());
+
+    // Login over REST: what `connect.ts` reads from `data.me`.
+    let (status, logged) = request(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"user": ADMIN.0, "password": ADMIN.1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{logged}");
+    let me = &logged["data"]["me"];
+    assert_eq!(me["username"], ADMIN.0);
+    assert!(me["roles"].as_array().unwrap().contains(&json!("admin")));
+    assert_eq!(me["emails"][0]["address"], "boss@example.com");
+    assert_eq!(me["email"], "boss@example.com");
+    assert!(me["settings"]["preferences"].is_object(), "{me}");
+    assert!(me["avatarUrl"].as_str().unwrap().ends_with("/avatar/boss"));
+    let auth = (
+        logged["data"]["userId"].as_str().unwrap().to_owned(),
+        logged["data"]["authToken"].as_str().unwrap().to_owned(),
+    );
+
+    // The settings after login, paged, and the workspace's identity.
+    let all = settings_by_id(addr, APP_SETTINGS).await;
+    for id in APP_SETTINGS {
+        assert!(all.contains_key(*id), "{id} missing from settings.public");
+    }
+    let (_, unique) = request(
+        addr,
+        "GET",
+        "/api/v1/settings.public?_id=uniqueID",
+        None,
+        None,
+    )
+    .await;
+    let unique_id = unique["settings"][0]["value"].as_str().unwrap();
+    assert!(unique_id.len() >= 17, "{unique}");
+
+    // The REST start-up calls.
+    for (path, key) in [
+        ("/api/v1/permissions.listAll", "update"),
+        ("/api/v1/roles.list", "roles"),
+        ("/api/v1/rooms.get", "update"),
+        ("/api/v1/subscriptions.get", "update"),
+        ("/api/v1/emoji-custom.list?updatedSince=", "emojis"),
+        ("/api/v1/commands.list", "commands"),
+        ("/api/v1/users.presence", "users"),
+        ("/api/v1/push.info", "pushGatewayEnabled"),
+        ("/api/v1/me", "username"),
+        ("/api/v1/users.getPreferences", "preferences"),
+    ] {
+        let (status, body) = request(addr, "GET", path, Some(&auth), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(!body[key].is_null(), "{path} lacks {key}: {body}");
+        // An anonymous client gets nothing of it.
+        let (status, body) = request(addr, "GET", path, None, None).await;
+        assert_eq!(status, 401, "{path} answered a stranger: {body}");
+    }
+    let (_, roles) = request(addr, "GET", "/api/v1/roles.list", Some(&auth), None).await;
+    assert!(roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["_id"] == "admin" && r["scope"] == "Users"));
+    let (_, commands) = request(addr, "GET", "/api/v1/commands.list", Some(&auth), None).await;
+    let names: Vec<&str> = commands["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    for name in ["join", "leave", "topic", "me", "msg", "shrug", "help"] {
+        assert!(names.contains(&name), "/{name} missing: {names:?}");
+    }
+
+    // The push token: registered, then removed (as the app does at logout).
+    let token = json!({"type": "gcm", "value": "device-token-1", "appName": "chat.rocket.android"});
+    let (status, pushed) =
+        request(addr, "POST", "/api/v1/push.token", Some(&auth), Some(token)).await;
+    assert_eq!(status, 200, "{pushed}");
+    assert_eq!(pushed["result"]["token"]["gcm"], "device-token-1");
+    assert_eq!(pushed["result"]["userId"], auth.0.as_str());
+    let forget = json!({"token": "device-token-1"});
+    let (status, body) = request(
+        addr,
+        "DELETE",
+        "/api/v1/push.token",
+        Some(&auth),
+        Some(forget.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = request(
+        addr,
+        "DELETE",
+        "/api/v1/push.token",
+        Some(&auth),
+        Some(forget),
+    )
+    .await;
+    assert_eq!(status, 404, "a token removed twice");
+
+    // Meteor's clock.
+    let (status, clock) = request(addr, "GET", "/_timesync", None, None).await;
+    assert_eq!(status, 200);
+    assert!(clock.as_u64().unwrap() > 1_600_000_000_000, "{clock}");
+
+    // DDP: login by resume and the methods, each with the SDK's trailing second-factor slot.
+    let mut ddp = DdpClient::open(&format!("ws://{addr}/websocket")).await;
+    ddp.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]}))
+        .await;
+    assert_eq!(ddp.recv().await["msg"], "connected");
+    let result = result_of(&mut ddp, "1", "login", json!([{"resume": auth.1}, ""])).await;
+    assert_eq!(result["result"]["id"], auth.0.as_str(), "{result}");
+    let general = result_of(
+        &mut ddp,
+        "2",
+        "getRoomByTypeAndName",
+        json!(["c", "general", ""]),
+    )
+    .await;
+    let rid = general["result"]["_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{general}"))
+        .to_owned();
+    let sent = result_of(
+        &mut ddp,
+        "3",
+        "sendMessage",
+        json!([{"_id": "mobile-msg-1", "rid": rid, "msg": "hello from the app"}, ""]),
+    )
+    .await;
+    assert!(sent["error"].is_null(), "{sent}");
+    let now = json!({"$date": 0});
+    for (id, method, params) in [
+        ("10", "getRoomRoles", json!([rid, ""])),
+        ("11", "license:getModules", json!([""])),
+        ("12", "getUserRoles", json!([""])),
+        ("13", "loadNextMessages", json!([rid, now, 50, ""])),
+        (
+            "14",
+            "loadSurroundingMessages",
+            json!([{"_id": "mobile-msg-1", "rid": rid}, 50, ""]),
+        ),
+        (
+            "15",
+            "saveRoomSettings",
+            json!([rid, "roomTopic", "set from the app", ""]),
+        ),
+        (
+            "16",
+            "getUsersOfRoom",
+            json!([rid, true, {"skip": 0, "limit": 50}, ""]),
+        ),
+        (
+            "18",
+            "stream-notify-room",
+            json!([format!("{rid}/typing"), ADMIN.0, true, ""]),
+        ),
+        ("19", "UserPresence:online", json!([""])),
+        ("20", "setUserStatus", json!(["online", "at work", ""])),
+        (
+            "21",
+            "getThreadMessages",
+            json!([{"tmid": "mobile-msg-1"}, ""]),
+        ),
+    ] {
+        let result = result_of(&mut ddp, id, method, params).await;
+        assert!(
+            result["error"].is_null(),
+            "{method} refused the app's call: {result}"
+        );
+    }
+    let modules = result_of(&mut ddp, "30", "license:getModules", json!([])).await;
+    assert_eq!(modules["result"], json!([]));
+
+    // The streams the app subscribes to after login.
+    let uid = auth.0.clone();
+    for (n, (name, event)) in [
+        ("stream-notify-all", "public-settings-changed".to_owned()),
+        ("stream-notify-logged", "permissions-changed".to_owned()),
+        ("stream-notify-logged", "user-status".to_owned()),
+        ("stream-notify-logged", "updateAvatar".to_owned()),
+        ("stream-notify-logged", "Users:NameChanged".to_owned()),
+        ("stream-notify-user", format!("{uid}/subscriptions-changed")),
+        ("stream-notify-user", format!("{uid}/rooms-changed")),
+        ("stream-notify-user", format!("{uid}/notification")),
+        ("stream-notify-user", format!("{uid}/message")),
+        ("stream-room-messages", rid.clone()),
+        ("stream-notify-room", format!("{rid}/deleteMessage")),
+        ("stream-notify-room", format!("{rid}/user-activity")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("s{n}");
+        ddp.send(json!({"msg": "sub", "id": id, "name": name, "params": [event, {"useCollection": false, "args": []}]}))
+            .await;
+        loop {
+            let m = ddp.recv_data().await;
+            if m["msg"] == "ready" && m["subs"].as_array().unwrap().contains(&json!(id)) {
+                break;
+            }
+            assert!(
+                !(m["msg"] == "nosub" && m["id"] == id.as_str()),
+                "{name} {event}: {m}"
+            );
+        }
+    }
+    comet.stop();
+}
+
+#[tokio::test]
+async fn settings_public_filters_are_values_and_paging_follows_rocket_chats_counts() {
+    let comet = start();
+    let addr = comet.addr;
+    // A selector beyond `_id` is refused, not run.
+    for query in [
+        json!({"value": true}),
+        json!({"_id": {"$regex": ".*"}}),
+        json!({"_id": {"$ne": "x"}}),
+        json!({"$where": "1"}),
+        json!({"_id": {"$in": [{"$gt": ""}]}}),
+    ] {
+        let path = format!(
+            "/api/v1/settings.public?query={}",
+            urlencode(&query.to_string())
+        );
+        let (status, body) = request(addr, "GET", &path, None, None).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    // A private setting is never listed, even named.
+    let (_, body) = request(
+        addr,
+        "GET",
+        "/api/v1/settings.public?_id=API_CORS_Origin,Site_Name",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["settings"][0]["_id"], "Site_Name");
+    // `fields` adds stored fields and removes others; `_id` stays.
+    let fields = urlencode(&json!({"type": 1, "value": 0}).to_string());
+    let (_, body) = request(
+        addr,
+        "GET",
+        &format!("/api/v1/settings.public?_id=Site_Name&fields={fields}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        body["settings"][0],
+        json!({"_id": "Site_Name", "type": "string"}),
+        "{body}"
+    );
+    // Paging: 50 by default, at most 100, offset past the end is empty.
+    let (_, body) = request(addr, "GET", "/api/v1/settings.public", None, None).await;
+    let total = body["total"].as_u64().unwrap();
+    assert!(total > 100, "{body}");
+    assert_eq!(body["count"], 50);
+    let (_, body) = request(
+        addr,
+        "GET",
+        "/api/v1/settings.public?count=1000",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(body["count"], 100);
+    let (_, body) = request(
+        addr,
+        "GET",
+        &format!("/api/v1/settings.public?offset={total}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(body["settings"], json!([]));
+    let sort = urlencode(&json!({"_id": -1}).to_string());
+    let (_, body) = request(
+        addr,
+        "GET",
+        &format!("/api/v1/settings.public?sort={sort}&count=2"),
+        None,
+        None,
+    )
+    .await;
+    let first = body["settings"][0]["_id"].as_str().unwrap().to_owned();
+    let second = body["settings"][1]["_id"].as_str().unwrap().to_owned();
+    assert!(first > second, "{body}");
+    comet.stop();
+}
+
+async fn unique_id(addr: std::net::SocketAddr) -> Json {
+    let path = "/api/v1/settings.public?_id=uniqueID";
+    let (_, body) = request(addr, "GET", path, None, None).await;
+    body["settings"][0]["value"].clone()
+}
+
+#[tokio::test]
+async fn the_workspace_identity_is_made_once_and_kept_across_restarts() {
+    let comet = start();
+    let first = unique_id(comet.addr).await;
+    assert!(first.is_string(), "{first}");
+    let dir = comet.kill();
+    let comet = Binary::start_in(
+        dir,
+        "",
+        &[("ADMIN_USERNAME", ADMIN.0), ("ADMIN_PASS", ADMIN.1)],
+    );
+    assert_eq!(unique_id(comet.addr).await, first);
+    comet.stop();
+}
+
+/// The `result` of one method call, whatever else arrives meanwhile.
+async fn result_of(ddp: &mut DdpClient, id: &str, method: &str, params: Json) -> Json {
+    ddp.send(json!({"msg": "method", "id": id, "method": method, "params": params}))
+        .await;
+    loop {
+        let m = ddp.recv_data().await;
+        if m["msg"] == "result" && m["id"] == id {
+            return m;
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
