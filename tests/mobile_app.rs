@@ -550,3 +550,477 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+async fn get(addr: std::net::SocketAddr, path: &str, auth: &(String, String)) -> Json {
+    let (status, body) = request(addr, "GET", path, Some(auth), None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, auth: &(String, String), body: Json) -> Json {
+    let (status, answer) = request(addr, "POST", path, Some(auth), Some(body.clone())).await;
+    assert_eq!(status, 200, "POST {path} {body}: {answer}");
+    answer
+}
+
+async fn sign_in(addr: std::net::SocketAddr, user: &str, password: &str) -> (String, String) {
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"user": user, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["data"]["userId"].as_str().unwrap().to_owned(),
+        body["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn sign_up(addr: std::net::SocketAddr, name: &str) -> (String, String) {
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/api/v1/users.register",
+        None,
+        Some(json!({"username": name, "email": format!("{name}@example.com"), "pass": "pass-word-1", "name": name})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    sign_in(addr, name, "pass-word-1").await
+}
+
+#[tokio::test]
+async fn the_apps_everyday_flows_are_served_and_strangers_get_nothing() {
+    let comet = start();
+    let addr = comet.addr;
+    let boss = sign_in(addr, ADMIN.0, ADMIN.1).await;
+    let bob = sign_up(addr, "bob").await;
+    let eve = sign_up(addr, "eve").await;
+
+    // `chat.postMessage` finds the room by bare name, `#name`, id, or `@username`.
+    let general = get(addr, "/api/v1/rooms.info?roomName=general", &boss).await;
+    let gid = general["room"]["_id"].as_str().unwrap().to_owned();
+    for channel in ["general", "#general", gid.as_str()] {
+        let sent = post(
+            addr,
+            "/api/v1/chat.postMessage",
+            &boss,
+            json!({"channel": channel, "text": "hello (all)?"}),
+        )
+        .await;
+        assert_eq!(sent["message"]["rid"], gid.as_str());
+    }
+    let dm = post(
+        addr,
+        "/api/v1/chat.postMessage",
+        &boss,
+        json!({"channel": "@bob", "text": "psst"}),
+    )
+    .await;
+    assert_ne!(dm["message"]["rid"], gid.as_str());
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/chat.postMessage",
+        Some(&boss),
+        Some(json!({"channel": "nowhere", "text": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Star, pin, mention, search.
+    let root = post(
+        addr,
+        "/api/v1/chat.postMessage",
+        &bob,
+        json!({"roomId": gid, "text": "@boss look at a.b*c"}),
+    )
+    .await;
+    let mid = root["message"]["_id"].as_str().unwrap().to_owned();
+    post(
+        addr,
+        "/api/v1/chat.starMessage",
+        &boss,
+        json!({"messageId": mid}),
+    )
+    .await;
+    post(
+        addr,
+        "/api/v1/chat.pinMessage",
+        &boss,
+        json!({"messageId": mid}),
+    )
+    .await;
+    let q = |path: &str| format!("/api/v1/{path}?roomId={gid}");
+    for (path, expect) in [
+        ("chat.getStarredMessages", 1),
+        ("chat.getPinnedMessages", 1),
+        ("chat.getMentionedMessages", 1),
+    ] {
+        let list = get(addr, &q(path), &boss).await;
+        assert_eq!(list["total"], expect, "{path}: {list}");
+        assert_eq!(list["messages"][0]["_id"], mid.as_str(), "{path}");
+    }
+    assert_eq!(
+        get(addr, &q("chat.getStarredMessages"), &bob).await["total"],
+        0,
+        "stars are each user's own"
+    );
+    post(
+        addr,
+        "/api/v1/chat.unStarMessage",
+        &boss,
+        json!({"messageId": mid}),
+    )
+    .await;
+    assert_eq!(
+        get(addr, &q("chat.getStarredMessages"), &boss).await["total"],
+        0
+    );
+    let found = get(
+        addr,
+        &format!("{}&searchText=a.b*c", q("chat.search")),
+        &boss,
+    )
+    .await;
+    assert_eq!(found["messages"].as_array().unwrap().len(), 1, "{found}");
+    let found = get(
+        addr,
+        &format!("{}&searchText=a.b.c", q("chat.search")),
+        &boss,
+    )
+    .await;
+    assert_eq!(
+        found["messages"],
+        json!([]),
+        "a search text is literal: {found}"
+    );
+    post(
+        addr,
+        "/api/v1/chat.reportMessage",
+        &bob,
+        json!({"messageId": mid, "description": "spam"}),
+    )
+    .await;
+    post(
+        addr,
+        "/api/v1/chat.unPinMessage",
+        &boss,
+        json!({"messageId": mid}),
+    )
+    .await;
+
+    // Threads: a reply, the list, following, unread.
+    post(
+        addr,
+        "/api/v1/chat.sendMessage",
+        &boss,
+        json!({"message": {"rid": gid, "msg": "a reply", "tmid": mid}}),
+    )
+    .await;
+    let threads = get(
+        addr,
+        &format!("/api/v1/chat.getThreadsList?rid={gid}"),
+        &bob,
+    )
+    .await;
+    assert_eq!(threads["threads"][0]["_id"], mid.as_str(), "{threads}");
+    let following = get(
+        addr,
+        &format!("/api/v1/chat.getThreadsList?rid={gid}&type=following"),
+        &eve,
+    )
+    .await;
+    assert_eq!(following["total"], 0);
+    post(
+        addr,
+        "/api/v1/chat.followMessage",
+        &eve,
+        json!({"mid": mid}),
+    )
+    .await;
+    let following = get(
+        addr,
+        &format!("/api/v1/chat.getThreadsList?rid={gid}&type=following"),
+        &eve,
+    )
+    .await;
+    assert_eq!(following["total"], 1, "{following}");
+    post(
+        addr,
+        "/api/v1/chat.unfollowMessage",
+        &eve,
+        json!({"mid": mid}),
+    )
+    .await;
+    let synced = get(
+        addr,
+        &format!("/api/v1/chat.syncThreadsList?rid={gid}&updatedSince=2000-01-01T00:00:00.000Z"),
+        &bob,
+    )
+    .await;
+    assert_eq!(synced["threads"]["update"][0]["_id"], mid.as_str());
+
+    // Discussions.
+    let made = post(
+        addr,
+        "/api/v1/rooms.createDiscussion",
+        &bob,
+        json!({"prid": gid, "t_name": "Lunch plans", "users": ["eve"], "reply": "where?"}),
+    )
+    .await;
+    assert_eq!(made["discussion"]["prid"], gid.as_str());
+    assert_eq!(made["discussion"]["fname"], "Lunch plans");
+    let drid = made["discussion"]["_id"].as_str().unwrap().to_owned();
+    let listed = get(addr, &q("chat.getDiscussions"), &boss).await;
+    assert_eq!(listed["messages"][0]["drid"], drid.as_str(), "{listed}");
+
+    // Marked unread, then its counters.
+    post(
+        addr,
+        "/api/v1/subscriptions.unread",
+        &boss,
+        json!({"roomId": gid}),
+    )
+    .await;
+    let subs = get(addr, "/api/v1/subscriptions.get", &boss).await;
+    let sub = subs["update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["rid"] == gid.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(sub["alert"], true, "{sub}");
+    let counters = get(addr, &q("channels.counters"), &boss).await;
+    assert_eq!(counters["joined"], true);
+    assert!(counters["msgs"].as_u64().unwrap() >= 4, "{counters}");
+    assert_eq!(
+        get(addr, &q("channels.messages"), &boss).await["success"],
+        true
+    );
+    assert!(get(addr, &q("channels.roles"), &boss).await["roles"].is_array());
+
+    // Slash commands.
+    post(
+        addr,
+        "/api/v1/commands.run",
+        &boss,
+        json!({"command": "topic", "params": "Lunch at noon", "roomId": gid}),
+    )
+    .await;
+    assert_eq!(
+        get(addr, &format!("/api/v1/rooms.info?roomId={gid}"), &boss).await["room"]["topic"],
+        "Lunch at noon"
+    );
+    post(
+        addr,
+        "/api/v1/commands.run",
+        &bob,
+        json!({"command": "me", "params": "waves", "roomId": gid}),
+    )
+    .await;
+    let last = get(
+        addr,
+        &format!("/api/v1/channels.messages?roomId={gid}&count=1"),
+        &bob,
+    )
+    .await;
+    assert_eq!(last["messages"][0]["msg"], "_waves_", "{last}");
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/commands.run",
+        Some(&bob),
+        Some(json!({"command": "topic", "params": "mine now", "roomId": gid})),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "/topic needs edit-room, as saveRoomSettings does"
+    );
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/commands.run",
+        Some(&bob),
+        Some(json!({"command": "nope", "roomId": gid})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Finding people and rooms.
+    let spot = get(addr, "/api/v1/spotlight?query=bo", &eve).await;
+    let names: Vec<&str> = spot["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"bob") && names.contains(&"boss"), "{spot}");
+    assert!(spot["users"][0].get("services").is_none() && spot["users"][0].get("emails").is_none());
+    let dir = get(addr, "/api/v1/directory?type=users&text=eve", &bob).await;
+    assert_eq!(dir["total"], 1, "{dir}");
+    let dir = get(addr, "/api/v1/directory?type=channels&text=gen", &bob).await;
+    assert_eq!(dir["result"][0]["name"], "general", "{dir}");
+
+    // A group DM, favourites, notification preferences.
+    let group_dm = post(
+        addr,
+        "/api/v1/im.create",
+        &boss,
+        json!({"usernames": "bob,eve"}),
+    )
+    .await;
+    let gdm = group_dm["room"]["rid"].as_str().unwrap().to_owned();
+    let members = get(addr, &format!("/api/v1/im.members?roomId={gdm}"), &eve).await;
+    assert_eq!(members["total"], 3, "{members}");
+    post(
+        addr,
+        "/api/v1/rooms.favorite",
+        &boss,
+        json!({"roomId": gid, "favorite": true}),
+    )
+    .await;
+    post(addr, "/api/v1/rooms.saveNotification", &boss, json!({"roomId": gid, "notifications": {"desktopNotifications": "mentions", "disableNotifications": "1"}})).await;
+    let subs = get(addr, "/api/v1/subscriptions.get", &boss).await;
+    let sub = subs["update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["rid"] == gid.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            &sub["f"],
+            &sub["desktopNotifications"],
+            &sub["disableNotifications"]
+        ),
+        (&json!(true), &json!("mentions"), &json!(true)),
+        "{sub}"
+    );
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/rooms.saveNotification",
+        Some(&boss),
+        Some(json!({"roomId": gid, "notifications": {"$set": "x"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // The profile: name and password (the current one needed), preferences, avatar.
+    post(
+        addr,
+        "/api/v1/users.updateOwnBasicInfo",
+        &bob,
+        json!({"data": {"name": "Bob B", "nickname": "bobby"}}),
+    )
+    .await;
+    let sha = |p: &str| comet::chat::accounts::secrets::password_digest(p);
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/users.updateOwnBasicInfo",
+        Some(&bob),
+        Some(json!({"data": {"newPassword": "new-pass-2", "currentPassword": sha("wrong")}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    post(
+        addr,
+        "/api/v1/users.updateOwnBasicInfo",
+        &bob,
+        json!({"data": {"newPassword": "new-pass-2", "currentPassword": sha("pass-word-1")}}),
+    )
+    .await;
+    let bob = sign_in(addr, "bob", "new-pass-2").await;
+    assert_eq!(get(addr, "/api/v1/me", &bob).await["name"], "Bob B");
+    let saved = post(
+        addr,
+        "/api/v1/users.setPreferences",
+        &bob,
+        json!({"data": {"hideRoles": true}}),
+    )
+    .await;
+    assert_eq!(saved["user"]["settings"]["preferences"]["hideRoles"], true);
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/users.setPreferences",
+        Some(&bob),
+        Some(json!({"data": {"hideRoles": "yes"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, svg) = http_with(addr, "GET", "/avatar/bob", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        svg.starts_with("<svg") && svg.contains(">B</text>"),
+        "{svg}"
+    );
+
+    // A stranger to a private group reads nothing of it; an anonymous client nothing at all.
+    let secret = post(
+        addr,
+        "/api/v1/groups.create",
+        &boss,
+        json!({"name": "secret-plans"}),
+    )
+    .await;
+    let sid = secret["group"]["_id"].as_str().unwrap().to_owned();
+    let hidden = post(
+        addr,
+        "/api/v1/chat.postMessage",
+        &boss,
+        json!({"roomId": sid, "text": "the plan"}),
+    )
+    .await;
+    let hidden_id = hidden["message"]["_id"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/api/v1/chat.getPinnedMessages?roomId={sid}"),
+        format!("/api/v1/chat.search?roomId={sid}&searchText=plan"),
+        format!("/api/v1/chat.getThreadsList?rid={sid}"),
+        format!("/api/v1/groups.messages?roomId={sid}"),
+        format!("/api/v1/groups.counters?roomId={sid}"),
+        format!("/api/v1/push.get?id={hidden_id}"),
+    ] {
+        let (status, body) = request(addr, "GET", &path, Some(&eve), None).await;
+        assert!(status >= 400, "{path} answered a stranger: {body}");
+        assert!(!body.to_string().contains("the plan"), "{path}: {body}");
+        let (status, _) = request(addr, "GET", &path, None, None).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    for (path, body) in [
+        ("/api/v1/chat.starMessage", json!({"messageId": hidden_id})),
+        (
+            "/api/v1/chat.reportMessage",
+            json!({"messageId": hidden_id, "description": "x"}),
+        ),
+        ("/api/v1/chat.followMessage", json!({"mid": hidden_id})),
+        (
+            "/api/v1/commands.run",
+            json!({"command": "shrug", "roomId": sid}),
+        ),
+        (
+            "/api/v1/rooms.createDiscussion",
+            json!({"prid": sid, "t_name": "sneaky"}),
+        ),
+        (
+            "/api/v1/subscriptions.unread",
+            json!({"firstUnreadMessage": {"_id": hidden_id}}),
+        ),
+    ] {
+        let (status, answer) = request(addr, "POST", path, Some(&eve), Some(body.clone())).await;
+        assert!(status >= 400, "{path} let a stranger act: {answer}");
+        let (status, _) = request(addr, "POST", path, None, Some(body)).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let spot = get(addr, "/api/v1/spotlight?query=secret", &eve).await;
+    assert_eq!(spot["rooms"], json!([]), "{spot}");
+    comet.stop();
+}

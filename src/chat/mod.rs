@@ -57,3 +57,30 @@ pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {
 pub(crate) fn not_allowed() -> ServiceError {
     client_error("error-not-allowed", "Not allowed")
 }
+
+/// `text` as a regular expression that matches it literally (a search text a client typed
+/// is never a pattern it controls).
+pub fn literal_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod literal_tests {
+    use super::*;
+
+    #[test]
+    fn a_search_text_matches_literally() {
+        assert_eq!(literal_pattern("a.b*"), "a\\.b\\*");
+        assert_eq!(literal_pattern("(x|y)"), "\\(x\\|y\\)");
+        let re = regex::Regex::new(&literal_pattern("1+1=2?")).expect("a valid pattern");
+        assert!(re.is_match("is 1+1=2?"));
+        assert!(!re.is_match("11=2"));
+    }
+}

@@ -266,6 +266,8 @@ wire_enum! {
         RoleAdded = "subscription-role-added",
         RoleRemoved = "subscription-role-removed",
         MessagePinned = "message_pinned",
+        /// A discussion was started from the room (carries `drid`).
+        DiscussionCreated = "discussion-created",
         /// A user joined a team (`ujt`).
         UserJoinedTeam = "ujt",
         /// A user left a team (`ult`).

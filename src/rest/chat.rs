@@ -117,6 +117,7 @@ pub(super) fn routes() -> impl Iterator<Item = &'static ChatRoute> {
     ROUTES
         .iter()
         .chain(super::rooms::ROUTES)
+        .chain(super::messages::ROUTES)
         .chain(super::users::ROUTES)
         .chain(super::workspace::ROUTES)
 }
@@ -271,7 +272,7 @@ impl<'a> Chat<'a> {
 
     /// Sends `message` (`sendMessage`'s argument) as the caller, through the Messaging
     /// service's one send path, with the argument check `sendMessage` makes.
-    async fn send(&self, message: Value) -> Result<Document, ServiceError> {
+    pub(super) async fn send(&self, message: Value) -> Result<Document, ServiceError> {
         let out = crate::chat::messages::methods::outgoing(&[message])?;
         self.messages.send(&self.acting(), out).await
     }
@@ -287,6 +288,10 @@ async fn send_message(c: &Chat<'_>) -> Reply {
     ))
 }
 
+fn invalid_room() -> RestResponse {
+    RestResponse::failure(400, "Invalid room", Some("error-invalid-room"))
+}
+
 /// `chat.postMessage`: `roomId`, or `channel` (`#name`, `@username` for a DM, or an id),
 /// with `text` and the optional message fields.
 async fn post_message(c: &Chat<'_>) -> Reply {
@@ -296,13 +301,7 @@ async fn post_message(c: &Chat<'_>) -> Reply {
     let rid = if let Some(name) = target.strip_prefix('#') {
         match c.rooms.room_by_name(name).await? {
             Some(room) => text_of(&room, "_id").unwrap_or_default(),
-            None => {
-                return Ok(RestResponse::failure(
-                    400,
-                    "Invalid room",
-                    Some("error-invalid-room"),
-                ))
-            }
+            None => return Ok(invalid_room()),
         }
     } else if let Some(username) = target.strip_prefix('@') {
         let dm = c
@@ -311,7 +310,15 @@ async fn post_message(c: &Chat<'_>) -> Reply {
             .await?;
         text_of(&dm, "_id").unwrap_or_default()
     } else {
-        target.clone()
+        // A bare target is a room id, else a room name (Rocket.Chat tries both).
+        let found = match c.rooms.room(&target).await? {
+            Some(room) => Some(room),
+            None => c.rooms.room_by_name(&target).await?,
+        };
+        match found {
+            Some(room) => text_of(&room, "_id").unwrap_or_default(),
+            None => return Ok(invalid_room()),
+        }
     };
     let mut message = Document::default();
     message.insert("rid".into(), Value::from(rid.as_str()));

@@ -7,9 +7,11 @@
 //! (body already read, bounded) and sends back the [`RestResponse`].
 
 mod accounts;
+pub mod avatar;
 mod chat;
 pub mod json;
 mod limits;
+mod messages;
 mod methods;
 mod presence;
 mod rooms;
@@ -118,6 +120,11 @@ impl RestResponse {
             headers: Vec::new(),
         }
     }
+}
+
+/// A path segment with its `%XX` escapes decoded.
+pub fn percent_decoded(text: &str) -> String {
+    accounts::percent_decode(text)
 }
 
 /// Whether a page on another origin may read an answer (`API_Enable_CORS`,

@@ -40,9 +40,23 @@ pub(super) const ROUTES: &[ChatRoute] = &[
     route!(Post, "groups.kick", invite_or_kick),
     route!(Post, "groups.archive", archive),
     route!(Post, "groups.unarchive", unarchive),
+    route!(Get, "channels.messages", messages),
+    route!(Get, "channels.counters", counters),
+    route!(Get, "channels.roles", roles),
+    route!(Get, "groups.messages", messages),
+    route!(Get, "groups.counters", counters),
+    route!(Get, "groups.roles", roles),
     route!(Post, "im.create", create_dm),
     route!(Get, "im.list", list_mine),
     route!(Get, "im.history", history),
+    route!(Get, "im.messages", messages),
+    route!(Get, "im.members", members),
+    route!(Get, "im.counters", counters),
+    route!(Post, "rooms.favorite", favorite),
+    route!(Post, "rooms.createDiscussion", create_discussion),
+    route!(Get, "spotlight", spotlight),
+    route!(Get, "directory", directory),
+    route!(Post, "rooms.saveNotification", save_notification),
     route!(Get, "rooms.get", changed_since),
     route!(Get, "rooms.info", info),
     route!(Get, "rooms.roles", roles),
@@ -252,11 +266,33 @@ async fn set_archived(c: &Chat<'_>, archived: bool) -> Reply {
 
 /// `im.create`: the direct message with `username`, as Rocket.Chat shapes it (`_id` and
 /// `rid` both the room's id).
+/// `im.create`: `username`, or `usernames` (comma-separated) for a group DM.
 async fn create_dm(c: &Chat<'_>) -> Reply {
-    let Some(username) = bounded_string(c, "username")? else {
-        return Ok(params_missing("username"));
+    let usernames: Vec<String> = match (bounded_string(c, "username")?, c.field("usernames")) {
+        (Some(one), _) => vec![one],
+        (None, Some(list)) => list
+            .split(',')
+            .map(|n| n.trim().trim_start_matches('@').to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        (None, None) => Vec::new(),
     };
-    let dm = c.rooms.direct_message(&c.acting(), &[username]).await?;
+    if usernames.is_empty() {
+        return Ok(params_missing("username or usernames"));
+    }
+    let max = c
+        .services
+        .settings
+        .number("DirectMesssage_maxUsers", 8.0)
+        .max(2.0) as usize;
+    if usernames.iter().any(|n| n.chars().count() > MAX_NAME) || usernames.len() + 1 > max {
+        return Ok(RestResponse::failure(
+            400,
+            "Too many users in one direct message",
+            Some("error-invalid-params"),
+        ));
+    }
+    let dm = c.rooms.direct_message(&c.acting(), &usernames).await?;
     let mut room = projected(&dm, ROOM_FIELDS);
     if let Some(id) = room.get("_id").cloned() {
         room.insert("rid".into(), id);
@@ -298,4 +334,188 @@ async fn read(c: &Chat<'_>) -> Reply {
     };
     c.messages.mark_read(&c.acting(), &rid, false).await?;
     Ok(RestResponse::success(serde_json::json!({})))
+}
+
+/// `*.messages`: a page of the room's messages, newest first (`pinned=true` for the
+/// pinned ones only).
+async fn messages(c: &Chat<'_>) -> Reply {
+    let listing = if c.q.get("pinned").map(String::as_str) == Some("true") {
+        crate::chat::messages::lists::Listing::Pinned
+    } else {
+        crate::chat::messages::lists::Listing::All
+    };
+    super::messages::list(c, listing, "messages").await
+}
+
+/// `*.counters`: the caller's own counts for the room (another user's need not be told).
+async fn counters(c: &Chat<'_>) -> Reply {
+    if c.q.get("userId").is_some_and(|id| *id != c.caller.user_id) {
+        return Ok(RestResponse::failure(
+            403,
+            "Not allowed",
+            Some("error-not-allowed"),
+        ));
+    }
+    let room = c.room().await?;
+    let rid = text_of(&room, "_id").unwrap_or_default();
+    let sub = c.rooms.subscription(&rid, &c.caller.user_id).await?;
+    let number = |d: Option<&Document>, key: &str| {
+        d.and_then(|d| d.get(key))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0) as u64
+    };
+    let date = |d: Option<&Document>, key: &str| d.and_then(|d| d.get(key)).map(to_json);
+    Ok(RestResponse::success(serde_json::json!({
+        "joined": sub.is_some(),
+        "members": number(Some(&room), "usersCount"),
+        "unreads": number(sub.as_ref(), "unread"),
+        "unreadsFrom": date(sub.as_ref(), "ls"),
+        "msgs": number(Some(&room), "msgs"),
+        "latest": date(Some(&room), "lm"),
+        "userMentions": number(sub.as_ref(), "userMentions"),
+    })))
+}
+
+/// `rooms.favorite`: `{roomId | roomName, favorite}`.
+async fn favorite(c: &Chat<'_>) -> Reply {
+    let Some(Value::Bool(favorite)) = c.fields.get("favorite") else {
+        return Ok(params_missing("favorite"));
+    };
+    let room = c.room().await?;
+    let rid = text_of(&room, "_id").unwrap_or_default();
+    c.rooms.set_favorite(&c.acting(), &rid, *favorite).await?;
+    Ok(RestResponse::success(serde_json::json!({})))
+}
+
+/// `rooms.saveNotification`: `{roomId, notifications: {key: value, ...}}`, each key saved
+/// in turn as Rocket.Chat does; a refused key stops the ones after it.
+async fn save_notification(c: &Chat<'_>) -> Reply {
+    let Some(Value::Object(notifications)) = c.fields.get("notifications") else {
+        return Ok(params_missing("notifications"));
+    };
+    let room = c.room().await?;
+    let rid = text_of(&room, "_id").unwrap_or_default();
+    let call = c.acting();
+    for (key, value) in notifications.iter() {
+        c.rooms.save_notification(&call, &rid, key, value).await?;
+    }
+    Ok(RestResponse::success(serde_json::json!({})))
+}
+
+/// `spotlight?query=`: users and rooms named like the text (`@name` for users only, `#name`
+/// for rooms only).
+async fn spotlight(c: &Chat<'_>) -> Reply {
+    let Some(query) = c.q.get("query") else {
+        return Ok(params_missing("query"));
+    };
+    let (typed, users, rooms) = match (query.strip_prefix('@'), query.strip_prefix('#')) {
+        (Some(name), _) => (name, true, false),
+        (_, Some(name)) => (name, false, true),
+        _ => (query.as_str(), true, true),
+    };
+    let found = c.rooms.spotlight(c.me(), typed, &[], users, rooms).await?;
+    Ok(RestResponse::success(serde_json::json!({
+        "users": found.users.iter().map(doc_json).collect::<Vec<_>>(),
+        "rooms": found.rooms.iter().map(doc_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `directory?type=channels|users|teams&text=&sort={"name":1}`: a page of the list.
+async fn directory(c: &Chat<'_>) -> Reply {
+    use crate::chat::rooms::directory::DirectoryKind;
+    let kind = match c.q.get("type").map(String::as_str).unwrap_or("channels") {
+        "channels" => DirectoryKind::Channels,
+        "users" => DirectoryKind::Users,
+        "teams" => DirectoryKind::Teams,
+        _ => {
+            return Ok(RestResponse::failure(
+                400,
+                "Invalid type",
+                Some("error-invalid-type"),
+            ))
+        }
+    };
+    let sort = match c.q.get("sort") {
+        None => None,
+        Some(text) => {
+            let parsed: Option<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_str(text).ok();
+            let Some((key, direction)) = parsed.and_then(|m| m.into_iter().next()) else {
+                return Ok(RestResponse::failure(
+                    400,
+                    "Invalid sort",
+                    Some("error-invalid-sort"),
+                ));
+            };
+            let key: &'static str = match key.as_str() {
+                "name" => "name",
+                "username" => "username",
+                "usersCount" => "usersCount",
+                "createdAt" => "createdAt",
+                "ts" => "ts",
+                _ => {
+                    return Ok(RestResponse::failure(
+                        400,
+                        "Invalid sort",
+                        Some("error-invalid-sort"),
+                    ))
+                }
+            };
+            Some((key, direction.as_i64() == Some(-1)))
+        }
+    };
+    let typed = c.q.get("text").cloned().unwrap_or_default();
+    let found = c.rooms.directory(c.me(), kind, &typed, sort).await?;
+    let (offset, count) = super::settings::paging(&c.q, &c.services.settings);
+    let total = found.len();
+    let result: Vec<serde_json::Value> = found
+        .iter()
+        .skip(offset)
+        .take(count)
+        .map(doc_json)
+        .collect();
+    Ok(RestResponse::success(serde_json::json!({
+        "result": result, "count": result.len(), "offset": offset, "total": total,
+    })))
+}
+
+/// `rooms.createDiscussion`: `{prid, t_name, users?, reply?}`; the reply is the first
+/// message of the discussion, sent by the caller.
+async fn create_discussion(c: &Chat<'_>) -> Reply {
+    let (Some(prid), Some(title)) = (c.field("prid"), c.field("t_name")) else {
+        return Ok(params_missing("prid, t_name"));
+    };
+    let members: Vec<String> = match c.fields.get("users") {
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .take(1000)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let enabled = c.services.settings.flag("Discussion_enabled", true);
+    let room = c
+        .rooms
+        .create_discussion(
+            &c.acting(),
+            crate::chat::rooms::discussions::NewDiscussion {
+                prid,
+                title,
+                members,
+            },
+            enabled,
+        )
+        .await?;
+    if let Some(reply) = c.field("reply").filter(|r| !r.trim().is_empty()) {
+        let mut message = Document::default();
+        message.insert(
+            "rid".into(),
+            room.get("_id").cloned().unwrap_or(Value::Null),
+        );
+        message.insert("msg".into(), Value::from(reply.as_str()));
+        c.send(Value::Object(message)).await?;
+    }
+    Ok(RestResponse::success(
+        serde_json::json!({"discussion": doc_json(&room)}),
+    ))
 }

@@ -1,6 +1,7 @@
 //! Rocket.Chat's routes on the caller's own account: `users.getPreferences`,
-//! `users.setPreferences`. Each acts on the caller alone: an id in the body naming someone
-//! else is refused, not followed.
+//! `users.setPreferences`, `users.updateOwnBasicInfo`, `users.resetAvatar`,
+//! `users.getAvatarSuggestion`. Each acts on the caller alone: an id in the body naming
+//! someone else is refused, not followed.
 
 use super::chat::{route, Chat, ChatRoute, Reply};
 use super::json::to_json;
@@ -11,6 +12,9 @@ use crate::model::Value;
 pub(super) const ROUTES: &[ChatRoute] = &[
     route!(Get, "users.getPreferences", get_preferences),
     route!(Post, "users.setPreferences", set_preferences),
+    route!(Post, "users.updateOwnBasicInfo", update_own_basic_info),
+    route!(Post, "users.resetAvatar", reset_avatar),
+    route!(Get, "users.getAvatarSuggestion", avatar_suggestion),
 ];
 
 /// A name as one path segment: letters, digits and `-._~` as they are, the rest
@@ -50,6 +54,40 @@ async fn set_preferences(c: &Chat<'_>) -> Reply {
         .accounts
         .set_preferences(&c.acting(), &c.caller.user_id, data)
         .await?;
+    let user = own_user(c).await?;
+    Ok(RestResponse::success(serde_json::json!({"user": user})))
+}
+
+/// `{data: {name?, username?, email?, statusText?, nickname?, bio?, currentPassword?
+/// (its SHA-256, as the apps send it), newPassword?}}`.
+async fn update_own_basic_info(c: &Chat<'_>) -> Reply {
+    let Some(Value::Object(data)) = c.fields.get("data") else {
+        return Ok(super::chat::params_missing("data"));
+    };
+    let text = |k: &str| match data.get(k) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Err(crate::engine::ServiceError::match_failed()),
+    };
+    let changes = crate::chat::accounts::profile::OwnChanges {
+        name: text("name")?,
+        username: text("username")?,
+        email: text("email")?,
+        status_text: text("statusText")?,
+        nickname: text("nickname")?,
+        bio: text("bio")?,
+        new_password: text("newPassword")?
+            .filter(|p| !p.is_empty())
+            .map(|p| crate::chat::accounts::secrets::password_digest(&p)),
+        current_password: text("currentPassword")?.map(|p| p.to_ascii_lowercase()),
+    };
+    c.services.accounts.update_own(&c.acting(), changes).await?;
+    let user = own_user(c).await?;
+    Ok(RestResponse::success(serde_json::json!({"user": user})))
+}
+
+/// The caller's own view as stored now.
+async fn own_user(c: &Chat<'_>) -> Result<serde_json::Value, crate::engine::ServiceError> {
     let user = c
         .services
         .accounts
@@ -63,7 +101,25 @@ async fn set_preferences(c: &Chat<'_>) -> Reply {
         .settings
         .value("Site_Url")
         .and_then(|v| v.as_str().map(str::to_owned));
-    Ok(RestResponse::success(serde_json::json!({
-        "user": super::accounts::own_view(&user, site.as_deref()),
-    })))
+    Ok(super::accounts::own_view(&user, site.as_deref()))
+}
+
+/// No avatar is uploaded yet (the upload service comes later): the initials stay, and the
+/// reset has nothing to undo.
+async fn reset_avatar(c: &Chat<'_>) -> Reply {
+    if c.field("userId").is_some_and(|id| id != c.caller.user_id) {
+        return Ok(RestResponse::failure(
+            403,
+            "Not allowed",
+            Some("error-not-allowed"),
+        ));
+    }
+    Ok(RestResponse::success(serde_json::json!({})))
+}
+
+/// Suggestions come from sign-in services (none configured).
+async fn avatar_suggestion(_c: &Chat<'_>) -> Reply {
+    Ok(RestResponse::success(
+        serde_json::json!({"suggestions": {}}),
+    ))
 }

@@ -1,6 +1,7 @@
 //! Rocket.Chat's workspace routes the apps call at start and on the way: `roles.list`,
 //! `commands.list` / `.run` / `.preview`, `emoji-custom.list` / `.all` / `.delete`,
-//! `push.token` (POST and DELETE) and `push.info`. Signed-in callers only; each handler
+//! `push.token` (POST and DELETE), `push.info` and `push.get` (what a notification about a
+//! message shows, for a message the caller may read). Signed-in callers only; each handler
 //! reads the request as values and calls a service's typed API.
 
 use super::chat::{params_missing, parse_date, route, Chat, ChatRoute, Reply, Stop};
@@ -19,6 +20,7 @@ pub(super) const ROUTES: &[ChatRoute] = &[
     route!(Post, "emoji-custom.delete", emoji_delete),
     route!(Post | Delete, "push.token", push_token),
     route!(Get, "push.info", push_info),
+    route!(Get, "push.get", push_get),
 ];
 
 fn values(docs: Vec<Document>) -> Vec<serde_json::Value> {
@@ -188,4 +190,58 @@ async fn push_info(_c: &Chat<'_>) -> Reply {
     Ok(RestResponse::success(serde_json::json!({
         "pushGatewayEnabled": false, "defaultPushGateway": false,
     })))
+}
+
+/// `?id=<messageId>`: the notification a push about the message carries.
+async fn push_get(c: &Chat<'_>) -> Reply {
+    let Some(id) = c.q.get("id") else {
+        return Ok(params_missing("id"));
+    };
+    let Some(message) = c.messages.single(c.me(), id).await? else {
+        return Ok(RestResponse::failure(
+            400,
+            "Message not found",
+            Some("error-message-not-found"),
+        ));
+    };
+    let rid = super::chat::text_of(&message, "rid").unwrap_or_default();
+    let room = c.rooms.room(&rid).await?.unwrap_or_default();
+    let sender = match message.get("u") {
+        Some(Value::Object(u)) => u.clone(),
+        _ => Document::default(),
+    };
+    let kind = super::chat::text_of(&room, "t").unwrap_or_default();
+    let sender_name = super::chat::text_of(&sender, "username").unwrap_or_default();
+    let title = if kind == "d" {
+        sender_name.clone()
+    } else {
+        super::chat::text_of(&room, "fname")
+            .or_else(|| super::chat::text_of(&room, "name"))
+            .unwrap_or_default()
+    };
+    let body = super::chat::text_of(&message, "msg").unwrap_or_default();
+    let text = if kind == "d" {
+        body
+    } else {
+        format!("{sender_name}: {body}")
+    };
+    let host = c
+        .services
+        .settings
+        .value("Site_Url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(RestResponse::success(serde_json::json!({"data": {
+        "message": to_json(&Value::Object(message.clone())),
+        "notification": {
+            "title": title, "text": text,
+            "payload": {
+                "host": host, "rid": rid, "type": kind, "messageId": id,
+                "sender": to_json(&Value::Object(sender)),
+                "name": super::chat::text_of(&room, "name"),
+                "messageType": super::chat::text_of(&message, "t"),
+                "tmid": super::chat::text_of(&message, "tmid"),
+            },
+        },
+    }})))
 }

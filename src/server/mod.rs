@@ -510,31 +510,61 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     resp
 }
 
-/// Meteor's `/_timesync`: the server's clock in milliseconds, as a bare JSON number, never
-/// cached (clients measure their offset with it).
-fn timesync() -> Response<Body> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+/// A 200 with `body` and fixed `headers`.
+fn fixed_response(
+    body: String,
+    headers: &[(hyper::header::HeaderName, &'static str)],
+) -> Response<Body> {
     let mut resp = Response::new(
-        http_body_util::Full::new(Bytes::from(now.to_string()))
+        http_body_util::Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed(),
     );
-    let headers = resp.headers_mut();
-    headers.insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-    );
-    headers.insert(
-        hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    for (name, value) in headers {
+        resp.headers_mut()
+            .insert(name.clone(), HeaderValue::from_static(value));
+    }
     resp
+}
+
+/// `/avatar/<username>` and `/avatar/room/<rid>`: the initials picture (no upload yet).
+fn avatar(path: &str) -> Response<Body> {
+    use hyper::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+    };
+    let rest = &path["/avatar/".len()..];
+    let name = rest.strip_prefix("room/").unwrap_or(rest);
+    let name = crate::rest::percent_decoded(name.split('?').next().unwrap_or(""));
+    fixed_response(
+        crate::rest::avatar::initials_svg(&name),
+        &[
+            (CONTENT_TYPE, "image/svg+xml"),
+            // An SVG can carry script: nothing in this one may run or load.
+            (
+                CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+            ),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+    )
+}
+
+/// Meteor's `/_timesync`: the server's clock in milliseconds, as a bare JSON number, never
+/// cached (clients measure their offset with it).
+fn timesync() -> Response<Body> {
+    use hyper::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    fixed_response(
+        now.to_string(),
+        &[
+            (CONTENT_TYPE, "application/json"),
+            (CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+            (ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+    )
 }
 
 /// A request's whole body, at most `limit` bytes, within the body timeout; else the
@@ -730,6 +760,7 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
         (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
         (&Method::GET | &Method::HEAD, "/_timesync") => timesync(),
+        (&Method::GET | &Method::HEAD, _) if path.starts_with("/avatar/") => avatar(&path),
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;
             apply_cors(&app, origin.as_ref(), false, &mut resp);

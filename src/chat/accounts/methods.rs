@@ -175,6 +175,32 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
             Ok(Some(Value::Bool(accounts.is_registration_secret(given))))
         }
     });
+    registry.method_of(
+        "setUserPassword",
+        &accounts,
+        |accounts, ctx, params| async move {
+            check_all(&[Pattern::string_up_to(1024)], &params)?;
+            let plain = params[0].as_str().unwrap_or_default();
+            accounts
+                .set_required_password(&crate::chat::call::Call::method(&ctx), plain)
+                .await?;
+            Ok(None)
+        },
+    );
+    registry.method_of(
+        "setUserPreferences",
+        &accounts,
+        |accounts, ctx, params| async move {
+            check_all(&[Pattern::OBJECT], &params)?;
+            let Some(Value::Object(changes)) = params.first() else {
+                return Err(ServiceError::match_failed());
+            };
+            let call = crate::chat::call::Call::method(&ctx);
+            let uid = call.require_user()?;
+            accounts.set_preferences(&call, uid, changes).await?;
+            Ok(Some(Value::Bool(true)))
+        },
+    );
     let a = accounts.clone();
     registry.method("login", move |ctx, params| {
         let accounts = a.clone();

@@ -12,6 +12,7 @@
 pub mod limiter;
 pub mod methods;
 pub mod preferences;
+pub mod profile;
 pub mod secrets;
 pub mod tokens;
 

@@ -147,6 +147,63 @@ pub fn register(registry: &mut Registry, messages: Arc<Messages>) {
     );
     registry.method_of("getSingleMessage", &messages, get_single_message);
     registry.method_of("getThreadMessages", &messages, get_thread_messages);
+    registry.method_of("readThreads", &messages, |m, ctx, params| async move {
+        check_all(&[Pattern::string_up_to(MAX_ID)], &params)?;
+        let tmid = params[0].as_str().unwrap_or_default();
+        m.read_thread(&Call::method(&ctx), tmid).await?;
+        Ok(None)
+    });
+    for (name, follow) in [("followMessage", true), ("unfollowMessage", false)] {
+        registry.method_of(name, &messages, move |m, ctx, params| async move {
+            check_all(
+                &[Pattern::object_including(vec![(
+                    "mid",
+                    Pattern::string_up_to(MAX_ID),
+                )])],
+                &params,
+            )?;
+            let mid = match params.first() {
+                Some(Value::Object(d)) => string(d.get("mid")).unwrap_or_default(),
+                _ => String::new(),
+            };
+            m.follow(&Call::method(&ctx), &mid, follow).await?;
+            Ok(Some(Value::Bool(true)))
+        });
+    }
+    registry.method_of("reportMessage", &messages, |m, ctx, params| async move {
+        check_all(&[Pattern::string_up_to(MAX_ID), Pattern::STRING], &params)?;
+        let (mid, why) = (params[0].as_str(), params[1].as_str());
+        m.report(
+            &Call::method(&ctx),
+            mid.unwrap_or_default(),
+            why.unwrap_or_default(),
+        )
+        .await?;
+        Ok(Some(Value::Bool(true)))
+    });
+    registry.method_of("unreadMessages", &messages, |m, ctx, params| async move {
+        check_all(
+            &[
+                Pattern::maybe(Pattern::object_including(vec![(
+                    "_id",
+                    Pattern::string_up_to(MAX_ID),
+                )])),
+                Pattern::maybe(Pattern::string_up_to(MAX_ID)),
+            ],
+            &params,
+        )?;
+        let from = match (params.first(), params.get(1)) {
+            (_, Some(Value::String(rid))) => {
+                crate::chat::messages::lists::UnreadFrom::Room(rid.clone())
+            }
+            (Some(Value::Object(first)), _) => crate::chat::messages::lists::UnreadFrom::Message(
+                string(first.get("_id")).unwrap_or_default(),
+            ),
+            _ => return Err(ServiceError::match_failed()),
+        };
+        m.mark_unread(&Call::method(&ctx), from).await?;
+        Ok(None)
+    });
 }
 
 /// `sendMessage`.

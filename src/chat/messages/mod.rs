@@ -7,6 +7,7 @@
 //! which go through the (`rid`, `ts`) index and never scan a room. It must not know about
 //! sessions or streams: what clients hear of a message comes from the store's change events.
 
+pub mod lists;
 pub mod methods;
 
 use crate::chat::accounts::limiter::{Limiter, Rule};

@@ -92,6 +92,11 @@ const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("view-user-administration", &["admin"]),
     ("view-room-administration", &["admin"]),
     ("manage-emoji", &["admin"]),
+    ("start-discussion", &["admin", "user", "guest", "app"]),
+    (
+        "start-discussion-other-user",
+        &["admin", "user", "guest", "app"],
+    ),
     ("view-moderation-console", &["admin"]),
     ("create-user", &["admin"]),
     ("delete-user", &["admin"]),

@@ -1065,6 +1065,89 @@ impl Rooms {
             .await
     }
 
+    /// `saveNotificationSettings` (REST `rooms.saveNotification`): one of the caller's
+    /// notification preferences for `rid`, kept on its subscription. Preferences take
+    /// `all`, `mentions`, `nothing` or `default` (which removes the room's own choice);
+    /// switches take `"1"` / `"0"` (or booleans); the duration a number of seconds.
+    pub async fn save_notification(
+        &self,
+        call: &Call<'_>,
+        rid: &str,
+        key: &str,
+        value: &Value,
+    ) -> Result<(), ServiceError> {
+        const LEVELS: &[&str] = &["all", "mentions", "nothing", "default"];
+        let invalid = || {
+            client_error(
+                "error-invalid-notification-setting",
+                "Invalid notification setting",
+            )
+        };
+        let update = match key {
+            "desktopNotifications"
+            | "mobilePushNotifications"
+            | "emailNotifications"
+            | "unreadAlert" => {
+                let level = value
+                    .as_str()
+                    .filter(|v| LEVELS.contains(v))
+                    .ok_or_else(invalid)?;
+                if level == "default" {
+                    serde_json::json!({"$unset": {key: 1}})
+                } else {
+                    serde_json::json!({"$set": {key: level}})
+                }
+            }
+            "disableNotifications"
+            | "hideUnreadStatus"
+            | "hideMentionStatus"
+            | "muteGroupMentions" => {
+                let on = match value {
+                    Value::Bool(b) => *b,
+                    Value::String(s) if s == "1" || s == "true" => true,
+                    Value::String(s) if s == "0" || s == "false" => false,
+                    _ => return Err(invalid()),
+                };
+                serde_json::json!({"$set": {key: on}})
+            }
+            "audioNotificationValue" => {
+                let sound = value
+                    .as_str()
+                    .filter(|v| v.len() <= 64)
+                    .ok_or_else(invalid)?;
+                serde_json::json!({"$set": {key: sound}})
+            }
+            "desktopNotificationDuration" => {
+                let seconds = value
+                    .as_f64()
+                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|n| (0.0..=3600.0).contains(n))
+                    .ok_or_else(invalid)?;
+                serde_json::json!({"$set": {key: seconds}})
+            }
+            _ => return Err(invalid()),
+        };
+        let me = self.caller(call.user()).await?;
+        let uid = text(&me, "_id").unwrap_or_default();
+        if self.subscription(rid, uid).await?.is_none() {
+            return Err(client_error(
+                "error-invalid-subscription",
+                "You must be part of a room to do this",
+            ));
+        }
+        let mut update = update;
+        update["$set"]["_updatedAt"] = serde_json::json!({"$date": now_ms()});
+        self.write_update(
+            call,
+            SUBSCRIPTIONS,
+            serde_json::json!({"rid": rid, "u._id": uid}),
+            update,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn set_own_flag(
         &self,
         call: &Call<'_>,

@@ -210,6 +210,51 @@ fn register_members(registry: &mut Registry, rooms: &Arc<Rooms>) {
     }
     registry.method_of("toggleFavorite", rooms, toggle_favorite);
     registry.method_of("getUsersOfRoom", rooms, get_users_of_room);
+    registry.method_of("spotlight", rooms, spotlight);
+}
+
+/// `spotlight(text, usernames to leave out, {users, rooms}, rid?)`: `{users, rooms}`.
+async fn spotlight(rooms: Arc<Rooms>, ctx: MethodContext, params: Vec<Value>) -> MethodResult {
+    check_all(
+        &[
+            Pattern::string_up_to(MAX_NAME),
+            Pattern::maybe(Pattern::array_of(Pattern::string_up_to(MAX_NAME))),
+            Pattern::maybe(Pattern::OBJECT),
+            Pattern::maybe(Pattern::string_up_to(MAX_NAME)),
+        ],
+        &params,
+    )?;
+    let typed = params[0].as_str().unwrap_or_default();
+    let exclude: Vec<String> = match params.get(1) {
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let wants = |key: &str| match params.get(2) {
+        Some(Value::Object(kinds)) => kinds.get(key) == Some(&Value::Bool(true)),
+        _ => true,
+    };
+    let found = rooms
+        .spotlight(
+            ctx.user_id.as_deref(),
+            typed,
+            &exclude,
+            wants("users"),
+            wants("rooms"),
+        )
+        .await?;
+    let mut out = Document::default();
+    out.insert(
+        "users".into(),
+        Value::Array(found.users.into_iter().map(Value::Object).collect()),
+    );
+    out.insert(
+        "rooms".into(),
+        Value::Array(found.rooms.into_iter().map(Value::Object).collect()),
+    );
+    Ok(Some(Value::Object(out)))
 }
 
 /// `joinRoom`.

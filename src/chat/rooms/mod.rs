@@ -8,6 +8,8 @@
 //! [`Permissions::has_permission`]. It must not know about sessions or HTTP; what clients
 //! hear of a change comes from the store's change events, not from here.
 
+pub mod directory;
+pub mod discussions;
 pub mod live;
 pub mod members;
 pub mod methods;
@@ -113,6 +115,13 @@ pub const SUBSCRIPTION_FIELDS: &[&str] = &[
     "disableNotifications",
     "hideUnreadStatus",
     "hideMentionStatus",
+    "muteGroupMentions",
+    "desktopNotifications",
+    "mobilePushNotifications",
+    "emailNotifications",
+    "unreadAlert",
+    "audioNotificationValue",
+    "desktopNotificationDuration",
     "tunread",
     "tunreadGroup",
     "tunreadUser",
