@@ -1024,3 +1024,162 @@ async fn the_apps_everyday_flows_are_served_and_strangers_get_nothing() {
     assert_eq!(spot["rooms"], json!([]), "{spot}");
     comet.stop();
 }
+
+/// A DDP client logged in with `token` (a REST login's).
+async fn ddp_with(addr: std::net::SocketAddr, token: &str) -> DdpClient {
+    let mut ddp = DdpClient::open(&format!("ws://{addr}/websocket")).await;
+    ddp.send(json!({"msg": "connect", "version": "1", "support": ["1"]}))
+        .await;
+    assert_eq!(ddp.recv().await["msg"], "connected");
+    let login = result_of(&mut ddp, "login", "login", json!([{"resume": token}])).await;
+    assert!(login["error"].is_null(), "{login}");
+    ddp
+}
+
+#[tokio::test]
+async fn custom_emoji_roles_commands_and_passwords_follow_their_permissions() {
+    let comet = start();
+    let addr = comet.addr;
+    let boss = sign_in(addr, ADMIN.0, ADMIN.1).await;
+    let bob = sign_up(addr, "bob").await;
+    let mut admin = ddp_with(addr, &boss.1).await;
+    let mut user = ddp_with(addr, &bob.1).await;
+
+    // An administrator adds an emoji; a user may list but not add or remove one.
+    let before = get(addr, "/api/v1/emoji-custom.list", &bob).await;
+    assert_eq!(before["emojis"]["update"], json!([]));
+    let added = result_of(
+        &mut admin,
+        "e1",
+        "insertOrUpdateEmoji",
+        json!([{"name": ":party:", "aliases": "yay, woo", "extension": "png"}]),
+    )
+    .await;
+    let emoji_id = added["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned();
+    let listed = get(addr, "/api/v1/emoji-custom.list", &bob).await;
+    assert_eq!(listed["emojis"]["update"][0]["name"], "party");
+    assert_eq!(
+        listed["emojis"]["update"][0]["aliases"],
+        json!(["yay", "woo"])
+    );
+    let refused = result_of(
+        &mut user,
+        "e2",
+        "insertOrUpdateEmoji",
+        json!([{"name": "mine", "extension": "png"}]),
+    )
+    .await;
+    assert_eq!(refused["error"]["error"], "error-not-allowed", "{refused}");
+    let clash = result_of(
+        &mut admin,
+        "e3",
+        "insertOrUpdateEmoji",
+        json!([{"name": "yay", "extension": "gif"}]),
+    )
+    .await;
+    assert!(
+        !clash["error"].is_null(),
+        "a name already an alias: {clash}"
+    );
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/v1/emoji-custom.delete",
+        Some(&bob),
+        Some(json!({"emojiId": emoji_id})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let since = "2000-01-01T00:00:00.000Z";
+    post(
+        addr,
+        "/api/v1/emoji-custom.delete",
+        &boss,
+        json!({"emojiId": emoji_id}),
+    )
+    .await;
+    let after = get(
+        addr,
+        &format!("/api/v1/emoji-custom.list?updatedSince={since}"),
+        &bob,
+    )
+    .await;
+    assert_eq!(after["emojis"]["update"], json!([]));
+    assert_eq!(
+        after["emojis"]["remove"][0]["_id"],
+        emoji_id.as_str(),
+        "{after}"
+    );
+
+    // getUserRoles: users with a role beyond `user`.
+    let roles = result_of(&mut user, "r1", "getUserRoles", json!([])).await;
+    let holders = roles["result"].as_array().unwrap();
+    assert!(
+        holders
+            .iter()
+            .any(|u| u["username"] == "boss"
+                && u["roles"].as_array().unwrap().contains(&json!("admin"))),
+        "{roles}"
+    );
+    assert!(!holders.iter().any(|u| u["username"] == "bob"));
+
+    // DDP spotlight, a command's preview, a thread read.
+    let spot = result_of(
+        &mut user,
+        "s1",
+        "spotlight",
+        json!(["bo", [], {"users": true, "rooms": false}, ""]),
+    )
+    .await;
+    assert!(
+        spot["result"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "boss"),
+        "{spot}"
+    );
+    assert_eq!(spot["result"]["rooms"], json!([]));
+    let general = get(addr, "/api/v1/rooms.info?roomName=general", &bob).await;
+    let gid = general["room"]["_id"].as_str().unwrap().to_owned();
+    let preview = get(
+        addr,
+        &format!("/api/v1/commands.preview?command=shrug&roomId={gid}"),
+        &bob,
+    )
+    .await;
+    assert_eq!(preview["success"], true);
+    let (status, _) = request(
+        addr,
+        "GET",
+        &format!("/api/v1/commands.preview?command=nope&roomId={gid}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let root = post(
+        addr,
+        "/api/v1/chat.postMessage",
+        &boss,
+        json!({"roomId": gid, "text": "thread root"}),
+    )
+    .await;
+    let tmid = root["message"]["_id"].as_str().unwrap().to_owned();
+    let read = result_of(&mut user, "t1", "readThreads", json!([tmid, ""])).await;
+    assert!(read["error"].is_null(), "{read}");
+
+    // setUserPassword only while the account must change its password.
+    let set = result_of(
+        &mut user,
+        "p1",
+        "setUserPassword",
+        json!(["another-pass-3"]),
+    )
+    .await;
+    assert_eq!(set["error"]["error"], "error-not-allowed", "{set}");
+    comet.stop();
+}
