@@ -1183,3 +1183,75 @@ async fn custom_emoji_roles_commands_and_passwords_follow_their_permissions() {
     assert_eq!(set["error"]["error"], "error-not-allowed", "{set}");
     comet.stop();
 }
+
+#[tokio::test]
+async fn a_user_sets_their_own_avatar_from_an_image_and_resets_it() {
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+    let comet = start();
+    let addr = comet.addr;
+    let boss = sign_in(addr, ADMIN.0, ADMIN.1).await;
+    let bob = sign_up(addr, "bob").await;
+    let mut user = ddp_with(addr, &bob.1).await;
+    let uri = format!("data:image/png;base64,{PNG}");
+    let set = result_of(
+        &mut user,
+        "a1",
+        "setAvatarFromService",
+        json!([uri, "image/png", "upload", ""]),
+    )
+    .await;
+    assert!(set["error"].is_null(), "{set}");
+    let (status, image) = http_with(addr, "GET", "/avatar/bob", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(image.contains("PNG") && !image.contains("<svg"), "{image}");
+    assert!(get(addr, "/api/v1/me", &bob).await["avatarETag"].is_string());
+    // The type comes from the bytes: an SVG (which can carry script) is refused whatever
+    // it claims to be, and so is anything that is not an image.
+    let svg =
+        base64_of(b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>");
+    for data in [
+        format!("data:image/png;base64,{svg}"),
+        "data:image/png;base64,aGVsbG8=".to_owned(),
+        "https://example.com/a.png".to_owned(),
+    ] {
+        let refused = result_of(
+            &mut user,
+            "a2",
+            "setAvatarFromService",
+            json!([data, "image/png", "upload"]),
+        )
+        .await;
+        assert_eq!(
+            refused["error"]["error"], "error-invalid-image",
+            "{refused}"
+        );
+    }
+    let by_url = result_of(
+        &mut user,
+        "a3",
+        "setAvatarFromService",
+        json!(["https://example.com/a.png", "", "url"]),
+    )
+    .await;
+    assert!(!by_url["error"].is_null(), "{by_url}");
+    // Another user's avatar is not the caller's to change.
+    let other = result_of(
+        &mut user,
+        "a4",
+        "setAvatarFromService",
+        json!([uri, "image/png", "upload", boss.0]),
+    )
+    .await;
+    assert_eq!(other["error"]["error"], "error-not-allowed", "{other}");
+    let (_, still) = http_with(addr, "GET", "/avatar/boss", &[], b"").await;
+    assert!(still.starts_with("<svg"), "{still}");
+    post(addr, "/api/v1/users.resetAvatar", &bob, json!({})).await;
+    let (_, again) = http_with(addr, "GET", "/avatar/bob", &[], b"").await;
+    assert!(again.starts_with("<svg"), "{again}");
+    comet.stop();
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -35,6 +35,8 @@ pub const INSTANCES: &str = "instances";
 pub const CUSTOM_EMOJI: &str = "rocketchat_custom_emoji";
 /// Devices' push tokens (the collection Rocket.Chat's push service keeps).
 pub const PUSH_TOKENS: &str = "_raix_push_app_tokens";
+/// Users' own avatars (until the upload service stores files).
+pub const AVATARS: &str = "comet_avatars";
 /// Messages reported to the administrators.
 pub const REPORTS: &str = "rocketchat_reports";
 

@@ -470,6 +470,18 @@ impl Rest {
         }
     }
 
+    /// The avatar `username` gave: its type, bytes and tag; `None` for the initials.
+    pub async fn avatar(&self, username: &str) -> Option<crate::chat::accounts::avatars::Avatar> {
+        let services = self.services.as_ref()?;
+        match services.accounts.avatar_of(username).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(cause = %err.client_view().reason.unwrap_or_default(), "avatar not read");
+                None
+            }
+        }
+    }
+
     fn info(&self) -> RestResponse {
         RestResponse::success(serde_json::json!({"version": &*self.rocketchat_version}))
     }

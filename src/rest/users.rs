@@ -104,8 +104,7 @@ async fn own_user(c: &Chat<'_>) -> Result<serde_json::Value, crate::engine::Serv
     Ok(super::accounts::own_view(&user, site.as_deref()))
 }
 
-/// No avatar is uploaded yet (the upload service comes later): the initials stay, and the
-/// reset has nothing to undo.
+/// The caller's avatar back to the initials.
 async fn reset_avatar(c: &Chat<'_>) -> Reply {
     if c.field("userId").is_some_and(|id| id != c.caller.user_id) {
         return Ok(RestResponse::failure(
@@ -114,6 +113,7 @@ async fn reset_avatar(c: &Chat<'_>) -> Reply {
             Some("error-not-allowed"),
         ));
     }
+    c.services.accounts.reset_avatar(&c.acting()).await?;
     Ok(RestResponse::success(serde_json::json!({})))
 }
 

@@ -527,14 +527,46 @@ fn fixed_response(
     resp
 }
 
-/// `/avatar/<username>` and `/avatar/room/<rid>`: the initials picture (no upload yet).
-fn avatar(path: &str) -> Response<Body> {
+/// `/avatar/<username>`: the image the user gave; else (and for `/avatar/room/<rid>`) the
+/// initials picture.
+async fn avatar(rest: &crate::rest::Rest, path: &str) -> Response<Body> {
     use hyper::header::{
-        CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, X_CONTENT_TYPE_OPTIONS,
     };
-    let rest = &path["/avatar/".len()..];
-    let name = rest.strip_prefix("room/").unwrap_or(rest);
+    let tail = &path["/avatar/".len()..];
+    let (name, of_room) = match tail.strip_prefix("room/") {
+        Some(rid) => (rid, true),
+        None => (tail, false),
+    };
     let name = crate::rest::percent_decoded(name.split('?').next().unwrap_or(""));
+    if !of_room {
+        if let Some(image) = rest.avatar(&name).await {
+            let mut resp = Response::new(
+                http_body_util::Full::new(Bytes::from(image.bytes))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            let headers = resp.headers_mut();
+            for (header, value) in [
+                (CONTENT_TYPE, image.content_type),
+                (ETAG, format!("\"{}\"", image.etag)),
+                (
+                    CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; sandbox".to_owned(),
+                ),
+                (X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                (
+                    CACHE_CONTROL,
+                    "public, max-age=0, must-revalidate".to_owned(),
+                ),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(header, value);
+                }
+            }
+            return resp;
+        }
+    }
     fixed_response(
         crate::rest::avatar::initials_svg(&name),
         &[
@@ -760,7 +792,9 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/health") => health(&app),
         (&Method::GET, "/metrics") => metrics(&app, req.headers(), peer),
         (&Method::GET | &Method::HEAD, "/_timesync") => timesync(),
-        (&Method::GET | &Method::HEAD, _) if path.starts_with("/avatar/") => avatar(&path),
+        (&Method::GET | &Method::HEAD, _) if path.starts_with("/avatar/") => {
+            avatar(&app.rest, &path).await
+        }
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;
             apply_cors(&app, origin.as_ref(), false, &mut resp);

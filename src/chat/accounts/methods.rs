@@ -188,6 +188,58 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         },
     );
     registry.method_of(
+        "setAvatarFromService",
+        &accounts,
+        |accounts, ctx, params| async move {
+            check_all(
+                &[
+                    Pattern::string_up_to(2 * 1024 * 1024),
+                    Pattern::maybe(Pattern::string_up_to(128)),
+                    Pattern::maybe(Pattern::string_up_to(64)),
+                    Pattern::maybe(Pattern::string_up_to(64)),
+                ],
+                &params,
+            )?;
+            let call = crate::chat::call::Call::method(&ctx);
+            // Another user's avatar is an administrator's tool comet does not offer yet.
+            // An empty target is the SDK's second-factor slot, not a user.
+            if let Some(target) = params
+                .get(3)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                if Some(target) != call.user() {
+                    return Err(crate::chat::not_allowed());
+                }
+            }
+            let data = params[0].as_str().unwrap_or_default();
+            let service = params.get(2).and_then(Value::as_str).unwrap_or("upload");
+            accounts
+                .set_avatar_from_service(&call, data, service)
+                .await?;
+            Ok(None)
+        },
+    );
+    registry.method_of(
+        "resetAvatar",
+        &accounts,
+        |accounts, ctx, params| async move {
+            check_all(&[Pattern::maybe(Pattern::string_up_to(64))], &params)?;
+            let call = crate::chat::call::Call::method(&ctx);
+            if let Some(target) = params
+                .first()
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                if Some(target) != call.user() {
+                    return Err(crate::chat::not_allowed());
+                }
+            }
+            accounts.reset_avatar(&call).await?;
+            Ok(None)
+        },
+    );
+    registry.method_of(
         "setUserPreferences",
         &accounts,
         |accounts, ctx, params| async move {

@@ -9,6 +9,7 @@
 //! sessions or HTTP: a connection is a `ConnectionHandle`, a caller's writes go to a
 //! [`WriteRecorder`].
 
+pub mod avatars;
 pub mod limiter;
 pub mod methods;
 pub mod preferences;
