@@ -170,6 +170,17 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
     crate::chat::messages::methods::register(&mut registry, messages.clone());
+    let uploads = crate::chat::uploads::Uploads::start(
+        store.clone(),
+        rooms_service.clone(),
+        messages.clone(),
+        settings_service.clone(),
+        hooks.clone(),
+        settings.data_dir.clone(),
+        store.mongo_database(),
+    )
+    .await
+    .map_err(|err| StartError::Config(format!("cannot prepare the uploads: {err}")))?;
     let emoji = crate::chat::emoji::CustomEmoji::new(store.clone(), permissions_service.clone());
     let push = crate::chat::push::PushTokens::new(store.clone());
     let commands = crate::chat::commands::Commands::new(
@@ -258,6 +269,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             presence,
             teams,
             emoji,
+            uploads,
             push,
             commands,
         },

@@ -39,6 +39,8 @@ pub const PUSH_TOKENS: &str = "_raix_push_app_tokens";
 pub const AVATARS: &str = "comet_avatars";
 /// Messages reported to the administrators.
 pub const REPORTS: &str = "rocketchat_reports";
+/// Uploaded files' records (their bytes are in the file storage).
+pub const UPLOADS: &str = "rocketchat_uploads";
 
 /// The documents of `collection` removed after `since` (ms), as `{_id, _deletedAt}`, from
 /// the trash; `also` narrows them further (a user's own subscriptions, say).

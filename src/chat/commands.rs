@@ -196,6 +196,7 @@ impl Commands {
             attachments: None,
             custom_fields: None,
             groupable: None,
+            files: None,
         };
         self.messages.send(inv.call, out).await.map(|_| ())
     }

@@ -80,6 +80,15 @@ pub struct ReactionEvent<'a> {
     pub added: bool,
 }
 
+/// A file uploaded to a room, before its record is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent<'a> {
+    /// The upload's record: `_id`, `name`, `type`, `size`, `rid`, `userId`, ...
+    pub file: &'a Document,
+    pub room: &'a Document,
+    pub user: &'a Document,
+}
+
 /// The hook points, one per kind of write and side of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -102,11 +111,13 @@ pub enum Point {
     UserHasBeenCreated,
     UserWillLogIn,
     UserHasLoggedIn,
+    FileWillBeUploaded,
+    RoomHasBeenErased,
 }
 
 impl Point {
     /// Every point.
-    pub const ALL: [Point; 18] = [
+    pub const ALL: [Point; 20] = [
         Point::MessageWillBeSaved,
         Point::MessageHasBeenSaved,
         Point::MessageWillBeEdited,
@@ -125,6 +136,8 @@ impl Point {
         Point::UserHasBeenCreated,
         Point::UserWillLogIn,
         Point::UserHasLoggedIn,
+        Point::FileWillBeUploaded,
+        Point::RoomHasBeenErased,
     ];
 
     fn bit(self) -> u32 {
@@ -280,6 +293,24 @@ pub trait ChatHooks: Send + Sync {
     }
     /// After a user logged in.
     fn user_has_logged_in<'a>(&'a self, _user: &'a Document) -> HookFuture<'a, ()> {
+        done()
+    }
+
+    /// Before an uploaded file's record is stored (its bytes are, and go if it is refused):
+    /// a rewrite may change only its `name` and `description`.
+    fn file_will_be_uploaded<'a>(
+        &'a self,
+        _event: FileEvent<'a>,
+    ) -> HookFuture<'a, Verdict<Document>> {
+        keep()
+    }
+
+    /// After a room was erased with its messages.
+    fn room_has_been_erased<'a>(
+        &'a self,
+        _room: &'a Document,
+        _call: &'a Call<'a>,
+    ) -> HookFuture<'a, ()> {
         done()
     }
 }

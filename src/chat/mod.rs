@@ -25,6 +25,7 @@ pub mod records;
 pub mod rooms;
 pub mod settings;
 pub mod teams;
+pub mod uploads;
 pub mod workspace;
 
 use crate::engine::ServiceError;
@@ -56,6 +57,20 @@ pub(crate) fn client_error(code: &str, reason: &str) -> ServiceError {
 /// Rocket.Chat's refusal of an action the caller may not take (`error-not-allowed`).
 pub(crate) fn not_allowed() -> ServiceError {
     client_error("error-not-allowed", "Not allowed")
+}
+
+/// `text` as one URL path segment or RFC 5987 value: letters, digits and `-._~` as they
+/// are, every other byte percent-encoded.
+pub fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `text` as a regular expression that matches it literally (a search text a client typed

@@ -120,6 +120,7 @@ pub(super) fn routes() -> impl Iterator<Item = &'static ChatRoute> {
         .chain(super::messages::ROUTES)
         .chain(super::users::ROUTES)
         .chain(super::workspace::ROUTES)
+        .chain(super::uploads::ROUTES)
 }
 
 /// The query string's parameters.

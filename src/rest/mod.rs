@@ -17,6 +17,7 @@ mod presence;
 mod rooms;
 mod settings;
 mod teams;
+pub mod uploads;
 mod users;
 mod workspace;
 
@@ -38,6 +39,38 @@ pub struct RestRequest {
     pub body: bytes::Bytes,
     /// The client's address (for rate limits).
     pub client_address: Option<std::net::IpAddr>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The body as it arrives, for the routes that stream it ([`uploads::streams_body`]);
+    /// `body` is then empty.
+    pub stream: BodyStream,
+}
+
+/// A streamed body, taken once by the handler that reads it.
+#[derive(Default)]
+pub struct BodyStream(std::sync::Mutex<Option<uploads::BodyChunks>>);
+
+impl BodyStream {
+    pub fn new(chunks: uploads::BodyChunks) -> Self {
+        Self(std::sync::Mutex::new(Some(chunks)))
+    }
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyStream")
+    }
+}
+
+impl RestRequest {
+    /// The streamed body, once.
+    pub fn take_stream(&self) -> Option<uploads::BodyChunks> {
+        self.stream
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 /// The HTTP methods REST routes answer.
@@ -161,6 +194,10 @@ enum Route {
     UsersPresence,
     UsersGetPresence,
     UsersSetStatus,
+    RoomsUpload,
+    RoomsMedia,
+    RoomsMediaConfirm,
+    UsersSetAvatar,
 }
 
 /// The REST layer: its routes and what their handlers need.
@@ -187,6 +224,15 @@ pub struct RestServices {
     pub emoji: Arc<crate::chat::emoji::CustomEmoji>,
     pub push: Arc<crate::chat::push::PushTokens>,
     pub commands: Arc<crate::chat::commands::Commands>,
+    pub uploads: Arc<crate::chat::uploads::Uploads>,
+}
+
+/// What a route's path names.
+struct PathParams {
+    method: Option<String>,
+    setting_id: Option<String>,
+    rid: Option<String>,
+    file_id: Option<String>,
 }
 
 /// The user a request's `X-User-Id` / `X-Auth-Token` prove, and the token's hash.
@@ -222,6 +268,13 @@ impl Rest {
             ("/api/v1/users.presence", Route::UsersPresence),
             ("/api/v1/users.getPresence", Route::UsersGetPresence),
             ("/api/v1/users.setStatus", Route::UsersSetStatus),
+            ("/api/v1/rooms.upload/{rid}", Route::RoomsUpload),
+            ("/api/v1/rooms.media/{rid}", Route::RoomsMedia),
+            (
+                "/api/v1/rooms.mediaConfirm/{rid}/{fileId}",
+                Route::RoomsMediaConfirm,
+            ),
+            ("/api/v1/users.setAvatar", Route::UsersSetAvatar),
         ] {
             // The table is fixed: a conflict is a programming error caught by the tests.
             if let Err(err) = routes.insert(path, route) {
@@ -365,8 +418,12 @@ impl Rest {
             return RestResponse::failure(404, "Not found", None);
         };
         let route = *found.value;
-        let method_name = found.params.get("method").map(str::to_owned);
-        let setting_id = found.params.get("id").map(str::to_owned);
+        let params = PathParams {
+            method: found.params.get("method").map(str::to_owned),
+            setting_id: found.params.get("id").map(str::to_owned),
+            rid: found.params.get("rid").map(percent_decoded),
+            file_id: found.params.get("fileId").map(percent_decoded),
+        };
         let caller = match request.credentials {
             Some(_) => self.caller(&request).await,
             None => None,
@@ -375,15 +432,7 @@ impl Rest {
             Ok(headers) => headers,
             Err(refused) => return refused,
         };
-        let mut answer = self
-            .answer(
-                route,
-                method_name.as_deref(),
-                setting_id.as_deref(),
-                caller.as_ref(),
-                &request,
-            )
-            .await;
+        let mut answer = self.answer(route, &params, caller.as_ref(), &request).await;
         answer.headers.extend(limit_headers);
         answer
     }
@@ -392,11 +441,12 @@ impl Rest {
     async fn answer(
         &self,
         route: Route,
-        method_name: Option<&str>,
-        setting_id: Option<&str>,
+        params: &PathParams,
         caller: Option<&Caller>,
         request: &RestRequest,
     ) -> RestResponse {
+        let method_name = params.method.as_deref();
+        let setting_id = params.setting_id.as_deref();
         let Some(s) = &self.services else {
             return match (route, request.method) {
                 (Route::Info, RestMethod::Get) => self.info(),
@@ -465,6 +515,23 @@ impl Rest {
             }
             (Route::MethodCall, RestMethod::Post) => {
                 methods::call(&s.registry, Some(caller), method_name, request).await
+            }
+            (Route::RoomsUpload | Route::RoomsMedia, RestMethod::Post) => {
+                let purpose = if route == Route::RoomsUpload {
+                    crate::chat::uploads::Purpose::Message
+                } else {
+                    crate::chat::uploads::Purpose::Temporary
+                };
+                let rid = params.rid.as_deref().unwrap_or_default();
+                uploads::upload(s, caller, request, rid, purpose).await
+            }
+            (Route::RoomsMediaConfirm, RestMethod::Post) => {
+                let rid = params.rid.as_deref().unwrap_or_default();
+                let file_id = params.file_id.as_deref().unwrap_or_default();
+                uploads::media_confirm(s, caller, request, rid, file_id).await
+            }
+            (Route::UsersSetAvatar, RestMethod::Post) => {
+                uploads::set_avatar(s, caller, request).await
             }
             _ => RestResponse::failure(405, "Method not allowed", None),
         }

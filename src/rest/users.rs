@@ -20,15 +20,7 @@ pub(super) const ROUTES: &[ChatRoute] = &[
 /// A name as one path segment: letters, digits and `-._~` as they are, the rest
 /// percent-encoded.
 pub(super) fn path_part(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    crate::chat::percent_encoded(name)
 }
 
 async fn get_preferences(c: &Chat<'_>) -> Reply {

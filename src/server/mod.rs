@@ -11,7 +11,7 @@ pub mod websocket;
 
 use crate::session::Hub;
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
+use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -651,13 +651,20 @@ async fn rest_route(
             .map(str::to_owned)
     };
     let credentials = header("x-user-id").zip(header("x-auth-token"));
+    let content_type = header("content-type");
     let (path, query) = (
         req.uri().path().to_owned(),
         req.uri().query().map(str::to_owned),
     );
-    let body = match read_body(req, app.config.max_message_bytes, &app.config, &app.hub).await {
-        Ok(body) => body,
-        Err(refused) => return refused,
+    let streamed = method == RestMethod::Post && crate::rest::uploads::streams_body(&path);
+    let (body, stream) = if streamed {
+        let chunks = body_chunks(req.into_body(), app.config.request_body_timeout);
+        (Bytes::new(), crate::rest::BodyStream::new(chunks))
+    } else {
+        match read_body(req, app.config.max_message_bytes, &app.config, &app.hub).await {
+            Ok(body) => (body, crate::rest::BodyStream::default()),
+            Err(refused) => return refused,
+        }
     };
     let answer = app
         .rest
@@ -668,6 +675,8 @@ async fn rest_route(
             credentials,
             body,
             client_address: Some(remote.ip()),
+            content_type,
+            stream,
         })
         .await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -678,6 +687,119 @@ async fn rest_route(
         }
     }
     resp
+}
+
+/// A request body as a stream of chunks, for routes that handle it as it arrives
+/// (uploads): each chunk must come within `idle` of the last, however long the whole takes.
+fn body_chunks(body: hyper::body::Incoming, idle: Duration) -> crate::rest::uploads::BodyChunks {
+    let state = (body, false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut body, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        return Some((Err("the body stopped arriving".to_owned()), (body, true)))
+                    }
+                    Ok(None) => return None,
+                    Ok(Some(Err(err))) => return Some((Err(err.to_string()), (body, true))),
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            if !data.is_empty() {
+                                return Some((Ok(data), (body, false)));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// `/file-upload/<id>/<name>`: an uploaded file for a reader the REST layer lets in, with
+/// its headers, ranges and conditional reads.
+async fn file_upload(
+    rest: &crate::rest::Rest,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    use crate::rest::uploads::{Download, DownloadRequest};
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let credentials = header(hyper::header::HeaderName::from_static("x-user-id")).zip(header(
+        hyper::header::HeaderName::from_static("x-auth-token"),
+    ));
+    let answer = rest
+        .download(DownloadRequest {
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            cookies: header(hyper::header::COOKIE),
+            credentials,
+            range: header(hyper::header::RANGE),
+            if_none_match: header(hyper::header::IF_NONE_MATCH),
+        })
+        .await;
+    match answer {
+        Download::Refused(status, text) => text_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            text,
+        ),
+        Download::NotModified { etag } => {
+            let mut resp = text_response(StatusCode::NOT_MODIFIED, "");
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                resp.headers_mut().insert(hyper::header::ETAG, v);
+            }
+            resp
+        }
+        Download::Redirect(url) => {
+            let mut resp = text_response(StatusCode::FOUND, "");
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                resp.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            resp
+        }
+        Download::Unsatisfiable { size } => {
+            let mut resp =
+                text_response(StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(hyper::header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        Download::Content {
+            status,
+            headers,
+            body,
+        } => {
+            use futures_util::StreamExt as _;
+            // A read that fails midway ends the body short of its length: the client
+            // sees a broken transfer, never other bytes.
+            let frames = body
+                .take_while(|chunk| std::future::ready(chunk.is_ok()))
+                .filter_map(|chunk| {
+                    std::future::ready(
+                        chunk
+                            .ok()
+                            .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b))),
+                    )
+                });
+            let frames = sync_wrapper::SyncStream::new(frames);
+            let mut resp = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+            resp
+        }
+    }
 }
 
 fn owned_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -794,6 +916,9 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_timesync") => timesync(),
         (&Method::GET | &Method::HEAD, _) if path.starts_with("/avatar/") => {
             avatar(&app.rest, &path).await
+        }
+        (&Method::GET | &Method::HEAD, _) if path.starts_with("/file-upload/") => {
+            file_upload(&app.rest, &req).await
         }
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;

@@ -7,6 +7,7 @@
 pub mod bson_value;
 pub mod embedded;
 pub mod error;
+pub mod files;
 pub mod index_key;
 pub mod mongo;
 pub mod normalize;
@@ -182,6 +183,12 @@ pub trait Store: Send + Sync + 'static {
     /// Tells the change source that live queries read `collection`, for sources that filter
     /// by namespace. The embedded store reports every collection anyway.
     fn follow_collection(&self, _collection: &str) {}
+
+    /// The MongoDB database behind the store, for what keeps its own collections there
+    /// (GridFS); none for the embedded store.
+    fn mongo_database(&self) -> Option<mongodb::Database> {
+        None
+    }
     /// Whether the change feed follows its source right now (a server that went away, a
     /// stream that keeps failing: no). The embedded store's feed always does.
     fn is_following(&self) -> bool {

@@ -381,6 +381,10 @@ impl MongoStore {
 }
 
 impl Store for MongoStore {
+    fn mongo_database(&self) -> Option<mongodb::Database> {
+        Some(self.db.clone())
+    }
+
     fn kind(&self) -> &'static str {
         "mongo"
     }

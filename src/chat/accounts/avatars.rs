@@ -19,6 +19,13 @@ use base64::Engine as _;
 /// The largest avatar kept.
 pub const MAX_AVATAR_BYTES: usize = 1024 * 1024;
 
+/// Whose avatar an administrator sets.
+#[derive(Clone, Debug)]
+pub enum AvatarOwner {
+    Id(String),
+    Username(String),
+}
+
 /// A stored avatar.
 pub struct Avatar {
     pub content_type: String,
@@ -100,6 +107,69 @@ impl Accounts {
             _ => {}
         }
         let bytes = data_uri_bytes(data_uri)?;
+        let origin = if service.is_empty() {
+            "upload"
+        } else {
+            service
+        };
+        self.store_avatar(call, uid, bytes, origin).await
+    }
+
+    /// `users.setAvatar` with an image: the caller's avatar, or the avatar of the user
+    /// `owner` names when the caller `may_edit_others` (`edit-other-user-avatar`, which the
+    /// caller's layer checks).
+    pub async fn set_avatar_image(
+        &self,
+        call: &Call<'_>,
+        owner: Option<AvatarOwner>,
+        may_edit_others: bool,
+        bytes: Vec<u8>,
+        origin: &str,
+    ) -> Result<(), ServiceError> {
+        let me = call.require_user()?;
+        let uid = match owner {
+            None => me.to_owned(),
+            Some(owner) => {
+                let filter = match &owner {
+                    AvatarOwner::Id(id) => serde_json::json!({"_id": id}),
+                    AvatarOwner::Username(name) => serde_json::json!({"username": name}),
+                };
+                let found = self
+                    .store
+                    .find(
+                        USERS,
+                        FindOptions {
+                            selector: selector(filter)?,
+                            limit: Some(1),
+                            ..FindOptions::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| ServiceError::from_store(&e))?
+                    .pop()
+                    .and_then(|u| u.get("_id").and_then(Value::as_str).map(str::to_owned))
+                    .ok_or_else(|| refused("error-invalid-user", "Invalid user"))?;
+                if found != me && !may_edit_others {
+                    return Err(refused("error-not-allowed", "Not allowed"));
+                }
+                found
+            }
+        };
+        if uid == me {
+            self.may_change_avatar()?;
+        }
+        self.store_avatar(call, &uid, bytes, origin).await
+    }
+
+    /// Keeps `bytes` as `uid`'s avatar: a raster image (decided from the bytes) at most
+    /// [`MAX_AVATAR_BYTES`], its metadata (where a photo was taken) removed.
+    async fn store_avatar(
+        &self,
+        call: &Call<'_>,
+        uid: &str,
+        bytes: Vec<u8>,
+        origin: &str,
+    ) -> Result<(), ServiceError> {
         if bytes.len() > MAX_AVATAR_BYTES {
             return Err(refused("error-file-too-large", "The avatar is too large"));
         }
@@ -109,6 +179,14 @@ impl Accounts {
                 "The avatar must be a PNG, JPEG, GIF or WebP image",
             )
         })?;
+        let bytes = match crate::chat::uploads::images::format_of(content_type) {
+            Some(format) => {
+                crate::chat::uploads::images::checked_dimensions(&bytes, format)
+                    .map_err(|e| refused("error-invalid-image", &e.to_string()))?;
+                crate::chat::uploads::images::strip_metadata(&bytes, format).unwrap_or(bytes)
+            }
+            None => bytes,
+        };
         let etag = crate::model::random::random_id();
         let now = now_ms();
         let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -129,11 +207,6 @@ impl Accounts {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         call.record_write(ack.seq);
-        let origin = if service.is_empty() {
-            "upload"
-        } else {
-            service
-        };
         let ack = self
             .update_user(
                 uid,

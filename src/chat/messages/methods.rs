@@ -110,6 +110,7 @@ pub(crate) fn outgoing(params: &[Value]) -> Result<Outgoing, ServiceError> {
             Value::Bool(b) => Some(*b),
             _ => None,
         }),
+        files: None,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Outgoing {
     pub attachments: Option<Value>,
     pub custom_fields: Option<Value>,
     pub groupable: Option<bool>,
+    /// An uploaded file's `file` and `files` (set by the upload service only).
+    pub files: Option<(Value, Value)>,
 }
 
 /// A page of history.
@@ -214,6 +216,19 @@ impl Messages {
 
     /// Whether `user` may write to `room` now (Rocket.Chat's `canSendMessage`): access,
     /// not archived, not read-only without `post-readonly`, not muted.
+    /// Whether the caller may post in `rid` now (access, archived, read-only, muted): the
+    /// room when so.
+    pub async fn may_post_in(&self, call: &Call<'_>, rid: &str) -> Result<Document, ServiceError> {
+        let user = self.rooms.caller(call.user()).await?;
+        let room = self
+            .rooms
+            .room(rid)
+            .await?
+            .ok_or_else(|| client_error("error-invalid-room", "Invalid room"))?;
+        self.check_can_post(&room, &user).await?;
+        Ok(room)
+    }
+
     async fn check_can_post(&self, room: &Document, user: &Document) -> Result<(), ServiceError> {
         let uid = text(user, "_id").unwrap_or_default();
         let rid = text(room, "_id").unwrap_or_default();
@@ -373,6 +388,10 @@ impl Messages {
         }
         if let Some(g) = out.groupable {
             message.insert("groupable".into(), Value::Bool(g));
+        }
+        if let Some((file, files)) = &out.files {
+            message.insert("file".into(), file.clone());
+            message.insert("files".into(), files.clone());
         }
         let origin = if array_has(&user, "roles", "bot") {
             Origin::Bot

@@ -738,6 +738,9 @@ impl Rooms {
             )
             .await?;
         }
+        after_hook!(self.hooks(), Point::RoomHasBeenErased, |hook| {
+            hook.room_has_been_erased(&room, call)
+        });
         Ok(())
     }
 

@@ -150,6 +150,24 @@ pub(super) const DEFAULTS: &[Default] = &[
     public("FileUpload_MediaTypeWhiteList", "string", r#""""#),
     public("FileUpload_MediaTypeBlackList", "string", r#""image/svg+xml""#),
     public("FileUpload_ProtectFiles", "boolean", "true"),
+    // Where files are kept: GridFS falls back to FileSystem without MongoDB.
+    private("FileUpload_Storage_Type", "select", r#""GridFS""#),
+    private("FileUpload_FileSystemPath", "string", r#""""#),
+    private("FileUpload_S3_Bucket", "string", r#""""#),
+    private("FileUpload_S3_Region", "string", r#""""#),
+    private("FileUpload_S3_BucketURL", "string", r#""""#),
+    private("FileUpload_S3_ForcePathStyle", "boolean", "false"),
+    private("FileUpload_S3_AWSAccessKeyId", "string", r#""""#),
+    private("FileUpload_S3_AWSSecretAccessKey", "password", r#""""#),
+    private("FileUpload_S3_URLExpiryTimeSpan", "int", "120"),
+    private("FileUpload_S3_Proxy_Uploads", "boolean", "false"),
+    private("FileUpload_S3_Proxy_Avatars", "boolean", "false"),
+    // Comet strips a photo's metadata by default (Rocket.Chat does not): it says where
+    // the photo was taken.
+    public("Message_Attachments_Strip_Exif", "boolean", "true"),
+    public("Message_Attachments_Thumbnails_Enabled", "boolean", "true"),
+    public("Message_Attachments_Thumbnails_Width", "int", "480"),
+    public("Message_Attachments_Thumbnails_Height", "int", "360"),
     // Messages.
     public("Message_MaxAllowedSize", "int", "5000"),
     public("Message_AllowEditing", "boolean", "true"),
