@@ -35,3 +35,12 @@ if ! "$venv/bin/python" -c "import mockupdb, websocket, pytest" >/dev/null 2>&1;
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/mongo_wire/requirements.txt
 fi
+
+# A real S3-compatible server for the upload storage tests: moto's server, in a virtual
+# environment of its own.
+s3venv=tests/s3/.venv
+if ! [ -x "$s3venv/bin/moto_server" ]; then
+  echo "install-test-deps: installing the S3 test server (moto) into $s3venv"
+  python3 -m venv "$s3venv"
+  "$s3venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
+fi
