@@ -6,12 +6,13 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
+mod common;
+
 use comet::storage::files::{FileError, FileStore, S3Options};
 use futures_util::StreamExt as _;
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A server process stopped when the test ends.
 struct Server(Child);
@@ -28,7 +29,11 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn body(len: usize) -> Vec<u8> {
@@ -55,7 +60,10 @@ async fn contract(store: &FileStore, prefix: &str) {
     }
     assert_eq!(writer.finish().await.unwrap(), data.len() as u64);
     assert_eq!(store.size(&key).await.unwrap(), data.len() as u64);
-    assert!(read_all(store, &key, None).await == data, "the whole file reads back");
+    assert!(
+        read_all(store, &key, None).await == data,
+        "the whole file reads back"
+    );
     let range = 5_000_000u64..5_300_001;
     assert_eq!(
         read_all(store, &key, Some(range.clone())).await,
@@ -71,9 +79,15 @@ async fn contract(store: &FileStore, prefix: &str) {
     let mut writer = store.create(&aborted, "cut.bin").await.unwrap();
     writer.write(&data[..5_500_000]).await.unwrap();
     writer.abort().await;
-    assert!(matches!(store.size(&aborted).await, Err(FileError::NotFound)));
+    assert!(matches!(
+        store.size(&aborted).await,
+        Err(FileError::NotFound)
+    ));
 
-    assert!(store.create("../escape", "x").await.is_err(), "keys stay inside the store");
+    assert!(
+        store.create("../escape", "x").await.is_err(),
+        "keys stay inside the store"
+    );
 }
 
 #[tokio::test]
@@ -81,46 +95,17 @@ async fn the_file_system_backend_keeps_the_contract_on_disk() {
     let dir = std::env::temp_dir().join(format!("comet-fs-contract-{}", std::process::id()));
     let store = FileStore::file_system(&dir).unwrap();
     contract(&store, "").await;
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "nothing left on disk: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// moto's S3 server on a free port, with the bucket `bucket` made.
-pub async fn s3_server(bucket: &str) -> (Server, String) {
-    let moto = std::env::var("COMET_TEST_MOTO_SERVER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo("tests/s3/.venv/bin/moto_server"));
-    assert!(
-        moto.exists(),
-        "{} is missing: run ./scripts/install-test-deps.sh",
-        moto.display()
-    );
-    let port = free_port();
-    let child = Command::new(&moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // moto checks no signature: an unsigned PUT makes the bucket.
-        match client.put(format!("{endpoint}/{bucket}")).send().await {
-            Ok(resp) if resp.status().is_success() => break,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("moto did not start: {other:?}"),
-        }
-    }
-    (server, endpoint)
-}
-
 #[tokio::test]
 async fn the_s3_backend_keeps_the_contract_against_a_real_s3_server() {
-    let (_moto, endpoint) = s3_server("comet-contract").await;
+    let (_moto, endpoint) = common::s3::server("comet-contract").await;
     let options = S3Options {
         bucket: "comet-contract".into(),
         region: "us-east-1".into(),
@@ -136,12 +121,21 @@ async fn the_s3_backend_keeps_the_contract_against_a_real_s3_server() {
     let mut writer = store.create("ws/signed", "s.txt").await.unwrap();
     writer.write(b"signed bytes").await.unwrap();
     writer.finish().await.unwrap();
-    let url = store.signed_url("ws/signed", Duration::from_secs(60)).await.unwrap();
-    assert!(url.starts_with(&endpoint) && url.contains("X-Amz-Signature="), "{url}");
+    let url = store
+        .signed_url("ws/signed", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        url.starts_with(&endpoint) && url.contains("X-Amz-Signature="),
+        "{url}"
+    );
     let fetched = reqwest::get(&url).await.unwrap();
     assert_eq!(fetched.status(), 200);
     assert_eq!(&fetched.bytes().await.unwrap()[..], b"signed bytes");
-    assert!(FileStore::s3(&S3Options::default()).is_err(), "no bucket, no store");
+    assert!(
+        FileStore::s3(&S3Options::default()).is_err(),
+        "no bucket, no store"
+    );
 }
 
 /// The scripted GridFS primary, and a driver connected to it.
@@ -178,7 +172,9 @@ async fn the_gridfs_backend_keeps_the_contract_in_the_drivers_format() {
     let store = FileStore::gridfs(&db, "rocketchat_uploads");
 
     // A file Rocket.Chat wrote is read as it is.
-    let seeded: Vec<u8> = (0..300_000usize).map(|i| ((i * 7 + 3) % 256) as u8).collect();
+    let seeded: Vec<u8> = (0..300_000usize)
+        .map(|i| ((i * 7 + 3) % 256) as u8)
+        .collect();
     assert_eq!(store.size("rc-file").await.unwrap(), 300_000);
     assert!(read_all(&store, "rc-file", None).await == seeded);
     assert_eq!(
@@ -221,5 +217,8 @@ async fn the_gridfs_backend_keeps_the_contract_in_the_drivers_format() {
         .find(mongodb::bson::doc! {"files_id": "contract-2"})
         .await
         .unwrap();
-    assert!(cursor.next().await.is_none(), "an aborted upload leaves no chunk");
+    assert!(
+        cursor.next().await.is_none(),
+        "an aborted upload leaves no chunk"
+    );
 }

@@ -132,6 +132,7 @@ impl RestResponse {
             "403" | "error-not-allowed" | "error-action-not-allowed" => 403,
             "404" => 404,
             "409" => 409,
+            "error-file-too-large" => 413,
             "too-many-requests" => 429,
             "500" => 500,
             "503" => 503,

@@ -1,6 +1,8 @@
 //! Test harness: the real server on 127.0.0.1:0 and a raw DDP client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod s3;
+
 use comet::config::{Cli, Settings};
 use comet::session::Hub;
 use futures_util::{SinkExt, StreamExt};
@@ -642,6 +644,11 @@ impl Binary {
             addr,
             dir,
         }
+    }
+
+    /// The data directory the process runs on.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Stops the process and returns its whole log.

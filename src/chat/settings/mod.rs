@@ -301,7 +301,9 @@ impl Settings {
         let fits = match (current.get("type").and_then(Value::as_str), &value) {
             (Some("boolean"), Value::Bool(_)) => true,
             (Some("int"), Value::Number(n)) => n.fract() == 0.0,
-            (Some("string" | "select" | "code" | "language"), Value::String(_)) => true,
+            (Some("string" | "select" | "code" | "language" | "password"), Value::String(_)) => {
+                true
+            }
             (Some("multiSelect"), Value::Array(_)) => true,
             (Some("asset"), Value::Object(_)) => true,
             (None, _) => true,
