@@ -435,6 +435,15 @@ impl Rest {
         };
         let mut answer = self.answer(route, &params, caller.as_ref(), &request).await;
         answer.headers.extend(limit_headers);
+        // A streamed body its handler never read (refused first): read a small one, so
+        // the client reads the answer rather than a connection reset mid-send.
+        if let Some(left) = request.take_stream() {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                uploads::collect(left, uploads::DRAINED_AFTER_REFUSAL),
+            )
+            .await;
+        }
         answer
     }
 

@@ -31,6 +31,8 @@ pub(super) const ROUTES: &[ChatRoute] = &[
 const MAX_TEXT_PART: usize = 64 * 1024;
 /// The most parts one form may have.
 const MAX_PARTS: usize = 32;
+/// What is read of a body after it was refused, so the client gets to read the answer.
+pub const DRAINED_AFTER_REFUSAL: usize = 1024 * 1024;
 
 /// `channels.files` / `groups.files` / `im.files`: a room's files, newest first, paged;
 /// `name` (matched literally) and `typeGroup` narrow them; `sort` may be `{"name": 1}`.
@@ -114,6 +116,19 @@ impl Form {
             parts: multer::Multipart::new(stream, boundary),
             seen: 0,
         })
+    }
+
+    /// Reads and drops what is left of the form, up to `cap` bytes.
+    async fn drain(&mut self, cap: usize) {
+        let mut read = 0;
+        while let Ok(Some(mut field)) = self.parts.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                read += chunk.len();
+                if read > cap {
+                    return;
+                }
+            }
+        }
     }
 
     /// The next part, or none at the end.
@@ -219,6 +234,11 @@ pub(super) async fn upload(
     purpose: Purpose,
 ) -> RestResponse {
     let call = acting(caller, request);
+    // Refused before a byte of the body is read (the REST layer then drains a small body,
+    // so the client reads the answer rather than a reset connection).
+    if let Err(err) = s.uploads.may_upload_to(&call, rid).await {
+        return answer_error(&err);
+    }
     let mut form = match Form::of(request) {
         Ok(form) => form,
         Err(refused) => return refused,
@@ -242,7 +262,15 @@ pub(super) async fn upload(
                 .await
             {
                 Ok(record) => stored = Some(record),
-                Err(err) => return answer_error(&err),
+                Err(err) => {
+                    // A refused type is known from the first bytes: what follows of a
+                    // small body is read so the client sees the answer. An oversized
+                    // body is answered at once.
+                    if err.client_view().error.to_string() != "error-file-too-large" {
+                        form.drain(DRAINED_AFTER_REFUSAL).await;
+                    }
+                    return answer_error(&err);
+                }
             }
         } else {
             match text_part(field).await {

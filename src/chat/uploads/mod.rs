@@ -308,6 +308,23 @@ impl Uploads {
         }
     }
 
+    /// Whether the caller may upload to `rid` now (uploads on, and they may post there):
+    /// the room when so.
+    pub async fn may_upload_to(
+        &self,
+        call: &Call<'_>,
+        rid: &str,
+    ) -> Result<Document, ServiceError> {
+        call.require_user()?;
+        if !self.settings.flag("FileUpload_Enabled", true) {
+            return Err(client_error(
+                "error-file-upload-disabled",
+                "File upload is disabled",
+            ));
+        }
+        self.messages.may_post_in(call, rid).await
+    }
+
     /// Receives a file for `rid` from the caller: the one path every upload takes.
     pub async fn receive(
         &self,
@@ -317,13 +334,7 @@ impl Uploads {
         purpose: Purpose,
     ) -> Result<Document, ServiceError> {
         let uid = call.require_user()?.to_owned();
-        if !self.settings.flag("FileUpload_Enabled", true) {
-            return Err(client_error(
-                "error-file-upload-disabled",
-                "File upload is disabled",
-            ));
-        }
-        let room = self.messages.may_post_in(call, rid).await?;
+        let room = self.may_upload_to(call, rid).await?;
         let user = self.rooms.caller(call.user()).await?;
         let max = self.max_size();
         let over = |n: u64| max.is_some_and(|m| n > m);
