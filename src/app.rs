@@ -181,6 +181,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the uploads: {err}")))?;
+    crate::chat::uploads::methods::register(&mut registry, &uploads);
     let emoji = crate::chat::emoji::CustomEmoji::new(store.clone(), permissions_service.clone());
     let push = crate::chat::push::PushTokens::new(store.clone());
     let commands = crate::chat::commands::Commands::new(

@@ -457,13 +457,58 @@ async fn the_mobile_apps_two_steps_confirm_a_file_into_a_thread_and_delete_takes
     .await;
     assert_eq!(listed["total"], 0, "{listed}");
 
+    // DDP's sendFileMessage sends the message of a file received over rooms.media.
+    let (status, media) = upload(
+        addr,
+        "/api/v1/rooms.media/GENERAL",
+        &bob,
+        &[],
+        Some(("file", "notes.txt", "text/plain", b"plain notes")),
+    )
+    .await;
+    assert_eq!(status, 200, "{media}");
+    let other = media["file"]["_id"].as_str().unwrap();
+    let ddp_call = json!({"msg": "method", "id": "1", "method": "sendFileMessage",
+        "params": ["GENERAL", null, {"_id": other, "description": "notes"}, {"msg": "over DDP"}]});
+    let (status, answer) = call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/method.call/sendFileMessage",
+        Some(&bob),
+        Some(json!({"message": ddp_call.to_string()})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer: Json = serde_json::from_str(answer["message"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["result"]["msg"], "over DDP", "{answer}");
+    assert_eq!(answer["result"]["file"]["_id"], other);
+    assert_eq!(answer["result"]["attachments"][0]["description"], "notes");
+    let (_, listed) = call(
+        addr,
+        reqwest::Method::GET,
+        "/api/v1/channels.files?roomId=GENERAL",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(listed["total"], 2, "{listed}");
+    let (_, sent) = call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/chat.delete",
+        Some(&bob),
+        Some(json!({"roomId": "GENERAL", "msgId": answer["result"]["_id"]})),
+    )
+    .await;
+    assert_eq!(sent["success"], true);
+
     let path = format!("/file-upload/{file_id}/report.pdf");
     let (status, _, bytes) = fetch(addr, &with_token(&path, &boss), &[]).await;
     assert_eq!((status, bytes.len()), (200, report.len()));
     assert_eq!(files_in(comet.data_dir()), 1);
 
     // Deleting the message takes the file with it.
-    let (status, _) = call(
+    let (status, deleted) = call(
         addr,
         reqwest::Method::POST,
         "/api/v1/chat.delete",
@@ -471,7 +516,7 @@ async fn the_mobile_apps_two_steps_confirm_a_file_into_a_thread_and_delete_takes
         Some(json!({"roomId": "GENERAL", "msgId": message["_id"]})),
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{deleted}");
     let (status, _, _) = fetch(addr, &with_token(&path, &boss), &[]).await;
     assert_eq!(status, 403);
     assert_eq!(
@@ -715,6 +760,81 @@ async fn an_avatar_upload_is_served_at_the_users_avatar_address() {
     )
     .await;
     assert_eq!(status, 400);
+
+    // A URL is fetched only from a public address: never this host or its network.
+    for target in [
+        format!("http://{addr}/avatar/boss"),
+        format!("http://localhost:{}/avatar/boss", addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let (status, body) = call(
+            addr,
+            reqwest::Method::POST,
+            "/api/v1/users.setAvatar",
+            Some(&bob),
+            Some(json!({"avatarUrl": target})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errorType"].as_str()),
+            (400, Some("error-avatar-invalid-url")),
+            "{target}: {body}"
+        );
+    }
+    let (status, _, still) = fetch(addr, "/avatar/bob", &[]).await;
+    assert_eq!((status, still), (200, bytes));
+
+    // A room's avatar: from saveRoomSettings' data URI, served at /avatar/room/<rid>.
+    use base64::Engine as _;
+    let png = {
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(8, 8))
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    let uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    let message = json!({"msg": "method", "id": "1", "method": "saveRoomSettings", "params": ["GENERAL", {"roomAvatar": uri}]});
+    let body = json!({"message": message.to_string()});
+    let (status, answer) = call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/method.call/saveRoomSettings",
+        Some(&bob),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        answer["message"].as_str().unwrap().contains("error"),
+        "bob may not edit #general: {answer}"
+    );
+    let (status, headers, _) = fetch(addr, "/avatar/room/GENERAL", &[]).await;
+    assert_eq!(
+        (status, headers["content-type"].to_str().unwrap()),
+        (200, "image/svg+xml")
+    );
+    let (status, answer) = call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/method.call/saveRoomSettings",
+        Some(&boss),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        !answer["message"].as_str().unwrap().contains("\"error\""),
+        "{answer}"
+    );
+    let (status, headers, served) = fetch(addr, "/avatar/room/GENERAL", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(served, png);
     comet.stop();
 }
 

@@ -14,6 +14,7 @@ pub mod collections;
 pub mod commands;
 pub mod emoji;
 pub mod hooks;
+pub mod media;
 pub mod messages;
 pub mod notify;
 pub mod operator;

@@ -547,10 +547,23 @@ impl Rest {
         }
     }
 
-    /// The avatar `username` gave: its type, bytes and tag; `None` for the initials.
-    pub async fn avatar(&self, username: &str) -> Option<crate::chat::accounts::avatars::Avatar> {
+    /// The avatar `username` gave (or with `of_room`, the room `username` names was
+    /// given): its type, bytes and tag; `None` for the initials.
+    pub async fn avatar(
+        &self,
+        username: &str,
+        of_room: bool,
+    ) -> Option<crate::chat::accounts::avatars::Avatar> {
         let services = self.services.as_ref()?;
-        match services.accounts.avatar_of(username).await {
+        let found = if of_room {
+            services
+                .accounts
+                .stored_avatar(&format!("room:{username}"))
+                .await
+        } else {
+            services.accounts.avatar_of(username).await
+        };
+        match found {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(cause = %err.client_view().reason.unwrap_or_default(), "avatar not read");

@@ -372,12 +372,65 @@ pub(super) async fn set_avatar(
         .content_type
         .as_deref()
         .is_some_and(|t| t.starts_with("multipart/form-data"));
+    let may_edit_others = s
+        .permissions
+        .has_permission(Some(&caller.user_id), "edit-other-user-avatar", None)
+        .await
+        .unwrap_or(false);
     if !is_form {
-        return RestResponse::failure(
-            400,
-            "Send the image as multipart/form-data (avatars from a URL are not supported yet)",
-            Some("error-avatar-url-handling"),
+        // `{avatarUrl}` (with `userId` or `username` for another user's): a picture
+        // fetched from elsewhere.
+        let body = match request.take_stream() {
+            Some(chunks) => match collect(chunks, 64 * 1024).await {
+                Ok(body) => body,
+                Err(()) => {
+                    return RestResponse::failure(
+                        400,
+                        "The body is too large",
+                        Some("error-invalid-body"),
+                    )
+                }
+            },
+            None => request.body.clone(),
+        };
+        let fields = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => {
+                return RestResponse::failure(
+                    400,
+                    "A JSON object or a multipart form is required",
+                    Some("error-invalid-body"),
+                )
+            }
+        };
+        let Some(url) = fields.get("avatarUrl").and_then(|u| u.as_str()) else {
+            return RestResponse::failure(
+                400,
+                "The parameter \"avatarUrl\" is required",
+                Some("error-invalid-params"),
+            );
+        };
+        let bytes = match crate::chat::uploads::remote::fetch(
+            url,
+            crate::chat::accounts::avatars::MAX_AVATAR_BYTES,
+        )
+        .await
+        {
+            Ok(bytes) => bytes,
+            Err(err) => return answer_error(&err),
+        };
+        let owner = owner_named(
+            fields.get("userId").and_then(|v| v.as_str()),
+            fields.get("username").and_then(|v| v.as_str()),
         );
+        return match s
+            .accounts
+            .set_avatar_image(&call, owner, may_edit_others, bytes, "url")
+            .await
+        {
+            Ok(()) => RestResponse::success(serde_json::json!({})),
+            Err(err) => answer_error(&err),
+        };
     }
     let mut form = match Form::of(request) {
         Ok(form) => form,
@@ -428,20 +481,7 @@ pub(super) async fn set_avatar(
         return RestResponse::failure(400, "No image was uploaded", Some("error-no-file-uploaded"));
     };
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let target = match (get("userId"), get("username")) {
-        (Some(id), _) => Some(crate::chat::accounts::avatars::AvatarOwner::Id(
-            id.to_owned(),
-        )),
-        (None, Some(name)) => Some(crate::chat::accounts::avatars::AvatarOwner::Username(
-            name.to_owned(),
-        )),
-        _ => None,
-    };
-    let may_edit_others = s
-        .permissions
-        .has_permission(Some(&caller.user_id), "edit-other-user-avatar", None)
-        .await
-        .unwrap_or(false);
+    let target = owner_named(get("userId"), get("username"));
     match s
         .accounts
         .set_avatar_image(&call, target, may_edit_others, image, "upload")
@@ -449,6 +489,19 @@ pub(super) async fn set_avatar(
     {
         Ok(()) => RestResponse::success(serde_json::json!({})),
         Err(err) => answer_error(&err),
+    }
+}
+
+/// Whose avatar a `users.setAvatar` names, if anyone's.
+fn owner_named(
+    user_id: Option<&str>,
+    username: Option<&str>,
+) -> Option<crate::chat::accounts::avatars::AvatarOwner> {
+    use crate::chat::accounts::avatars::AvatarOwner;
+    match (user_id, username) {
+        (Some(id), _) => Some(AvatarOwner::Id(id.to_owned())),
+        (None, Some(name)) => Some(AvatarOwner::Username(name.to_owned())),
+        _ => None,
     }
 }
 

@@ -539,8 +539,8 @@ async fn avatar(rest: &crate::rest::Rest, path: &str) -> Response<Body> {
         None => (tail, false),
     };
     let name = crate::rest::percent_decoded(name.split('?').next().unwrap_or(""));
-    if !of_room {
-        if let Some(image) = rest.avatar(&name).await {
+    {
+        if let Some(image) = rest.avatar(&name, of_room).await {
             let mut resp = Response::new(
                 http_body_util::Full::new(Bytes::from(image.bytes))
                     .map_err(|never| match never {})

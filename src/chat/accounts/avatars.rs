@@ -10,6 +10,7 @@
 use super::Accounts;
 use crate::chat::call::Call;
 use crate::chat::collections::{AVATARS, USERS};
+use crate::chat::media;
 use crate::engine::build::{now_ms, selector, update};
 use crate::engine::error::ServiceError;
 use crate::model::{MeteorError, Value};
@@ -37,42 +38,6 @@ fn refused(error: &str, reason: &str) -> ServiceError {
     ServiceError::Client(MeteorError::new(error, reason))
 }
 
-/// The image type of `bytes`, from their first bytes; `None` for anything else.
-pub fn image_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a]) {
-        Some("image/png")
-    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
-    }
-}
-
-/// The bytes of a `data:<type>;base64,<data>` URI, bounded before decoding.
-fn data_uri_bytes(uri: &str) -> Result<Vec<u8>, ServiceError> {
-    let invalid = || {
-        refused(
-            "error-invalid-image",
-            "The avatar must be a base64 data URI of an image",
-        )
-    };
-    let rest = uri.strip_prefix("data:").ok_or_else(invalid)?;
-    let (meta, data) = rest.split_once(',').ok_or_else(invalid)?;
-    if !meta.ends_with(";base64") {
-        return Err(invalid());
-    }
-    if data.len() > MAX_AVATAR_BYTES.div_ceil(3) * 4 + 4 {
-        return Err(refused("error-file-too-large", "The avatar is too large"));
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .map_err(|_| invalid())
-}
-
 impl Accounts {
     fn may_change_avatar(&self) -> Result<(), ServiceError> {
         if self.settings.flag("Accounts_AllowUserAvatarChange", true) {
@@ -86,8 +51,8 @@ impl Accounts {
     }
 
     /// `setAvatarFromService(dataURI, contentType, service)`: the caller's avatar from an
-    /// image given as a data URI. `initials` goes back to the initials; `url` (a picture
-    /// fetched from elsewhere) waits for the upload service's bounded fetcher.
+    /// image given as a data URI. `initials` goes back to the initials; `url` fetches the
+    /// picture from the URL given (bounded, public addresses only: `uploads::remote`).
     pub async fn set_avatar_from_service(
         &self,
         call: &Call<'_>,
@@ -99,14 +64,13 @@ impl Accounts {
         match service {
             "initials" => return self.reset_avatar(call).await,
             "url" => {
-                return Err(refused(
-                    "error-avatar-url-handling",
-                    "Avatars from a URL are not supported yet",
-                ))
+                let bytes =
+                    crate::chat::uploads::remote::fetch(data_uri.trim(), MAX_AVATAR_BYTES).await?;
+                return self.store_avatar(call, uid, bytes, "url").await;
             }
             _ => {}
         }
-        let bytes = data_uri_bytes(data_uri)?;
+        let bytes = media::data_uri_bytes(data_uri, MAX_AVATAR_BYTES)?;
         let origin = if service.is_empty() {
             "upload"
         } else {
@@ -173,17 +137,17 @@ impl Accounts {
         if bytes.len() > MAX_AVATAR_BYTES {
             return Err(refused("error-file-too-large", "The avatar is too large"));
         }
-        let content_type = image_type(&bytes).ok_or_else(|| {
+        let content_type = media::image_type(&bytes).ok_or_else(|| {
             refused(
                 "error-invalid-image",
                 "The avatar must be a PNG, JPEG, GIF or WebP image",
             )
         })?;
-        let bytes = match crate::chat::uploads::images::format_of(content_type) {
+        let bytes = match media::images::format_of(content_type) {
             Some(format) => {
-                crate::chat::uploads::images::checked_dimensions(&bytes, format)
+                media::images::checked_dimensions(&bytes, format)
                     .map_err(|e| refused("error-invalid-image", &e.to_string()))?;
-                crate::chat::uploads::images::strip_metadata(&bytes, format).unwrap_or(bytes)
+                media::images::strip_metadata(&bytes, format).unwrap_or(bytes)
             }
             None => bytes,
         };
@@ -265,7 +229,25 @@ impl Accounts {
         let Some(uid) = user.get("_id").and_then(Value::as_str) else {
             return Ok(None);
         };
-        let Some(stored) = find(AVATARS, serde_json::json!({"_id": uid})).await?.pop() else {
+        self.stored_avatar(uid).await
+    }
+
+    /// The avatar kept under `key` (a user's id, or `room:<rid>` for a room's).
+    pub async fn stored_avatar(&self, key: &str) -> Result<Option<Avatar>, ServiceError> {
+        let Some(stored) = self
+            .store
+            .find(
+                AVATARS,
+                FindOptions {
+                    selector: selector(serde_json::json!({"_id": key}))?,
+                    limit: Some(1),
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?
+            .pop()
+        else {
             return Ok(None);
         };
         let (Some(Value::Binary { bytes, .. }), Some(etag)) = (
@@ -275,7 +257,7 @@ impl Accounts {
             return Ok(None);
         };
         // Served with the type its bytes have, whatever was stored beside them.
-        let Some(content_type) = image_type(bytes) else {
+        let Some(content_type) = media::image_type(bytes) else {
             return Ok(None);
         };
         Ok(Some(Avatar {
@@ -283,39 +265,5 @@ impl Accounts {
             bytes: bytes.clone(),
             etag: etag.to_owned(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_type_comes_from_the_bytes_and_only_raster_images_pass() {
-        assert_eq!(
-            image_type(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0]),
-            Some("image/png")
-        );
-        assert_eq!(image_type(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
-        assert_eq!(image_type(b"GIF89a...."), Some("image/gif"));
-        assert_eq!(image_type(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
-        assert_eq!(
-            image_type(b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script/></svg>"),
-            None
-        );
-        assert_eq!(image_type(b""), None);
-    }
-
-    #[test]
-    fn a_data_uri_is_decoded_and_anything_else_refused() {
-        assert_eq!(
-            data_uri_bytes("data:image/png;base64,AAEC").ok(),
-            Some(vec![0, 1, 2])
-        );
-        assert!(data_uri_bytes("https://example.com/a.png").is_err());
-        assert!(data_uri_bytes("data:image/png,plain").is_err());
-        assert!(data_uri_bytes("data:image/png;base64,!!!").is_err());
-        let huge = format!("data:image/png;base64,{}", "A".repeat(MAX_AVATAR_BYTES * 2));
-        assert!(data_uri_bytes(&huge).is_err());
     }
 }

@@ -16,7 +16,7 @@ use crate::chat::records::{MessageType, RoomKind};
 
 use crate::chat::collections::MESSAGES;
 use crate::chat::collections::TRASH;
-use crate::chat::collections::{CLAIMS, ROOMS, SUBSCRIPTIONS, USERS};
+use crate::chat::collections::{AVATARS, CLAIMS, ROOMS, SUBSCRIPTIONS, USERS};
 use crate::engine::build::{doc, now_ms, selector, update};
 use crate::engine::error::ServiceError;
 use crate::model::{Document, Value};
@@ -49,6 +49,8 @@ pub enum RoomSetting {
     /// `c` or `p`.
     Kind(String),
     Default(bool),
+    /// A data URI of an image; none: back to the initials.
+    Avatar(Option<String>),
 }
 
 /// The team whose main room `room` is.
@@ -738,10 +740,67 @@ impl Rooms {
             )
             .await?;
         }
+        self.remove_where(
+            call,
+            AVATARS,
+            serde_json::json!({"_id": format!("room:{rid}")}),
+        )
+        .await?;
         after_hook!(self.hooks(), Point::RoomHasBeenErased, |hook| {
             hook.room_has_been_erased(&room, call)
         });
         Ok(())
+    }
+
+    /// Keeps a room's avatar from a data URI: a raster image (PNG, JPEG, GIF, WebP decided
+    /// from the bytes, at most 1 MiB), without its metadata. Its new tag.
+    async fn store_room_avatar(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        uri: &str,
+    ) -> Result<String, ServiceError> {
+        use crate::chat::media;
+        use base64::Engine as _;
+        const MAX_ROOM_AVATAR_BYTES: usize = 1024 * 1024;
+        let bytes = media::data_uri_bytes(uri, MAX_ROOM_AVATAR_BYTES)?;
+        let invalid = || {
+            client_error(
+                "error-invalid-image",
+                "The avatar must be a PNG, JPEG, GIF or WebP image",
+            )
+        };
+        if bytes.len() > MAX_ROOM_AVATAR_BYTES {
+            return Err(client_error(
+                "error-file-too-large",
+                "The avatar is too large",
+            ));
+        }
+        let kind = media::image_type(&bytes).ok_or_else(invalid)?;
+        let format = media::images::format_of(kind).ok_or_else(invalid)?;
+        media::images::checked_dimensions(&bytes, format)
+            .map_err(|e| client_error("error-invalid-image", &e.to_string()))?;
+        let bytes = media::images::strip_metadata(&bytes, format).unwrap_or(bytes);
+        let etag = crate::model::random::random_id();
+        let ack = self
+            .store
+            .update(
+                AVATARS,
+                selector(serde_json::json!({"_id": key}))?,
+                crate::engine::build::update(serde_json::json!({"$set": {
+                    "contentType": kind, "etag": etag,
+                    "data": {"$binary": base64::engine::general_purpose::STANDARD.encode(&bytes)},
+                    "_updatedAt": {"$date": now_ms()},
+                }}))?,
+                crate::storage::UpdateOptions {
+                    upsert: true,
+                    ..crate::storage::UpdateOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        call.record_write(ack.seq);
+        Ok(etag)
     }
 
     pub(crate) async fn remove_where(
@@ -884,6 +943,28 @@ impl Rooms {
                         serde_json::json!({}),
                         Some((MessageType::RoomPrivacyChanged, label.to_owned())),
                     )
+                }
+                RoomSetting::Avatar(image) => {
+                    let key = format!("room:{rid}");
+                    match image {
+                        Some(uri) => {
+                            let etag = self.store_room_avatar(call, &key, &uri).await?;
+                            (
+                                serde_json::json!({"avatarETag": etag}),
+                                serde_json::json!({}),
+                                None,
+                            )
+                        }
+                        None => {
+                            self.remove_where(call, AVATARS, serde_json::json!({"_id": key}))
+                                .await?;
+                            (
+                                serde_json::json!({}),
+                                serde_json::json!({"avatarETag": 1}),
+                                None,
+                            )
+                        }
+                    }
                 }
                 RoomSetting::Default(default) => {
                     self.permissions

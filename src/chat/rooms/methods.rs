@@ -136,6 +136,14 @@ fn room_settings(params: &[Value]) -> Result<Vec<RoomSetting>, ServiceError> {
             "joinCode" => text().map(RoomSetting::JoinCode),
             "roomType" => text().map(RoomSetting::Kind),
             "default" => flag().map(RoomSetting::Default),
+            "roomAvatar" => match &value {
+                Value::Null => Some(RoomSetting::Avatar(None)),
+                // A data URI of up to 1 MiB of image.
+                Value::String(uri) if uri.len() <= 1_500_000 => {
+                    Some(RoomSetting::Avatar(Some(uri.clone())))
+                }
+                _ => None,
+            },
             _ => None,
         };
         out.push(setting.ok_or_else(|| invalid(&name))?);

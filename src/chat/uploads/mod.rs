@@ -2,11 +2,11 @@
 //! `rocketchat_uploads`, the messages that carry them, and who may read them.
 //!
 //! Every upload takes one path, [`Uploads::receive`]: the caller must be able to post in
-//! the room; the type is decided from the first bytes ([`sniff`]) and checked against
+//! the room; the type is decided from the first bytes (`chat::media::sniff`) and checked against
 //! `FileUpload_MediaTypeWhiteList` / `BlackList`; the size against `FileUpload_MaxFileSize`
 //! as the bytes arrive, so an oversized body is refused at the byte that crosses the limit
 //! and what was written goes; images are measured, previewed, thumbnailed and stripped of
-//! their metadata ([`images`]); then the *file will be uploaded* hook may refuse or rename
+//! their metadata (`chat::media::images`); then the *file will be uploaded* hook may refuse or rename
 //! it; only then is the record stored. A file's message is sent through the Messaging
 //! service's one path ([`Uploads::send_file_message`]).
 //!
@@ -16,12 +16,13 @@
 //! when their room is erased. It must not know about HTTP: the REST layer hands it a
 //! stream of chunks and sends what [`Uploads::open`] gives back.
 
-pub mod images;
-pub mod sniff;
+pub mod methods;
+pub mod remote;
 
 use crate::chat::call::Call;
 use crate::chat::collections::UPLOADS;
 use crate::chat::hooks::{will_hook, ChatHooks, FileEvent, HookFuture, Hooks, Point};
+use crate::chat::media::{images, sniff};
 use crate::chat::messages::{Messages, Outgoing};
 use crate::chat::rooms::Rooms;
 use crate::chat::settings::Settings;
