@@ -393,15 +393,14 @@ pub(super) async fn set_avatar(
             },
             None => request.body.clone(),
         };
-        let fields = match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(fields)) => fields,
-            _ => {
-                return RestResponse::failure(
-                    400,
-                    "A JSON object or a multipart form is required",
-                    Some("error-invalid-body"),
-                )
-            }
+        let Ok(serde_json::Value::Object(fields)) =
+            serde_json::from_slice::<serde_json::Value>(&body)
+        else {
+            return RestResponse::failure(
+                400,
+                "A JSON object or a multipart form is required",
+                Some("error-invalid-body"),
+            );
         };
         let Some(url) = fields.get("avatarUrl").and_then(|u| u.as_str()) else {
             return RestResponse::failure(
