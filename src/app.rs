@@ -74,6 +74,8 @@ pub struct Built {
     pub hub: Arc<Hub>,
     pub rest: Arc<Rest>,
     pub hooks: Arc<Hooks>,
+    /// The Upload service (its upkeep is reachable from here).
+    pub uploads: Arc<crate::chat::uploads::Uploads>,
 }
 
 /// The store, live queries, services, session hub and REST routes the settings describe.
@@ -270,12 +272,17 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             presence,
             teams,
             emoji,
-            uploads,
+            uploads: uploads.clone(),
             push,
             commands,
         },
     ));
-    Ok(Built { hub, rest, hooks })
+    Ok(Built {
+        hub,
+        rest,
+        hooks,
+        uploads,
+    })
 }
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).

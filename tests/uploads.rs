@@ -915,3 +915,71 @@ async fn with_the_s3_backend_files_go_to_the_bucket_and_are_proxied_or_redirecte
         comet.stop();
     }
 }
+
+#[tokio::test]
+async fn an_unconfirmed_upload_goes_when_its_day_is_over_and_a_confirmed_one_stays() {
+    let server = common::spawn_with_admin().await;
+    let addr = server.addr;
+    let boss = common::rest_login(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let (status, kept) = upload(
+        addr,
+        "/api/v1/rooms.media/GENERAL",
+        &boss,
+        &[],
+        Some(("file", "kept.txt", "text/plain", b"kept")),
+    )
+    .await;
+    assert_eq!(status, 200, "{kept}");
+    let kept_id = kept["file"]["_id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        addr,
+        reqwest::Method::POST,
+        &format!("/api/v1/rooms.mediaConfirm/GENERAL/{kept_id}"),
+        Some(&boss),
+        Some(json!({"msg": "kept"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, left) = upload(
+        addr,
+        "/api/v1/rooms.media/GENERAL",
+        &boss,
+        &[],
+        Some(("file", "left.txt", "text/plain", b"left behind")),
+    )
+    .await;
+    let left_id = left["file"]["_id"].as_str().unwrap().to_owned();
+
+    // Within its day nothing goes; a day and an hour later the unconfirmed one does.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    server.uploads.remove_expired(now).await;
+    let (status, _, _) = fetch(
+        addr,
+        &with_token(&format!("/file-upload/{left_id}/left.txt"), &boss),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    server
+        .uploads
+        .remove_expired(now + 25.0 * 3600.0 * 1000.0)
+        .await;
+    let (status, _, _) = fetch(
+        addr,
+        &with_token(&format!("/file-upload/{left_id}/left.txt"), &boss),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403, "the unconfirmed upload is gone");
+    let (status, _, body) = fetch(
+        addr,
+        &with_token(&format!("/file-upload/{kept_id}/kept.txt"), &boss),
+        &[],
+    )
+    .await;
+    assert_eq!((status, body), (200, b"kept".to_vec()));
+    server.shutdown().await;
+}

@@ -1,5 +1,6 @@
 // comet's web chat: sign in, rooms with live unread badges, a room's messages live, send,
-// edit, delete, reactions, typing, presence. Talks to comet only through DDP and REST.
+// edit, delete, reactions, typing, presence, files (attach or drop; pictures inline).
+// Talks to comet only through DDP and REST.
 'use strict';
 
 (function () {
@@ -72,8 +73,22 @@
     $('app').hidden = !signedIn;
   }
 
+  // Files are read by address (an <img>, a link): the session's credentials go with them
+  // as Rocket.Chat's cookies, for this site only.
+  function setFileCookies(id, token) {
+    const secure = location.protocol === 'https:' ? '; Secure' : '';
+    for (const [k, v] of [['rc_uid', id], ['rc_token', token]]) {
+      document.cookie = `${k}=${encodeURIComponent(v)}; path=/; SameSite=Strict${secure}`;
+    }
+  }
+
+  function clearFileCookies() {
+    for (const k of ['rc_uid', 'rc_token']) document.cookie = `${k}=; path=/; max-age=0; SameSite=Strict`;
+  }
+
   async function afterLogin(result) {
     localStorage.setItem(TOKEN_KEY, result.token);
+    setFileCookies(result.id, result.token);
     const me = await rest('me');
     state.me = { id: result.id, username: me.username || '' };
     $('me-name').textContent = state.me.username;
@@ -90,6 +105,7 @@
 
   function signedOut() {
     localStorage.removeItem(TOKEN_KEY);
+    clearFileCookies();
     state.me = null;
     state.current = null;
     show(false);
@@ -412,6 +428,12 @@
     text.className = 'text';
     text.textContent = m.t ? (SYSTEM_TEXT[m.t] || m.msg || m.t) : m.msg;
     li.append(meta, text);
+    if (!m.t && Array.isArray(m.attachments)) {
+      for (const a of m.attachments) {
+        const shown = renderAttachment(a);
+        if (shown) li.append(shown);
+      }
+    }
     if (m.tcount > 0) {
       const thread = document.createElement('div');
       thread.className = 'thread';
@@ -435,6 +457,68 @@
       li.append(actions(m));
     }
     return li;
+  }
+
+  /** An uploaded file's address, only when it is one of this server's files. */
+  function fileAddress(url) {
+    return typeof url === 'string' && url.startsWith('/file-upload/') ? url : null;
+  }
+
+  function sizeText(bytes) {
+    if (!(bytes >= 0)) return '';
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  /** A file of a message: a picture inline (its blurred preview first), audio and video
+   * with controls, and for every file a link that downloads it. */
+  function renderAttachment(a) {
+    const link = fileAddress(a && a.title_link);
+    if (!link) return null;
+    const box = document.createElement('div');
+    box.className = 'attachment';
+    const image = fileAddress(a.image_url);
+    if (image) {
+      const img = document.createElement('img');
+      img.className = 'attachment-image';
+      img.alt = a.title || 'picture';
+      const dims = a.image_dimensions || {};
+      if (dims.width > 0 && dims.height > 0) {
+        img.width = Math.min(dims.width, 480);
+        img.height = Math.round((img.width * dims.height) / dims.width);
+      }
+      if (typeof a.image_preview === 'string' && /^[A-Za-z0-9+/=]+$/.test(a.image_preview)) {
+        img.style.backgroundImage = `url("data:image/jpeg;base64,${a.image_preview}")`;
+      }
+      img.src = image;
+      const open = document.createElement('a');
+      open.href = link;
+      open.target = '_blank';
+      open.rel = 'noopener';
+      open.append(img);
+      box.append(open);
+    } else if (fileAddress(a.audio_url) || fileAddress(a.video_url)) {
+      const media = document.createElement(a.audio_url ? 'audio' : 'video');
+      media.controls = true;
+      media.preload = 'metadata';
+      media.src = fileAddress(a.audio_url) || fileAddress(a.video_url);
+      media.setAttribute('aria-label', a.title || 'media');
+      box.append(media);
+    }
+    const download = document.createElement('a');
+    download.className = 'download';
+    download.href = `${link}?download`;
+    download.download = a.title || '';
+    download.textContent = `${a.title || 'file'} ${sizeText(a.size ?? a.image_size ?? a.audio_size ?? a.video_size)}`.trim();
+    box.append(download);
+    if (a.description) {
+      const about = document.createElement('div');
+      about.className = 'description';
+      about.textContent = a.description;
+      box.append(about);
+    }
+    return box;
   }
 
   function actions(m) {
@@ -526,6 +610,48 @@
       input.value = msg;
       sideError(err);
     }
+  });
+
+  // ---- files: the Attach button, or dropped on the room
+  async function uploadFile(file) {
+    if (!state.current || !file) return;
+    const form = new FormData();
+    form.append('file', file, file.name);
+    $('upload-status').textContent = `Sending ${file.name}…`;
+    sideError(null);
+    try {
+      const res = await fetch(`/api/v1/rooms.upload/${encodeURIComponent(state.current)}`, {
+        method: 'POST',
+        headers: { 'X-User-Id': ddp.userId || '', 'X-Auth-Token': ddp.resumeToken || '' },
+        body: form,
+      });
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok || body.success === false) throw new Error(body.error || `The file was not sent (${res.status})`);
+    } catch (err) {
+      sideError(err);
+    } finally {
+      $('upload-status').textContent = '';
+    }
+  }
+
+  $('attach').addEventListener('click', () => $('attach-input').click());
+  $('attach-input').addEventListener('change', async () => {
+    const files = [...$('attach-input').files];
+    $('attach-input').value = '';
+    for (const file of files) await uploadFile(file);
+  });
+  const dropZone = $('room');
+  dropZone.addEventListener('dragover', (e) => {
+    if (!state.current || !e.dataTransfer || ![...e.dataTransfer.types].includes('Files')) return;
+    e.preventDefault();
+    dropZone.classList.add('dropping');
+  });
+  dropZone.addEventListener('dragleave', () => dropZone.classList.remove('dropping'));
+  dropZone.addEventListener('drop', async (e) => {
+    if (!e.dataTransfer || e.dataTransfer.files.length === 0) return;
+    e.preventDefault();
+    dropZone.classList.remove('dropping');
+    for (const file of [...e.dataTransfer.files]) await uploadFile(file);
   });
 
   // ---- making and finding rooms

@@ -60,7 +60,7 @@ const ASSETS: &[Asset] = &[
 /// What the pages may load and connect to: this origin only (`'self'` covers its own
 /// `ws:`/`wss:` address in current browsers), nothing inline, no plugins, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+    style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
 /// Each asset's entity tag: a quoted digest of its bytes, so a browser revalidating a

@@ -19,6 +19,7 @@ pub struct TestServer {
     pub hub: Arc<Hub>,
     /// The chat services' hook points (a test adds its own hooks here).
     pub hooks: Arc<comet::chat::hooks::Hooks>,
+    pub uploads: Arc<comet::chat::uploads::Uploads>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,7 +59,12 @@ pub fn test_settings(tweak: impl FnOnce(&mut Cli)) -> Settings {
 }
 
 pub async fn spawn_server(settings: Settings) -> TestServer {
-    let comet::app::Built { hub, rest, hooks } = comet::app::build(&settings)
+    let comet::app::Built {
+        hub,
+        rest,
+        hooks,
+        uploads,
+    } = comet::app::build(&settings)
         .await
         .expect("test server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -73,6 +79,7 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
         addr,
         hub,
         hooks,
+        uploads,
         task,
     }
 }

@@ -239,7 +239,7 @@ mod tests {
             let fits = match d.kind {
                 "boolean" => value.is_boolean(),
                 "int" => value.is_i64(),
-                "string" | "select" | "code" | "language" => value.is_string(),
+                "string" | "select" | "code" | "language" | "password" => value.is_string(),
                 "multiSelect" => value.is_array(),
                 "asset" => value.is_object(),
                 other => panic!("{}: unknown type {other}", d.id),

@@ -203,6 +203,7 @@ impl Uploads {
             image_work: Arc::new(tokio::sync::Semaphore::new(workers)),
         });
         hooks.add(Arc::new(Cleanup(Arc::downgrade(&uploads))));
+        tokio::spawn(prune_unconfirmed(Arc::downgrade(&uploads)));
         Ok(uploads)
     }
 
@@ -855,22 +856,54 @@ impl Uploads {
         }
     }
 
+    /// Removes the unconfirmed uploads whose time ran out before `now`, and their
+    /// thumbnails.
+    pub async fn remove_expired(&self, now: f64) {
+        let filter = serde_json::json!({"expiresAt": {"$lt": {"$date": now}}});
+        let expired: Vec<String> = self
+            .records_where(filter)
+            .await
+            .iter()
+            .filter_map(|r| text(r, "_id").map(str::to_owned))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = expired.len(),
+            "removing unconfirmed uploads past their time"
+        );
+        self.remove_files(
+            None,
+            serde_json::json!({"originalFileId": {"$in": expired.clone()}}),
+        )
+        .await;
+        self.remove_files(None, serde_json::json!({"_id": {"$in": expired}}))
+            .await;
+    }
+
+    /// The records `filter` selects (none when the store cannot be read: upkeep tries
+    /// again later).
+    async fn records_where(&self, filter: serde_json::Value) -> Vec<Document> {
+        let Ok(sel) = selector(filter) else {
+            return Vec::new();
+        };
+        let options = FindOptions {
+            selector: sel,
+            ..FindOptions::default()
+        };
+        match self.store.find(UPLOADS, options).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(%err, "uploads' records could not be read");
+                Vec::new()
+            }
+        }
+    }
+
     /// Removes uploads and their bytes.
     async fn remove_files(&self, call: Option<&Call<'_>>, filter: serde_json::Value) {
-        let found = match selector(filter.clone()) {
-            Ok(sel) => self
-                .store
-                .find(
-                    UPLOADS,
-                    FindOptions {
-                        selector: sel,
-                        ..FindOptions::default()
-                    },
-                )
-                .await
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
+        let found = self.records_where(filter.clone()).await;
         for record in &found {
             let kind = text(record, "store")
                 .and_then(|s| s.split(':').next())
@@ -899,6 +932,23 @@ impl Uploads {
                 Err(err) => tracing::warn!(%err, "uploads' records could not be removed"),
             }
         }
+    }
+}
+
+/// How often unconfirmed uploads past their 24 hours are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Removes `rooms.media` uploads never confirmed within their 24 hours, with their bytes,
+/// until the service is gone.
+async fn prune_unconfirmed(uploads: std::sync::Weak<Uploads>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(uploads) = uploads.upgrade() else {
+            return;
+        };
+        uploads.remove_expired(now_ms()).await;
     }
 }
 
