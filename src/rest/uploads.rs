@@ -409,7 +409,7 @@ pub(super) async fn set_avatar(
                 Some("error-invalid-params"),
             );
         };
-        let bytes = match crate::chat::uploads::remote::fetch(
+        let bytes = match crate::chat::media::remote::fetch(
             url,
             crate::chat::accounts::avatars::MAX_AVATAR_BYTES,
         )

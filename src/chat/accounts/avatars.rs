@@ -52,7 +52,7 @@ impl Accounts {
 
     /// `setAvatarFromService(dataURI, contentType, service)`: the caller's avatar from an
     /// image given as a data URI. `initials` goes back to the initials; `url` fetches the
-    /// picture from the URL given (bounded, public addresses only: `uploads::remote`).
+    /// picture from the URL given (bounded, public addresses only: `media::remote`).
     pub async fn set_avatar_from_service(
         &self,
         call: &Call<'_>,
@@ -65,7 +65,7 @@ impl Accounts {
             "initials" => return self.reset_avatar(call).await,
             "url" => {
                 let bytes =
-                    crate::chat::uploads::remote::fetch(data_uri.trim(), MAX_AVATAR_BYTES).await?;
+                    crate::chat::media::remote::fetch(data_uri.trim(), MAX_AVATAR_BYTES).await?;
                 return self.store_avatar(call, uid, bytes, "url").await;
             }
             _ => {}

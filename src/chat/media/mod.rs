@@ -1,9 +1,11 @@
 //! What comet knows of file formats, apart from any service: the type a file's bytes show
 //! and the names it may have ([`sniff`]), images' sizes, previews, thumbnails and
-//! metadata ([`images`]), and images given inline as data URIs. Uploads, avatars and room
-//! avatars all read files through here. It must not store or fetch anything.
+//! metadata ([`images`]), images given inline as data URIs, and the one bounded fetch of
+//! an image by URL ([`remote`]). Uploads, avatars and room avatars all read files through
+//! here. It must not store anything, nor know any service.
 
 pub mod images;
+pub mod remote;
 pub mod sniff;
 
 use crate::engine::error::ServiceError;

@@ -17,7 +17,6 @@
 //! stream of chunks and sends what [`Uploads::open`] gives back.
 
 pub mod methods;
-pub mod remote;
 
 use crate::chat::call::Call;
 use crate::chat::collections::UPLOADS;
