@@ -12,6 +12,7 @@
 #   bench/uploads.sh
 #   RUNS=5 SIZE_MB=256 bench/uploads.sh
 #   BACKENDS=FileSystem bench/uploads.sh
+#   SKIP_BUILD=1 bench/uploads.sh          # the release binary as it is
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -20,8 +21,13 @@ PHOTOS=${PHOTOS:-100}
 BACKENDS=${BACKENDS:-"FileSystem AmazonS3"}
 OUT=bench/out/uploads-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-cargo build --release --bin comet >/dev/null
-PY=tests/mongo_wire/.venv/bin/python   # has websocket-client
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin comet >/dev/null
+# The bench's own Python: websocket-client for the listener, Pillow for the photo.
+PY=bench/.venv/bin/python
+if ! "$PY" -c "import PIL, websocket" >/dev/null 2>&1; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install --quiet --disable-pip-version-check "Pillow==11.*" websocket-client==1.9.2
+fi
 MOTO=tests/s3/.venv/bin/moto_server
 PORT=3951
 MOTO_PORT=3952

@@ -1230,10 +1230,14 @@ async fn a_user_sets_their_own_avatar_from_an_image_and_resets_it() {
         &mut user,
         "a3",
         "setAvatarFromService",
-        json!(["https://example.com/a.png", "", "url"]),
+        json!(["http://10.0.0.1/a.png", "", "url"]),
     )
     .await;
-    assert!(!by_url["error"].is_null(), "{by_url}");
+    // A URL on a private network is never fetched (`uploads.rs` has the rest).
+    assert_eq!(
+        by_url["error"]["error"], "error-avatar-invalid-url",
+        "{by_url}"
+    );
     // Another user's avatar is not the caller's to change.
     let other = result_of(
         &mut user,

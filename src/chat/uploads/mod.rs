@@ -940,7 +940,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(15 * 60);
 /// Removes `rooms.media` uploads never confirmed within their 24 hours, with their bytes,
 /// until the service is gone.
 async fn prune_unconfirmed(uploads: std::sync::Weak<Uploads>) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    // The first look comes one period after the start, not at it: nothing unconfirmed is
+    // a day old at once, and the start's reads stay the services' own.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
