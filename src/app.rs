@@ -76,6 +76,9 @@ pub struct Built {
     pub hooks: Arc<Hooks>,
     /// The Upload service (its upkeep is reachable from here).
     pub uploads: Arc<crate::chat::uploads::Uploads>,
+    /// The plugins, which are stopped (`OnDeactivate`, then their processes end) when
+    /// serving ends.
+    pub plugins: Arc<crate::chat::plugins::Plugins>,
 }
 
 /// The store, live queries, services, session hub and REST routes the settings describe.
@@ -192,6 +195,23 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         presence.clone(),
     );
     crate::chat::workspace::register(&mut registry, &emoji, &commands, &permissions_service);
+    let plugins = crate::chat::plugins::Plugins::new(
+        settings.plugins.clone(),
+        &settings.data_dir,
+        crate::chat::plugins::Services {
+            store: store.clone(),
+            accounts: accounts.clone(),
+            rooms: rooms_service.clone(),
+            messages: messages.clone(),
+            settings: settings_service.clone(),
+            permissions: permissions_service.clone(),
+            bus: registry.bus().clone(),
+        },
+        hooks.clone(),
+        &mut registry,
+        &commands,
+    )
+    .map_err(|err| StartError::Config(format!("cannot prepare the plugins: {err:?}")))?;
     let operator = crate::chat::operator::Operator::start(
         store.clone(),
         permissions_service.clone(),
@@ -256,8 +276,14 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             err.client_view().reason.unwrap_or_default()
         )));
     }
+    // Plugins start once the store is followed and the first administrator exists (each
+    // plugin's bot user is created like any user).
+    plugins.start_all().await;
     let hub = Hub::with_observe(registry, settings.session.clone(), observe);
     let metrics = hub.metrics.clone();
+    let figures = plugins.clone();
+    hub.metrics
+        .add_text(Box::new(move || figures.metrics_text()));
     // The operator's figures come from the server's metrics, which exist with the hub.
     operator.start_sampling(Box::new(move || metrics.render()));
     let rest = Arc::new(Rest::with_services(
@@ -275,6 +301,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             uploads: uploads.clone(),
             push,
             commands,
+            plugins: plugins.clone(),
         },
     ));
     Ok(Built {
@@ -282,17 +309,21 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         rest,
         hooks,
         uploads,
+        plugins,
     })
 }
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let Built { hub, rest, .. } = build(&settings).await?;
+    let Built {
+        hub, rest, plugins, ..
+    } = build(&settings).await?;
     let listener = bind(&settings).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");
     spawn_signal_handler(hub.clone());
     server::serve(listener, hub, rest, settings.server.clone()).await;
+    plugins.stop_all().await;
     tracing::info!("comet stopped");
     Ok(())
 }

@@ -162,6 +162,13 @@ pub struct Cli {
     /// left by processes gone (default 10000; a process is gone after three missed).
     #[arg(long, env = "COMET_PRESENCE_HEARTBEAT_MS")]
     pub presence_heartbeat_ms: Option<u64>,
+    /// Where server plugins are installed and found at start (default `<data dir>/plugins`).
+    #[arg(long, env = "COMET_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Plugins' development mode: a plugin is restarted when its folder changes, and a
+    /// plugin that stops answering health checks (a debugger holds it) is left running.
+    #[arg(long, env = "COMET_PLUGIN_DEV", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plugin_dev: Option<bool>,
 }
 
 /// The `[server]` table of the TOML file: the same settings as the flags.
@@ -194,6 +201,8 @@ pub struct FileServer {
     pub sockjs_max_sessions: Option<usize>,
     pub sockjs_max_sessions_per_address: Option<usize>,
     pub write_fence_timeout_ms: Option<u64>,
+    pub plugin_dir: Option<PathBuf>,
+    pub plugin_dev: Option<bool>,
 }
 
 /// The whole TOML file.
@@ -225,6 +234,8 @@ pub struct Settings {
     pub rate_limit_test_handlers: bool,
     /// Whether a hook that changes nothing stands at every hook point (test handlers only).
     pub bench_passthrough_hook: bool,
+    /// Where plugins live, and whether they run in development mode.
+    pub plugins: crate::chat::plugins::PluginConfig,
     pub accounts: crate::chat::accounts::AccountsConfig,
     pub presence: crate::chat::presence::PresenceConfig,
     pub server: ServerConfig,
@@ -391,6 +402,10 @@ impl Settings {
             test_handlers: cli.test_handlers.or(f.test_handlers).unwrap_or(false),
             rate_limit_test_handlers: cli.rate_limit_test_handlers.unwrap_or(false),
             bench_passthrough_hook: cli.bench_passthrough_hook.unwrap_or(false),
+            plugins: crate::chat::plugins::PluginConfig {
+                dir: cli.plugin_dir.or(f.plugin_dir),
+                dev_mode: cli.plugin_dev.or(f.plugin_dev).unwrap_or(false),
+            },
             accounts: crate::chat::accounts::AccountsConfig {
                 bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
                 admin: match (cli.admin_username, cli.admin_pass) {

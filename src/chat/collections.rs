@@ -41,6 +41,10 @@ pub const AVATARS: &str = "comet_avatars";
 pub const REPORTS: &str = "rocketchat_reports";
 /// Uploaded files' records (their bytes are in the file storage).
 pub const UPLOADS: &str = "rocketchat_uploads";
+/// Installed server plugins: enabled or not, their configuration, why one was disabled.
+pub const PLUGINS: &str = "comet_plugins";
+/// Each plugin's key-value store (`_id`: `<plugin id>/<key>`).
+pub const PLUGIN_KV: &str = "comet_plugin_kv";
 
 /// The documents of `collection` removed after `since` (ms), as `{_id, _deletedAt}`, from
 /// the trash; `also` narrows them further (a user's own subscriptions, say).

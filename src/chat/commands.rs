@@ -114,11 +114,39 @@ fn target(params: &str, sigil: char) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// One command as a list shows it: a built-in one or one a provider adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub command: String,
+    pub params: String,
+    pub description: String,
+}
+
+/// What a provider's command runs with: the invocation, and the room it runs in (checked
+/// visible to the caller).
+pub type ProvidedFuture<'a> =
+    crate::chat::hooks::HookFuture<'a, Result<Option<Value>, ServiceError>>;
+
+/// Commands another part adds to the table (a plugin's): listed after the built-in ones,
+/// run through the provider once the room is checked. A built-in name always wins.
+pub trait CommandProvider: Send + Sync {
+    /// The commands it answers now.
+    fn commands(&self) -> Vec<Listed>;
+    /// Runs `name` (one of its commands) in `room`.
+    fn run<'a>(
+        &'a self,
+        name: &'a str,
+        inv: &'a Invocation<'a>,
+        room: &'a Document,
+    ) -> ProvidedFuture<'a>;
+}
+
 /// The Slash Commands service.
 pub struct Commands {
     rooms: Arc<Rooms>,
     messages: Arc<Messages>,
     presence: Arc<Presence>,
+    providers: std::sync::RwLock<Vec<Arc<dyn CommandProvider>>>,
 }
 
 impl Commands {
@@ -127,12 +155,43 @@ impl Commands {
             rooms,
             messages,
             presence,
+            providers: Default::default(),
         })
     }
 
-    /// Every command, in the table's order.
-    pub fn list(&self) -> impl Iterator<Item = &'static Command> {
-        BUILT_IN.iter()
+    /// Adds `provider`'s commands to the table.
+    pub fn add_provider(&self, provider: Arc<dyn CommandProvider>) {
+        self.providers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(provider);
+    }
+
+    fn providers(&self) -> Vec<Arc<dyn CommandProvider>> {
+        self.providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every command, in the table's order: the built-in ones, then the providers'.
+    pub fn list(&self) -> Vec<Listed> {
+        let mut all: Vec<Listed> = BUILT_IN
+            .iter()
+            .map(|c| Listed {
+                command: c.command.into(),
+                params: c.params.into(),
+                description: c.description.into(),
+            })
+            .collect();
+        for provider in self.providers() {
+            for listed in provider.commands() {
+                if !all.iter().any(|c| c.command == listed.command) {
+                    all.push(listed);
+                }
+            }
+        }
+        all
     }
 
     fn find(name: &str) -> Option<&'static Command> {
@@ -145,12 +204,20 @@ impl Commands {
         name: &str,
         inv: Invocation<'_>,
     ) -> Result<Option<Value>, ServiceError> {
-        let Some(command) = Self::find(name) else {
+        let command = Self::find(name);
+        let provider = match command {
+            Some(_) => None,
+            None => self
+                .providers()
+                .into_iter()
+                .find(|p| p.commands().iter().any(|c| c.command == name)),
+        };
+        if command.is_none() && provider.is_none() {
             return Err(invalid(
                 "error-invalid-command",
                 "The command provided does not exist (or is disabled).",
             ));
-        };
+        }
         if inv.params.len() > MAX_PARAMS {
             return Err(invalid(
                 "error-invalid-params",
@@ -163,10 +230,14 @@ impl Commands {
             Some(room) => self.rooms.can_access(room, Some(user)).await?,
             None => false,
         };
-        if !visible {
+        let (true, Some(room)) = (visible, room) else {
             return Err(invalid("error-invalid-room", "Invalid room"));
+        };
+        match (command, provider) {
+            (Some(command), _) => self.act(command.action, &inv).await,
+            (None, Some(provider)) => provider.run(name, &inv, &room).await,
+            (None, None) => Ok(None),
         }
-        self.act(command.action, &inv).await
     }
 
     async fn named_room(&self, params: &str) -> Result<Document, ServiceError> {

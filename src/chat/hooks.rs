@@ -4,8 +4,9 @@
 //! and that path calls its two points here, so a hook sees every write of its kind once.
 //!
 //! Owns the [`ChatHooks`] trait (every point with a do-nothing default), the [`Hooks`] list
-//! the services hold, and the rule for running them: in the order they were added; the
-//! first refusal stops the write; each rewrite is what the next hook sees. With no hook
+//! the services hold, and the rule for running them: by rank (comet's own first, then
+//! plugins by priority and id), else in the order they were added; the first refusal stops
+//! the write; each rewrite is what the next hook sees. With no hook
 //! added nothing is called and nothing allocated. It must not know what a hook is made of
 //! (in process now, a plugin's subprocess later) nor write anything itself.
 
@@ -164,6 +165,13 @@ pub trait ChatHooks: Send + Sync {
     /// on joins costs a message nothing.
     fn implements(&self, _point: Point) -> bool {
         true
+    }
+
+    /// Where this runs among the hooks: lower first, ties by the text, then by the order
+    /// they were added. comet's own hooks keep the default and run before any plugin's
+    /// (`(priority, id)` from its manifest).
+    fn rank(&self) -> (i64, &str) {
+        (i64::MIN, "")
     }
 
     /// Before a message is stored (user, bot and system messages alike). A replacement
@@ -365,11 +373,12 @@ impl Hooks {
         Arc::new(Self::default())
     }
 
-    /// Adds `hook` after those already added.
+    /// Adds `hook` after those already added of its rank.
     pub fn add(&self, hook: Arc<dyn ChatHooks>) {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<Arc<dyn ChatHooks>> = list.iter().cloned().collect();
         all.push(hook);
+        all.sort_by(|a, b| a.rank().cmp(&b.rank()));
         self.points.store(mask_of(&all), Ordering::Release);
         *list = all.into();
     }

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod notify;
 pub mod operator;
 pub mod permissions;
+pub mod plugins;
 pub mod posting;
 pub mod presence;
 pub mod push;

@@ -121,6 +121,7 @@ pub(super) fn routes() -> impl Iterator<Item = &'static ChatRoute> {
         .chain(super::users::ROUTES)
         .chain(super::workspace::ROUTES)
         .chain(super::uploads::ROUTES)
+        .chain(super::plugins::ROUTES)
 }
 
 /// The query string's parameters.

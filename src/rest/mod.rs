@@ -13,6 +13,7 @@ pub mod json;
 mod limits;
 mod messages;
 mod methods;
+mod plugins;
 mod presence;
 mod rooms;
 mod settings;
@@ -226,6 +227,7 @@ pub struct RestServices {
     pub push: Arc<crate::chat::push::PushTokens>,
     pub commands: Arc<crate::chat::commands::Commands>,
     pub uploads: Arc<crate::chat::uploads::Uploads>,
+    pub plugins: Arc<crate::chat::plugins::Plugins>,
 }
 
 /// What a route's path names.

@@ -89,14 +89,14 @@ async fn files(c: &Chat<'_>) -> Reply {
 }
 
 /// A multipart form as it arrives.
-struct Form {
+pub(super) struct Form {
     parts: multer::Multipart<'static>,
     seen: usize,
 }
 
 impl Form {
     /// The request's form; a refusal when it is not one.
-    fn of(request: &RestRequest) -> Result<Self, RestResponse> {
+    pub(super) fn of(request: &RestRequest) -> Result<Self, RestResponse> {
         let boundary = request
             .content_type
             .as_deref()
@@ -132,7 +132,7 @@ impl Form {
     }
 
     /// The next part, or none at the end.
-    async fn next(&mut self) -> Result<Option<multer::Field<'static>>, RestResponse> {
+    pub(super) async fn next(&mut self) -> Result<Option<multer::Field<'static>>, RestResponse> {
         self.seen += 1;
         if self.seen > MAX_PARTS {
             return Err(RestResponse::failure(
@@ -731,6 +731,7 @@ pub fn streams_body(path: &str) -> bool {
         "/api/v1/rooms.upload/",
         "/api/v1/rooms.media/",
         "/api/v1/users.setAvatar",
+        "/api/v1/plugins.install",
     ]
     .iter()
     .any(|p| path.starts_with(p))

@@ -42,6 +42,7 @@ async fn commands_list(c: &Chat<'_>) -> Reply {
         .services
         .commands
         .list()
+        .into_iter()
         .map(|cmd| {
             serde_json::json!({
                 "command": cmd.command, "params": cmd.params, "description": cmd.description,
@@ -102,6 +103,7 @@ async fn commands_preview(c: &Chat<'_>) -> Reply {
         .services
         .commands
         .list()
+        .iter()
         .any(|cmd| cmd.command == name.trim_start_matches('/'))
     {
         return Ok(RestResponse::failure(

@@ -689,6 +689,70 @@ async fn rest_route(
     resp
 }
 
+/// Largest body handed to a plugin's HTTP route.
+const MAX_PLUGIN_BODY: usize = 4 << 20;
+
+/// `/plugins/<id>/...`: the request, as values, for the plugin's `ServeHTTP`.
+async fn plugin_route(req: Request<hyper::body::Incoming>, app: &App) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let tail = &path["/plugins/".len()..];
+    let (id, rest) = match tail.split_once('/') {
+        Some((id, rest)) => (id.to_owned(), format!("/{rest}")),
+        None => (tail.to_owned(), "/".to_owned()),
+    };
+    if !crate::chat::plugins::manifest::valid_id(&id) {
+        return text_response(StatusCode::NOT_FOUND, "Not found");
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let credentials = header("x-user-id").zip(header("x-auth-token"));
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let method = req.method().as_str().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let body = match read_body(req, MAX_PLUGIN_BODY, &app.config, &app.hub).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let answer = app
+        .rest
+        .plugin_http(
+            &id,
+            credentials,
+            crate::chat::plugins::HttpRequest {
+                method,
+                path: rest,
+                query,
+                headers,
+                body: body.to_vec(),
+                user_id: None,
+            },
+        )
+        .await;
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(answer.body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp
+}
+
 /// A request body as a stream of chunks, for routes that handle it as it arrives
 /// (uploads): each chunk must come within `idle` of the last, however long the whole takes.
 fn body_chunks(body: hyper::body::Incoming, idle: Duration) -> crate::rest::uploads::BodyChunks {
@@ -920,6 +984,7 @@ async fn route(
         (&Method::GET | &Method::HEAD, _) if path.starts_with("/file-upload/") => {
             file_upload(&app.rest, &req).await
         }
+        _ if path.starts_with("/plugins/") => plugin_route(req, &app).await,
         _ if crate::rest::Rest::owns(&path) => {
             let mut resp = rest_route(req, &app, remote).await;
             apply_cors(&app, origin.as_ref(), false, &mut resp);

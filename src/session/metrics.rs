@@ -225,7 +225,12 @@ pub struct Metrics {
     write_fence_timeouts: Counter,
     methods: ByName,
     publications: ByName,
+    /// Figures other parts render themselves (the plugins'), in the exposition format.
+    extra: std::sync::RwLock<Vec<ExtraText>>,
 }
+
+/// A part's own figures as exposition text (families with `# HELP` and `# TYPE`).
+pub type ExtraText = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -357,7 +362,16 @@ impl Metrics {
             timeouts,
             sockjs_sessions_open,
             write_fence_timeouts,
+            extra: Default::default(),
         }
+    }
+
+    /// Adds a part's figures to what [`Metrics::render`] writes.
+    pub fn add_text(&self, source: ExtraText) {
+        self.extra
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
     }
 
     pub fn connection_opened(&self, t: Transport) {
@@ -414,6 +428,16 @@ impl Metrics {
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(cause = %err, "metrics could not be encoded");
+        }
+        let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
+        if !extra.is_empty() {
+            // Before the closing `# EOF`, which must stay last.
+            let end = out.rfind("# EOF").unwrap_or(out.len());
+            let tail = out.split_off(end);
+            for source in extra.iter() {
+                out.push_str(&source());
+            }
+            out.push_str(&tail);
         }
         out
     }

@@ -103,6 +103,7 @@ const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("edit-other-user-info", &["admin"]),
     ("edit-other-user-password", &["admin"]),
     ("view-statistics", &["admin"]),
+    ("manage-apps", &["admin"]),
     ("view-full-other-user-info", &["admin"]),
     ("api-bypass-rate-limit", &["admin", "bot", "app"]),
 ];

@@ -341,3 +341,21 @@ impl Settings {
         Ok(())
     }
 }
+
+/// Whether setting `id` holds a secret (a `password` setting, or one whose name says it
+/// holds a key, a password or a token): never handed to a plugin.
+pub fn is_secret(id: &str) -> bool {
+    defaults::DEFAULTS
+        .iter()
+        .any(|d| d.id == id && d.kind == "password")
+        || [
+            "Secret",
+            "Password",
+            "Token",
+            "PrivateKey",
+            "AccessKey",
+            "_Key",
+        ]
+        .iter()
+        .any(|w| id.contains(w))
+}
