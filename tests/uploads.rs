@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Binary;
+use common::{rest_call as call, sign_in, sign_up, url, Auth, Binary};
 use serde_json::{json, Value as Json};
 use std::net::SocketAddr;
 
@@ -23,67 +23,6 @@ fn start(more: &[(&str, &str)]) -> Binary {
     ];
     envs.extend_from_slice(more);
     Binary::start("", &envs)
-}
-
-type Auth = (String, String);
-
-fn url(addr: SocketAddr, path: &str) -> String {
-    format!("http://{addr}{path}")
-}
-
-async fn call(
-    addr: SocketAddr,
-    method: reqwest::Method,
-    path: &str,
-    auth: Option<&Auth>,
-    body: Option<Json>,
-) -> (u16, Json) {
-    let mut req = reqwest::Client::new().request(method, url(addr, path));
-    if let Some((id, token)) = auth {
-        req = req.header("X-User-Id", id).header("X-Auth-Token", token);
-    }
-    if let Some(body) = body {
-        req = req
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Json::String(text)),
-    )
-}
-
-async fn sign_in(addr: SocketAddr, user: &str, password: &str) -> Auth {
-    let (status, body) = call(
-        addr,
-        reqwest::Method::POST,
-        "/api/v1/login",
-        None,
-        Some(json!({"user": user, "password": password})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    (
-        body["data"]["userId"].as_str().unwrap().to_owned(),
-        body["data"]["authToken"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn sign_up(addr: SocketAddr, name: &str) -> Auth {
-    let body = json!({"username": name, "email": format!("{name}@example.com"), "pass": "pass-word-1", "name": name});
-    let (status, answer) = call(
-        addr,
-        reqwest::Method::POST,
-        "/api/v1/users.register",
-        None,
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    sign_in(addr, name, "pass-word-1").await
 }
 
 /// A multipart form: text fields and one file part.

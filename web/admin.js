@@ -147,6 +147,46 @@
     }
   }
 
+  // Plugins: their state and why, from plugins.list (manage-apps), every two seconds.
+  let pluginTimer = null;
+  async function refreshPlugins() {
+    let list;
+    try {
+      list = await ddp.call('plugins.list');
+    } catch {
+      $('plugins-section').hidden = true;
+      return;
+    }
+    $('plugins-section').hidden = false;
+    const body = $('plugins');
+    body.textContent = '';
+    for (const p of list) {
+      const tr = document.createElement('tr');
+      const missed = p.counters.hooksMissed + p.counters.hooksFailed;
+      const cells = [p.name === p.id ? p.id : `${p.name} (${p.id})`, p.version, p.state, p.reason || '', String(missed), String(p.counters.crashes)];
+      cells.forEach((text, i) => {
+        const td = document.createElement('td');
+        td.className = i >= 4 ? 'num' : '';
+        td.textContent = text;
+        tr.append(td);
+      });
+      const td = document.createElement('td');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = p.enabled ? 'Disable' : 'Enable';
+      b.setAttribute('aria-label', `${b.textContent} the plugin ${p.id}`);
+      b.addEventListener('click', () => ddp.call(p.enabled ? 'plugins.disable' : 'plugins.enable', p.id).then(refreshPlugins, refreshPlugins));
+      td.append(b);
+      tr.append(td);
+      body.append(tr);
+    }
+  }
+  function watchPlugins() {
+    clearInterval(pluginTimer);
+    refreshPlugins();
+    pluginTimer = setInterval(refreshPlugins, 2000);
+  }
+
   let pending = false;
   ddp.on('doc', (collection) => {
     if (collection !== 'comet_operator' && collection !== 'comet_operator_connections') return;
@@ -158,7 +198,7 @@
   function watch() {
     if (subscription) subscription.stop();
     subscription = ddp.subscribe('comet.operator', [], {
-      onReady: () => { view('admin'); render(); renderConnections(); },
+      onReady: () => { view('admin'); render(); renderConnections(); watchPlugins(); },
       onStop: (err) => {
         if (err) {
           $('denied-text').textContent = `This page is for administrators only (${err.reason || err.error}).`;
@@ -174,6 +214,7 @@
   }
 
   function signedOut() {
+    clearInterval(pluginTimer);
     if (subscription) subscription.stop();
     subscription = null;
     localStorage.removeItem(TOKEN_KEY);

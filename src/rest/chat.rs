@@ -204,11 +204,13 @@ impl<'a> Chat<'a> {
         request: &'a RestRequest,
         route: &'static ChatRoute,
     ) -> Result<Self, RestResponse> {
-        let fields = if request.method == RestMethod::Get {
-            Document::default()
-        } else {
-            body(request)?
-        };
+        // A streamed body is its handler's to read.
+        let fields =
+            if request.method == RestMethod::Get || super::uploads::streams_body(&request.path) {
+                Document::default()
+            } else {
+                body(request)?
+            };
         Ok(Self {
             services,
             rooms: &services.rooms,

@@ -6,7 +6,7 @@ pub mod s3;
 use comet::config::{Cli, Settings};
 use comet::session::Hub;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ pub struct TestServer {
     /// The chat services' hook points (a test adds its own hooks here).
     pub hooks: Arc<comet::chat::hooks::Hooks>,
     pub uploads: Arc<comet::chat::uploads::Uploads>,
+    pub plugins: Arc<comet::chat::plugins::Plugins>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,6 +65,7 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
         rest,
         hooks,
         uploads,
+        plugins,
     } = comet::app::build(&settings)
         .await
         .expect("test server starts");
@@ -80,6 +82,7 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
         hub,
         hooks,
         uploads,
+        plugins,
         task,
     }
 }
@@ -501,7 +504,28 @@ pub async fn rest_post(
 
 /// Reads one Prometheus value from `/metrics`.
 pub async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
-    let (_, body) = http(server.addr, "GET", "/metrics", b"").await;
+    metric_at(server.addr, line_prefix).await
+}
+
+/// Waits (up to 10 s) for the `/metrics` value at `addr` to reach `at_least`.
+pub async fn metric_reaches_at(addr: SocketAddr, line_prefix: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = metric_at(addr, line_prefix).await;
+        if now >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line_prefix} stayed at {now}, below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads one Prometheus value from the `/metrics` of the server at `addr`.
+pub async fn metric_at(addr: SocketAddr, line_prefix: &str) -> f64 {
+    let (_, body) = http(addr, "GET", "/metrics", b"").await;
     body.lines()
         .find_map(|l| {
             l.strip_prefix(line_prefix)
@@ -663,6 +687,28 @@ impl Binary {
         self.halt()
     }
 
+    /// Stops the process as an operator does (SIGTERM: a graceful shutdown), waits for it,
+    /// and returns its whole log.
+    pub fn terminate(mut self) -> Vec<String> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.halt()
+    }
+
+    /// The log lines the process wrote since the last look.
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
     /// Kills the process outright (SIGKILL: no shutdown of any kind) and returns its data
     /// directory, left as the process left it.
     pub fn kill(mut self) -> std::path::PathBuf {
@@ -692,4 +738,66 @@ impl Drop for Binary {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// (user id, auth token) for `X-User-Id` / `X-Auth-Token`.
+pub type Auth = (String, String);
+
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+pub async fn rest_call(
+    addr: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    auth: Option<&Auth>,
+    body: Option<Json>,
+) -> (u16, Json) {
+    let mut req = reqwest::Client::new().request(method, url(addr, path));
+    if let Some((id, token)) = auth {
+        req = req.header("X-User-Id", id).header("X-Auth-Token", token);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
+}
+
+pub async fn sign_in(addr: SocketAddr, user: &str, password: &str) -> Auth {
+    let (status, body) = rest_call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/login",
+        None,
+        Some(json!({"user": user, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["data"]["userId"].as_str().unwrap().to_owned(),
+        body["data"]["authToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+pub async fn sign_up(addr: SocketAddr, name: &str) -> Auth {
+    let body = json!({"username": name, "email": format!("{name}@example.com"), "pass": "pass-word-1", "name": name});
+    let (status, answer) = rest_call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/users.register",
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    sign_in(addr, name, "pass-word-1").await
 }
