@@ -112,6 +112,14 @@ pub fn unpack(bytes: &[u8], into: &Path) -> Result<PathBuf, BundleError> {
 mod tests {
     use super::*;
 
+    /// A folder removed when the test ends.
+    struct TestDir(std::path::PathBuf);
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn bundle(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
             Vec::new(),
@@ -133,13 +141,16 @@ mod tests {
 
     #[test]
     fn a_bundle_unpacks_inside_its_folder_only() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TestDir(std::env::temp_dir().join(format!(
+            "comet-bundle-{}",
+            crate::model::random::random_id()
+        )));
         let good = bundle(&[
             ("demo/plugin.json", b"{}", 0o644),
             ("demo/bin/run", b"#!/bin/sh\n", 0o755),
         ]);
-        let root = unpack(&good, &dir.path().join("a")).unwrap();
-        assert_eq!(root, dir.path().join("a/demo"));
+        let root = unpack(&good, &dir.0.as_path().join("a")).unwrap();
+        assert_eq!(root, dir.0.as_path().join("a/demo"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(root.join("bin/run"))
             .unwrap()
@@ -148,13 +159,17 @@ mod tests {
         assert_eq!(mode & 0o777, 0o755);
         for (name, says) in [("../evil", "outside"), ("/etc/evil", "outside")] {
             let evil = bundle(&[(name, b"x", 0o644)]);
-            let err = unpack(&evil, &dir.path().join("b")).unwrap_err();
+            let err = unpack(&evil, &dir.0.as_path().join("b")).unwrap_err();
             assert!(err.0.contains(says), "{name}: {err}");
         }
-        assert!(!dir.path().join("evil").exists());
-        let err = unpack(b"not gzip at all", &dir.path().join("c")).unwrap_err();
+        assert!(!dir.0.as_path().join("evil").exists());
+        let err = unpack(b"not gzip at all", &dir.0.as_path().join("c")).unwrap_err();
         assert!(err.0.contains("tar.gz"), "{err}");
-        let err = unpack(&bundle(&[("x/y.txt", b"x", 0o644)]), &dir.path().join("d")).unwrap_err();
+        let err = unpack(
+            &bundle(&[("x/y.txt", b"x", 0o644)]),
+            &dir.0.as_path().join("d"),
+        )
+        .unwrap_err();
         assert!(err.0.contains("no plugin.json"), "{err}");
     }
 }

@@ -271,6 +271,14 @@ impl KvStore {
 mod tests {
     use super::*;
 
+    /// A folder removed when the test ends.
+    struct TestDir(std::path::PathBuf);
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn equal_values_have_equal_texts_whatever_their_key_order() {
         let a: Json =
@@ -283,8 +291,10 @@ mod tests {
 
     #[tokio::test]
     async fn values_expire_compare_and_set_decides_once_and_keys_stay_in_their_plugin() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = crate::storage::EmbeddedStore::open(dir.path()).unwrap();
+        let dir = TestDir(
+            std::env::temp_dir().join(format!("comet-kv-{}", crate::model::random::random_id())),
+        );
+        let store: Arc<dyn Store> = crate::storage::EmbeddedStore::open(dir.0.as_path()).unwrap();
         let kv = KvStore::new(store.clone(), "counter");
         let other = KvStore::new(store, "other");
         assert_eq!(kv.get("n").await.unwrap(), None);

@@ -1198,71 +1198,12 @@ impl Plugins {
             .cloned()
             .collect();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&Counters) -> u64); 9] = [
-            (
-                "comet_plugin_hooks_answered",
-                "counter",
-                "Hook calls a plugin answered in time",
-                |c| c.hooks_answered.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_hooks_missed",
-                "counter",
-                "Hook calls that missed their deadline (the plugin's policy applied)",
-                |c| c.hooks_missed.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_hooks_failed",
-                "counter",
-                "Hook calls to a dead plugin or answered wrongly (the policy applied)",
-                |c| c.hooks_failed.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_refused_by_policy",
-                "counter",
-                "Writes refused by a fail-closed plugin that could not answer",
-                |c| c.refused_by_policy.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_events_dropped",
-                "counter",
-                "Has-been events a plugin could not be sent",
-                |c| c.events_dropped.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_api_calls",
-                "counter",
-                "Calls a plugin made into comet",
-                |c| c.api_calls.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_api_limited",
-                "counter",
-                "Calls a plugin made over its rate",
-                |c| c.api_limited.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_crashes",
-                "counter",
-                "Times a plugin's process died or was ended",
-                |c| c.crashes.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_plugin_http_requests",
-                "counter",
-                "HTTP requests handed to a plugin",
-                |c| c.http_requests.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for family in FAMILIES {
+            let (name, help) = (family.name, family.help);
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
             for plugin in &all {
-                let _ = writeln!(
-                    out,
-                    "{name}_total{{plugin=\"{}\"}} {}",
-                    plugin.id,
-                    read(&plugin.counters)
-                );
+                let value = (family.read)(&plugin.counters).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_total{{plugin=\"{}\"}} {value}", plugin.id);
             }
         }
         let _ = writeln!(out, "# HELP comet_plugin_up Whether a plugin's process is running (1) or not (0).\n# TYPE comet_plugin_up gauge");
@@ -1273,6 +1214,61 @@ impl Plugins {
         out
     }
 }
+
+/// One counter family of the plugins' figures in `/metrics`.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    read: fn(&Counters) -> &AtomicU64,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "comet_plugin_hooks_answered",
+        help: "Hook calls a plugin answered in time",
+        read: |c| &c.hooks_answered,
+    },
+    Family {
+        name: "comet_plugin_hooks_missed",
+        help: "Hook calls that missed their deadline (the plugin's policy applied)",
+        read: |c| &c.hooks_missed,
+    },
+    Family {
+        name: "comet_plugin_hooks_failed",
+        help: "Hook calls to a plugin not running, or answered wrongly (the policy applied)",
+        read: |c| &c.hooks_failed,
+    },
+    Family {
+        name: "comet_plugin_refused_by_policy",
+        help: "Writes refused by a fail-closed plugin that could not answer",
+        read: |c| &c.refused_by_policy,
+    },
+    Family {
+        name: "comet_plugin_events_dropped",
+        help: "Has-been events a plugin could not be sent",
+        read: |c| &c.events_dropped,
+    },
+    Family {
+        name: "comet_plugin_api_calls",
+        help: "Calls a plugin made into comet",
+        read: |c| &c.api_calls,
+    },
+    Family {
+        name: "comet_plugin_api_limited",
+        help: "Calls a plugin made over its rate",
+        read: |c| &c.api_limited,
+    },
+    Family {
+        name: "comet_plugin_crashes",
+        help: "Times a plugin's process died or was ended",
+        read: |c| &c.crashes,
+    },
+    Family {
+        name: "comet_plugin_http_requests",
+        help: "HTTP requests handed to a plugin",
+        read: |c| &c.http_requests,
+    },
+];
 
 /// Where other instances' cluster events for a plugin arrive.
 struct ClusterSink {
