@@ -14,6 +14,7 @@ mod limits;
 mod messages;
 mod methods;
 mod plugins;
+pub use plugins::PluginCall;
 mod presence;
 mod rooms;
 mod settings;

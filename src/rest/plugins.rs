@@ -136,29 +136,51 @@ async fn configure(c: &Chat<'_>) -> Reply {
     Ok(RestResponse::success(serde_json::json!({"plugin": plugin})))
 }
 
+/// A request under `/plugins/`, as the server read it.
+#[derive(Debug, Default)]
+pub struct PluginCall {
+    pub method: String,
+    /// The whole path: `/plugins/<id>/<rest>`.
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `X-User-Id` and `X-Auth-Token`, when both were sent.
+    pub credentials: Option<(String, String)>,
+}
+
 impl super::Rest {
     /// A request under `/plugins/<id>/` for the plugin: the user id only when the
     /// credentials hold, and never the credentials themselves.
-    pub async fn plugin_http(
-        &self,
-        id: &str,
-        credentials: Option<(String, String)>,
-        mut request: HttpRequest,
-    ) -> HttpAnswer {
-        let Some(services) = &self.services else {
-            return HttpAnswer {
-                status: 404,
-                headers: Vec::new(),
-                body: Vec::new(),
-            };
+    pub async fn plugin_http(&self, call: PluginCall) -> HttpAnswer {
+        let not_found = || HttpAnswer {
+            status: 404,
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body: b"Not found".to_vec(),
         };
+        let Some(services) = &self.services else {
+            return not_found();
+        };
+        let tail = call.path.strip_prefix("/plugins/").unwrap_or_default();
+        let (id, path) = match tail.split_once('/') {
+            Some((id, rest)) => (id, format!("/{rest}")),
+            None => (tail, "/".to_owned()),
+        };
+        if !crate::chat::plugins::manifest::valid_id(id) {
+            return not_found();
+        }
         let probe = RestRequest {
-            credentials,
+            credentials: call.credentials,
             ..Default::default()
         };
-        request.user_id = self.caller(&probe).await.map(|c| c.user_id);
-        request.headers =
-            crate::chat::plugins::visible_headers(std::mem::take(&mut request.headers));
+        let request = HttpRequest {
+            method: call.method,
+            path,
+            query: call.query,
+            headers: crate::chat::plugins::visible_headers(call.headers),
+            body: call.body,
+            user_id: self.caller(&probe).await.map(|c| c.user_id),
+        };
         services.plugins.serve_http(id, request).await
     }
 }

@@ -694,15 +694,6 @@ const MAX_PLUGIN_BODY: usize = 4 << 20;
 
 /// `/plugins/<id>/...`: the request, as values, for the plugin's `ServeHTTP`.
 async fn plugin_route(req: Request<hyper::body::Incoming>, app: &App) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let tail = &path["/plugins/".len()..];
-    let (id, rest) = match tail.split_once('/') {
-        Some((id, rest)) => (id.to_owned(), format!("/{rest}")),
-        None => (tail.to_owned(), "/".to_owned()),
-    };
-    if !crate::chat::plugins::manifest::valid_id(&id) {
-        return text_response(StatusCode::NOT_FOUND, "Not found");
-    }
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -716,6 +707,7 @@ async fn plugin_route(req: Request<hyper::body::Incoming>, app: &App) -> Respons
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let body = match read_body(req, MAX_PLUGIN_BODY, &app.config, &app.hub).await {
         Ok(body) => body,
@@ -723,18 +715,14 @@ async fn plugin_route(req: Request<hyper::body::Incoming>, app: &App) -> Respons
     };
     let answer = app
         .rest
-        .plugin_http(
-            &id,
+        .plugin_http(crate::rest::PluginCall {
+            method,
+            path,
+            query,
+            headers,
+            body: body.to_vec(),
             credentials,
-            crate::chat::plugins::HttpRequest {
-                method,
-                path: rest,
-                query,
-                headers,
-                body: body.to_vec(),
-                user_id: None,
-            },
-        )
+        })
         .await;
     let mut resp = Response::new(
         http_body_util::Full::new(Bytes::from(answer.body))

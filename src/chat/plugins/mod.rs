@@ -7,12 +7,17 @@
 //! `comet_plugins`), installing, enabling, disabling, configuring and removing (for
 //! holders of `manage-apps` only), each plugin's bot user, configuration, counters and
 //! status, and its HTTP and cluster-event entries. The process is [`runner`]'s, the wire
-//! [`wire`]'s, the hook points [`bridge`]'s, the calls into comet [`api`]'s. It must not
-//! know about sockets or HTTP servers: a request reaches it as an [`HttpRequest`] value.
+//! [`wire`]'s, the hook points [`bridge`]'s, the calls into comet [`api`]'s, the
+//! administrators' changes `admin`'s, the figures [`figures`]', the HTTP values
+//! [`http`]'s. It must not know about sockets or HTTP servers: a request reaches it as an
+//! [`HttpRequest`] value.
 
+mod admin;
 pub mod api;
 pub mod bridge;
 pub mod bundle;
+pub mod figures;
+pub mod http;
 pub mod kv;
 pub mod manifest;
 pub mod methods;
@@ -31,16 +36,19 @@ use crate::engine::build::{doc, now_ms, selector, update};
 use crate::engine::bus::{Bus, BusEvent, StreamSink};
 use crate::engine::ServiceError;
 use crate::model::{Document, Value};
-use crate::storage::{FindOptions, RemoveOptions, Store, UpdateOptions};
+use crate::storage::{FindOptions, Store, UpdateOptions};
 use manifest::Manifest;
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wire::Peer;
+
+pub use figures::Counters;
+use http::read_http_answer;
+pub use http::{visible_headers, HttpAnswer, HttpRequest};
 
 /// The wire protocol's version, sent in `Hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -98,64 +106,6 @@ impl State {
             State::Restarting => "restarting",
             State::Failed => "failed",
         }
-    }
-}
-
-/// A plugin's figures, for `/metrics` and the administrators.
-#[derive(Debug, Default)]
-pub struct Counters {
-    hooks_answered: AtomicU64,
-    hooks_missed: AtomicU64,
-    hooks_failed: AtomicU64,
-    refused_by_policy: AtomicU64,
-    events_dropped: AtomicU64,
-    api_calls: AtomicU64,
-    api_limited: AtomicU64,
-    crashes: AtomicU64,
-    http_requests: AtomicU64,
-}
-
-impl Counters {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn hook_ok(&self) {
-        Self::bump(&self.hooks_answered)
-    }
-    pub fn hook_missed(&self) {
-        Self::bump(&self.hooks_missed)
-    }
-    pub fn hook_failed(&self) {
-        Self::bump(&self.hooks_failed)
-    }
-    pub fn refused_by_policy(&self) {
-        Self::bump(&self.refused_by_policy)
-    }
-    pub fn dropped(&self) {
-        Self::bump(&self.events_dropped)
-    }
-    pub fn api_call(&self) {
-        Self::bump(&self.api_calls)
-    }
-    pub fn api_limited(&self) {
-        Self::bump(&self.api_limited)
-    }
-    pub fn crash(&self) {
-        Self::bump(&self.crashes)
-    }
-    pub fn http_request(&self) {
-        Self::bump(&self.http_requests)
-    }
-
-    fn view(&self) -> Json {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "hooksAnswered": n(&self.hooks_answered), "hooksMissed": n(&self.hooks_missed),
-            "hooksFailed": n(&self.hooks_failed), "refusedByPolicy": n(&self.refused_by_policy),
-            "eventsDropped": n(&self.events_dropped), "apiCalls": n(&self.api_calls),
-            "apiLimited": n(&self.api_limited), "crashes": n(&self.crashes),
-            "httpRequests": n(&self.http_requests),
-        })
     }
 }
 
@@ -348,110 +298,6 @@ impl Plugin {
             "counters": self.counters.view(),
         })
     }
-}
-
-/// An HTTP request for a plugin, as values: credentials already checked and taken out.
-#[derive(Clone, Debug, Default)]
-pub struct HttpRequest {
-    pub method: String,
-    /// The path after `/plugins/<id>` (at least `/`).
-    pub path: String,
-    pub query: Option<String>,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The signed-in user, when the request carried valid credentials.
-    pub user_id: Option<String>,
-}
-
-/// A plugin's answer to an HTTP request.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpAnswer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpAnswer {
-    fn text(status: u16, text: &str) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
-            body: text.as_bytes().to_vec(),
-        }
-    }
-}
-
-/// Request headers a plugin never sees: credentials and cookies.
-const HIDDEN_REQUEST_HEADERS: &[&str] = &[
-    "authorization",
-    "cookie",
-    "x-auth-token",
-    "x-user-id",
-    "proxy-authorization",
-];
-/// Answer headers a plugin cannot set: cookies on comet's origin, and framing.
-const REFUSED_ANSWER_HEADERS: &[&str] = &[
-    "set-cookie",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "trailer",
-];
-
-/// The headers of a request as a plugin sees them.
-pub fn visible_headers(
-    headers: impl IntoIterator<Item = (String, String)>,
-) -> Vec<(String, String)> {
-    headers
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .filter(|(k, _)| !HIDDEN_REQUEST_HEADERS.contains(&k.as_str()))
-        .collect()
-}
-
-/// Reads a plugin's `ServeHTTP` answer.
-fn read_http_answer(answer: &Json) -> Option<HttpAnswer> {
-    use base64::Engine as _;
-    let status = answer.get("status").and_then(Json::as_u64).unwrap_or(200);
-    if !(100..=599).contains(&status) {
-        return None;
-    }
-    let mut headers = Vec::new();
-    if let Some(given) = answer.get("headers").and_then(Json::as_object) {
-        for (name, value) in given {
-            let name = name.to_ascii_lowercase();
-            let Some(value) = value.as_str() else {
-                continue;
-            };
-            if REFUSED_ANSWER_HEADERS.contains(&name.as_str())
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                || value.bytes().any(|b| b == b'\r' || b == b'\n')
-            {
-                continue;
-            }
-            headers.push((name, value.to_owned()));
-        }
-    }
-    let body = match (answer.get("body"), answer.get("bodyBase64")) {
-        (_, Some(Json::String(encoded))) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()?,
-        (Some(Json::String(text)), _) => text.as_bytes().to_vec(),
-        (Some(Json::Null) | None, _) => Vec::new(),
-        (Some(other), _) => other.to_string().into_bytes(),
-    };
-    if !headers.iter().any(|(k, _)| k == "content-type") {
-        headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
-    }
-    headers.push(("x-content-type-options".into(), "nosniff".into()));
-    Some(HttpAnswer {
-        status: status as u16,
-        headers,
-        body,
-    })
 }
 
 /// The Plugins service.
@@ -834,242 +680,6 @@ impl Plugins {
         futures_util::future::join_all(stops).await;
     }
 
-    async fn require_admin(&self, call: &Call<'_>) -> Result<(), ServiceError> {
-        let uid = call.require_user()?;
-        if self.services.permissions.may(uid, PERMISSION, None).await? {
-            Ok(())
-        } else {
-            Err(not_allowed())
-        }
-    }
-
-    /// Every plugin, as administrators see it.
-    pub async fn list(&self, call: &Call<'_>) -> Result<Vec<Json>, ServiceError> {
-        self.require_admin(call).await?;
-        Ok(self.views())
-    }
-
-    fn views(&self) -> Vec<Json> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|p| p.view(self.is_enabled(&p.id)))
-            .collect()
-    }
-
-    /// One plugin, as administrators see it.
-    pub async fn get_view(&self, call: &Call<'_>, id: &str) -> Result<Json, ServiceError> {
-        self.require_admin(call).await?;
-        let plugin = self.get(id).ok_or_else(no_plugin)?;
-        Ok(plugin.view(self.is_enabled(id)))
-    }
-
-    /// Installs (or upgrades) the plugin a `.tar.gz` bundle holds, and enables it.
-    pub async fn install(&self, call: &Call<'_>, bytes: &[u8]) -> Result<Json, ServiceError> {
-        self.require_admin(call).await?;
-        let me = self.me()?;
-        let plugin = me.install_bundle(bytes).await?;
-        Ok(plugin.view(self.is_enabled(&plugin.id)))
-    }
-
-    /// This service as an `Arc` (it always lives in one).
-    fn me(&self) -> Result<Arc<Self>, ServiceError> {
-        self.this
-            .upgrade()
-            .ok_or_else(|| ServiceError::internal("plugins are shutting down"))
-    }
-
-    /// Unpacks a bundle, puts its folder in place of the plugin's old one (stopping it
-    /// first), and starts it.
-    async fn install_bundle(self: &Arc<Self>, bytes: &[u8]) -> Result<Arc<Plugin>, ServiceError> {
-        let staging = self
-            .config
-            .dir
-            .join(format!(".staging-{}", crate::model::random::random_id()));
-        let outcome = self.install_from(&staging, bytes).await;
-        let _ = std::fs::remove_dir_all(&staging);
-        outcome
-    }
-
-    async fn install_from(
-        self: &Arc<Self>,
-        staging: &std::path::Path,
-        bytes: &[u8],
-    ) -> Result<Arc<Plugin>, ServiceError> {
-        let unpacked = {
-            let bytes = bytes.to_vec();
-            let staging = staging.to_path_buf();
-            tokio::task::spawn_blocking(move || bundle::unpack(&bytes, &staging))
-                .await
-                .map_err(|e| ServiceError::internal(e.to_string()))?
-                .map_err(|e| invalid(e.0))?
-        };
-        let manifest = Manifest::read(&unpacked).map_err(|e| invalid(e.0))?;
-        let target = self.config.dir.join(&manifest.id);
-        let old = self
-            .plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&manifest.id);
-        if let Some(old) = &old {
-            self.deactivate(old).await;
-        }
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| {
-                ServiceError::internal(format!("cannot replace {}: {e}", target.display()))
-            })?;
-        }
-        std::fs::rename(&unpacked, &target).map_err(|e| {
-            ServiceError::internal(format!("cannot install {}: {e}", target.display()))
-        })?;
-        tracing::info!(plugin = %manifest.id, version = %manifest.version, upgrade = old.is_some(), "plugin installed");
-        // An upgrade keeps the configuration; a plugin disabled by comet gets another chance.
-        if let Some(old) = old {
-            let config = old.config.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let plugin = Plugin::new(target, manifest, self.services.store.clone());
-            *plugin.config.write().unwrap_or_else(|p| p.into_inner()) = config;
-            self.persist(&plugin, true, None).await?;
-            self.plugins
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(plugin.id.clone(), plugin.clone());
-            self.activate(&plugin).await?;
-            return Ok(plugin);
-        }
-        let id = manifest.id.clone();
-        if let Some(doc) = self.stored(&id).await? {
-            if doc.get("enabled") == Some(&Value::Bool(false)) {
-                self.persist_enabled_only(&id).await?;
-            }
-        }
-        self.register(target, manifest).await
-    }
-
-    async fn persist_enabled_only(&self, id: &str) -> Result<(), ServiceError> {
-        self.services
-            .store
-            .update(
-                PLUGINS,
-                selector(json!({"_id": id}))?,
-                update(json!({"$set": {"enabled": true, "reason": null}}))?,
-                UpdateOptions::default(),
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        Ok(())
-    }
-
-    /// Enables a plugin (again); a plugin comet disabled gets a fresh start.
-    pub async fn enable(&self, call: &Call<'_>, id: &str) -> Result<Json, ServiceError> {
-        self.require_admin(call).await?;
-        let me = self.me()?;
-        let plugin = self.get(id).ok_or_else(no_plugin)?;
-        if !self.is_enabled(id) {
-            if let Err(err) = plugin.reload_manifest() {
-                return Err(invalid(err.0));
-            }
-            plugin.set_state(State::Starting, None);
-            self.persist(&plugin, true, None).await?;
-            me.activate(&plugin).await?;
-        }
-        Ok(plugin.view(true))
-    }
-
-    /// Disables a plugin: `OnDeactivate`, then its process ends.
-    pub async fn disable(&self, call: &Call<'_>, id: &str) -> Result<Json, ServiceError> {
-        self.require_admin(call).await?;
-        let plugin = self.get(id).ok_or_else(no_plugin)?;
-        self.deactivate(&plugin).await;
-        plugin.set_state(State::Disabled, None);
-        self.persist(&plugin, false, None).await?;
-        Ok(plugin.view(false))
-    }
-
-    /// Removes a plugin: stopped, its folder, state and keys gone (its bot user stays, as
-    /// the author of its messages).
-    pub async fn remove(&self, call: &Call<'_>, id: &str) -> Result<(), ServiceError> {
-        self.require_admin(call).await?;
-        let plugin = self.get(id).ok_or_else(no_plugin)?;
-        self.deactivate(&plugin).await;
-        self.plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        if let Err(err) = std::fs::remove_dir_all(&plugin.dir) {
-            tracing::warn!(plugin = %id, cause = %err, "plugin folder not removed");
-        }
-        plugin.kv.clear().await?;
-        self.services
-            .store
-            .remove(
-                PLUGINS,
-                selector(json!({"_id": id}))?,
-                RemoveOptions::default(),
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        tracing::info!(plugin = %id, "plugin removed");
-        Ok(())
-    }
-
-    /// Sets configuration values (each a setting of the plugin's schema, of its type; a
-    /// `null` goes back to the default) and tells a running plugin.
-    pub async fn configure(
-        &self,
-        call: &Call<'_>,
-        id: &str,
-        values: &serde_json::Map<String, Json>,
-    ) -> Result<Json, ServiceError> {
-        self.require_admin(call).await?;
-        let plugin = self.get(id).ok_or_else(no_plugin)?;
-        let manifest = plugin.manifest();
-        for (key, value) in values {
-            let Some(setting) = manifest.settings.iter().find(|s| &s.key == key) else {
-                return Err(invalid(format!("{id} has no setting {key}")));
-            };
-            let fits = match (setting.kind.as_str(), value) {
-                (_, Json::Null) => true,
-                ("bool", v) => v.is_boolean(),
-                ("number", v) => v.is_number(),
-                (_, Json::String(s)) => s.len() <= 64 * 1024,
-                _ => false,
-            };
-            if !fits {
-                return Err(invalid(format!("{key} must be a {}", setting.kind)));
-            }
-        }
-        {
-            let mut config = plugin.config.write().unwrap_or_else(|p| p.into_inner());
-            for (key, value) in values {
-                if value.is_null() {
-                    config.remove(key);
-                } else {
-                    config.insert(key.clone(), value.clone());
-                }
-            }
-        }
-        let enabled = self.is_enabled(id);
-        self.persist(
-            &plugin,
-            enabled,
-            plugin.state().1.as_deref().filter(|_| !enabled),
-        )
-        .await?;
-        if manifest.implements("OnConfigurationChange") {
-            if let Some(peer) = plugin.peer() {
-                let params = json!({"config": plugin.config()});
-                if let Err(err) = peer
-                    .call("OnConfigurationChange", params, manifest.hook_deadline)
-                    .await
-                {
-                    tracing::warn!(plugin = %id, cause = %err, "OnConfigurationChange failed");
-                }
-            }
-        }
-        Ok(plugin.view(enabled))
-    }
-
     /// Hands an HTTP request under `/plugins/<id>/` to the plugin, within its deadline.
     pub async fn serve_http(&self, id: &str, request: HttpRequest) -> HttpAnswer {
         use base64::Engine as _;
@@ -1189,7 +799,6 @@ impl Plugins {
 
     /// The plugins' figures in the exposition format `/metrics` serves.
     pub fn metrics_text(&self) -> String {
-        use std::fmt::Write as _;
         let all: Vec<Arc<Plugin>> = self
             .plugins
             .read()
@@ -1197,78 +806,9 @@ impl Plugins {
             .values()
             .cloned()
             .collect();
-        let mut out = String::new();
-        for family in FAMILIES {
-            let (name, help) = (family.name, family.help);
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for plugin in &all {
-                let value = (family.read)(&plugin.counters).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_total{{plugin=\"{}\"}} {value}", plugin.id);
-            }
-        }
-        let _ = writeln!(out, "# HELP comet_plugin_up Whether a plugin's process is running (1) or not (0).\n# TYPE comet_plugin_up gauge");
-        for plugin in &all {
-            let up = u8::from(plugin.state().0 == State::Running);
-            let _ = writeln!(out, "comet_plugin_up{{plugin=\"{}\"}} {up}", plugin.id);
-        }
-        out
+        figures::render(&all)
     }
 }
-
-/// One counter family of the plugins' figures in `/metrics`.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    read: fn(&Counters) -> &AtomicU64,
-}
-
-const FAMILIES: &[Family] = &[
-    Family {
-        name: "comet_plugin_hooks_answered",
-        help: "Hook calls a plugin answered in time",
-        read: |c| &c.hooks_answered,
-    },
-    Family {
-        name: "comet_plugin_hooks_missed",
-        help: "Hook calls that missed their deadline (the plugin's policy applied)",
-        read: |c| &c.hooks_missed,
-    },
-    Family {
-        name: "comet_plugin_hooks_failed",
-        help: "Hook calls to a plugin not running, or answered wrongly (the policy applied)",
-        read: |c| &c.hooks_failed,
-    },
-    Family {
-        name: "comet_plugin_refused_by_policy",
-        help: "Writes refused by a fail-closed plugin that could not answer",
-        read: |c| &c.refused_by_policy,
-    },
-    Family {
-        name: "comet_plugin_events_dropped",
-        help: "Has-been events a plugin could not be sent",
-        read: |c| &c.events_dropped,
-    },
-    Family {
-        name: "comet_plugin_api_calls",
-        help: "Calls a plugin made into comet",
-        read: |c| &c.api_calls,
-    },
-    Family {
-        name: "comet_plugin_api_limited",
-        help: "Calls a plugin made over its rate",
-        read: |c| &c.api_limited,
-    },
-    Family {
-        name: "comet_plugin_crashes",
-        help: "Times a plugin's process died or was ended",
-        read: |c| &c.crashes,
-    },
-    Family {
-        name: "comet_plugin_http_requests",
-        help: "HTTP requests handed to a plugin",
-        read: |c| &c.http_requests,
-    },
-];
 
 /// Where other instances' cluster events for a plugin arrive.
 struct ClusterSink {
