@@ -17,6 +17,8 @@
 #   SCENARIOS=chat SERVERS=comet CHAT_MODES=small CHAT_RATE=1000 bench/run.sh  # small rooms only
 #   COMET_BIN=/path/to/other/release bench/run.sh          # another build of comet (A/B)
 #   PASSTHROUGH_HOOK=1 SERVERS=comet SCENARIOS=chat bench/run.sh  # a hook at every point
+#   PLUGIN=node SERVERS=comet SCENARIOS=chat bench/run.sh  # one pass-through plugin (node|python)
+#   PLUGIN=late LATE_MS=100 SERVERS=comet SCENARIOS=chat bench/run.sh  # one that misses every deadline
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 set -euo pipefail
@@ -47,6 +49,29 @@ limiter_env() {
   fi
 }
 
+# A plugin folder for PLUGIN=node|python|late (none without PLUGIN): one plugin at
+# MessageWillBePosted that lets everything through, or (late) one that answers after every
+# deadline of LATE_MS, failing open.
+plugin_dir() {
+  [ -z "${PLUGIN:-}" ] && return 0
+  local dir="$OUT/plugins" sdk=plugins/sdk
+  rm -rf "$dir"; mkdir -p "$dir/bench-$PLUGIN"
+  cp "$sdk/python/comet_plugin.py" "$sdk/node/comet-plugin.js" bench/plugins/pass.js \
+    tests/plugins/misbehave.py "$dir/bench-$PLUGIN/"
+  local command='["python3", "misbehave.py", "pass"]' deadline=2000
+  case "$PLUGIN" in
+    node) command='["node", "pass.js"]' ;;
+    late) command='["python3", "misbehave.py", "sleep"]'; deadline=${LATE_MS:-100} ;;
+  esac
+  printf '{"id": "bench-%s", "version": "1", "server": {"command": %s}, "hooks": ["MessageWillBePosted"], "hook_deadline_ms": %s}\n' \
+    "$PLUGIN" "$command" "$deadline" >"$dir/bench-$PLUGIN/plugin.json"
+  echo "$dir"
+}
+plugin_env() {
+  [ -n "${PLUGIN:-}" ] && echo "COMET_PLUGIN_DIR=$(plugin_dir)"
+  return 0
+}
+
 start_server() {
   case "$1" in
     comet)
@@ -62,7 +87,7 @@ start_server() {
         ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
         COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
         COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
-        COMET_BENCH_PASSTHROUGH_HOOK=${PASSTHROUGH_HOOK:-0} \
+        COMET_BENCH_PASSTHROUGH_HOOK=${PASSTHROUGH_HOOK:-0} $(plugin_env) \
         taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)

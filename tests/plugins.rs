@@ -640,6 +640,128 @@ async fn a_fail_closed_plugin_that_cannot_answer_refuses_with_a_clear_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits until the plugin `id`'s key `key`, read through its `ServeHTTP`, is `want`.
+async fn until_key(addr: SocketAddr, id: &str, key: &str, want: Json) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, seen) = rest_call(
+            addr,
+            Method::GET,
+            &format!("/plugins/{id}/kv?key={key}"),
+            None,
+            None,
+        )
+        .await;
+        if seen == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} is {seen}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_hears_what_was_written_refuses_logins_and_runs_its_job() {
+    let dir = plugin_dir();
+    let hooks = [
+        "OnActivate",
+        "RunJob",
+        "MessageHasBeenPosted",
+        "ReactionHasBeenAdded",
+        "UserHasJoinedRoom",
+        "UserWillLogIn",
+        "ServeHTTP",
+    ];
+    misbehaving_folder(
+        &dir.join("audit"),
+        "audit",
+        "audit",
+        json!({"hooks": hooks}),
+    );
+    let server = start(&dir, &[]);
+    let addr = server.addr;
+    let admin = sign_in(addr, ADMIN.0, ADMIN.1).await;
+    running(addr, &admin, "audit").await;
+
+    // A will hook on logins refuses one user, and lets the others in.
+    let (status, _) = rest_call(
+        addr,
+        Method::POST,
+        "/api/v1/users.register",
+        None,
+        Some(json!({"username": "blocked", "email": "blocked@example.com", "pass": "pass-word-1", "name": "b"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = rest_call(
+        addr,
+        Method::POST,
+        "/api/v1/login",
+        None,
+        Some(json!({"user": "blocked", "password": "pass-word-1"})),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    // Over DDP the refusal says why.
+    let mut c = DdpClient::open(&format!("ws://{addr}/websocket")).await;
+    c.send(json!({"msg": "connect", "version": "1", "support": ["1"]}))
+        .await;
+    assert_eq!(c.recv().await["msg"], "connected");
+    let (_, error) = ddp_call(
+        &mut c,
+        "l",
+        "login",
+        json!([{"user": {"username": "blocked"}, "password": "pass-word-1"}]),
+    )
+    .await;
+    assert_eq!(error["error"], "error-app-prevented", "{error}");
+    assert_eq!(error["reason"], "blocked users may not log in");
+    let carl = sign_up(addr, "carl").await;
+    // Has-been hooks: a join, a message, a reaction, each heard once written.
+    until_key(addr, "audit", "last-join", json!(["carl", "general"])).await;
+    let (status, body) = rest_call(
+        addr,
+        Method::POST,
+        "/api/v1/chat.postMessage",
+        Some(&carl),
+        Some(json!({"channel": "#general", "text": "hello audit"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_key(addr, "audit", "last-posted", json!("hello audit")).await;
+    let message_id = body["message"]["_id"].as_str().unwrap().to_owned();
+    let (status, body) = rest_call(
+        addr,
+        Method::POST,
+        "/api/v1/chat.react",
+        Some(&carl),
+        Some(json!({"messageId": message_id, "emoji": ":smile:"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The user it hears of carries no secrets.
+    until_key(
+        addr,
+        "audit",
+        "last-reaction",
+        json!([":smile:", "carl", false]),
+    )
+    .await;
+    // The job it scheduled at activation runs every second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, ticks) =
+            rest_call(addr, Method::GET, "/plugins/audit/kv?key=ticks", None, None).await;
+        if ticks.as_u64() >= Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job ran {ticks} times");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A `.tar.gz` of `folder` as a bundle.
 fn bundle(folder: &Path, name: &str) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
@@ -737,7 +859,7 @@ async fn only_administrators_install_configure_and_remove_plugins_and_each_keeps
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(seen, json!("None"), "the probe read the counter's key");
+    assert_eq!(seen, Json::Null, "the probe read the counter's key");
 
     // Configuration: only the schema's keys, of their types.
     for bad in [json!({"nope": 1}), json!({"level": "high"})] {

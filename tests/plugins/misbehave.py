@@ -8,7 +8,11 @@
   pass     MessageWillBePosted lets every message through (the benchmark's plugin)
   probe    ServeHTTP GET /kv?key=K answers this plugin's value of K, asking with another
            plugin's id in the call too (comet must ignore it); OnDeactivate writes a file
+  audit    records what its has-been hooks hear in its keys (read with GET /kv?key=K),
+           refuses the login of a user named "blocked", and counts a job's runs
 """
+
+import json
 
 import os
 import sys
@@ -46,9 +50,46 @@ def on_post(params, api):
 def serve(req, api):
     if req["path"] == "/kv":
         key = req["query"].split("key=", 1)[1]
-        theirs = api.call("kv.get", key=key, plugin="counter", pluginId="counter")
-        return {"status": 200, "body": repr(theirs)}
+        value = api.call("kv.get", key=key, plugin="counter", pluginId="counter")
+        return {"status": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(value)}
     return {"status": 404}
+
+
+@plugin.hook("OnActivate")
+def activate(params, api):
+    if mode == "audit":
+        api.schedule_job("tick", 1000)
+    return None
+
+
+@plugin.hook("RunJob")
+def run_job(params, api):
+    while True:
+        old = api.kv_get("ticks")
+        if api.kv_compare_and_set("ticks", old, (old or 0) + 1):
+            return None
+
+
+@plugin.hook("MessageHasBeenPosted")
+def posted(params, api):
+    api.kv_set("last-posted", params["message"].get("msg"))
+
+
+@plugin.hook("ReactionHasBeenAdded")
+def reacted(params, api):
+    api.kv_set("last-reaction", [params["reaction"], params["user"]["username"], "services" in params["user"]])
+
+
+@plugin.hook("UserHasJoinedRoom")
+def joined(params, api):
+    api.kv_set("last-join", [params["user"]["username"], params["room"].get("name")])
+
+
+@plugin.hook("UserWillLogIn")
+def logging_in(params, api):
+    if params["user"].get("username") == "blocked":
+        return cp.reject("blocked users may not log in")
+    return cp.allow()
 
 
 @plugin.hook("OnDeactivate")

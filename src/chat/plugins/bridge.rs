@@ -15,9 +15,11 @@ use super::{Plugin, Plugins};
 use crate::chat::call::Call;
 use crate::chat::commands::{CommandProvider, Invocation, Listed, ProvidedFuture};
 use crate::chat::hooks::{
-    ChatHooks, FileEvent, HookFuture, MembershipEvent, MessageEvent, Point, ReactionEvent, Verdict,
+    ChatHooks, FileEvent, HookFuture, MembershipEvent, MessageEvent, Origin, Point, ReactionEvent,
+    Verdict,
 };
 use crate::engine::ServiceError;
+use crate::model::value::write_object;
 use crate::model::{Document, Value};
 use serde_json::{json, Value as Json};
 use std::sync::{Arc, Weak};
@@ -71,13 +73,14 @@ impl PluginHooks {
         bot.is_some() && crate::chat::author_of(message) == bot.as_deref()
     }
 
-    /// Asks a *will* hook; the plugin's answer, or its policy when there is none.
-    async fn ask(&self, hook: &str, params: Json, field: &str) -> Verdict<Document> {
+    /// Asks a *will* hook (`params` as JSON text); the plugin's answer, or its policy when
+    /// there is none.
+    async fn ask(&self, hook: &str, params: String, field: &str) -> Verdict<Document> {
         let manifest = self.plugin.manifest();
         let counters = &self.plugin.counters;
         let outcome = match self.plugin.peer() {
             None => Err(CallError::Dead),
-            Some(peer) => peer.call(hook, params, manifest.hook_deadline).await,
+            Some(peer) => peer.call_text(hook, &params, manifest.hook_deadline).await,
         };
         let why = match outcome {
             Ok(answer) => match read_verdict(&answer, field) {
@@ -112,19 +115,32 @@ impl PluginHooks {
         }
     }
 
-    /// Tells a *has been* hook, without waiting.
-    fn tell(&self, hook: &str, params: Json) {
+    /// Tells a *has been* hook (`params` as JSON text), without waiting.
+    fn tell(&self, hook: &str, params: impl FnOnce() -> String) {
         if !self.plugin.manifest().implements(hook) {
             return;
         }
         let sent = self
             .plugin
             .peer()
-            .is_some_and(|peer| peer.notify(hook, params));
+            .is_some_and(|peer| peer.notify_text(hook, &params()));
         if !sent {
             self.plugin.counters.dropped();
         }
     }
+}
+
+/// A message hook's parameters, written straight as EJSON text.
+fn message_params(message: &Document, room: &Document, origin: Origin) -> String {
+    let mut out = String::with_capacity(2048);
+    out.push_str("{\"message\":");
+    write_object(message, &mut out);
+    out.push_str(",\"room\":");
+    write_object(room, &mut out);
+    out.push_str(",\"origin\":\"");
+    out.push_str(origin.as_str());
+    out.push_str("\"}");
+    out
 }
 
 /// Reads a *will* hook's answer: `null` or `{"action": "allow"}` keeps, `{"action":
@@ -181,10 +197,7 @@ impl ChatHooks for PluginHooks {
             if self.own(event.message) {
                 return Verdict::Keep;
             }
-            let params = json!({
-                "message": doc_view(event.message), "room": doc_view(event.room),
-                "origin": event.origin.as_str(),
-            });
+            let params = message_params(event.message, event.room, event.origin);
             self.ask("MessageWillBePosted", params, "message").await
         })
     }
@@ -195,13 +208,9 @@ impl ChatHooks for PluginHooks {
         _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
         if !self.own(event.message) {
-            self.tell(
-                "MessageHasBeenPosted",
-                json!({
-                    "message": doc_view(event.message), "room": doc_view(event.room),
-                    "origin": event.origin.as_str(),
-                }),
-            );
+            self.tell("MessageHasBeenPosted", || {
+                message_params(event.message, event.room, event.origin)
+            });
         }
         Box::pin(std::future::ready(()))
     }
@@ -216,16 +225,16 @@ impl ChatHooks for PluginHooks {
                 return Verdict::Keep;
             }
             let params = json!({"old": doc_view(before), "message": doc_view(after)});
-            self.ask("MessageWillBeUpdated", params, "message").await
+            self.ask("MessageWillBeUpdated", params.to_string(), "message")
+                .await
         })
     }
 
     fn message_has_been_edited<'a>(&'a self, message: &'a Document) -> HookFuture<'a, ()> {
         if !self.own(message) {
-            self.tell(
-                "MessageHasBeenUpdated",
-                json!({"message": doc_view(message)}),
-            );
+            self.tell("MessageHasBeenUpdated", || {
+                json!({"message": doc_view(message)}).to_string()
+            });
         }
         Box::pin(std::future::ready(()))
     }
@@ -235,10 +244,9 @@ impl ChatHooks for PluginHooks {
         message: &'a Document,
         by: &'a Document,
     ) -> HookFuture<'a, ()> {
-        self.tell(
-            "MessageHasBeenDeleted",
-            json!({"message": doc_view(message), "by": user_view(by)}),
-        );
+        self.tell("MessageHasBeenDeleted", || {
+            json!({"message": doc_view(message), "by": user_view(by)}).to_string()
+        });
         Box::pin(std::future::ready(()))
     }
 
@@ -248,13 +256,13 @@ impl ChatHooks for PluginHooks {
         } else {
             "ReactionHasBeenRemoved"
         };
-        self.tell(
-            hook,
+        self.tell(hook, || {
             json!({
                 "message": doc_view(event.message), "user": user_view(event.user),
                 "reaction": event.reaction,
-            }),
-        );
+            })
+            .to_string()
+        });
         Box::pin(std::future::ready(()))
     }
 
@@ -263,7 +271,9 @@ impl ChatHooks for PluginHooks {
         room: &'a Document,
         _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
-        self.tell("RoomHasBeenCreated", json!({"room": doc_view(room)}));
+        self.tell("RoomHasBeenCreated", || {
+            json!({"room": doc_view(room)}).to_string()
+        });
         Box::pin(std::future::ready(()))
     }
 
@@ -272,7 +282,7 @@ impl ChatHooks for PluginHooks {
         event: MembershipEvent<'a>,
         _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
-        self.tell("UserHasJoinedRoom", membership(event));
+        self.tell("UserHasJoinedRoom", || membership(event).to_string());
         Box::pin(std::future::ready(()))
     }
 
@@ -281,7 +291,7 @@ impl ChatHooks for PluginHooks {
         event: MembershipEvent<'a>,
         _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
-        self.tell("UserHasLeftRoom", membership(event));
+        self.tell("UserHasLeftRoom", || membership(event).to_string());
         Box::pin(std::future::ready(()))
     }
 
@@ -290,21 +300,29 @@ impl ChatHooks for PluginHooks {
         user: &'a Document,
         _call: &'a Call<'a>,
     ) -> HookFuture<'a, ()> {
-        self.tell("UserHasBeenCreated", json!({"user": user_view(user)}));
+        self.tell("UserHasBeenCreated", || {
+            json!({"user": user_view(user)}).to_string()
+        });
         Box::pin(std::future::ready(()))
     }
 
     fn user_will_log_in<'a>(&'a self, user: &'a Document) -> HookFuture<'a, Verdict<()>> {
         Box::pin(async move {
             let verdict = self
-                .ask("UserWillLogIn", json!({"user": user_view(user)}), "user")
+                .ask(
+                    "UserWillLogIn",
+                    json!({"user": user_view(user)}).to_string(),
+                    "user",
+                )
                 .await;
             refuse_only(verdict)
         })
     }
 
     fn user_has_logged_in<'a>(&'a self, user: &'a Document) -> HookFuture<'a, ()> {
-        self.tell("UserHasLoggedIn", json!({"user": user_view(user)}));
+        self.tell("UserHasLoggedIn", || {
+            json!({"user": user_view(user)}).to_string()
+        });
         Box::pin(std::future::ready(()))
     }
 
@@ -317,7 +335,8 @@ impl ChatHooks for PluginHooks {
                 "file": doc_view(event.file), "room": doc_view(event.room),
                 "user": user_view(event.user),
             });
-            self.ask("FileWillBeUploaded", params, "file").await
+            self.ask("FileWillBeUploaded", params.to_string(), "file")
+                .await
         })
     }
 }

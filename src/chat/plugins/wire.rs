@@ -221,14 +221,28 @@ impl Peer {
         params: Json,
         deadline: Duration,
     ) -> Result<Json, CallError> {
+        self.call_text(method, &params.to_string(), deadline).await
+    }
+
+    /// [`Peer::call`] with the parameters already written as JSON text (a message hook
+    /// writes its documents straight as EJSON, building no JSON tree).
+    pub async fn call_text(
+        &self,
+        method: &str,
+        params: &str,
+        deadline: Duration,
+    ) -> Result<Json, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if let Err(err) = self.outbox.try_send(line.to_string()) {
+        let line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{},\"params\":{params}}}",
+            Json::from(method)
+        );
+        if let Err(err) = self.outbox.try_send(line) {
             self.forget(id);
             return Err(match err {
                 mpsc::error::TrySendError::Full(_) => CallError::Full,
@@ -255,8 +269,16 @@ impl Peer {
     /// Sends `method` without waiting for anything; `false` when it was dropped (the
     /// plugin is gone or does not read).
     pub fn notify(&self, method: &str, params: Json) -> bool {
-        let line = json!({"jsonrpc": "2.0", "method": method, "params": params});
-        self.outbox.try_send(line.to_string()).is_ok()
+        self.notify_text(method, &params.to_string())
+    }
+
+    /// [`Peer::notify`] with the parameters already written as JSON text.
+    pub fn notify_text(&self, method: &str, params: &str) -> bool {
+        let line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":{},\"params\":{params}}}",
+            Json::from(method)
+        );
+        self.outbox.try_send(line).is_ok()
     }
 
     /// Answers the plugin's call `id`.
