@@ -19,6 +19,7 @@
 #   PASSTHROUGH_HOOK=1 SERVERS=comet SCENARIOS=chat bench/run.sh  # a hook at every point
 #   PLUGIN=node SERVERS=comet SCENARIOS=chat bench/run.sh  # one pass-through plugin (node|python)
 #   PLUGIN=late LATE_MS=100 SERVERS=comet SCENARIOS=chat bench/run.sh  # one that misses every deadline
+#   PLUGIN=node PLUGIN_CORE=1 ...                           # the plugin off comet's core
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 set -euo pipefail
@@ -63,6 +64,8 @@ plugin_dir() {
     node) command='["node", "pass.js"]' ;;
     late) command='["python3", "misbehave.py", "sleep"]'; deadline=${LATE_MS:-100} ;;
   esac
+  # PLUGIN_CORE=1 runs the plugin on the load generator's core instead of comet's.
+  if [ -n "${PLUGIN_CORE:-}" ]; then command="[\"taskset\", \"-c\", \"$PLUGIN_CORE\", ${command#[}"; fi
   printf '{"id": "bench-%s", "version": "1", "server": {"command": %s}, "hooks": ["MessageWillBePosted"], "hook_deadline_ms": %s}\n' \
     "$PLUGIN" "$command" "$deadline" >"$dir/bench-$PLUGIN/plugin.json"
   echo "$dir"

@@ -102,7 +102,11 @@ impl PluginHooks {
                 err.to_string()
             }
         };
-        tracing::warn!(plugin = %self.plugin.id, %hook, cause = %why, policy = manifest.policy.as_str(), "plugin hook failed: its policy applies");
+        // At most one warning a second per plugin: a plugin missing every deadline under
+        // load would otherwise write one line per message. `/metrics` counts them all.
+        if self.plugin.may_warn() {
+            tracing::warn!(plugin = %self.plugin.id, %hook, cause = %why, policy = manifest.policy.as_str(), "plugin hook failed: its policy applies (further failures this second are counted, not logged)");
+        }
         match manifest.policy {
             Policy::FailOpen => Verdict::Keep,
             Policy::FailClosed => {

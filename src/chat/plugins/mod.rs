@@ -139,6 +139,8 @@ pub struct Plugin {
     bucket: Mutex<(f64, Instant)>,
     jobs: Mutex<HashMap<String, CancellationToken>>,
     run: Mutex<Option<Run>>,
+    /// When a failure was last logged (ms since the epoch).
+    last_warning: std::sync::atomic::AtomicU64,
 }
 
 impl Plugin {
@@ -161,6 +163,7 @@ impl Plugin {
             bucket: Mutex::new((api::BURST, Instant::now())),
             jobs: Mutex::new(HashMap::new()),
             run: Mutex::new(None),
+            last_warning: Default::default(),
         })
     }
 
@@ -244,6 +247,18 @@ impl Plugin {
         } else {
             false
         }
+    }
+
+    /// Whether a failure may be logged now: one a second at most.
+    pub(crate) fn may_warn(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = now_ms() as u64;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn stop_jobs(&self) {
