@@ -970,3 +970,60 @@ async fn in_development_mode_a_plugin_restarts_when_its_folder_changes() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_reach_the_same_plugin_from_other_instances_only() {
+    let dir = plugin_dir();
+    misbehaving_folder(
+        &dir.join("audit"),
+        "audit",
+        "audit",
+        json!({"hooks": ["ServeHTTP", "OnPluginClusterEvent"]}),
+    );
+    let plugins = dir.clone();
+    let server = common::spawn_server(common::test_settings(move |cli| {
+        cli.plugin_dir = Some(plugins);
+    }))
+    .await;
+    let addr = server.addr;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rest_call(addr, Method::GET, "/plugins/audit/kv?key=x", None, None)
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the plugin never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its own event goes to the other instances, never back to itself.
+    let (status, _) = rest_call(addr, Method::POST, "/plugins/audit/cluster", None, None).await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, heard) = rest_call(
+        addr,
+        Method::GET,
+        "/plugins/audit/kv?key=last-cluster",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(heard, Json::Null, "the plugin heard its own cluster event");
+    // What another instance's bus delivers here (NATS, later) reaches the plugin.
+    server
+        .hub
+        .registry
+        .bus()
+        .publish(comet::engine::bus::BusEvent {
+            stream: comet::chat::plugins::CLUSTER_STREAM.into(),
+            event: "audit".into(),
+            args: vec![
+                comet::model::Value::from("from-elsewhere"),
+                comet::model::Value::from(7.0),
+            ],
+            except: Some("another-instance".into()),
+        });
+    until_key(addr, "audit", "last-cluster", json!(["from-elsewhere", 7])).await;
+    server.plugins.stop_all().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,8 @@
   probe    ServeHTTP GET /kv?key=K answers this plugin's value of K, asking with another
            plugin's id in the call too (comet must ignore it); OnDeactivate writes a file
   audit    records what its has-been hooks hear in its keys (read with GET /kv?key=K),
-           refuses the login of a user named "blocked", and counts a job's runs
+           refuses the login of a user named "blocked", counts a job's runs, keeps the
+           last cluster event it heard, and sends one on POST /cluster
 """
 
 import json
@@ -56,7 +57,15 @@ def serve(req, api):
         key = req["query"].split("key=", 1)[1]
         value = api.call("kv.get", key=key, plugin="counter", pluginId="counter")
         return {"status": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(value)}
+    if req["path"] == "/cluster" and req["method"] == "POST":
+        api.publish_cluster_event("from-this-instance", {"n": 1})
+        return {"status": 204}
     return {"status": 404}
+
+
+@plugin.hook("OnPluginClusterEvent")
+def cluster_event(params, api):
+    api.kv_set("last-cluster", [params["event"], params["data"]])
 
 
 @plugin.hook("OnActivate")
