@@ -135,12 +135,20 @@ test('web chat: two people chat, see typing, unread, edits and deletes; reload a
     assert.deepEqual(ann.errors, []);
   });
 
-test('operator page: administrators only; its figures move under load; it closes a connection',
+test('operator page: administrators only; its figures move under load; it closes a connection; it lists and disables plugins',
   { skip: noChromium, timeout: 120000 },
   async (t) => {
     fs.mkdirSync(SHOTS, { recursive: true });
-    const server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4' });
-    t.after(() => server.stop());
+    // One example plugin, with its SDK beside it.
+    const plugins = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'comet-admin-plugins-'));
+    const counter = path.join(plugins, 'counter');
+    fs.cpSync(path.join(__dirname, '..', '..', 'plugins', 'examples', 'counter'), counter, { recursive: true });
+    fs.copyFileSync(path.join(__dirname, '..', '..', 'plugins', 'sdk', 'python', 'comet_plugin.py'), path.join(counter, 'comet_plugin.py'));
+    const server = await startServer({ ...ADMIN, COMET_BCRYPT_COST: '4', COMET_PLUGIN_DIR: plugins });
+    t.after(async () => {
+      await server.stop();
+      fs.rmSync(plugins, { recursive: true, force: true });
+    });
     const browser = await launchChromium(t);
 
     // A stranger and a plain user get no figures.
@@ -160,6 +168,9 @@ test('operator page: administrators only; its figures move under load; it closes
     await signIn(admin.page, 'boss', 'boss-pass-1');
     await admin.page.locator('[data-figure="sessions"]').waitFor();
     await waitFor(async () => Number(await admin.page.locator('[data-figure="sessions"]').textContent()) >= 3, 5000, 'sessions counted');
+    // The plugin is listed with its state.
+    const plugin = admin.page.locator('#plugins tr', { hasText: 'counter' });
+    await plugin.locator('td', { hasText: /^running$/ }).waitFor({ timeout: 20000 });
 
     // A load: method calls and deliveries show up within a few samples.
     const loader = await RawDdp.open(server.ws);
@@ -190,6 +201,11 @@ test('operator page: administrators only; its figures move under load; it closes
       await button.click();
     }
     await closed;
+
+    // Disabled from the page, it says so.
+    await plugin.getByRole('button', { name: 'Disable the plugin counter' }).click();
+    await plugin.locator('td', { hasText: /^disabled$/ }).waitFor({ timeout: 20000 });
+    await plugin.getByRole('button', { name: 'Enable the plugin counter' }).waitFor();
     assert.deepEqual(admin.errors, []);
   });
 
