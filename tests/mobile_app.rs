@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{http_with, Binary, DdpClient};
+use common::{http_with, sign_in, Binary, DdpClient};
 use serde_json::{json, Value as Json};
 
 const ADMIN: (&str, &str) = ("boss", "s3cret-pass");
@@ -561,22 +561,6 @@ async fn post(addr: std::net::SocketAddr, path: &str, auth: &(String, String), b
     let (status, answer) = request(addr, "POST", path, Some(auth), Some(body.clone())).await;
     assert_eq!(status, 200, "POST {path} {body}: {answer}");
     answer
-}
-
-async fn sign_in(addr: std::net::SocketAddr, user: &str, password: &str) -> (String, String) {
-    let (status, body) = request(
-        addr,
-        "POST",
-        "/api/v1/login",
-        None,
-        Some(json!({"user": user, "password": password})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    (
-        body["data"]["userId"].as_str().unwrap().to_owned(),
-        body["data"]["authToken"].as_str().unwrap().to_owned(),
-    )
 }
 
 async fn sign_up(addr: std::net::SocketAddr, name: &str) -> (String, String) {

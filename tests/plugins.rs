@@ -101,6 +101,11 @@ fn start(dir: &Path, more: &[(&str, &str)]) -> Binary {
     Binary::start("", &envs)
 }
 
+/// A REST POST of `body` to `path` as `auth`: (status, JSON answer).
+async fn post(addr: SocketAddr, auth: &Auth, path: &str, body: Json) -> (u16, Json) {
+    rest_call(addr, Method::POST, path, Some(auth), Some(body)).await
+}
+
 /// The plugins as administrators see them, by id.
 async fn plugins(addr: SocketAddr, admin: &Auth) -> std::collections::HashMap<String, Json> {
     let (status, body) =
@@ -321,12 +326,11 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     .await;
     assert_eq!(who["userId"], Json::Null);
     // Configured with a token, it wants it (the plugin hears OnConfigurationChange).
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &admin,
         "/api/v1/plugins.configure",
-        Some(&admin),
-        Some(json!({"id": "webhook-bridge", "config": {"token": "t0ken"}})),
+        json!({"id": "webhook-bridge", "config": {"token": "t0ken"}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -398,12 +402,11 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     let calls = (0..12).map(|_| {
         let ann = ann.clone();
         async move {
-            rest_call(
+            post(
                 addr,
-                Method::POST,
+                &ann,
                 "/api/v1/commands.run",
-                Some(&ann),
-                Some(json!({"command": "count", "roomId": "GENERAL"})),
+                json!({"command": "count", "roomId": "GENERAL"}),
             )
             .await
         }
@@ -411,12 +414,11 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     for (status, body) in futures_util::future::join_all(calls).await {
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _) = rest_call(
+    let (status, _) = post(
         addr,
-        Method::POST,
+        &ann,
         "/api/v1/commands.run",
-        Some(&ann),
-        Some(json!({"command": "count", "roomId": "GENERAL"})),
+        json!({"command": "count", "roomId": "GENERAL"}),
     )
     .await;
     assert_eq!(status, 200);
@@ -437,22 +439,20 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     );
 
     // A stranger to a private room cannot run a command there.
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &admin,
         "/api/v1/groups.create",
-        Some(&admin),
-        Some(json!({"name": "secret-room"})),
+        json!({"name": "secret-room"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let rid = body["group"]["_id"].as_str().unwrap().to_owned();
-    let (status, _) = rest_call(
+    let (status, _) = post(
         addr,
-        Method::POST,
+        &ann,
         "/api/v1/commands.run",
-        Some(&ann),
-        Some(json!({"command": "count", "roomId": rid})),
+        json!({"command": "count", "roomId": rid}),
     )
     .await;
     assert_eq!(status, 400);
@@ -636,12 +636,11 @@ async fn a_fail_closed_plugin_that_cannot_answer_refuses_with_a_clear_error() {
         1.0
     );
     // Disabled, it no longer stands in the way.
-    let (status, _) = rest_call(
+    let (status, _) = post(
         addr,
-        Method::POST,
+        &admin,
         "/api/v1/plugins.disable",
-        Some(&admin),
-        Some(json!({"id": "strict"})),
+        json!({"id": "strict"}),
     )
     .await;
     assert_eq!(status, 200);
@@ -730,23 +729,21 @@ async fn a_plugin_hears_what_was_written_refuses_logins_and_runs_its_job() {
     let carl = sign_up(addr, "carl").await;
     // Has-been hooks: a join, a message, a reaction, each heard once written.
     until_key(addr, "audit", "last-join", json!(["carl", "general"])).await;
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &carl,
         "/api/v1/chat.postMessage",
-        Some(&carl),
-        Some(json!({"channel": "#general", "text": "hello audit"})),
+        json!({"channel": "#general", "text": "hello audit"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     until_key(addr, "audit", "last-posted", json!("hello audit")).await;
     let message_id = body["message"]["_id"].as_str().unwrap().to_owned();
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &carl,
         "/api/v1/chat.react",
-        Some(&carl),
-        Some(json!({"messageId": message_id, "emoji": ":smile:"})),
+        json!({"messageId": message_id, "emoji": ":smile:"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -825,12 +822,11 @@ async fn only_administrators_install_configure_and_remove_plugins_and_each_keeps
     let (status, _) = install(addr, None, probe.clone()).await;
     assert_eq!(status, 401);
     for route in ["plugins.disable", "plugins.remove", "plugins.configure"] {
-        let (status, _) = rest_call(
+        let (status, _) = post(
             addr,
-            Method::POST,
+            &ann,
             &format!("/api/v1/{route}"),
-            Some(&ann),
-            Some(json!({"id": "counter", "config": {}})),
+            json!({"id": "counter", "config": {}}),
         )
         .await;
         assert_eq!(status, 403, "{route}");
@@ -852,12 +848,11 @@ async fn only_administrators_install_configure_and_remove_plugins_and_each_keeps
     assert_eq!(status, 400, "{body}");
 
     // One plugin's keys are its own, whatever its calls say.
-    let (status, _) = rest_call(
+    let (status, _) = post(
         addr,
-        Method::POST,
+        &ann,
         "/api/v1/commands.run",
-        Some(&ann),
-        Some(json!({"command": "count", "roomId": "GENERAL"})),
+        json!({"command": "count", "roomId": "GENERAL"}),
     )
     .await;
     assert_eq!(status, 200);
@@ -874,34 +869,31 @@ async fn only_administrators_install_configure_and_remove_plugins_and_each_keeps
 
     // Configuration: only the schema's keys, of their types.
     for bad in [json!({"nope": 1}), json!({"level": "high"})] {
-        let (status, body) = rest_call(
+        let (status, body) = post(
             addr,
-            Method::POST,
+            &admin,
             "/api/v1/plugins.configure",
-            Some(&admin),
-            Some(json!({"id": "probe", "config": bad})),
+            json!({"id": "probe", "config": bad}),
         )
         .await;
         assert_eq!(status, 400, "{body}");
     }
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &admin,
         "/api/v1/plugins.configure",
-        Some(&admin),
-        Some(json!({"id": "probe", "config": {"level": 3}})),
+        json!({"id": "probe", "config": {"level": 3}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["plugin"]["config"]["level"], 3);
 
     // Disabled: OnDeactivate, no routes; enabled again: back.
-    let (status, body) = rest_call(
+    let (status, body) = post(
         addr,
-        Method::POST,
+        &admin,
         "/api/v1/plugins.disable",
-        Some(&admin),
-        Some(json!({"id": "probe"})),
+        json!({"id": "probe"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");

@@ -116,34 +116,44 @@
     }
   }
 
+  // A table row of text cells (those from `numericFrom` on right-aligned) and a last cell
+  // holding `action`: a button, a text, or nothing.
+  function tableRow(cells, numericFrom, action) {
+    const tr = document.createElement('tr');
+    cells.forEach((text, i) => {
+      const td = document.createElement('td');
+      td.className = i >= numericFrom ? 'num' : '';
+      td.textContent = text;
+      tr.append(td);
+    });
+    const td = document.createElement('td');
+    if (action) td.append(action);
+    tr.append(td);
+    return tr;
+  }
+
+  function button(text, label, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = text;
+    b.setAttribute('aria-label', label);
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
   function renderConnections() {
     const body = $('connections');
     body.textContent = '';
     const rows = [...ddp.docs('comet_operator_connections').values()]
       .sort((a, b) => (b.queuedBytes - a.queuedBytes) || (new Date(a.openedAt) - new Date(b.openedAt)));
     for (const c of rows) {
-      const tr = document.createElement('tr');
       const age = Math.round((Date.now() - new Date(c.openedAt).getTime()) / 1000);
       const cells = [c.username || c.userId || '(not signed in)', c.address || '', c.transport, `${age} s`, String(c.queuedBytes)];
-      cells.forEach((text, i) => {
-        const td = document.createElement('td');
-        td.className = i >= 3 ? 'num' : '';
-        td.textContent = text;
-        tr.append(td);
-      });
-      const td = document.createElement('td');
-      if (c.self) {
-        td.textContent = 'this page';
-      } else {
-        const b = document.createElement('button');
-        b.type = 'button';
-        b.textContent = 'Close';
-        b.setAttribute('aria-label', `Close the connection of ${cells[0]} from ${cells[1]}`);
-        b.addEventListener('click', () => ddp.call('comet.operator.closeConnection', c._id).catch(() => {}));
-        td.append(b);
-      }
-      tr.append(td);
-      body.append(tr);
+      const action = c.self
+        ? 'this page'
+        : button('Close', `Close the connection of ${cells[0]} from ${cells[1]}`,
+          () => ddp.call('comet.operator.closeConnection', c._id).catch(() => {}));
+      body.append(tableRow(cells, 3, action));
     }
   }
 
@@ -161,24 +171,12 @@
     const body = $('plugins');
     body.textContent = '';
     for (const p of list) {
-      const tr = document.createElement('tr');
       const missed = p.counters.hooksMissed + p.counters.hooksFailed;
       const cells = [p.name === p.id ? p.id : `${p.name} (${p.id})`, p.version, p.state, p.reason || '', String(missed), String(p.counters.crashes)];
-      cells.forEach((text, i) => {
-        const td = document.createElement('td');
-        td.className = i >= 4 ? 'num' : '';
-        td.textContent = text;
-        tr.append(td);
-      });
-      const td = document.createElement('td');
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.textContent = p.enabled ? 'Disable' : 'Enable';
-      b.setAttribute('aria-label', `${b.textContent} the plugin ${p.id}`);
-      b.addEventListener('click', () => ddp.call(p.enabled ? 'plugins.disable' : 'plugins.enable', p.id).then(refreshPlugins, refreshPlugins));
-      td.append(b);
-      tr.append(td);
-      body.append(tr);
+      const verb = p.enabled ? 'Disable' : 'Enable';
+      const action = button(verb, `${verb} the plugin ${p.id}`,
+        () => ddp.call(p.enabled ? 'plugins.disable' : 'plugins.enable', p.id).then(refreshPlugins, refreshPlugins));
+      body.append(tableRow(cells, 4, action));
     }
   }
   function watchPlugins() {

@@ -95,20 +95,8 @@ impl PushTokens {
             (None, Some(id)) => serde_json::json!({"_id": crate::engine::build::to_json(id)}),
             (None, None) => same,
         };
-        let mut found = self
-            .store
-            .find(
-                PUSH_TOKENS,
-                FindOptions {
-                    selector: selector(selector_after)?,
-                    limit: Some(1),
-                    ..FindOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        found
-            .pop()
+        crate::engine::build::find_one(&*self.store, PUSH_TOKENS, selector_after)
+            .await?
             .ok_or_else(|| ServiceError::internal("a push token just written is missing"))
     }
 

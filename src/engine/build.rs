@@ -46,3 +46,24 @@ pub async fn insert_default(
 pub fn to_json(value: &Value) -> serde_json::Value {
     serde_json::from_str(&value.to_ejson_string()).unwrap_or(serde_json::Value::Null)
 }
+
+/// The first document of `collection` that `filter` (written in the code, never taken from
+/// a client as a whole) matches, if any.
+pub async fn find_one(
+    store: &dyn crate::storage::Store,
+    collection: &str,
+    filter: serde_json::Value,
+) -> Result<Option<Document>, ServiceError> {
+    let mut found = store
+        .find(
+            collection,
+            crate::storage::FindOptions {
+                selector: selector(filter)?,
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ServiceError::from_store(&e))?;
+    Ok(found.pop())
+}

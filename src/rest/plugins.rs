@@ -52,24 +52,10 @@ async fn bundle_of(request: &RestRequest) -> Result<Vec<u8>, Stop> {
         .is_some_and(|t| t.starts_with("multipart/"));
     if multipart {
         let mut form = super::uploads::Form::of(request)?;
-        while let Some(mut field) = form.next().await? {
-            if field.file_name().is_none() {
-                continue;
+        while let Some(field) = form.next().await? {
+            if field.file_name().is_some() {
+                return Ok(super::uploads::part_bytes(field, MAX_BUNDLE, too_large).await?);
             }
-            let mut bytes = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(|_| {
-                RestResponse::failure(
-                    400,
-                    "The form could not be read",
-                    Some("error-invalid-body"),
-                )
-            })? {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > MAX_BUNDLE {
-                    return Err(too_large().into());
-                }
-            }
-            return Ok(bytes);
         }
         return Err(
             RestResponse::failure(400, "No file in the form", Some("error-invalid-body")).into(),

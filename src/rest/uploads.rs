@@ -152,8 +152,12 @@ impl Form {
     }
 }
 
-/// A text part, bounded.
-async fn text_part(mut field: multer::Field<'static>) -> Result<String, RestResponse> {
+/// A part's whole bytes, at most `limit`; `too_long()` beyond.
+pub(super) async fn part_bytes(
+    mut field: multer::Field<'static>,
+    limit: usize,
+    too_long: impl FnOnce() -> RestResponse,
+) -> Result<Vec<u8>, RestResponse> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|_| {
         RestResponse::failure(
@@ -163,14 +167,19 @@ async fn text_part(mut field: multer::Field<'static>) -> Result<String, RestResp
         )
     })? {
         bytes.extend_from_slice(&chunk);
-        if bytes.len() > MAX_TEXT_PART {
-            return Err(RestResponse::failure(
-                400,
-                "A form field is too long",
-                Some("error-invalid-body"),
-            ));
+        if bytes.len() > limit {
+            return Err(too_long());
         }
     }
+    Ok(bytes)
+}
+
+/// A text part, bounded.
+async fn text_part(field: multer::Field<'static>) -> Result<String, RestResponse> {
+    let bytes = part_bytes(field, MAX_TEXT_PART, || {
+        RestResponse::failure(400, "A form field is too long", Some("error-invalid-body"))
+    })
+    .await?;
     String::from_utf8(bytes).map_err(|_| {
         RestResponse::failure(
             400,

@@ -644,14 +644,8 @@ async fn rest_route(
         Method::OPTIONS => return preflight(&req),
         _ => RestMethod::Other,
     };
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let credentials = header("x-user-id").zip(header("x-auth-token"));
-    let content_type = header("content-type");
+    let credentials = credentials_of(req.headers());
+    let content_type = header_text(req.headers(), "content-type");
     let (path, query) = (
         req.uri().path().to_owned(),
         req.uri().query().map(str::to_owned),
@@ -689,18 +683,25 @@ async fn rest_route(
     resp
 }
 
+/// A header's value as text, when it is text.
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Rocket.Chat's `X-User-Id` and `X-Auth-Token`, when both were sent.
+fn credentials_of(headers: &HeaderMap) -> Option<(String, String)> {
+    header_text(headers, "x-user-id").zip(header_text(headers, "x-auth-token"))
+}
+
 /// Largest body handed to a plugin's HTTP route.
 const MAX_PLUGIN_BODY: usize = 4 << 20;
 
 /// `/plugins/<id>/...`: the request, as values, for the plugin's `ServeHTTP`.
 async fn plugin_route(req: Request<hyper::body::Incoming>, app: &App) -> Response<Body> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let credentials = header("x-user-id").zip(header("x-auth-token"));
+    let credentials = credentials_of(req.headers());
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()

@@ -11,10 +11,11 @@ use super::Accounts;
 use crate::chat::call::Call;
 use crate::chat::collections::{AVATARS, USERS};
 use crate::chat::media;
+use crate::engine::build::find_one;
 use crate::engine::build::{now_ms, selector, update};
 use crate::engine::error::ServiceError;
 use crate::model::{MeteorError, Value};
-use crate::storage::{FindOptions, RemoveOptions, UpdateOptions};
+use crate::storage::{RemoveOptions, UpdateOptions};
 use base64::Engine as _;
 
 /// The largest avatar kept.
@@ -98,19 +99,8 @@ impl Accounts {
                     AvatarOwner::Id(id) => serde_json::json!({"_id": id}),
                     AvatarOwner::Username(name) => serde_json::json!({"username": name}),
                 };
-                let found = self
-                    .store
-                    .find(
-                        USERS,
-                        FindOptions {
-                            selector: selector(filter)?,
-                            limit: Some(1),
-                            ..FindOptions::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| ServiceError::from_store(&e))?
-                    .pop()
+                let found = find_one(&*self.store, USERS, filter)
+                    .await?
                     .and_then(|u| u.get("_id").and_then(Value::as_str).map(str::to_owned))
                     .ok_or_else(|| refused("error-invalid-user", "Invalid user"))?;
                 if found != me && !may_edit_others {
@@ -207,22 +197,12 @@ impl Accounts {
 
     /// The avatar `username` gave, if any.
     pub async fn avatar_of(&self, username: &str) -> Result<Option<Avatar>, ServiceError> {
-        let find = |collection: &'static str, filter: serde_json::Value| async move {
-            self.store
-                .find(
-                    collection,
-                    FindOptions {
-                        selector: selector(filter)?,
-                        limit: Some(1),
-                        ..FindOptions::default()
-                    },
-                )
-                .await
-                .map_err(|e| ServiceError::from_store(&e))
-        };
-        let Some(user) = find(USERS, serde_json::json!({"username": username}))
-            .await?
-            .pop()
+        let Some(user) = find_one(
+            &*self.store,
+            USERS,
+            serde_json::json!({"username": username}),
+        )
+        .await?
         else {
             return Ok(None);
         };
@@ -234,19 +214,7 @@ impl Accounts {
 
     /// The avatar kept under `key` (a user's id, or `room:<rid>` for a room's).
     pub async fn stored_avatar(&self, key: &str) -> Result<Option<Avatar>, ServiceError> {
-        let Some(stored) = self
-            .store
-            .find(
-                AVATARS,
-                FindOptions {
-                    selector: selector(serde_json::json!({"_id": key}))?,
-                    limit: Some(1),
-                    ..FindOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?
-            .pop()
+        let Some(stored) = find_one(&*self.store, AVATARS, serde_json::json!({"_id": key})).await?
         else {
             return Ok(None);
         };

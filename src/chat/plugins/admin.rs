@@ -30,10 +30,8 @@ impl Plugins {
     }
 
     fn views(&self) -> Vec<Json> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
+        self.all()
+            .iter()
             .map(|p| p.view(self.is_enabled(&p.id)))
             .collect()
     }

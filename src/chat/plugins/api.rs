@@ -9,6 +9,7 @@
 //! process that called, never from the call, so a plugin reaches only its own keys,
 //! configuration and jobs. It must not know about processes or frames.
 
+use super::figures::Figure;
 use super::wire::{codes, RpcError};
 use super::{Plugin, Plugins};
 use crate::chat::call::Call;
@@ -178,9 +179,9 @@ pub async fn handle(
     method: &str,
     params: Json,
 ) -> Result<Json, RpcError> {
-    plugin.counters.api_call();
+    plugin.counters.count(Figure::ApiCalls);
     if !plugin.take_token() {
-        plugin.counters.api_limited();
+        plugin.counters.count(Figure::ApiLimited);
         return Err(RpcError {
             code: codes::LIMITED,
             message: "Too many calls: slow down".into(),

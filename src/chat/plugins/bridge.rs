@@ -9,6 +9,7 @@
 //! itself without end. It must not start processes or store anything.
 
 use super::api::{doc_view, user_view};
+use super::figures::Figure;
 use super::manifest::Policy;
 use super::wire::CallError;
 use super::{Plugin, Plugins};
@@ -85,20 +86,20 @@ impl PluginHooks {
         let why = match outcome {
             Ok(answer) => match read_verdict(&answer, field) {
                 Ok(verdict) => {
-                    counters.hook_ok();
+                    counters.count(Figure::HooksAnswered);
                     return verdict;
                 }
                 Err(why) => {
-                    counters.hook_failed();
+                    counters.count(Figure::HooksFailed);
                     why
                 }
             },
             Err(CallError::Timeout(after)) => {
-                counters.hook_missed();
+                counters.count(Figure::HooksMissed);
                 format!("no answer within {} ms", after.as_millis())
             }
             Err(err) => {
-                counters.hook_failed();
+                counters.count(Figure::HooksFailed);
                 err.to_string()
             }
         };
@@ -110,7 +111,7 @@ impl PluginHooks {
         match manifest.policy {
             Policy::FailOpen => Verdict::Keep,
             Policy::FailClosed => {
-                counters.refused_by_policy();
+                counters.count(Figure::RefusedByPolicy);
                 Verdict::Refuse(format!(
                     "The plugin {} could not check this ({why}), and refuses what it cannot check",
                     self.plugin.id
@@ -129,7 +130,7 @@ impl PluginHooks {
             .peer()
             .is_some_and(|peer| peer.notify_text(hook, &params()));
         if !sent {
-            self.plugin.counters.dropped();
+            self.plugin.counters.count(Figure::EventsDropped);
         }
     }
 }
@@ -416,14 +417,14 @@ impl CommandProvider for PluginCommands {
             });
             let answer = match peer.call("ExecuteCommand", params, deadline).await {
                 Ok(answer) => {
-                    plugin.counters.hook_ok();
+                    plugin.counters.count(Figure::HooksAnswered);
                     answer
                 }
                 Err(err) => {
                     if matches!(err, CallError::Timeout(_)) {
-                        plugin.counters.hook_missed();
+                        plugin.counters.count(Figure::HooksMissed);
                     } else {
-                        plugin.counters.hook_failed();
+                        plugin.counters.count(Figure::HooksFailed);
                     }
                     return Err(failed(err.to_string()));
                 }

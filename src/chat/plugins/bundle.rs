@@ -111,14 +111,7 @@ pub fn unpack(bytes: &[u8], into: &Path) -> Result<PathBuf, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A folder removed when the test ends.
-    struct TestDir(std::path::PathBuf);
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::chat::plugins::TestDir;
 
     fn bundle(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
@@ -141,10 +134,7 @@ mod tests {
 
     #[test]
     fn a_bundle_unpacks_inside_its_folder_only() {
-        let dir = TestDir(std::env::temp_dir().join(format!(
-            "comet-bundle-{}",
-            crate::model::random::random_id()
-        )));
+        let dir = TestDir::new("bundle");
         let good = bundle(&[
             ("demo/plugin.json", b"{}", 0o644),
             ("demo/bin/run", b"#!/bin/sh\n", 0o755),

@@ -1,135 +1,74 @@
 //! A plugin's figures: the counters its hooks, calls and crashes raise, as `/metrics`
-//! shows them (one family per counter, labelled by plugin) and administrators read them.
-//! It must not decide anything: the runner, the bridge and the API count, this only keeps
-//! and renders.
+//! shows them (one family per figure, labelled by plugin) and administrators read them
+//! (`plugins.list`'s `counters`). It must not decide anything: the runner, the bridge and
+//! the API count, this only keeps and renders.
 
 use super::{Plugin, State};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A plugin's figures, for `/metrics` and the administrators.
-#[derive(Debug, Default)]
-pub struct Counters {
-    hooks_answered: AtomicU64,
-    hooks_missed: AtomicU64,
-    hooks_failed: AtomicU64,
-    refused_by_policy: AtomicU64,
-    events_dropped: AtomicU64,
-    api_calls: AtomicU64,
-    api_limited: AtomicU64,
-    crashes: AtomicU64,
-    http_requests: AtomicU64,
+/// What is counted of a plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Figure {
+    HooksAnswered,
+    HooksMissed,
+    HooksFailed,
+    RefusedByPolicy,
+    EventsDropped,
+    ApiCalls,
+    ApiLimited,
+    Crashes,
+    HttpRequests,
 }
+
+/// Each figure: its key for administrators, its `/metrics` family, and what it counts.
+#[rustfmt::skip]
+const FIGURES: [(Figure, &str, &str, &str); 9] = [
+    (Figure::HooksAnswered, "hooksAnswered", "comet_plugin_hooks_answered", "Hook calls a plugin answered in time"),
+    (Figure::HooksMissed, "hooksMissed", "comet_plugin_hooks_missed", "Hook calls that missed their deadline (the plugin's policy applied)"),
+    (Figure::HooksFailed, "hooksFailed", "comet_plugin_hooks_failed", "Hook calls to a plugin not running, or answered wrongly (the policy applied)"),
+    (Figure::RefusedByPolicy, "refusedByPolicy", "comet_plugin_refused_by_policy", "Writes refused by a fail-closed plugin that could not answer"),
+    (Figure::EventsDropped, "eventsDropped", "comet_plugin_events_dropped", "Has-been events a plugin could not be sent"),
+    (Figure::ApiCalls, "apiCalls", "comet_plugin_api_calls", "Calls a plugin made into comet"),
+    (Figure::ApiLimited, "apiLimited", "comet_plugin_api_limited", "Calls a plugin made over its rate"),
+    (Figure::Crashes, "crashes", "comet_plugin_crashes", "Times a plugin's process died or was ended"),
+    (Figure::HttpRequests, "httpRequests", "comet_plugin_http_requests", "HTTP requests handed to a plugin"),
+];
+
+/// A plugin's counters, one per [`Figure`].
+#[derive(Debug, Default)]
+pub struct Counters([AtomicU64; FIGURES.len()]);
 
 impl Counters {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn hook_ok(&self) {
-        Self::bump(&self.hooks_answered)
-    }
-    pub fn hook_missed(&self) {
-        Self::bump(&self.hooks_missed)
-    }
-    pub fn hook_failed(&self) {
-        Self::bump(&self.hooks_failed)
-    }
-    pub fn refused_by_policy(&self) {
-        Self::bump(&self.refused_by_policy)
-    }
-    pub fn dropped(&self) {
-        Self::bump(&self.events_dropped)
-    }
-    pub fn api_call(&self) {
-        Self::bump(&self.api_calls)
-    }
-    pub fn api_limited(&self) {
-        Self::bump(&self.api_limited)
-    }
-    pub fn crash(&self) {
-        Self::bump(&self.crashes)
-    }
-    pub fn http_request(&self) {
-        Self::bump(&self.http_requests)
+    /// Counts one more of `figure`.
+    pub fn count(&self, figure: Figure) {
+        self.0[figure as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn get(&self, figure: Figure) -> u64 {
+        self.0[figure as usize].load(Ordering::Relaxed)
+    }
+
+    /// The counters as administrators read them.
     pub(super) fn view(&self) -> Json {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "hooksAnswered": n(&self.hooks_answered), "hooksMissed": n(&self.hooks_missed),
-            "hooksFailed": n(&self.hooks_failed), "refusedByPolicy": n(&self.refused_by_policy),
-            "eventsDropped": n(&self.events_dropped), "apiCalls": n(&self.api_calls),
-            "apiLimited": n(&self.api_limited), "crashes": n(&self.crashes),
-            "httpRequests": n(&self.http_requests),
-        })
+        Json::Object(
+            FIGURES
+                .iter()
+                .map(|(figure, key, _, _)| ((*key).to_owned(), Json::from(self.get(*figure))))
+                .collect(),
+        )
     }
 }
-
-/// One counter family of the plugins' figures in `/metrics`.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    read: fn(&Counters) -> &AtomicU64,
-}
-
-const FAMILIES: &[Family] = &[
-    Family {
-        name: "comet_plugin_hooks_answered",
-        help: "Hook calls a plugin answered in time",
-        read: |c| &c.hooks_answered,
-    },
-    Family {
-        name: "comet_plugin_hooks_missed",
-        help: "Hook calls that missed their deadline (the plugin's policy applied)",
-        read: |c| &c.hooks_missed,
-    },
-    Family {
-        name: "comet_plugin_hooks_failed",
-        help: "Hook calls to a plugin not running, or answered wrongly (the policy applied)",
-        read: |c| &c.hooks_failed,
-    },
-    Family {
-        name: "comet_plugin_refused_by_policy",
-        help: "Writes refused by a fail-closed plugin that could not answer",
-        read: |c| &c.refused_by_policy,
-    },
-    Family {
-        name: "comet_plugin_events_dropped",
-        help: "Has-been events a plugin could not be sent",
-        read: |c| &c.events_dropped,
-    },
-    Family {
-        name: "comet_plugin_api_calls",
-        help: "Calls a plugin made into comet",
-        read: |c| &c.api_calls,
-    },
-    Family {
-        name: "comet_plugin_api_limited",
-        help: "Calls a plugin made over its rate",
-        read: |c| &c.api_limited,
-    },
-    Family {
-        name: "comet_plugin_crashes",
-        help: "Times a plugin's process died or was ended",
-        read: |c| &c.crashes,
-    },
-    Family {
-        name: "comet_plugin_http_requests",
-        help: "HTTP requests handed to a plugin",
-        read: |c| &c.http_requests,
-    },
-];
 
 /// Every plugin's figures as exposition text.
 pub fn render(all: &[Arc<Plugin>]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for family in FAMILIES {
-        let (name, help) = (family.name, family.help);
+    for (figure, _, name, help) in FIGURES {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
         for plugin in all {
-            let value = (family.read)(&plugin.counters).load(Ordering::Relaxed);
+            let value = plugin.counters.get(figure);
             let _ = writeln!(out, "{name}_total{{plugin=\"{}\"}} {value}", plugin.id);
         }
     }
@@ -139,4 +78,20 @@ pub fn render(all: &[Arc<Plugin>]) -> String {
         let _ = writeln!(out, "comet_plugin_up{{plugin=\"{}\"}} {up}", plugin.id);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_stands_once_in_the_table_at_its_own_place() {
+        for (at, (figure, ..)) in FIGURES.iter().enumerate() {
+            assert_eq!(*figure as usize, at);
+        }
+        let counters = Counters::default();
+        counters.count(Figure::Crashes);
+        assert_eq!(counters.view()["crashes"], 1);
+        assert_eq!(counters.view()["hooksMissed"], 0);
+    }
 }

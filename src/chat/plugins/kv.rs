@@ -8,7 +8,7 @@
 //! wire.
 
 use crate::chat::collections::PLUGIN_KV;
-use crate::engine::build::{doc, now_ms, selector, update};
+use crate::engine::build::{doc, find_one, now_ms, selector, update};
 use crate::engine::error::ServiceError;
 use crate::model::Value;
 use crate::storage::{FindOptions, RemoveOptions, Store, StoreError, UpdateOptions};
@@ -91,21 +91,10 @@ impl KvStore {
     /// The value of `key`, unless absent or expired.
     pub async fn get(&self, key: &str) -> Result<Option<Json>, ServiceError> {
         let id = self.id(key)?;
-        let found = self
-            .store
-            .find(
-                PLUGIN_KV,
-                FindOptions {
-                    selector: selector(json!({"_id": id}))?,
-                    limit: Some(1),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(stored)?;
+        let found = find_one(&*self.store, PLUGIN_KV, json!({"_id": id})).await?;
         let now = now_ms();
         Ok(found
-            .first()
+            .as_ref()
             .filter(|d| match d.get("expireAt") {
                 Some(Value::Date(at)) => *at > now,
                 _ => true,
@@ -270,14 +259,7 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A folder removed when the test ends.
-    struct TestDir(std::path::PathBuf);
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::chat::plugins::TestDir;
 
     #[test]
     fn equal_values_have_equal_texts_whatever_their_key_order() {
@@ -291,9 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn values_expire_compare_and_set_decides_once_and_keys_stay_in_their_plugin() {
-        let dir = TestDir(
-            std::env::temp_dir().join(format!("comet-kv-{}", crate::model::random::random_id())),
-        );
+        let dir = TestDir::new("kv");
         let store: Arc<dyn Store> = crate::storage::EmbeddedStore::open(dir.0.as_path()).unwrap();
         let kv = KvStore::new(store.clone(), "counter");
         let other = KvStore::new(store, "other");

@@ -32,11 +32,11 @@ use crate::chat::messages::Messages;
 use crate::chat::permissions::Permissions;
 use crate::chat::rooms::Rooms;
 use crate::chat::settings::Settings;
-use crate::engine::build::{doc, now_ms, selector, update};
+use crate::engine::build::{doc, find_one, now_ms, selector, update};
 use crate::engine::bus::{Bus, BusEvent, StreamSink};
 use crate::engine::ServiceError;
 use crate::model::{Document, Value};
-use crate::storage::{FindOptions, Store, UpdateOptions};
+use crate::storage::{Store, UpdateOptions};
 use manifest::Manifest;
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wire::Peer;
 
-pub use figures::Counters;
+pub use figures::{Counters, Figure};
 use http::read_http_answer;
 pub use http::{visible_headers, HttpAnswer, HttpRequest};
 
@@ -523,20 +523,7 @@ impl Plugins {
     }
 
     async fn stored(&self, id: &str) -> Result<Option<Document>, ServiceError> {
-        let found = self
-            .services
-            .store
-            .find(
-                PLUGINS,
-                FindOptions {
-                    selector: selector(json!({"_id": id}))?,
-                    limit: Some(1),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ServiceError::from_store(&e))?;
-        Ok(found.into_iter().next())
+        find_one(&*self.services.store, PLUGINS, json!({"_id": id})).await
     }
 
     /// Writes the plugin's state: enabled, the reason it was disabled by comet, its
@@ -676,15 +663,19 @@ impl Plugins {
         }
     }
 
-    /// Ends every plugin: `OnDeactivate`, a grace period, then the kill.
-    pub async fn stop_all(&self) {
-        let all: Vec<Arc<Plugin>> = self
-            .plugins
+    /// Every installed plugin, by id.
+    fn all(&self) -> Vec<Arc<Plugin>> {
+        self.plugins
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Ends every plugin: `OnDeactivate`, a grace period, then the kill.
+    pub async fn stop_all(&self) {
+        let all = self.all();
         let stops = all.iter().map(|p| async move {
             let run = p.run.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(run) = run {
@@ -705,7 +696,7 @@ impl Plugins {
         if !manifest.implements("ServeHTTP") {
             return HttpAnswer::text(404, "This plugin serves no HTTP");
         }
-        plugin.counters.http_request();
+        plugin.counters.count(Figure::HttpRequests);
         let Some(peer) = plugin.peer() else {
             return HttpAnswer::text(503, "The plugin is not running");
         };
@@ -722,18 +713,18 @@ impl Plugins {
         });
         match peer.call("ServeHTTP", params, manifest.http_deadline).await {
             Ok(answer) => {
-                plugin.counters.hook_ok();
+                plugin.counters.count(Figure::HooksAnswered);
                 read_http_answer(&answer).unwrap_or_else(|| {
-                    plugin.counters.hook_failed();
+                    plugin.counters.count(Figure::HooksFailed);
                     HttpAnswer::text(502, "The plugin's answer could not be read")
                 })
             }
             Err(wire::CallError::Timeout(_)) => {
-                plugin.counters.hook_missed();
+                plugin.counters.count(Figure::HooksMissed);
                 HttpAnswer::text(504, "The plugin did not answer in time")
             }
             Err(err) => {
-                plugin.counters.hook_failed();
+                plugin.counters.count(Figure::HooksFailed);
                 tracing::warn!(plugin = %id, cause = %err, "ServeHTTP failed");
                 HttpAnswer::text(502, "The plugin failed to answer")
             }
@@ -814,14 +805,7 @@ impl Plugins {
 
     /// The plugins' figures in the exposition format `/metrics` serves.
     pub fn metrics_text(&self) -> String {
-        let all: Vec<Arc<Plugin>> = self
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        figures::render(&all)
+        figures::render(&self.all())
     }
 }
 
@@ -853,8 +837,29 @@ impl StreamSink for ClusterSink {
             peer.notify("OnPluginClusterEvent", json!({"event": name, "data": data}))
         });
         if !sent {
-            plugin.counters.dropped();
+            plugin.counters.count(Figure::EventsDropped);
         }
         usize::from(sent)
+    }
+}
+
+/// A fresh folder for a test, removed when it ends.
+#[cfg(test)]
+pub(crate) struct TestDir(pub PathBuf);
+
+#[cfg(test)]
+impl TestDir {
+    pub(crate) fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "comet-{name}-{}",
+            crate::model::random::random_id()
+        )))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -8,6 +8,7 @@
 //! it ends it is killed with its group and reaped (no zombie, no orphan). It must not know
 //! what hooks or API calls mean: frames go to [`super::api`], answers to the [`Peer`].
 
+use super::figures::Figure;
 use super::manifest::Manifest;
 use super::wire::{self, Frame, Peer, OUTBOX};
 use super::{Plugin, Plugins, State};
@@ -76,7 +77,7 @@ pub async fn supervise(plugins: Arc<Plugins>, plugin: Arc<Plugin>, stop: Cancell
                 continue;
             }
             Exit::Crashed(reason) => {
-                plugin.counters.crash();
+                plugin.counters.count(Figure::Crashes);
                 let now = Instant::now();
                 crashes.push_back(now);
                 while crashes
