@@ -106,6 +106,17 @@ async fn post(addr: SocketAddr, auth: &Auth, path: &str, body: Json) -> (u16, Js
     rest_call(addr, Method::POST, path, Some(auth), Some(body)).await
 }
 
+/// `/count` in room `rid`, run by `auth` over REST: (status, answer).
+async fn run_count(addr: SocketAddr, auth: &Auth, rid: &str) -> (u16, Json) {
+    post(
+        addr,
+        auth,
+        "/api/v1/commands.run",
+        json!({"command": "count", "roomId": rid}),
+    )
+    .await
+}
+
 /// The plugins as administrators see them, by id.
 async fn plugins(addr: SocketAddr, admin: &Auth) -> std::collections::HashMap<String, Json> {
     let (status, body) =
@@ -401,26 +412,12 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     // Compare-and-set under contention: 12 calls at once count 12.
     let calls = (0..12).map(|_| {
         let ann = ann.clone();
-        async move {
-            post(
-                addr,
-                &ann,
-                "/api/v1/commands.run",
-                json!({"command": "count", "roomId": "GENERAL"}),
-            )
-            .await
-        }
+        async move { run_count(addr, &ann, "GENERAL").await }
     });
     for (status, body) in futures_util::future::join_all(calls).await {
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _) = post(
-        addr,
-        &ann,
-        "/api/v1/commands.run",
-        json!({"command": "count", "roomId": "GENERAL"}),
-    )
-    .await;
+    let (status, _) = run_count(addr, &ann, "GENERAL").await;
     assert_eq!(status, 200);
     stream_event(
         &mut reader,
@@ -448,13 +445,7 @@ async fn the_example_plugins_filter_bridge_and_count_for_every_client() {
     .await;
     assert_eq!(status, 200, "{body}");
     let rid = body["group"]["_id"].as_str().unwrap().to_owned();
-    let (status, _) = post(
-        addr,
-        &ann,
-        "/api/v1/commands.run",
-        json!({"command": "count", "roomId": rid}),
-    )
-    .await;
+    let (status, _) = run_count(addr, &ann, &rid).await;
     assert_eq!(status, 400);
     let pids: Vec<i64> = plugins(addr, &admin)
         .await
@@ -848,13 +839,7 @@ async fn only_administrators_install_configure_and_remove_plugins_and_each_keeps
     assert_eq!(status, 400, "{body}");
 
     // One plugin's keys are its own, whatever its calls say.
-    let (status, _) = post(
-        addr,
-        &ann,
-        "/api/v1/commands.run",
-        json!({"command": "count", "roomId": "GENERAL"}),
-    )
-    .await;
+    let (status, _) = run_count(addr, &ann, "GENERAL").await;
     assert_eq!(status, 200);
     let (status, seen) = rest_call(
         addr,
