@@ -117,6 +117,37 @@ struct Status {
     since: f64,
 }
 
+/// A token bucket for a plugin's calls into comet: [`api::BURST`] at once, refilled at
+/// [`api::CALLS_PER_SECOND`].
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    counted_at: Instant,
+}
+
+impl Bucket {
+    fn full(now: Instant) -> Self {
+        Self {
+            tokens: api::BURST,
+            counted_at: now,
+        }
+    }
+
+    /// Takes a token at `now`; `false` when none is left.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill =
+            now.saturating_duration_since(self.counted_at).as_secs_f64() * api::CALLS_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(api::BURST);
+        self.counted_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The supervisor of a running plugin.
 struct Run {
     stop: CancellationToken,
@@ -136,7 +167,7 @@ pub struct Plugin {
     config: RwLock<serde_json::Map<String, Json>>,
     pub kv: kv::KvStore,
     /// Tokens for calls into comet, and when they were last counted.
-    bucket: Mutex<(f64, Instant)>,
+    bucket: Mutex<Bucket>,
     jobs: Mutex<HashMap<String, CancellationToken>>,
     run: Mutex<Option<Run>>,
     /// When a failure was last logged (ms since the epoch).
@@ -160,7 +191,7 @@ impl Plugin {
             counters: Counters::default(),
             bot: RwLock::new(None),
             config: RwLock::new(Default::default()),
-            bucket: Mutex::new((api::BURST, Instant::now())),
+            bucket: Mutex::new(Bucket::full(Instant::now())),
             jobs: Mutex::new(HashMap::new()),
             run: Mutex::new(None),
             last_warning: Default::default(),
@@ -236,17 +267,10 @@ impl Plugin {
 
     /// Takes one token for a call into comet; `false` when the plugin calls too fast.
     pub fn take_token(&self) -> bool {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(bucket.1).as_secs_f64() * api::CALLS_PER_SECOND;
-        bucket.0 = (bucket.0 + refill).min(api::BURST);
-        bucket.1 = now;
-        if bucket.0 >= 1.0 {
-            bucket.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(Instant::now())
     }
 
     /// Whether a failure may be logged now: one a second at most.
@@ -840,6 +864,24 @@ impl StreamSink for ClusterSink {
             plugin.counters.count(Figure::EventsDropped);
         }
         usize::from(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_calling_too_fast_is_limited_and_gets_its_rate_back() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(start);
+        let burst = (0..1000).take_while(|_| bucket.take(start)).count();
+        assert_eq!(burst, api::BURST as usize);
+        assert!(!bucket.take(start));
+        // A tenth of a second later, a tenth of a second's calls again.
+        let later = start + Duration::from_millis(100);
+        let refilled = (0..1000).take_while(|_| bucket.take(later)).count();
+        assert_eq!(refilled, (api::CALLS_PER_SECOND / 10.0) as usize);
     }
 }
 
