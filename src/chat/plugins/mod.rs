@@ -867,24 +867,6 @@ impl StreamSink for ClusterSink {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plugin_calling_too_fast_is_limited_and_gets_its_rate_back() {
-        let start = Instant::now();
-        let mut bucket = Bucket::full(start);
-        let burst = (0..1000).take_while(|_| bucket.take(start)).count();
-        assert_eq!(burst, api::BURST as usize);
-        assert!(!bucket.take(start));
-        // A tenth of a second later, a tenth of a second's calls again.
-        let later = start + Duration::from_millis(100);
-        let refilled = (0..1000).take_while(|_| bucket.take(later)).count();
-        assert_eq!(refilled, (api::CALLS_PER_SECOND / 10.0) as usize);
-    }
-}
-
 /// A fresh folder for a test, removed when it ends.
 #[cfg(test)]
 pub(crate) struct TestDir(pub PathBuf);
@@ -903,5 +885,23 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_calling_too_fast_is_limited_and_gets_its_rate_back() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(start);
+        let burst = (0..1000).take_while(|_| bucket.take(start)).count();
+        assert_eq!(burst, api::BURST as usize);
+        assert!(!bucket.take(start));
+        // A tenth of a second later, a tenth of a second's calls again.
+        let later = start + Duration::from_millis(100);
+        let refilled = (0..1000).take_while(|_| bucket.take(later)).count();
+        assert_eq!(refilled, (api::CALLS_PER_SECOND / 10.0) as usize);
     }
 }
