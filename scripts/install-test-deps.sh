@@ -9,12 +9,15 @@ as_root() {
     echo "install-test-deps: need root for: $*" >&2; return 1; fi
 }
 
-# The browser tests: Debian's Chromium and Firefox ESR, and a colour emoji font so the
+# The browser tests and the broker: Debian's Chromium and Firefox ESR, and a colour emoji font so the
 # screenshots show the reactions as a person sees them.
 browsers=()
 command -v chromium >/dev/null 2>&1 || browsers+=(chromium)
 command -v firefox-esr >/dev/null 2>&1 || browsers+=(firefox-esr)
 [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || browsers+=(fonts-noto-color-emoji)
+# The several-instances tests: a real NATS server (tests start their own; the package's
+# service, where systemd runs it, is not used).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || browsers+=(nats-server)
 if [ "${#browsers[@]}" -gt 0 ]; then
   echo "install-test-deps: installing Debian's ${browsers[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -79,6 +79,10 @@ pub struct Built {
     /// The plugins, which are stopped (`OnDeactivate`, then their processes end) when
     /// serving ends.
     pub plugins: Arc<crate::chat::plugins::Plugins>,
+    /// Presence, which announces this instance in `instances`.
+    pub presence: Arc<crate::chat::presence::Presence>,
+    /// The deployment-wide jobs' leases, given up when serving ends.
+    pub leases: Arc<crate::chat::leases::Leases>,
 }
 
 /// The store, live queries, services, session hub and REST routes the settings describe.
@@ -86,6 +90,17 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let store = open_store(settings).await?;
     let observe = ObserveHub::start(store.clone());
     let mut registry = Registry::new();
+    if let Some(url) = &settings.transporter {
+        let bus = crate::engine::nats::NatsBus::connect(
+            url,
+            registry.instance_id().clone(),
+            registry.local_streams().clone(),
+        )
+        .await
+        .map_err(|err| StartError::Config(err.to_string()))?;
+        tracing::info!(instance = %registry.instance_id(), "sharing events with other instances over NATS");
+        registry.use_bus(bus);
+    }
     // One follower of the store's changes for every service, subscribed before any reads.
     let follower = Follower::new(&*store);
     builtin::register_meteor_defaults(&mut registry);
@@ -136,12 +151,20 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     )
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare presence: {err}")))?;
+    let leases = crate::chat::leases::Leases::start(
+        store.clone(),
+        registry.instance_id().clone(),
+        settings.lease,
+    );
     let posting = Posting::new(
         store.clone(),
         permissions_service.clone(),
         settings_service.clone(),
         hooks.clone(),
     );
+    if settings.transporter.is_some() {
+        posting.share_clocks();
+    }
     let rooms_service =
         crate::chat::rooms::Rooms::start(store.clone(), permissions_service.clone(), posting)
             .await
@@ -187,6 +210,12 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the uploads: {err}")))?;
     crate::chat::uploads::methods::register(&mut registry, &uploads);
+    crate::chat::upkeep::Upkeep {
+        store: store.clone(),
+        accounts: accounts.clone(),
+        uploads: uploads.clone(),
+    }
+    .start(&leases, settings.upkeep_every);
     let emoji = crate::chat::emoji::CustomEmoji::new(store.clone(), permissions_service.clone());
     let push = crate::chat::push::PushTokens::new(store.clone());
     let commands = crate::chat::commands::Commands::new(
@@ -206,6 +235,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             settings: settings_service.clone(),
             permissions: permissions_service.clone(),
             bus: registry.bus().clone(),
+            leases: leases.clone(),
         },
         hooks.clone(),
         &mut registry,
@@ -284,6 +314,11 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     let figures = plugins.clone();
     hub.metrics
         .add_text(Box::new(move || figures.metrics_text()));
+    let bus = hub.registry.bus().clone();
+    hub.metrics.add_text(Box::new(move || bus.metrics_text()));
+    let lease_figures = leases.clone();
+    hub.metrics
+        .add_text(Box::new(move || lease_figures.metrics_text()));
     // The operator's figures come from the server's metrics, which exist with the hub.
     operator.start_sampling(Box::new(move || metrics.render()));
     let rest = Arc::new(Rest::with_services(
@@ -295,7 +330,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
             permissions: permissions_service,
             rooms: rooms_service,
             messages,
-            presence,
+            presence: presence.clone(),
             teams,
             emoji,
             uploads: uploads.clone(),
@@ -310,19 +345,36 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
         hooks,
         uploads,
         plugins,
+        presence,
+        leases,
     })
 }
 
 /// Binds, serves, and returns after a graceful shutdown (SIGINT or SIGTERM).
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     let Built {
-        hub, rest, plugins, ..
+        hub,
+        rest,
+        plugins,
+        presence,
+        leases,
+        ..
     } = build(&settings).await?;
     let listener = bind(&settings).await?;
     let addr = listener.local_addr()?;
+    presence
+        .set_address(
+            settings
+                .instance_address
+                .clone()
+                .unwrap_or_else(|| addr.to_string()),
+        )
+        .await;
     tracing::info!(%addr, sockjs = settings.server.sockjs_enabled, test_handlers = settings.test_handlers, data_dir = %settings.data_dir.display(), store = hub.observe.as_ref().map_or("none", |o| o.store().kind()), "comet listening");
     spawn_signal_handler(hub.clone());
     server::serve(listener, hub, rest, settings.server.clone()).await;
+    // Another instance takes the deployment's jobs over at once, not when the leases run out.
+    leases.release_all().await;
     plugins.stop_all().await;
     tracing::info!("comet stopped");
     Ok(())

@@ -169,6 +169,22 @@ pub struct Cli {
     /// plugin that stops answering health checks (a debugger holds it) is left running.
     #[arg(long, env = "COMET_PLUGIN_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     pub plugin_dev: Option<bool>,
+    /// The broker between instances (Rocket.Chat's variable): `nats://host:port` shares
+    /// events that mirror no data with every instance over NATS; unset, this process alone.
+    #[arg(long, env = "TRANSPORTER", hide_env_values = true)]
+    pub transporter: Option<String>,
+    /// The address other instances and operators see for this one in `instances`
+    /// (default: `<bind ip>:<port>`).
+    #[arg(long, env = "INSTANCE_IP")]
+    pub instance_address: Option<String>,
+    /// Milliseconds a deployment-wide job's lease lasts (default 30000): how long its jobs
+    /// wait for another instance to take over when the holder dies.
+    #[arg(long, env = "COMET_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Milliseconds between rounds of the deployment's upkeep (default 900000: expired
+    /// tokens, old trash, unconfirmed uploads).
+    #[arg(long, env = "COMET_UPKEEP_MS")]
+    pub upkeep_ms: Option<u64>,
 }
 
 /// The `[server]` table of the TOML file: the same settings as the flags.
@@ -203,6 +219,8 @@ pub struct FileServer {
     pub write_fence_timeout_ms: Option<u64>,
     pub plugin_dir: Option<PathBuf>,
     pub plugin_dev: Option<bool>,
+    pub transporter: Option<String>,
+    pub instance_address: Option<String>,
 }
 
 /// The whole TOML file.
@@ -236,6 +254,14 @@ pub struct Settings {
     pub bench_passthrough_hook: bool,
     /// Where plugins live, and whether they run in development mode.
     pub plugins: crate::chat::plugins::PluginConfig,
+    /// The broker between instances (`nats://...`), when several serve one deployment.
+    pub transporter: Option<String>,
+    /// How this instance is named to the others in `instances`, when not its bind address.
+    pub instance_address: Option<String>,
+    /// How long a deployment-wide job's lease lasts.
+    pub lease: std::time::Duration,
+    /// How often the deployment's upkeep runs.
+    pub upkeep_every: std::time::Duration,
     pub accounts: crate::chat::accounts::AccountsConfig,
     pub presence: crate::chat::presence::PresenceConfig,
     pub server: ServerConfig,
@@ -406,6 +432,15 @@ impl Settings {
                 dir: cli.plugin_dir.or(f.plugin_dir),
                 dev_mode: cli.plugin_dev.or(f.plugin_dev).unwrap_or(false),
             },
+            transporter: cli
+                .transporter
+                .or(f.transporter)
+                .filter(|t| !t.trim().is_empty()),
+            instance_address: cli.instance_address.or(f.instance_address),
+            lease: std::time::Duration::from_millis(cli.lease_ms.unwrap_or(30_000).max(300)),
+            upkeep_every: std::time::Duration::from_millis(
+                cli.upkeep_ms.unwrap_or(900_000).max(100),
+            ),
             accounts: crate::chat::accounts::AccountsConfig {
                 bcrypt_cost: cli.bcrypt_cost.unwrap_or(10),
                 admin: match (cli.admin_username, cli.admin_pass) {

@@ -83,3 +83,13 @@ pub async fn removed_since(
         })
         .collect())
 }
+
+/// Failed logins counted per user and per address, shared by every instance (comet's own).
+pub const LOGIN_FAILURES: &str = "comet_login_failures";
+
+/// Who holds each deployment-wide job, until when (comet's own).
+pub const LEASES: &str = "comet_leases";
+
+/// Each room's last message time, claimed by whichever instance stamps a message, so times
+/// stay unique in a room across instances (comet's own).
+pub const ROOM_CLOCKS: &str = "comet_room_clocks";

@@ -14,6 +14,7 @@ pub mod collections;
 pub mod commands;
 pub mod emoji;
 pub mod hooks;
+pub mod leases;
 pub mod media;
 pub mod messages;
 pub mod notify;
@@ -27,6 +28,7 @@ pub mod records;
 pub mod rooms;
 pub mod settings;
 pub mod teams;
+pub mod upkeep;
 pub mod uploads;
 pub mod workspace;
 

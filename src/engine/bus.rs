@@ -11,7 +11,7 @@
 
 use crate::model::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// An event for the listeners of a stream, wherever they are connected.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +31,35 @@ pub trait Bus: Send + Sync {
     /// Sends `event` to the listeners of every instance, this one's included. Never waits:
     /// an event that cannot travel now is dropped (typing is worth nothing late).
     fn publish(&self, event: BusEvent);
+
+    /// Why events may not reach other instances now (a broker unreachable), for `/health`;
+    /// `None` while they do, and always for the in-process bus.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    /// The bus's figures in Prometheus' text format (none for the in-process bus).
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
+}
+
+/// Who must hear which events from other instances: told when this process's listeners
+/// start and stop listening to a key (a room id, a user id, or a whole event name), so a
+/// broker sends an instance only the events someone on it listens to.
+pub trait InterestWatcher: Send + Sync {
+    /// Some listener here now hears `key` of `stream` (it had none).
+    fn listened(&self, stream: &str, key: &str);
+    /// No listener here hears `key` of `stream` any more.
+    fn unlistened(&self, stream: &str, key: &str);
+    /// Every event of `stream` is wanted here, always (a sink with no listeners of its own).
+    fn whole(&self, stream: &str);
+}
+
+/// The key an event is routed by: the part of its name before the first `/` (the room of
+/// `<rid>/typing`, the user of `<uid>/message`), or the whole name (`user-status`).
+pub fn routing_key(event: &str) -> &str {
+    event.split('/').next().unwrap_or(event)
 }
 
 /// A stream as the bus sees it: where an event's frames go in this process.
@@ -43,15 +72,99 @@ pub trait StreamSink: Send + Sync {
 #[derive(Default)]
 pub struct LocalStreams {
     streams: RwLock<HashMap<Arc<str>, Weak<dyn StreamSink>>>,
+    interest: Mutex<Interest>,
+}
+
+/// What this process listens to, by stream and routing key, and who is told.
+#[derive(Default)]
+struct Interest {
+    /// Listened keys (event names and listener keys) per stream and routing key.
+    counts: HashMap<(Arc<str>, Arc<str>), usize>,
+    /// Streams wanted whole.
+    whole: Vec<Arc<str>>,
+    watcher: Option<Weak<dyn InterestWatcher>>,
+}
+
+impl Interest {
+    fn watcher(&self) -> Option<Arc<dyn InterestWatcher>> {
+        self.watcher.as_ref().and_then(Weak::upgrade)
+    }
 }
 
 impl LocalStreams {
-    /// Files `stream` under `collection`.
+    /// Files `stream` under `collection`; its listeners tell what they hear
+    /// ([`LocalStreams::listened`]).
     pub fn add(&self, collection: &str, stream: Weak<dyn StreamSink>) {
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(collection.into(), stream);
+    }
+
+    /// Files `sink` under `collection`, wanting every event of it from every instance.
+    pub fn add_whole(&self, collection: &str, sink: Weak<dyn StreamSink>) {
+        self.add(collection, sink);
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        interest.whole.push(collection.into());
+        if let Some(watcher) = interest.watcher() {
+            watcher.whole(collection);
+        }
+    }
+
+    /// Tells `watcher` what is listened to now and every change from here on.
+    pub fn watch(&self, watcher: Weak<dyn InterestWatcher>) {
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        interest.watcher = Some(watcher);
+        if let Some(watcher) = interest.watcher() {
+            for stream in &interest.whole {
+                watcher.whole(stream);
+            }
+            for (stream, key) in interest.counts.keys() {
+                watcher.listened(stream, key);
+            }
+        }
+    }
+
+    /// A listener key of `stream` (an event name) got its first listener.
+    pub fn listened(&self, stream: &str, key: &str) {
+        let key = routing_key(key);
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let count = interest
+            .counts
+            .entry((stream.into(), key.into()))
+            .or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            if let Some(watcher) = interest.watcher() {
+                watcher.listened(stream, key);
+            }
+        }
+    }
+
+    /// A listener key of `stream` lost its last listener.
+    pub fn unlistened(&self, stream: &str, key: &str) {
+        let key = routing_key(key);
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (Arc::<str>::from(stream), Arc::<str>::from(key));
+        let Some(count) = interest.counts.get_mut(&entry) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            interest.counts.remove(&entry);
+            if let Some(watcher) = interest.watcher() {
+                watcher.unlistened(stream, key);
+            }
+        }
+    }
+
+    /// How many routing keys this process listens to (a figure).
+    pub fn interest_count(&self) -> usize {
+        self.interest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts
+            .len()
     }
 
     /// Delivers `event` to this process's listeners; how many got it (none for a stream
@@ -118,5 +231,45 @@ mod tests {
         // A dropped stream is not kept alive by the directory.
         drop(room);
         assert_eq!(registry.local_streams().deliver(&unknown), 0);
+    }
+
+    #[derive(Default)]
+    struct Told(Mutex<Vec<String>>);
+
+    impl InterestWatcher for Told {
+        fn listened(&self, stream: &str, key: &str) {
+            self.0.lock().unwrap().push(format!("+{stream}:{key}"));
+        }
+        fn unlistened(&self, stream: &str, key: &str) {
+            self.0.lock().unwrap().push(format!("-{stream}:{key}"));
+        }
+        fn whole(&self, stream: &str) {
+            self.0.lock().unwrap().push(format!("*{stream}"));
+        }
+    }
+
+    #[test]
+    fn interest_is_told_once_per_routing_key_and_replayed_to_a_late_watcher() {
+        let streams = LocalStreams::default();
+        streams.listened("stream-notify-room", "r1/typing");
+        let told = Arc::new(Told::default());
+        let watcher: Arc<dyn InterestWatcher> = told.clone();
+        streams.watch(Arc::downgrade(&watcher));
+        // `r1/typing` and `r1/user-activity` are one room: one subscription.
+        streams.listened("stream-notify-room", "r1/user-activity");
+        streams.listened("stream-notify-logged", "user-status");
+        streams.unlistened("stream-notify-room", "r1/typing");
+        streams.unlistened("stream-notify-room", "r1/user-activity");
+        // Unbalanced: ignored.
+        streams.unlistened("stream-notify-room", "r9/typing");
+        assert_eq!(
+            *told.0.lock().unwrap(),
+            [
+                "+stream-notify-room:r1",
+                "+stream-notify-logged:user-status",
+                "-stream-notify-room:r1"
+            ]
+        );
+        assert_eq!(streams.interest_count(), 1);
     }
 }

@@ -17,6 +17,7 @@ pub mod declarative;
 pub mod error;
 pub mod feed;
 pub mod fence;
+pub mod nats;
 pub mod publish;
 pub mod rate_limit;
 pub mod registry;

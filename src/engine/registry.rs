@@ -49,6 +49,9 @@ pub struct Registry {
     local_streams: Arc<super::bus::LocalStreams>,
     /// Where events that mirror no data travel (this process alone, or every instance).
     bus: Arc<dyn super::bus::Bus>,
+    /// This process's id among the deployment's instances (`instances`, connection
+    /// records, the bus, leases).
+    instance: Arc<str>,
 }
 
 impl Default for Registry {
@@ -62,6 +65,7 @@ impl Default for Registry {
             call_limits: Arc::default(),
             bus: super::bus::LocalBus::new(local_streams.clone()),
             local_streams,
+            instance: crate::model::random::random_id().into(),
         }
     }
 }
@@ -74,6 +78,11 @@ impl Registry {
     /// This process's streams by collection (what a bus delivers to).
     pub fn local_streams(&self) -> &Arc<super::bus::LocalStreams> {
         &self.local_streams
+    }
+
+    /// This process's id among the deployment's instances.
+    pub fn instance_id(&self) -> &Arc<str> {
+        &self.instance
     }
 
     /// The bus events that mirror no data are published on.

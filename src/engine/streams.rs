@@ -63,6 +63,9 @@ pub struct Stream {
     collection: Arc<str>,
     listeners: Mutex<Listeners>,
     next_id: AtomicU64,
+    /// Told when a key gets its first listener or loses its last (a broker between
+    /// instances routes by it).
+    interest: Option<Arc<super::bus::LocalStreams>>,
 }
 
 /// Listeners by key, and the keys in order (for the listeners of keys with a prefix).
@@ -87,8 +90,14 @@ impl Listeners {
             .take_while(move |k| k.starts_with(prefix))
     }
 
-    /// Drops the listeners of `key` whose user `lost` says lost the right; returns how many.
-    fn drop_where(&mut self, key: &str, lost: &impl Fn(Option<&str>) -> bool) -> usize {
+    /// Drops the listeners of `key` whose user `lost` says lost the right; returns how many
+    /// (`emptied` says whether `key` lost its last).
+    fn drop_where(
+        &mut self,
+        key: &str,
+        lost: &impl Fn(Option<&str>) -> bool,
+        emptied: &mut Vec<Arc<str>>,
+    ) -> usize {
         let Some(list) = self.by_key.get_mut(key) else {
             return 0;
         };
@@ -103,19 +112,31 @@ impl Listeners {
         let dropped = before - list.len();
         if list.is_empty() {
             self.by_key.remove(key);
-            self.keys.remove(key);
+            if let Some(key) = self.keys.take(key) {
+                emptied.push(key);
+            }
         }
         dropped
     }
 }
 
 impl Stream {
-    fn new(collection: &str) -> Arc<Self> {
+    fn new(collection: &str, interest: Option<Arc<super::bus::LocalStreams>>) -> Arc<Self> {
         Arc::new(Self {
             collection: collection.into(),
             listeners: Mutex::new(Listeners::default()),
             next_id: AtomicU64::new(1),
+            interest,
         })
+    }
+
+    /// Tells the interest watcher that `keys` lost their last listener.
+    fn emptied(&self, keys: &[Arc<str>]) {
+        if let Some(interest) = &self.interest {
+            for key in keys {
+                interest.unlistened(&self.collection, key);
+            }
+        }
     }
 
     /// `stream-<name>`.
@@ -246,18 +267,19 @@ impl Stream {
     /// Ends the subscriptions to `event` of `user_id` without `nosub` (Rocket.Chat drops a
     /// reader who lost the right silently); returns how many were dropped.
     pub fn drop_listeners_of(&self, event: &str, user_id: &str) -> usize {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drop_where(event, &|user| user == Some(user_id))
+        self.drop_listeners_where(event, |user| user == Some(user_id))
     }
 
     /// Drops the listeners of `key` whose user `lost` says lost the right; returns how many.
     pub fn drop_listeners_where(&self, key: &str, lost: impl Fn(Option<&str>) -> bool) -> usize {
-        self.listeners
+        let mut emptied = Vec::new();
+        let dropped = self
+            .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drop_where(key, &lost)
+            .drop_where(key, &lost, &mut emptied);
+        self.emptied(&emptied);
+        dropped
     }
 
     /// Drops the listeners of the keys starting with `prefix` whose user `lost` says lost
@@ -269,9 +291,13 @@ impl Stream {
     ) -> usize {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<Arc<str>> = listeners.with_prefix(prefix).cloned().collect();
-        keys.iter()
-            .map(|key| listeners.drop_where(key, &lost))
-            .sum()
+        let mut emptied = Vec::new();
+        let dropped = keys
+            .iter()
+            .map(|key| listeners.drop_where(key, &lost, &mut emptied))
+            .sum();
+        self.emptied(&emptied);
+        dropped
     }
 
     fn add(&self, event: &str, sub: Subscription) -> u64 {
@@ -283,6 +309,9 @@ impl Stream {
             .entry(event.into())
             .or_insert_with_key(|key| {
                 listeners.keys.insert(key.clone());
+                if let Some(interest) = &self.interest {
+                    interest.listened(&self.collection, key);
+                }
                 Vec::new()
             });
         list.push(Listener {
@@ -299,7 +328,9 @@ impl Stream {
             list.retain(|l| l.id != id);
             if list.is_empty() {
                 listeners.by_key.remove(event);
-                listeners.keys.remove(event);
+                if let Some(key) = listeners.keys.take(event) {
+                    self.emptied(&[key]);
+                }
             }
         }
     }
@@ -362,7 +393,7 @@ pub fn define_keyed(
     key: KeyRule,
 ) -> Arc<Stream> {
     let collection = format!("stream-{name}");
-    let stream = Stream::new(&collection);
+    let stream = Stream::new(&collection, Some(registry.local_streams().clone()));
     let sink: Arc<dyn StreamSink> = stream.clone();
     registry
         .local_streams()
@@ -447,7 +478,7 @@ mod tests {
 
     #[test]
     fn an_event_nobody_listens_to_costs_nothing() {
-        let stream = Stream::new("stream-notify-all");
+        let stream = Stream::new("stream-notify-all", None);
         assert_eq!(stream.emit("nobody-listens", &[Value::Bool(true)]), 0);
         assert_eq!(stream.listener_count("nobody-listens"), 0);
     }

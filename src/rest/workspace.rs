@@ -1,7 +1,8 @@
 //! Rocket.Chat's workspace routes the apps call at start and on the way: `roles.list`,
 //! `commands.list` / `.run` / `.preview`, `emoji-custom.list` / `.all` / `.delete`,
 //! `push.token` (POST and DELETE), `push.info` and `push.get` (what a notification about a
-//! message shows, for a message the caller may read). Signed-in callers only; each handler
+//! message shows, for a message the caller may read), `instances.get` (the deployment's
+//! instances, for `view-statistics`). Signed-in callers only; each handler
 //! reads the request as values and calls a service's typed API.
 
 use super::chat::{params_missing, parse_date, route, Chat, ChatRoute, Reply, Stop};
@@ -21,7 +22,38 @@ pub(super) const ROUTES: &[ChatRoute] = &[
     route!(Post | Delete, "push.token", push_token),
     route!(Get, "push.info", push_info),
     route!(Get, "push.get", push_get),
+    route!(Get, "instances.get", instances_get),
 ];
+
+/// `GET instances.get` (`view-statistics`): every instance of the deployment, in
+/// Rocket.Chat's shape (`address`, `currentStatus`, `instanceRecord`), with its figures
+/// (`instanceRecord.extraInformation`: connections, keys listened to, version, start).
+async fn instances_get(c: &Chat<'_>) -> Reply {
+    let instances = c.services.presence.instances(&c.acting()).await?;
+    let list: Vec<serde_json::Value> = instances
+        .into_iter()
+        .map(|(record, alive, local)| {
+            let address = record
+                .get("extraInformation")
+                .and_then(Value::as_object)
+                .and_then(|e| e.get("address"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let heartbeat = record.get("_updatedAt").cloned().unwrap_or(Value::Null);
+            serde_json::json!({
+                "address": address,
+                "currentStatus": {
+                    "connected": alive, "local": local,
+                    "lastHeartbeatTime": to_json(&heartbeat),
+                },
+                "instanceRecord": to_json(&Value::Object(record)),
+            })
+        })
+        .collect();
+    Ok(RestResponse::success(
+        serde_json::json!({"instances": list}),
+    ))
+}
 
 fn values(docs: Vec<Document>) -> Vec<serde_json::Value> {
     docs.into_iter()

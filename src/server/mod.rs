@@ -449,6 +449,9 @@ fn health(app: &App) -> Response<Body> {
         text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !app.hub.is_healthy() {
         text_response(StatusCode::SERVICE_UNAVAILABLE, "change feed lost\n")
+    } else if app.hub.registry.bus().degraded().is_some() {
+        // Still serving its own sessions: a balancer keeps sending clients here.
+        text_response(StatusCode::OK, "degraded: the broker is unreachable\n")
     } else {
         text_response(StatusCode::OK, "ok\n")
     }

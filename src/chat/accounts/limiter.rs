@@ -57,6 +57,87 @@ impl Limiter {
     }
 }
 
+/// Failed logins counted in the store, in fixed windows per key, so that every instance of
+/// a deployment sees one count: a guesser spreading attempts over instances, or waiting for
+/// a restart, is locked out all the same.
+pub struct SharedFailures {
+    store: std::sync::Arc<dyn crate::storage::Store>,
+    /// What the keys count (`user`, `ip`): the documents' ids start with it.
+    kind: &'static str,
+}
+
+impl SharedFailures {
+    pub fn new(store: std::sync::Arc<dyn crate::storage::Store>, kind: &'static str) -> Self {
+        Self { store, kind }
+    }
+
+    fn id(&self, key: &str) -> String {
+        format!("{}:{key}", self.kind)
+    }
+
+    /// Counts one failure under `key`: in the current window, or starting a new one.
+    pub async fn count(&self, key: &str, rule: Rule) -> Result<(), ServiceError> {
+        let (id, now) = (self.id(key), now_ms());
+        let since = now - rule.window.as_millis() as f64;
+        let counted = self
+            .store
+            .update(
+                LOGIN_FAILURES,
+                selector(json!({"_id": &id, "start": {"$gt": {"$date": since}}}))?,
+                update(json!({"$inc": {"n": 1}}))?,
+                UpdateOptions::default(),
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        if counted.matched == 0 {
+            self.store
+                .update(
+                    LOGIN_FAILURES,
+                    selector(json!({"_id": &id}))?,
+                    update(json!({"$set": {"start": {"$date": now}, "n": 1}}))?,
+                    UpdateOptions {
+                        upsert: true,
+                        multi: false,
+                    },
+                )
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The time until `key`'s window resets, when its failures reached the allowed number.
+    pub async fn blocked_for(
+        &self,
+        key: &str,
+        rule: Rule,
+    ) -> Result<Option<Duration>, ServiceError> {
+        let found = crate::engine::build::find_one(
+            &*self.store,
+            LOGIN_FAILURES,
+            json!({"_id": self.id(key)}),
+        )
+        .await?;
+        let Some(found) = found else { return Ok(None) };
+        let (Some(Value::Date(start)), Some(n)) =
+            (found.get("start"), found.get("n").and_then(Value::as_f64))
+        else {
+            return Ok(None);
+        };
+        let elapsed = (now_ms() - start).max(0.0);
+        let window = rule.window.as_millis() as f64;
+        Ok((elapsed < window && n >= f64::from(rule.allowed))
+            .then(|| Duration::from_millis((window - elapsed) as u64)))
+    }
+}
+
+use crate::chat::collections::LOGIN_FAILURES;
+use crate::engine::build::{now_ms, selector, update};
+use crate::engine::error::ServiceError;
+use crate::model::Value;
+use crate::storage::UpdateOptions;
+use serde_json::json;
+
 #[cfg(test)]
 mod tests {
     use super::*;

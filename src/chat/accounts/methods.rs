@@ -170,7 +170,9 @@ pub fn register(registry: &mut Registry, accounts: Arc<Accounts>, observe: Arc<O
         async move {
             check_all(&[Pattern::string_up_to(256)], &params)?;
             // Each guess counts as a login attempt, so the secret cannot be probed quickly.
-            accounts.count_secret_guess(Some(&ctx.connection_id), ctx.client_address())?;
+            accounts
+                .count_secret_guess(Some(&ctx.connection_id), ctx.client_address())
+                .await?;
             let given = params[0].as_str().unwrap_or_default();
             Ok(Some(Value::Bool(accounts.is_registration_secret(given))))
         }

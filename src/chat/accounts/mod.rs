@@ -203,8 +203,9 @@ pub struct Accounts {
     connections: Arc<Connections>,
     config: AccountsConfig,
     per_connection: limiter::Limiter,
-    failures_by_address: limiter::Limiter,
-    failures_by_user: limiter::Limiter,
+    /// Failed logins, counted in the store so every instance sees them.
+    failures_by_address: limiter::SharedFailures,
+    failures_by_user: limiter::SharedFailures,
     /// A hash of nothing anyone knows, checked when a login names no user with a password,
     /// so that answer takes as long as a wrong password does.
     decoy_hash: tokio::sync::OnceCell<String>,
@@ -333,8 +334,8 @@ impl Accounts {
         Ok(Arc::new(Self {
             tokens,
             per_connection: limiter::Limiter::new(),
-            failures_by_address: limiter::Limiter::new(),
-            failures_by_user: limiter::Limiter::new(),
+            failures_by_address: limiter::SharedFailures::new(store.clone(), "ip"),
+            failures_by_user: limiter::SharedFailures::new(store.clone(), "user"),
             decoy_hash: tokio::sync::OnceCell::new(),
             store,
             settings,
@@ -476,21 +477,21 @@ impl Accounts {
 
     /// Counts a guess at a secret that is not a password (a registration link) as a login
     /// attempt: limited per connection, and refused from an address blocked by failures.
-    pub fn count_secret_guess(
+    pub async fn count_secret_guess(
         &self,
         connection: Option<&str>,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), ServiceError> {
         self.count_login_attempt(connection)?;
-        self.check_address_not_blocked(address)
+        self.check_address_not_blocked(address).await
     }
 
     /// Refuses a login for a user whose failures blocked it (`key`: [`failure_subject`]).
-    fn check_user_not_blocked(&self, key: &str) -> Result<(), ServiceError> {
+    async fn check_user_not_blocked(&self, key: &str) -> Result<(), ServiceError> {
         let Some(rule) = self.failure_rule(false) else {
             return Ok(());
         };
-        match self.failures_by_user.blocked_for(key, rule) {
+        match self.failures_by_user.blocked_for(key, rule).await? {
             Some(left) => Err(blocked(
                 "error-login-blocked-for-user",
                 "Login has been temporarily blocked For User",
@@ -503,14 +504,17 @@ impl Accounts {
     /// Refuses a password login from an address its failures blocked. Only password
     /// attempts are refused by address: a resume token is a secret already held, and the
     /// people behind one NAT address must not be locked out by someone else's guessing.
-    fn check_address_not_blocked(
+    async fn check_address_not_blocked(
         &self,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), ServiceError> {
-        let address_rule = self.failure_rule(true);
-        match address
-            .zip(address_rule)
-            .and_then(|(ip, rule)| self.failures_by_address.blocked_for(&ip.to_string(), rule))
+        let Some((ip, rule)) = address.zip(self.failure_rule(true)) else {
+            return Ok(());
+        };
+        match self
+            .failures_by_address
+            .blocked_for(&ip.to_string(), rule)
+            .await?
         {
             Some(left) => Err(blocked(
                 "error-login-blocked-for-ip",
@@ -532,14 +536,14 @@ impl Accounts {
         digest: &str,
     ) -> Result<LoginResult, ServiceError> {
         let address = call.address();
-        self.check_address_not_blocked(address)?;
+        self.check_address_not_blocked(address).await?;
         let user = self.find_user(who).await?;
         let subject = failure_subject(who, user.as_ref());
-        self.check_user_not_blocked(&subject)?;
+        self.check_user_not_blocked(&subject).await?;
         let outcome = self.verify_login(call, user, digest).await;
         if let Err(ServiceError::Client(e)) = &outcome {
             if e.error.to_string() == "403" {
-                self.record_login_failure(&subject, address);
+                self.record_login_failure(&subject, address).await;
             }
         }
         outcome
@@ -624,12 +628,17 @@ impl Accounts {
     }
 
     /// Counts a failed login against the address and the user it named.
-    fn record_login_failure(&self, subject: &str, address: Option<std::net::IpAddr>) {
+    async fn record_login_failure(&self, subject: &str, address: Option<std::net::IpAddr>) {
+        // A count that cannot be written is logged: the refusal itself stands.
         if let Some(rule) = self.failure_rule(false) {
-            self.failures_by_user.count(subject, rule);
+            if let Err(err) = self.failures_by_user.count(subject, rule).await {
+                tracing::warn!(cause = %err, "a failed login could not be counted");
+            }
         }
         if let Some((ip, rule)) = address.zip(self.failure_rule(true)) {
-            self.failures_by_address.count(&ip.to_string(), rule);
+            if let Err(err) = self.failures_by_address.count(&ip.to_string(), rule).await {
+                tracing::warn!(cause = %err, "a failed login could not be counted");
+            }
         }
     }
 
@@ -812,6 +821,31 @@ impl Accounts {
             token_expires_ms: when + self.lifetime_ms(),
             kind,
         })
+    }
+
+    /// Removes login tokens past their lifetime from every user (deployment upkeep, under
+    /// a lease); how many users had some. A token past its lifetime is refused anyway:
+    /// this keeps the documents from growing.
+    pub async fn remove_expired_tokens(&self) -> Result<u64, ServiceError> {
+        let cutoff = now_ms() - self.lifetime_ms();
+        let ack = self
+            .store
+            .update(
+                USERS,
+                selector(serde_json::json!({
+                    "services.resume.loginTokens.when": {"$lt": {"$date": cutoff}}
+                }))?,
+                update(serde_json::json!({
+                    "$pull": {"services.resume.loginTokens": {"when": {"$lt": {"$date": cutoff}}}}
+                }))?,
+                UpdateOptions {
+                    upsert: false,
+                    multi: true,
+                },
+            )
+            .await
+            .map_err(|e| ServiceError::from_store(&e))?;
+        Ok(ack.modified)
     }
 
     fn lifetime_ms(&self) -> f64 {

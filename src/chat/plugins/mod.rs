@@ -84,6 +84,8 @@ pub struct Services {
     pub settings: Arc<Settings>,
     pub permissions: Arc<Permissions>,
     pub bus: Arc<dyn Bus>,
+    /// A plugin's scheduled job runs on the one instance holding its lease.
+    pub leases: Arc<crate::chat::leases::Leases>,
 }
 
 /// Where a plugin is in its life.
@@ -391,7 +393,7 @@ impl Plugins {
             hooks,
             plugins: RwLock::new(BTreeMap::new()),
             enabled: RwLock::new(Default::default()),
-            instance: crate::model::random::random_id().into(),
+            instance: registry.instance_id().clone(),
         });
         methods::register(registry, &plugins);
         commands.add_provider(Arc::new(bridge::PluginCommands {
@@ -403,7 +405,7 @@ impl Plugins {
         // The directory holds the sink weakly; the service keeps it alive.
         registry
             .local_streams()
-            .add(CLUSTER_STREAM, Arc::downgrade(&sink));
+            .add_whole(CLUSTER_STREAM, Arc::downgrade(&sink));
         *plugins
             .cluster_sink
             .lock()
@@ -786,8 +788,8 @@ impl Plugins {
     }
 
     /// Runs `RunJob {name}` on the plugin every `every`; `false` over the plugin's limit.
-    /// One instance runs a deployment's jobs (today the only one; with several instances,
-    /// the one holding the job lease).
+    /// One instance runs a deployment's job: the one holding its lease
+    /// (`plugin:<id>:<name>`), another once that one dies.
     pub fn schedule_job(
         &self,
         plugin: &Arc<Plugin>,
@@ -805,8 +807,11 @@ impl Plugins {
                 old.cancel();
             }
         }
+        let lease = format!("plugin:{}:{name}", plugin.id);
+        let leases = self.services.leases.clone();
         let (plugin, name) = (Arc::downgrade(plugin), name.to_owned());
         tokio::spawn(async move {
+            leases.want_now(&lease).await;
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
@@ -814,6 +819,10 @@ impl Plugins {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {}
                 }
+                if !leases.holds(&lease) {
+                    continue;
+                }
+                leases.count_run(&lease);
                 let Some(plugin) = plugin.upgrade() else {
                     break;
                 };
@@ -823,6 +832,7 @@ impl Plugins {
                     tracing::warn!(plugin = %plugin.id, job = %name, cause = %err, "scheduled job failed");
                 }
             }
+            leases.forget(&lease).await;
         });
         true
     }

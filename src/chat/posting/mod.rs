@@ -13,7 +13,7 @@
 pub mod mentions;
 
 use crate::chat::call::Call;
-use crate::chat::collections::{MESSAGES, ROOMS, SUBSCRIPTIONS, USERS};
+use crate::chat::collections::{MESSAGES, ROOMS, ROOM_CLOCKS, SUBSCRIPTIONS, USERS};
 use crate::chat::hooks::{
     after_hook, keeping, will_hook, Hooks, MessageEvent, Origin, Point, Refused,
 };
@@ -194,6 +194,9 @@ pub struct Posting {
     settings: Arc<Settings>,
     hooks: Arc<Hooks>,
     clocks: RoomClocks,
+    /// Whether other instances stamp messages too: each time is then claimed in the
+    /// store (`comet_room_clocks`), so no two instances give a room the same one.
+    shared_clocks: std::sync::atomic::AtomicBool,
 }
 
 impl Posting {
@@ -209,7 +212,59 @@ impl Posting {
             settings,
             hooks,
             clocks: RoomClocks::default(),
+            shared_clocks: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Several instances post to the same rooms: times are claimed in the store from now on.
+    pub fn share_clocks(&self) {
+        self.shared_clocks
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Claims `ts` for `rid` among every instance: `ts` when it is after the room's claimed
+    /// time, else the millisecond after that (which this process's clock then follows).
+    async fn claim_time(&self, rid: &str, mut ts: f64) -> Result<f64, ServiceError> {
+        for _ in 0..16 {
+            let claimed = self
+                .store
+                .update(
+                    ROOM_CLOCKS,
+                    selector(serde_json::json!({"_id": rid, "ts": {"$lt": {"$date": ts}}}))?,
+                    crate::engine::build::update(
+                        serde_json::json!({"$set": {"ts": {"$date": ts}}}),
+                    )?,
+                    UpdateOptions::default(),
+                )
+                .await
+                .map_err(|e| ServiceError::from_store(&e))?;
+            if claimed.matched > 0 {
+                return Ok(ts);
+            }
+            let current = crate::engine::build::find_one(
+                &*self.store,
+                ROOM_CLOCKS,
+                serde_json::json!({"_id": rid}),
+            )
+            .await?;
+            match current.as_ref().and_then(|c| c.get("ts")) {
+                Some(Value::Date(last)) => {
+                    ts = ts.max(last + 1.0);
+                    self.clocks.note(rid, ts);
+                }
+                _ => {
+                    let first = doc(serde_json::json!({"_id": rid, "ts": {"$date": ts}}))?;
+                    match self.store.insert(ROOM_CLOCKS, first).await {
+                        Ok(_) => return Ok(ts),
+                        Err(StoreError::DuplicateKey(_)) => continue,
+                        Err(e) => return Err(ServiceError::from_store(&e)),
+                    }
+                }
+            }
+        }
+        Err(ServiceError::internal(
+            "a room's message time could not be claimed",
+        ))
     }
 
     /// The hooks every write of the chat services runs.
@@ -342,10 +397,16 @@ impl Posting {
             Some(Value::Date(asked)) => asked.min(now),
             _ => now,
         };
-        let ts = match self.clocks.next(rid, wanted, now) {
+        let mut ts = match self.clocks.next(rid, wanted, now) {
             Some(ts) => ts,
             None => self.first_stamp(rid, wanted, now).await?,
         };
+        if self
+            .shared_clocks
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            ts = self.claim_time(rid, ts).await?;
+        }
         let ahead = ts - now_ms();
         if ahead > 0.0 {
             if ahead <= LONGEST_WAIT_MS {

@@ -151,6 +151,12 @@ pub struct Presence {
     pub watchers: Arc<Watchers>,
     /// `stream-notify-logged`, for `user-status`.
     logged: Arc<Stream>,
+    /// How other instances and operators reach this one (`host:port`), once it listens.
+    address: Mutex<Option<String>>,
+    /// This process's streams (how many keys it listens to is one of its figures).
+    local_streams: Arc<crate::engine::bus::LocalStreams>,
+    /// When this process started, in ms.
+    started: f64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,12 +190,15 @@ impl Presence {
         let presence = Arc::new(Self {
             store: store.clone(),
             permissions,
-            instance: crate::model::random::random_id().into(),
+            instance: registry.instance_id().clone(),
             config,
             local: Mutex::new(Local::default()),
             wake: tokio::sync::Notify::new(),
             watchers: Arc::new(Watchers::default()),
             logged,
+            address: Mutex::new(None),
+            local_streams: registry.local_streams().clone(),
+            started: now_ms(),
         });
         let sort = crate::model::query::Sort::parse(&doc(
             serde_json::json!({"connections.instanceId": 1}),
@@ -216,6 +225,39 @@ impl Presence {
     /// This process's id in `instances`.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Names where this instance listens (`host:port`), shown in `instances` from the next
+    /// heartbeat on.
+    pub async fn set_address(&self, address: String) {
+        *lock(&self.address) = Some(address);
+        if let Err(err) = self.heartbeat().await {
+            tracing::warn!(cause = %err, "this instance's entry could not be renewed");
+        }
+    }
+
+    /// Every instance's entry in `instances` with whether it is alive (its heartbeat is
+    /// recent and, on this machine, its process runs) and whether it is this one; for
+    /// holders of `view-statistics`.
+    pub async fn instances(
+        &self,
+        call: &crate::chat::call::Call<'_>,
+    ) -> Result<Vec<(Document, bool, bool)>, ServiceError> {
+        let uid = call.require_user()?;
+        self.permissions
+            .require(uid, "view-statistics", None)
+            .await?;
+        let (now, host) = (now_ms(), host_name());
+        Ok(self
+            .find(INSTANCES, serde_json::json!({}))
+            .await?
+            .into_iter()
+            .map(|i| {
+                let alive = self.alive(&i, now, &host);
+                let this = text(&i, "_id") == Some(&*self.instance);
+                (i, alive, this)
+            })
+            .collect())
     }
 
     async fn find(
@@ -472,7 +514,14 @@ impl Presence {
                     "$set": {
                         "_updatedAt": {"$date": now}, "name": "comet",
                         "pid": std::process::id(),
-                        "extraInformation": {"host": host_name()},
+                        "extraInformation": {
+                            "host": host_name(),
+                            "address": lock(&self.address).clone(),
+                            "version": env!("CARGO_PKG_VERSION"),
+                            "startedAt": {"$date": self.started},
+                            "connections": self.connection_count(),
+                            "listenedKeys": self.local_streams.interest_count(),
+                        },
                     },
                     "$setOnInsert": {"_createdAt": {"$date": now}},
                 }))?,
@@ -484,6 +533,11 @@ impl Presence {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    /// How many connections of logged-in users this process holds.
+    fn connection_count(&self) -> usize {
+        lock(&self.local).users.values().map(HashMap::len).sum()
     }
 
     /// Whether the process of an `instances` entry still runs: its heartbeat is recent,

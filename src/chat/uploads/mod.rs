@@ -202,7 +202,6 @@ impl Uploads {
             image_work: Arc::new(tokio::sync::Semaphore::new(workers)),
         });
         hooks.add(Arc::new(Cleanup(Arc::downgrade(&uploads))));
-        tokio::spawn(prune_unconfirmed(Arc::downgrade(&uploads)));
         Ok(uploads)
     }
 
@@ -931,25 +930,6 @@ impl Uploads {
                 Err(err) => tracing::warn!(%err, "uploads' records could not be removed"),
             }
         }
-    }
-}
-
-/// How often unconfirmed uploads past their 24 hours are looked for.
-const PRUNE_EVERY: Duration = Duration::from_secs(15 * 60);
-
-/// Removes `rooms.media` uploads never confirmed within their 24 hours, with their bytes,
-/// until the service is gone.
-async fn prune_unconfirmed(uploads: std::sync::Weak<Uploads>) {
-    // The first look comes one period after the start, not at it: nothing unconfirmed is
-    // a day old at once, and the start's reads stay the services' own.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(uploads) = uploads.upgrade() else {
-            return;
-        };
-        uploads.remove_expired(now_ms()).await;
     }
 }
 
