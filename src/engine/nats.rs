@@ -117,6 +117,9 @@ struct Wire {
     x: Option<String>,
 }
 
+/// A subject this instance listens to: a stream and a routing key (`*`: every key).
+type Subject = (Arc<str>, Arc<str>);
+
 /// The bus over NATS.
 pub struct NatsBus {
     instance: Arc<str>,
@@ -124,7 +127,7 @@ pub struct NatsBus {
     client: async_nats::Client,
     outgoing: tokio::sync::mpsc::Sender<(String, bytes::Bytes)>,
     /// The subscription task of each (stream, key) listened to here.
-    subscriptions: Mutex<HashMap<(Arc<str>, Arc<str>), tokio::task::AbortHandle>>,
+    subscriptions: Mutex<HashMap<Subject, tokio::task::AbortHandle>>,
     seen: Mutex<Seen>,
     next_number: AtomicU64,
     figures: Figures,

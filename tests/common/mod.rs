@@ -1,6 +1,7 @@
 //! Test harness: the real server on 127.0.0.1:0 and a raw DDP client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nats;
 pub mod s3;
 
 use comet::config::{Cli, Settings};
@@ -66,6 +67,7 @@ pub async fn spawn_server(settings: Settings) -> TestServer {
         hooks,
         uploads,
         plugins,
+        ..
     } = comet::app::build(&settings)
         .await
         .expect("test server starts");
@@ -614,6 +616,8 @@ pub struct Binary {
     pub log: Vec<String>,
     pub addr: SocketAddr,
     dir: std::path::PathBuf,
+    /// Whether the data directory is this process's alone (removed when it stops).
+    owns_dir: bool,
 }
 
 impl Binary {
@@ -674,7 +678,21 @@ impl Binary {
             log,
             addr,
             dir,
+            owns_dir: true,
         }
+    }
+
+    /// Like [`Binary::start_in`], on a data directory other processes share (several
+    /// instances on one embedded store): stopping this one leaves it.
+    pub fn start_shared(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
+        let mut binary = Self::start_in(dir.to_owned(), "", envs);
+        binary.owns_dir = false;
+        binary
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The data directory the process runs on.
@@ -724,7 +742,9 @@ impl Binary {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.log.push(line);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         std::mem::take(&mut self.log)
     }
 }
@@ -735,7 +755,9 @@ impl Drop for Binary {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
+            if self.owns_dir {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
 }
