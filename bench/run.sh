@@ -22,6 +22,8 @@
 #   PLUGIN=node PLUGIN_CORE=1 ...                           # the plugin off comet's core
 #   SCENARIOS=presence bench/run.sh                        # S10 presence storm
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
+#   SCENARIOS=cluster bench/run.sh                         # S12: three instances over NATS
+#   SCENARIOS=cluster CHAT_MODES=small bench/run.sh        # S12 small rooms only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -108,9 +110,55 @@ start_server() {
 }
 
 stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  kill "$SERVER_PID" ${CLUSTER_PIDS:-} 2>/dev/null || true
+  wait "$SERVER_PID" ${CLUSTER_PIDS:-} 2>/dev/null || true
+  CLUSTER_PIDS=
   if [ -n "${DATA_DIR:-}" ]; then rm -rf "$DATA_DIR"; DATA_DIR=; fi
+}
+
+# S12: a NATS server and three comet instances on one embedded store (ports 3901-3903),
+# all on core 0 as one comet is for S9; the load generator on core 1. URL is the first
+# instance (where the senders are); SPREAD the other two; PIDS every process measured.
+PORT_NATS=4322
+start_cluster() {
+  DATA_DIR=$(mktemp -d)
+  taskset -c 0 nats-server -a 127.0.0.1 -p $PORT_NATS >/dev/null 2>&1 &
+  CLUSTER_PIDS="$!"
+  local pids=() port
+  for i in 1 2 3; do
+    port=$((PORT_COMET + i - 1))
+    env $(limiter_env) COMET_RATE_LIMIT_TEST_HANDLERS=1 \
+      COMET_TEST_HANDLERS=1 PORT=$port BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
+      COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
+      COMET_MAX_SESSIONS_PER_ADDRESS=0 COMET_MAX_SUBSCRIPTIONS_PER_USER=1000000 \
+      ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
+      COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
+      COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} TRANSPORTER=nats://127.0.0.1:$PORT_NATS \
+      taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet-$i.log" &
+    pids+=("$!")
+    # One at a time: the first creates the administrator and the default channel.
+    for _ in $(seq 100); do
+      (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+      sleep 0.1
+    done
+  done
+  SERVER_PID=${pids[0]}
+  CLUSTER_PIDS="$CLUSTER_PIDS ${pids[1]} ${pids[2]}"
+  PIDS="${pids[0]},${pids[1]},${pids[2]}"
+  URL=ws://127.0.0.1:$PORT_COMET/websocket
+  SPREAD="ws://127.0.0.1:$((PORT_COMET + 1))/websocket,ws://127.0.0.1:$((PORT_COMET + 2))/websocket"
+  sleep 1
+}
+
+run_cluster() { # label args...
+  local label=$1; shift
+  for r in $(seq "$RUNS"); do
+    start_cluster
+    taskset -c 1 target/release/comet-bench "$@" --url "$URL" --spread "$SPREAD" --pid "$SERVER_PID" \
+      --pids "$PIDS" --metrics-ports "$PORT_COMET,$((PORT_COMET + 1)),$((PORT_COMET + 2))" \
+      --label "cluster/$label" | tee -a "$OUT/results.jsonl"
+    stop_server
+  done
 }
 
 run() { # server label args...
@@ -206,6 +254,17 @@ for scenario in $SCENARIOS; do
           run $server "S9 chat: ${CHAT_ROOMS:-1000} rooms of 10, ${CHAT_RATE:-2000} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-2000}" --secs 8 --warmup-secs 3
         fi
       done ;;
+    cluster)
+      # S12: S9's rooms with their members spread over three instances (member i on
+      # instance i mod 3), every sender on the first; compare with S9 on one instance.
+      export BCRYPT_COST=4 HEARTBEAT_MS=0
+      modes=" ${CHAT_MODES:-big small} "
+      if [[ $modes == *" big "* ]]; then
+        run_cluster "S12 chat: one room of 1000 over 3 instances, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
+      fi
+      if [[ $modes == *" small "* ]]; then
+        run_cluster "S12 chat: ${CHAT_ROOMS:-1000} rooms of 10 over 3 instances, ${CHAT_RATE:-500} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-500}" --secs 8 --warmup-secs 3
+      fi ;;
     presence)
       # S10: 10,000 users log in over 10 s, each watched by 100 of 1,000 watching
       # connections (1,000 users each); then every tenth user disconnects at once. Users

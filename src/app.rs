@@ -198,6 +198,7 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
     crate::chat::messages::methods::register(&mut registry, messages.clone());
+    messages.share_limits(&registry);
     let uploads = crate::chat::uploads::Uploads::start(
         store.clone(),
         rooms_service.clone(),

@@ -306,6 +306,58 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
     .await;
     assert_eq!(status, 401);
 
+    // logoutOtherClients on B logs ann's session on A out: the token's removal reaches A
+    // through the store.
+    let ann_again = sign_in(b.addr, "ann", "pass-word-1").await;
+    let mut ann_on_b = ddp_as(b.addr, &ann_again).await;
+    let renewed = call(&mut on_a, "getNewToken", json!([])).await;
+    assert!(renewed.get("error").is_none(), "{renewed}");
+    let out = call(&mut ann_on_b, "logoutOtherClients", json!([])).await;
+    assert!(out.get("error").is_none(), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = call(&mut on_a, "getNewToken", json!([])).await;
+        if probe["error"]["error"] == 403 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still logged in on A: {probe}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = call(&mut ann_on_b, "getNewToken", json!([])).await;
+    assert!(kept.get("error").is_none(), "B's own session stays: {kept}");
+    drop(ann_on_b);
+
+    // One user on two instances has one sending limit (five a second): messages sent
+    // quickly, alternating between A and B, are refused once five went in the second.
+    let eve = sign_up(a.addr, "eve").await;
+    let mut eve_on = [ddp_as(a.addr, &eve).await, ddp_as(b.addr, &eve).await];
+    for client in eve_on.iter_mut() {
+        subscribe(
+            client,
+            "stream-notify-user",
+            json!([format!("{}/message", eve.0), false]),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = 0;
+    for n in 0..8 {
+        let answer = call(
+            &mut eve_on[n % 2],
+            "sendMessage",
+            json!([{"rid": "GENERAL", "msg": format!("quick {n}")}]),
+        )
+        .await;
+        if answer["error"]["error"] == "too-many-requests" {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 2,
+        "eight in well under a second, four on each instance: {refused} refused"
+    );
+    drop(eve_on);
+
     // Presence is the union of a user's connections on every instance.
     let dana = sign_up(a.addr, "dana").await;
     let dana_on_a = ddp_as(a.addr, &dana).await;

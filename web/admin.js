@@ -179,10 +179,31 @@
       body.append(tableRow(cells, 4, action));
     }
   }
+  // The deployment's instances (one when alone), from comet.instances, with the plugins.
+  async function refreshInstances() {
+    let list;
+    try {
+      list = await ddp.call('comet.instances');
+    } catch {
+      $('instances-section').hidden = true;
+      return;
+    }
+    $('instances-section').hidden = false;
+    const body = $('instances');
+    body.textContent = '';
+    list.sort((a, b) => String(a.extraInformation?.address).localeCompare(String(b.extraInformation?.address)));
+    for (const i of list) {
+      const extra = i.extraInformation || {};
+      const cells = [extra.address || i._id, i.alive ? 'running' : 'gone',
+        String(extra.connections ?? ''), String(extra.listenedKeys ?? '')];
+      body.append(tableRow(cells, 2, i.local ? 'this one' : null));
+    }
+  }
   function watchPlugins() {
     clearInterval(pluginTimer);
     refreshPlugins();
-    pluginTimer = setInterval(refreshPlugins, 2000);
+    refreshInstances();
+    pluginTimer = setInterval(() => { refreshPlugins(); refreshInstances(); }, 2000);
   }
 
   let pending = false;

@@ -77,6 +77,22 @@ struct Args {
     rooms: usize,
     #[arg(long, default_value_t = 10)]
     room_size: usize,
+    /// Chat across instances (S12): the other instances' URLs, comma-separated. Members
+    /// are spread over `url` and these; every sender stays on `url`.
+    #[arg(long)]
+    spread: Option<String>,
+    /// Every process whose CPU and memory count (S12: each instance), comma-separated;
+    /// `pid` alone when absent.
+    #[arg(long)]
+    pids: Option<String>,
+    /// The ports of instances whose bus figures (`/metrics`) are read before and after
+    /// the measured window (S12), comma-separated.
+    #[arg(long)]
+    metrics_ports: Option<String>,
+    /// Chat: each message is preceded by its sender's typing event, which every member
+    /// listens to (the events that travel over the bus between instances).
+    #[arg(long)]
+    typing: bool,
     #[arg(long, default_value_t = 5000)]
     big: usize,
     /// Chat: the administrator that owns and talks in the big room (it may send many).
@@ -1052,6 +1068,42 @@ async fn chat_user(url: &str, src: IpAddr, name: String) -> Ws {
     ws
 }
 
+/// The processes measured: `pids` when given, else `pid`.
+fn measured_pids(args: &Args) -> Vec<u32> {
+    match &args.pids {
+        Some(list) => list
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+        None => vec![args.pid],
+    }
+}
+
+/// Each instance's bus figures: (events published, events received), from `/metrics`.
+async fn bus_figures(ports: &[u16]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for port in ports {
+        let mut text = String::new();
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let ask = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+            if stream.write_all(ask.as_bytes()).await.is_ok() {
+                let _ = stream.read_to_string(&mut text).await;
+            }
+        }
+        let figure = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        out.push((
+            figure("comet_bus_published_total "),
+            figure("comet_bus_received_total "),
+        ));
+    }
+    out
+}
+
 /// The room id of a creation's result.
 fn rid_of(reply: &serde_json::Value) -> String {
     reply["result"]["rid"]
@@ -1152,12 +1204,32 @@ async fn chat(args: &Args) -> serde_json::Value {
         .await;
         assert!(made.get("result").is_some(), "no administrator: {made}");
     }
-    // Members, in order, each with its own user.
+    // Members, in order, each with its own user, on its instance: across instances (S12)
+    // the big room's members in turn, each small room wholly on one (its sender on the
+    // first), so some rooms have listeners on one instance only.
     let setup = Instant::now();
     let names: Vec<String> = (0..members).map(|i| format!("m{run}x{i}")).collect();
+    let urls: Vec<String> = std::iter::once(args.url.clone())
+        .chain(
+            args.spread
+                .iter()
+                .flat_map(|s| s.split(',').map(str::to_owned)),
+        )
+        .filter(|u| !u.is_empty())
+        .collect();
+    let room_size = args.room_size.max(1);
+    let instance_of = |i: usize| -> usize {
+        if big_mode {
+            i % urls.len()
+        } else if i.is_multiple_of(room_size) {
+            0
+        } else {
+            (i / room_size) % urls.len()
+        }
+    };
     let mut made =
         futures_util::stream::iter(names.iter().cloned().enumerate().map(|(i, name)| {
-            let (url, src) = (args.url.clone(), source(i, args.sources));
+            let (url, src) = (urls[instance_of(i)].clone(), source(i, args.sources));
             async move { chat_user(&url, src, name).await }
         }))
         .buffered(128);
@@ -1216,11 +1288,16 @@ async fn chat(args: &Args) -> serde_json::Value {
     } else {
         args.room_size.max(1)
     };
-    let rids_ref = &rids;
+    let (rids_ref, typing) = (&rids, args.typing);
     let mut listening = futures_util::stream::iter(sockets.into_iter().enumerate().map(|(i, mut ws)| async move {
         let sub = serde_json::json!({"msg": "sub", "id": "s", "name": "stream-room-messages", "params": [rids_ref[i / size], false]});
         ws.send(Message::text(sub.to_string())).await.unwrap();
         recv_until(&mut ws, "\"ready\"").await;
+        if typing {
+            let sub = serde_json::json!({"msg": "sub", "id": "y", "name": "stream-notify-room", "params": [format!("{}/typing", rids_ref[i / size]), false]});
+            ws.send(Message::text(sub.to_string())).await.unwrap();
+            recv_until(&mut ws, "\"ready\"").await;
+        }
         (i, ws)
     }))
     .buffered(128);
@@ -1229,7 +1306,13 @@ async fn chat(args: &Args) -> serde_json::Value {
         sockets.push(ws);
     }
     let setup_secs = setup.elapsed().as_secs_f64();
-    let rss = rss_kib(args.pid);
+    let pids = measured_pids(args);
+    let rss: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let ports: Vec<u16> = args
+        .metrics_ports
+        .iter()
+        .flat_map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()))
+        .collect();
     let tally = Rc::new(ChatTally {
         deliveries: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()),
         rtt: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()),
@@ -1244,21 +1327,24 @@ async fn chat(args: &Args) -> serde_json::Value {
     let admin_tx = Rc::new(tokio::sync::Mutex::new(admin_tx));
     local.spawn_local(chat_reader(admin_rx, Some(admin_tx.clone()), tally.clone()));
     if big_mode {
-        senders.push((admin_tx, rids[0].clone()));
+        senders.push((admin_tx, rids[0].clone(), args.admin.clone()));
     }
     for (i, ws) in sockets.into_iter().enumerate() {
         let (tx, rx) = ws.split();
         let tx = Rc::new(tokio::sync::Mutex::new(tx));
         if !big_mode && i % size == 0 {
-            senders.push((tx.clone(), rids[i / size].clone()));
+            senders.push((tx.clone(), rids[i / size].clone(), names[i].clone()));
         }
         local.spawn_local(chat_reader(rx, Some(tx), tally.clone()));
     }
-    let (rate, secs, warmup, pid) = (args.rate.max(1), args.secs, args.warmup_secs, args.pid);
-    let (elapsed, cpu, sent) = local
+    let (rate, secs, warmup) = (args.rate.max(1), args.secs, args.warmup_secs);
+    let cpu_all = move || -> u64 { pids.iter().map(|p| cpu_ns(*p)).sum() };
+    let (elapsed, cpu, sent, bus_before, bus_after) = local
         .run_until({
             let tally = tally.clone();
+            let ports = ports.clone();
             async move {
+                let mut bus_before = Vec::new();
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let start = Instant::now();
@@ -1267,23 +1353,31 @@ async fn chat(args: &Args) -> serde_json::Value {
                 loop {
                     tick.tick().await;
                     if measure_start.is_none() && start.elapsed() >= Duration::from_secs(warmup) {
+                        bus_before = bus_figures(&ports).await;
                         *tally.measuring.borrow_mut() = true;
                         measure_start = Some(Instant::now());
-                        cpu0 = cpu_ns(pid);
+                        cpu0 = cpu_all();
                     }
                     if let Some(ms) = measure_start {
                         if ms.elapsed() >= Duration::from_secs(secs) {
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             *tally.measuring.borrow_mut() = false;
-                            return (ms.elapsed(), cpu_ns(pid) - cpu0, sent);
+                            let cpu = cpu_all() - cpu0;
+                            let bus_after = bus_figures(&ports).await;
+                            return (ms.elapsed(), cpu, sent, bus_before, bus_after);
                         }
                         sent += 1;
                     }
-                    let (tx, rid) = &senders[n % senders.len()];
+                    let (tx, rid, username) = &senders[n % senders.len()];
                     n += 1;
                     let t = now_ms();
+                    let mut tx = tx.lock().await;
+                    if typing {
+                        let frame = format!(r#"{{"msg":"method","id":"y{t:.3}","method":"stream-notify-room","params":["{rid}/typing","{username}",true]}}"#);
+                        let _ = tx.send(Message::text(frame)).await;
+                    }
                     let frame = format!(r#"{{"msg":"method","id":"m{t:.3}","method":"sendMessage","params":[{{"rid":"{rid}","msg":"t:{t:.3}"}}]}}"#);
-                    let _ = tx.lock().await.send(Message::text(frame)).await;
+                    let _ = tx.send(Message::text(frame)).await;
                 }
             }
         })
@@ -1301,8 +1395,23 @@ async fn chat(args: &Args) -> serde_json::Value {
     }
     let delivered = *tally.delivered.borrow();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    // Bus events per message: published by all, received by each instance.
+    let per_message = |x: f64| if sent > 0 { x / sent as f64 } else { 0.0 };
+    let published: f64 = bus_after
+        .iter()
+        .zip(&bus_before)
+        .map(|(a, b)| a.0 - b.0)
+        .sum();
+    let received: Vec<f64> = bus_after
+        .iter()
+        .zip(&bus_before)
+        .map(|(a, b)| per_message(a.1 - b.1))
+        .collect();
     serde_json::json!({
         "scenario": "chat", "label": args.label, "mode": args.mode, "members": members,
+        "instances": urls.len(), "typing": typing,
+        "bus_published_per_message": per_message(published),
+        "bus_received_per_message_by_instance": received,
         "rooms": rids.len(), "rate": rate, "messages_sent": sent,
         "messages_per_sec": sent as f64 / elapsed.as_secs_f64(),
         "deliveries": delivered, "deliveries_per_sec": delivered as f64 / elapsed.as_secs_f64(),

@@ -82,12 +82,26 @@ struct Interest {
     counts: HashMap<(Arc<str>, Arc<str>), usize>,
     /// Streams wanted whole.
     whole: Vec<Arc<str>>,
+    /// For a stream, the streams wanted by the same keys (a user's limit counts go where
+    /// the user's own stream is listened to).
+    followers: HashMap<Arc<str>, Vec<Arc<str>>>,
     watcher: Option<Weak<dyn InterestWatcher>>,
 }
 
 impl Interest {
     fn watcher(&self) -> Option<Arc<dyn InterestWatcher>> {
         self.watcher.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// `stream` and the streams that follow its keys.
+    fn with_followers<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        std::iter::once(stream).chain(
+            self.followers
+                .get(stream)
+                .into_iter()
+                .flatten()
+                .map(|f| &**f),
+        )
     }
 }
 
@@ -111,6 +125,25 @@ impl LocalStreams {
         }
     }
 
+    /// Files `sink` under `collection`, wanting its events by the keys this process's
+    /// listeners of `follows` hear (a user's events wherever that user listens).
+    pub fn add_following(&self, collection: &str, sink: Weak<dyn StreamSink>, follows: &str) {
+        self.add(collection, sink);
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        interest
+            .followers
+            .entry(follows.into())
+            .or_default()
+            .push(collection.into());
+        if let Some(watcher) = interest.watcher() {
+            for (stream, key) in interest.counts.keys() {
+                if &**stream == follows {
+                    watcher.listened(collection, key);
+                }
+            }
+        }
+    }
+
     /// Tells `watcher` what is listened to now and every change from here on.
     pub fn watch(&self, watcher: Weak<dyn InterestWatcher>) {
         let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,7 +153,9 @@ impl LocalStreams {
                 watcher.whole(stream);
             }
             for (stream, key) in interest.counts.keys() {
-                watcher.listened(stream, key);
+                for stream in interest.with_followers(stream) {
+                    watcher.listened(stream, key);
+                }
             }
         }
     }
@@ -136,7 +171,9 @@ impl LocalStreams {
         *count += 1;
         if *count == 1 {
             if let Some(watcher) = interest.watcher() {
-                watcher.listened(stream, key);
+                for stream in interest.with_followers(stream) {
+                    watcher.listened(stream, key);
+                }
             }
         }
     }
@@ -153,7 +190,9 @@ impl LocalStreams {
         if *count == 0 {
             interest.counts.remove(&entry);
             if let Some(watcher) = interest.watcher() {
-                watcher.unlistened(stream, key);
+                for stream in interest.with_followers(stream) {
+                    watcher.unlistened(stream, key);
+                }
             }
         }
     }
@@ -258,6 +297,14 @@ mod tests {
         // `r1/typing` and `r1/user-activity` are one room: one subscription.
         streams.listened("stream-notify-room", "r1/user-activity");
         streams.listened("stream-notify-logged", "user-status");
+        // A stream that follows the user stream's keys is told with it.
+        streams.listened("stream-notify-user", "u1/message");
+        streams.add_following(
+            "limits",
+            Weak::<crate::engine::streams::Stream>::new(),
+            "stream-notify-user",
+        );
+        streams.unlistened("stream-notify-user", "u1/message");
         streams.unlistened("stream-notify-room", "r1/typing");
         streams.unlistened("stream-notify-room", "r1/user-activity");
         // Unbalanced: ignored.
@@ -267,6 +314,10 @@ mod tests {
             [
                 "+stream-notify-room:r1",
                 "+stream-notify-logged:user-status",
+                "+stream-notify-user:u1",
+                "+limits:u1",
+                "-stream-notify-user:u1",
+                "-limits:u1",
                 "-stream-notify-room:r1"
             ]
         );

@@ -331,6 +331,21 @@ impl Accounts {
             .await
             .map_err(|e| ServiceError::from_store(&e))?;
         let tokens = tokens::TokenIndex::start(store.clone(), follower).await?;
+        // A token removed by another instance (`logoutOtherClients`, a logout, a reset
+        // password there) or by a script logs this instance's sessions using it out.
+        let sessions = Arc::downgrade(&connections);
+        tokens.on_revoked(Box::new(move |user_id, hashes| {
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            for connection in sessions.of_user(user_id) {
+                let used = connection.attachment(TOKEN_ATTACHMENT);
+                if used.is_some_and(|h| hashes.iter().any(|gone| **gone == *h)) {
+                    connection.set_attachment(TOKEN_ATTACHMENT, None);
+                    connection.log_out();
+                }
+            }
+        }));
         Ok(Arc::new(Self {
             tokens,
             per_connection: limiter::Limiter::new(),

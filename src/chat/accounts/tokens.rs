@@ -47,8 +47,16 @@ struct Maps {
 }
 
 impl Maps {
-    /// Replaces what is known of `id` with `tokens` (hash, issued at).
-    fn set_user(&mut self, id: &str, tokens: Vec<(Box<str>, f64)>, active: bool, written_at: u64) {
+    /// Replaces what is known of `id` with `tokens` (hash, issued at); returns the hashes
+    /// it held that `tokens` no longer has (revoked).
+    fn set_user(
+        &mut self,
+        id: &str,
+        tokens: Vec<(Box<str>, f64)>,
+        active: bool,
+        written_at: u64,
+    ) -> Vec<Box<str>> {
+        let mut revoked = Vec::new();
         if let Some(old) = self.held.remove(id) {
             for hash in old.hashes {
                 if self
@@ -58,10 +66,13 @@ impl Maps {
                 {
                     self.owner.remove(&hash);
                 }
+                if !tokens.iter().any(|(kept, _)| *kept == hash) {
+                    revoked.push(hash);
+                }
             }
         }
         if tokens.is_empty() && written_at == 0 {
-            return;
+            return revoked;
         }
         let id: Box<str> = Box::from(id);
         let mut hashes = Vec::with_capacity(tokens.len());
@@ -77,8 +88,13 @@ impl Maps {
                 written_at,
             },
         );
+        revoked
     }
 }
+
+/// Told of a user's tokens that a change removed, whoever wrote it (another instance, a
+/// script): the sessions logged in with them are logged out, as Meteor's accounts do.
+pub type Revoked = Box<dyn Fn(&str, &[Box<str>]) + Send + Sync>;
 
 /// Token hashes to their users.
 pub struct TokenIndex {
@@ -86,6 +102,7 @@ pub struct TokenIndex {
     maps: RwLock<Maps>,
     /// Serializes the store searches for tokens the index does not know.
     search: tokio::sync::Mutex<()>,
+    revoked: std::sync::OnceLock<Revoked>,
 }
 
 /// The resume tokens of `user`: (hash, issued at).
@@ -121,11 +138,23 @@ impl TokenIndex {
             store: store.clone(),
             maps: RwLock::new(Maps::default()),
             search: tokio::sync::Mutex::new(()),
+            revoked: std::sync::OnceLock::new(),
         });
         // Follow first, so no token written between the read and the subscription is lost.
         crate::engine::cached::watch(&index, &*store, follower);
         index.reload().await?;
         Ok(index)
+    }
+
+    /// Whom to tell of tokens removed by a change (set once).
+    pub fn on_revoked(&self, told: Revoked) {
+        let _ = self.revoked.set(told);
+    }
+
+    fn tell_revoked(&self, user_id: &str, hashes: &[Box<str>]) {
+        if let (Some(told), false) = (self.revoked.get(), hashes.is_empty()) {
+            told(user_id, hashes);
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
@@ -222,9 +251,12 @@ impl CachedCollection for TokenIndex {
 
     fn put(&self, doc: Document) {
         if let Some(Value::String(id)) = doc.get("_id") {
-            let mut maps = self.write();
-            let written_at = maps.held.get(id.as_str()).map_or(0, |h| h.written_at);
-            maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at);
+            let revoked = {
+                let mut maps = self.write();
+                let written_at = maps.held.get(id.as_str()).map_or(0, |h| h.written_at);
+                maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at)
+            };
+            self.tell_revoked(id, &revoked);
         }
     }
 
@@ -232,17 +264,21 @@ impl CachedCollection for TokenIndex {
         let Some(Value::String(id)) = doc.get("_id") else {
             return;
         };
-        let mut maps = self.write();
-        let written_at = maps.held.get(id.as_str()).map_or(0, |h| h.written_at);
-        if seq <= written_at {
-            // Already reflected: this process wrote the user's tokens at or after it.
-            return;
-        }
-        maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at);
+        let revoked = {
+            let mut maps = self.write();
+            let written_at = maps.held.get(id.as_str()).map_or(0, |h| h.written_at);
+            if seq <= written_at {
+                // Already reflected: this process wrote the user's tokens at or after it.
+                return;
+            }
+            maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at)
+        };
+        self.tell_revoked(id, &revoked);
     }
 
     fn forget(&self, id: &str) {
-        self.write().set_user(id, Vec::new(), true, 0);
+        let revoked = self.write().set_user(id, Vec::new(), true, 0);
+        self.tell_revoked(id, &revoked);
     }
 
     fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
@@ -256,7 +292,7 @@ impl CachedCollection for TokenIndex {
             let mut fresh = Maps::default();
             for user in users {
                 if let Some(Value::String(id)) = user.get("_id") {
-                    fresh.set_user(id, tokens_of(&user), is_active(&user), 0);
+                    let _ = fresh.set_user(id, tokens_of(&user), is_active(&user), 0);
                 }
             }
             *self.write() = fresh;
@@ -290,7 +326,32 @@ mod tests {
             store,
             maps: RwLock::new(Maps::default()),
             search: tokio::sync::Mutex::new(()),
+            revoked: std::sync::OnceLock::new(),
         }
+    }
+
+    #[test]
+    fn a_token_another_writer_removed_is_told_once_and_one_written_here_is_not() {
+        let index = index();
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let into = told.clone();
+        index.on_revoked(Box::new(move |uid, hashes| {
+            for h in hashes {
+                into.lock().unwrap().push(format!("{uid}:{h}"));
+            }
+        }));
+        index.put_at(user("u", &[("a", 1.0), ("b", 2.0)], true), 5);
+        // Another instance removed `a` (logoutOtherClients there).
+        index.put_at(user("u", &[("b", 2.0)], true), 6);
+        assert_eq!(*told.lock().unwrap(), ["u:a"]);
+        // This process removed `b` itself (and logged its sessions out then): the late
+        // event of its own write tells nothing again.
+        index.removed("u", "b", false, 8);
+        index.put_at(user("u", &[], true), 8);
+        // A deleted user's remaining tokens are all revoked.
+        index.put_at(user("w", &[("c", 1.0)], true), 9);
+        index.forget("w");
+        assert_eq!(*told.lock().unwrap(), ["u:a", "w:c"]);
     }
 
     #[test]

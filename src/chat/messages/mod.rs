@@ -115,9 +115,58 @@ pub struct Messages {
     settings: Arc<Settings>,
     posting: Arc<Posting>,
     sent: Limiter,
+    /// Where this instance tells the others of each message a user sent (their counts
+    /// of the per-user limit), once [`Messages::share_limits`] set it.
+    shared: std::sync::OnceLock<SharedSends>,
+}
+
+/// The bus stream of sent messages' counts, keyed by user, between instances.
+pub const SEND_LIMIT_STREAM: &str = "comet-send-limit";
+
+struct SharedSends {
+    bus: Arc<dyn crate::engine::bus::Bus>,
+    instance: Arc<str>,
+    /// The bus's directory holds it weakly.
+    _sink: Arc<dyn crate::engine::bus::StreamSink>,
+}
+
+/// Where other instances' counts of a user's messages arrive.
+struct SendCounts(std::sync::Weak<Messages>, Arc<str>);
+
+impl crate::engine::bus::StreamSink for SendCounts {
+    fn deliver(&self, user: &str, _args: &[Value], except: Option<&str>) -> usize {
+        let Some(messages) = self.0.upgrade() else {
+            return 0;
+        };
+        if except == Some(&*self.1) {
+            return 0;
+        }
+        messages.sent.count(&format!("send:{user}"), SEND_RULE);
+        1
+    }
 }
 
 impl Messages {
+    /// Shares the per-user sending limit with the other instances: each message counted
+    /// here is counted on every instance where the user listens to their own stream
+    /// (`stream-notify-user`), so a user's sessions on several instances share one limit.
+    pub fn share_limits(self: &Arc<Self>, registry: &crate::engine::Registry) {
+        let sink: Arc<dyn crate::engine::bus::StreamSink> = Arc::new(SendCounts(
+            Arc::downgrade(self),
+            registry.instance_id().clone(),
+        ));
+        registry.local_streams().add_following(
+            SEND_LIMIT_STREAM,
+            Arc::downgrade(&sink),
+            "stream-notify-user",
+        );
+        let _ = self.shared.set(SharedSends {
+            bus: registry.bus().clone(),
+            instance: registry.instance_id().clone(),
+            _sink: sink,
+        });
+    }
+
     /// The service, its indexes made (a room's history by time; a thread's replies).
     pub async fn start(
         store: Arc<dyn Store>,
@@ -143,6 +192,7 @@ impl Messages {
             permissions,
             settings,
             sent: Limiter::new(),
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
@@ -320,6 +370,14 @@ impl Messages {
             .await?
         {
             self.sent.hit(&format!("send:{uid}"), SEND_RULE)?;
+            if let Some(shared) = self.shared.get() {
+                shared.bus.publish(crate::engine::bus::BusEvent {
+                    stream: SEND_LIMIT_STREAM.into(),
+                    event: uid.to_string(),
+                    args: Vec::new(),
+                    except: Some(shared.instance.clone()),
+                });
+            }
         }
         let room = self
             .rooms

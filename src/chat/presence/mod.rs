@@ -904,6 +904,25 @@ fn status_param(params: &[Value], at: usize) -> Result<Option<Status>, ServiceEr
 
 /// `UserPresence:*` and `setUserStatus`. Anonymous calls do nothing (Rocket.Chat's rule).
 fn methods(registry: &mut Registry, presence: &Arc<Presence>) {
+    // The operator's page lists the deployment's instances (`view-statistics`), as
+    // REST's `instances.get` does.
+    registry.method_of(
+        "comet.instances",
+        presence,
+        |presence, ctx, _params| async move {
+            let call = crate::chat::call::Call::method(&ctx);
+            let list = presence.instances(&call).await?;
+            Ok(Some(Value::Array(
+                list.into_iter()
+                    .map(|(mut record, alive, local)| {
+                        record.insert("alive".into(), Value::Bool(alive));
+                        record.insert("local".into(), Value::Bool(local));
+                        Value::Object(record)
+                    })
+                    .collect(),
+            )))
+        },
+    );
     for (name, status) in [
         ("UserPresence:online", Status::Online),
         ("UserPresence:away", Status::Away),
