@@ -24,6 +24,7 @@
 #   LIMITER=off SERVERS=comet SCENARIOS=echo bench/run.sh  # the rate limiter's rules off
 #   SCENARIOS=cluster bench/run.sh                         # S12: three instances over NATS
 #   SCENARIOS=cluster CHAT_MODES=small bench/run.sh        # S12 small rooms only
+#   TYPING=1 SCENARIOS=cluster bench/run.sh                # S12 with a typing event per message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -77,6 +78,18 @@ plugin_env() {
   return 0
 }
 
+# The environment of a benchmarked comet on port $1 (its store in DATA_DIR).
+comet_env() {
+  limiter_env
+  echo COMET_RATE_LIMIT_TEST_HANDLERS=1 COMET_TEST_HANDLERS=1 PORT="$1" BIND_IP=127.0.0.1 \
+    COMET_WORKER_THREADS=1 RUST_LOG=warn COMET_DATA_DIR="$DATA_DIR" \
+    OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
+    COMET_MAX_SESSIONS_PER_ADDRESS=0 COMET_MAX_SUBSCRIPTIONS_PER_USER=1000000 \
+    ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
+    COMET_BCRYPT_COST="${BCRYPT_COST:-10}" COMET_HEARTBEAT_INTERVAL_MS="${HEARTBEAT_MS:-15000}" \
+    COMET_PRESENCE_GRACE_MS="${PRESENCE_GRACE_MS:-3000}"
+}
+
 start_server() {
   case "$1" in
     comet)
@@ -85,14 +98,7 @@ start_server() {
       # ceilings no load here reaches, so what is measured is its cost, not its refusals;
       # LIMITER=off switches its rules off for the comparison.
       DATA_DIR=$(mktemp -d)
-      env $(limiter_env) COMET_RATE_LIMIT_TEST_HANDLERS=1 \
-      COMET_TEST_HANDLERS=1 PORT=$PORT_COMET BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
-        COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
-        COMET_MAX_SESSIONS_PER_ADDRESS=0 COMET_MAX_SUBSCRIPTIONS_PER_USER=1000000 \
-        ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
-        COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
-        COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} \
-        COMET_BENCH_PASSTHROUGH_HOOK=${PASSTHROUGH_HOOK:-0} $(plugin_env) \
+      env $(comet_env $PORT_COMET) COMET_BENCH_PASSTHROUGH_HOOK=${PASSTHROUGH_HOOK:-0} $(plugin_env) \
         taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet.log" &
       SERVER_PID=$!; URL=ws://127.0.0.1:$PORT_COMET/websocket ;;
     peer)
@@ -127,13 +133,7 @@ start_cluster() {
   local pids=() port
   for i in 1 2 3; do
     port=$((PORT_COMET + i - 1))
-    env $(limiter_env) COMET_RATE_LIMIT_TEST_HANDLERS=1 \
-      COMET_TEST_HANDLERS=1 PORT=$port BIND_IP=127.0.0.1 COMET_WORKER_THREADS=1 RUST_LOG=warn \
-      COMET_DATA_DIR=$DATA_DIR OVERWRITE_SETTING_DDP_Rate_Limit_Login_Enabled=false \
-      COMET_MAX_SESSIONS_PER_ADDRESS=0 COMET_MAX_SUBSCRIPTIONS_PER_USER=1000000 \
-      ADMIN_USERNAME=benchadmin ADMIN_PASS=bench-admin-pass ADMIN_EMAIL=admin@bench.example \
-      COMET_BCRYPT_COST=${BCRYPT_COST:-10} COMET_HEARTBEAT_INTERVAL_MS=${HEARTBEAT_MS:-15000} \
-      COMET_PRESENCE_GRACE_MS=${PRESENCE_GRACE_MS:-3000} TRANSPORTER=nats://127.0.0.1:$PORT_NATS \
+    env $(comet_env $port) TRANSPORTER=nats://127.0.0.1:$PORT_NATS \
       taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet-$i.log" &
     pids+=("$!")
     # One at a time: the first creates the administrator and the default channel.
@@ -156,7 +156,7 @@ run_cluster() { # label args...
     start_cluster
     taskset -c 1 target/release/comet-bench "$@" --url "$URL" --spread "$SPREAD" --pid "$SERVER_PID" \
       --pids "$PIDS" --metrics-ports "$PORT_COMET,$((PORT_COMET + 1)),$((PORT_COMET + 2))" \
-      --label "cluster/$label" | tee -a "$OUT/results.jsonl"
+      ${TYPING:+--typing} --label "cluster/$label" | tee -a "$OUT/results.jsonl"
     stop_server
   done
 }

@@ -340,22 +340,37 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
         .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut refused = 0;
-    for n in 0..8 {
-        let answer = call(
-            &mut eve_on[n % 2],
-            "sendMessage",
-            json!([{"rid": "GENERAL", "msg": format!("quick {n}")}]),
-        )
-        .await;
-        if answer["error"]["error"] == "too-many-requests" {
-            refused += 1;
+    // The burst must fit in one second to say anything: on a loaded machine it is tried
+    // again, after the window, until it does.
+    let mut judged = false;
+    for attempt in 0..4 {
+        let started = Instant::now();
+        let mut refused = 0;
+        for n in 0..8 {
+            let answer = call(
+                &mut eve_on[n % 2],
+                "sendMessage",
+                json!([{"rid": "GENERAL", "msg": format!("quick {attempt}.{n}")}]),
+            )
+            .await;
+            if answer["error"]["error"] == "too-many-requests" {
+                refused += 1;
+            } else {
+                assert!(answer.get("error").is_none(), "call {n}: {answer}");
+            }
         }
+        if refused >= 2 {
+            judged = true;
+            break;
+        }
+        assert!(
+            started.elapsed() > Duration::from_millis(800),
+            "eight within {:?}, four on each instance: {refused} refused",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
     }
-    assert!(
-        refused >= 2,
-        "eight in well under a second, four on each instance: {refused} refused"
-    );
+    assert!(judged, "the burst never fitted in a second");
     drop(eve_on);
 
     // Presence is the union of a user's connections on every instance.

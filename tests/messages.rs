@@ -879,7 +879,19 @@ async fn user_events_reach_their_user_only() {
         }
     };
     // A token written is no news to the client; a new name is, to it and to everyone.
-    set(json!({"services.resume.loginTokens": [{"hashedToken": "x", "when": {"$date": 1}}]})).await;
+    // (Added beside bob's own: one removed would log his session out, as in Meteor.)
+    store
+        .update(
+            "users",
+            comet::model::query::Selector::by_id(bob_id.as_str().into()),
+            comet::model::query::Update::parse(&common::document(json!({
+                "$push": {"services.resume.loginTokens": {"hashedToken": "x", "when": {"$date": 1}}}
+            })))
+            .unwrap(),
+            comet::storage::UpdateOptions::default(),
+        )
+        .await
+        .unwrap();
     set(json!({"name": "Bob B"})).await;
     let data = event(
         &mut bob,

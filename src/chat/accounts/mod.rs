@@ -334,7 +334,7 @@ impl Accounts {
         // A token removed by another instance (`logoutOtherClients`, a logout, a reset
         // password there) or by a script logs this instance's sessions using it out.
         let sessions = Arc::downgrade(&connections);
-        tokens.on_revoked(Box::new(move |user_id, hashes| {
+        tokens.on_revoked(Arc::new(move |user_id, hashes| {
             let Some(sessions) = sessions.upgrade() else {
                 return;
             };

@@ -94,7 +94,7 @@ impl Maps {
 
 /// Told of a user's tokens that a change removed, whoever wrote it (another instance, a
 /// script): the sessions logged in with them are logged out, as Meteor's accounts do.
-pub type Revoked = Box<dyn Fn(&str, &[Box<str>]) + Send + Sync>;
+pub type Revoked = Arc<dyn Fn(&str, &[Box<str>]) + Send + Sync>;
 
 /// Token hashes to their users.
 pub struct TokenIndex {
@@ -151,9 +151,40 @@ impl TokenIndex {
         let _ = self.revoked.set(told);
     }
 
-    fn tell_revoked(&self, user_id: &str, hashes: &[Box<str>]) {
-        if let (Some(told), false) = (self.revoked.get(), hashes.is_empty()) {
-            told(user_id, hashes);
+    /// Tells of `hashes` that a change of `user_id` no longer has, once the store confirms
+    /// they are gone: an event can be older than what this index already read (a token
+    /// found by a search before the event of its user's creation arrived), and only the
+    /// user's current document may log a session out.
+    fn tell_revoked(&self, user_id: &str, hashes: Vec<Box<str>>) {
+        let (Some(told), false) = (self.revoked.get().cloned(), hashes.is_empty()) else {
+            return;
+        };
+        let (store, user_id) = (self.store.clone(), user_id.to_owned());
+        let confirm = async move {
+            let current = crate::engine::build::find_one(
+                &*store,
+                USERS,
+                serde_json::json!({"_id": &user_id}),
+            )
+            .await;
+            let kept: Vec<Box<str>> = match current {
+                Ok(Some(user)) => tokens_of(&user).into_iter().map(|(h, _)| h).collect(),
+                Ok(None) => Vec::new(),
+                Err(err) => {
+                    tracing::warn!(cause = %err, "a removed token could not be confirmed");
+                    return;
+                }
+            };
+            let gone: Vec<Box<str>> = hashes.into_iter().filter(|h| !kept.contains(h)).collect();
+            if !gone.is_empty() {
+                told(&user_id, &gone);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(confirm);
+            }
+            Err(_) => tracing::warn!("no runtime to confirm a removed token on"),
         }
     }
 
@@ -256,7 +287,7 @@ impl CachedCollection for TokenIndex {
                 let written_at = maps.held.get(id.as_str()).map_or(0, |h| h.written_at);
                 maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at)
             };
-            self.tell_revoked(id, &revoked);
+            self.tell_revoked(id, revoked);
         }
     }
 
@@ -273,12 +304,12 @@ impl CachedCollection for TokenIndex {
             }
             maps.set_user(id, tokens_of(&doc), is_active(&doc), written_at)
         };
-        self.tell_revoked(id, &revoked);
+        self.tell_revoked(id, revoked);
     }
 
     fn forget(&self, id: &str) {
         let revoked = self.write().set_user(id, Vec::new(), true, 0);
-        self.tell_revoked(id, &revoked);
+        self.tell_revoked(id, revoked);
     }
 
     fn reload(&self) -> crate::engine::cached::ReloadFuture<'_> {
@@ -330,19 +361,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_token_another_writer_removed_is_told_once_and_one_written_here_is_not() {
+    #[tokio::test]
+    async fn a_token_another_writer_removed_is_told_once_and_one_written_here_is_not() {
         let index = index();
         let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let into = told.clone();
-        index.on_revoked(Box::new(move |uid, hashes| {
+        index.on_revoked(Arc::new(move |uid, hashes| {
             for h in hashes {
                 into.lock().unwrap().push(format!("{uid}:{h}"));
             }
         }));
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(150));
+        // The store holds `u` with `b` only, and `v` with `k`.
+        for (id, tokens) in [("u", vec![("b", 2.0)]), ("v", vec![("k", 1.0)])] {
+            index
+                .store
+                .insert(USERS, user(id, &tokens, true))
+                .await
+                .unwrap();
+        }
         index.put_at(user("u", &[("a", 1.0), ("b", 2.0)], true), 5);
         // Another instance removed `a` (logoutOtherClients there).
         index.put_at(user("u", &[("b", 2.0)], true), 6);
+        settle().await;
+        assert_eq!(*told.lock().unwrap(), ["u:a"]);
+        // A late event (older than what a search read) shows `v` without `k`; the store
+        // still has it, so nobody is logged out.
+        index.put(user("v", &[("k", 1.0)], true));
+        index.put_at(user("v", &[], true), 7);
+        settle().await;
         assert_eq!(*told.lock().unwrap(), ["u:a"]);
         // This process removed `b` itself (and logged its sessions out then): the late
         // event of its own write tells nothing again.
@@ -351,6 +398,7 @@ mod tests {
         // A deleted user's remaining tokens are all revoked.
         index.put_at(user("w", &[("c", 1.0)], true), 9);
         index.forget("w");
+        settle().await;
         assert_eq!(*told.lock().unwrap(), ["u:a", "w:c"]);
     }
 
