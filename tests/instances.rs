@@ -306,6 +306,21 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
     .await;
     assert_eq!(status, 401);
 
+    // The same list over DDP (the operator's page): never for a user without the right.
+    let refused = call(&mut on_b, "comet.instances", json!([])).await;
+    assert!(
+        refused.get("result").is_none() && refused["error"].is_object(),
+        "{refused}"
+    );
+    let mut chief = ddp_as(c.addr, &admin).await;
+    let listed = call(&mut chief, "comet.instances", json!([])).await;
+    assert_eq!(
+        listed["result"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
+    drop(chief);
+
     // logoutOtherClients on B logs ann's session on A out: the token's removal reaches A
     // through the store.
     let ann_again = sign_in(b.addr, "ann", "pass-word-1").await;
