@@ -198,7 +198,10 @@ pub async fn build(settings: &Settings) -> Result<Built, StartError> {
     .await
     .map_err(|err| StartError::Config(format!("cannot prepare the messages: {err}")))?;
     crate::chat::messages::methods::register(&mut registry, messages.clone());
-    messages.share_limits(&registry);
+    if settings.transporter.is_some() {
+        // Alone, there is nobody to tell: no event a message.
+        messages.share_limits(&registry);
+    }
     let uploads = crate::chat::uploads::Uploads::start(
         store.clone(),
         rooms_service.clone(),

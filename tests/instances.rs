@@ -228,25 +228,7 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
     )
     .await;
     let received_on_c = metric(c.addr, "comet_bus_received_total").await;
-    let mut typed = Vec::new();
-    for _ in 0..20 {
-        call(
-            &mut on_b,
-            "stream-notify-room",
-            json!(["GENERAL/typing", "bob", true]),
-        )
-        .await;
-        typed = events(
-            &mut on_a,
-            "stream-notify-room",
-            "GENERAL/typing",
-            Duration::from_millis(500),
-        )
-        .await;
-        if !typed.is_empty() {
-            break;
-        }
-    }
+    let typed = typing_crosses(&mut on_b, &mut on_a, "bob", Duration::from_secs(10)).await;
     assert_eq!(typed, vec![json!(["bob", true])]);
     assert!(metric(a.addr, "comet_bus_received_total").await >= 1.0);
     assert_eq!(
@@ -414,6 +396,51 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Types as `username` on `writer` in GENERAL until `reader` hears it, within `within`;
+/// what it heard.
+async fn typing_crosses(
+    writer: &mut DdpClient,
+    reader: &mut DdpClient,
+    username: &str,
+    within: Duration,
+) -> Vec<Json> {
+    let deadline = Instant::now() + within;
+    loop {
+        call(
+            writer,
+            "stream-notify-room",
+            json!(["GENERAL/typing", username, true]),
+        )
+        .await;
+        let typed = events(
+            reader,
+            "stream-notify-room",
+            "GENERAL/typing",
+            Duration::from_millis(500),
+        )
+        .await;
+        if !typed.is_empty() {
+            return typed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "typing did not cross within {within:?}"
+        );
+    }
+}
+
+/// A password login over REST: (status, body).
+async fn password_login(addr: SocketAddr, user: &str, password: &str) -> (u16, Json) {
+    rest_call(
+        addr,
+        reqwest::Method::POST,
+        "/api/v1/login",
+        None,
+        Some(json!({"user": user, "password": password})),
+    )
+    .await
+}
+
 /// The login is refused as blocked (not merely as wrong).
 fn blocked(body: &Json) -> bool {
     body.to_string().contains("error-login-blocked-for-user")
@@ -431,40 +458,19 @@ async fn a_password_guesser_spread_over_instances_is_locked_out_on_every_one() {
     // than four of them.
     for guess in 0..10 {
         let addr = instances[guess % 3].addr;
-        let (status, body) = rest_call(
-            addr,
-            reqwest::Method::POST,
-            "/api/v1/login",
-            None,
-            Some(json!({"user": "erin", "password": format!("guess-{guess}")})),
-        )
-        .await;
+        let (status, body) = password_login(addr, "erin", &format!("guess-{guess}")).await;
         assert_eq!(status, 401, "guess {guess}: {body}");
         assert!(!blocked(&body));
     }
     // The right password is refused now, on every instance, as blocked.
     for bin in &instances {
-        let (status, body) = rest_call(
-            bin.addr,
-            reqwest::Method::POST,
-            "/api/v1/login",
-            None,
-            Some(json!({"user": "erin", "password": "pass-word-1"})),
-        )
-        .await;
+        let (status, body) = password_login(bin.addr, "erin", "pass-word-1").await;
         assert_ne!(status, 200, "{body}");
         assert!(blocked(&body), "{body}");
     }
     // And on an instance started after the guessing.
     let late = start(&dir, &env);
-    let (_, body) = rest_call(
-        late.addr,
-        reqwest::Method::POST,
-        "/api/v1/login",
-        None,
-        Some(json!({"user": "erin", "password": "pass-word-1"})),
-    )
-    .await;
+    let (_, body) = password_login(late.addr, "erin", "pass-word-1").await;
     assert!(blocked(&body), "{body}");
     drop((instances, late));
     let _ = std::fs::remove_dir_all(dir);
@@ -609,26 +615,8 @@ async fn nats_killed_and_restarted_mid_chat_loses_nothing_persisted() {
         assert!(Instant::now() < deadline, "the instances did not reconnect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut typed = Vec::new();
-    while typed.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "typing did not cross after the restart"
-        );
-        call(
-            &mut on_a,
-            "stream-notify-room",
-            json!(["GENERAL/typing", "ann", true]),
-        )
-        .await;
-        typed = events(
-            &mut on_b,
-            "stream-notify-room",
-            "GENERAL/typing",
-            Duration::from_millis(500),
-        )
-        .await;
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let typed = typing_crosses(&mut on_a, &mut on_b, "ann", left).await;
     assert_eq!(typed[0], json!(["ann", true]));
     // Presence converged: both users online, seen from either instance.
     presence_becomes(a.addr, &ann, &bob.0, "online", Duration::from_secs(5)).await;
