@@ -14,7 +14,7 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== cargo test (release)"
 cargo test --release --all-targets
 echo "== MongoDB storage contract (runs when COMET_TEST_MONGO_URL names a replica set)"
-cargo test --release --test storage_contract mongodb -- --nocapture 2>&1 | grep -E "skipped|test result"
+cargo test --release --test it storage_contract::mongodb -- --nocapture 2>&1 | grep -E "skipped|test result"
 cargo build --release --bin comet
 echo "== MongoDB wire harness (a scripted replica-set primary; protocol-spec/storage.md)"
 COMET_BIN="$PWD/target/release/comet" timeout 900 tests/mongo_wire/.venv/bin/python -m pytest -q -p no:cacheprovider tests/mongo_wire

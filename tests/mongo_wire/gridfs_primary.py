@@ -1,5 +1,5 @@
 """A scripted primary that keeps GridFS's two collections, for the Rust storage contract
-(`tests/file_storage.rs`): the MongoDB driver's GridFS code writes and reads through it on
+(`tests/it/file_storage.rs`): the MongoDB driver's GridFS code writes and reads through it on
 the wire as it would against a server.
 
 Like `harness.Primary`, this is a double of the wire: handshakes come from mockupdb, and

@@ -49,10 +49,17 @@ class Primary:
     `ping` and `createIndexes` are answered and recorded, `killCursors` and `endSessions`
     answered. Every other request waits in `expect()` for the scenario
     to answer.
+
+    With `fan_out`, each change stream is a cursor of its own that gets every event emitted
+    while it is open, as a real server serves several processes' streams: several comets can
+    follow one primary. Without it, every stream shares one queue (one comet).
     """
 
-    def __init__(self, port=None, clock=None, version=(7, 0, 2), wire_version=21):
+    def __init__(self, port=None, clock=None, version=(7, 0, 2), wire_version=21, fan_out=False):
         self.clock = clock or Clock()
+        self.fan_out = fan_out
+        self.cursors = {}  # with fan_out: each open change stream's events not yet served
+        self._cursor_ids = itertools.count(int(CURSOR_ID) + 1000)
         self.version = version
         self.server = MockupDB(port=port, auto_ismaster=False, verbose=False)
         self.port = self.server.run()
@@ -106,7 +113,11 @@ class Primary:
             if not more_at_this_time:
                 self.now = max(self.now, ts, key=lambda t: (t.time, t.inc))
             event = dict(event, clusterTime=ts, _id=token_for(ts))
-            self.events.append(event)
+            if self.fan_out:
+                for pending in self.cursors.values():
+                    pending.append(event)
+            else:
+                self.events.append(event)
         self._serve_held()
 
     def fail_getmores(self, code, message, times=None, labels=()):
@@ -146,27 +157,42 @@ class Primary:
         request.ok(cursor={"id": OPLOG_CURSOR_ID, "ns": "local.oplog.rs", key: batch},
                    operationTime=self.now)
 
-    def _batch_reply(self, request, first):
+    def _pending(self, cursor):
+        """The events a change-stream cursor has still to get (the caller holds the lock)."""
+        return self.cursors[cursor] if cursor in self.cursors else self.events
+
+    def _batch_reply(self, request, first, cursor=CURSOR_ID):
         with self.lock:
-            batch, self.events = self.events, []
+            batch = self._pending(cursor)
+            if cursor in self.cursors:
+                self.cursors[cursor] = []
+            else:
+                self.events = []
             post = token_for(self.now)
         key = "firstBatch" if first else "nextBatch"
-        request.ok(cursor={"id": CURSOR_ID, "ns": "meteor.$cmd.aggregate", key: batch,
+        request.ok(cursor={"id": cursor, "ns": "meteor.$cmd.aggregate", key: batch,
                            "postBatchResumeToken": post}, operationTime=self.now)
 
     def _reply_held(self, request):
         if request.doc.get("getMore") == OPLOG_CURSOR_ID:
             self._oplog_reply(request, first=False)
         else:
-            self._batch_reply(request, first=False)
+            self._batch_reply(request, first=False, cursor=request.doc.get("getMore"))
+
+    def _reply_held_quietly(self, request):
+        try:
+            self._reply_held(request)
+        except OSError:  # the client closed its connection while its getMore waited
+            pass
 
     def _serve_held(self):
         with self.lock:
             ready = [h for h in self.held
-                     if (self.oplog if h[0].doc.get("getMore") == OPLOG_CURSOR_ID else self.events)]
+                     if (self.oplog if h[0].doc.get("getMore") == OPLOG_CURSOR_ID
+                         else self._pending(h[0].doc.get("getMore")))]
             self.held = [h for h in self.held if h not in ready]
         for request, _deadline in ready:
-            self._reply_held(request)
+            self._reply_held_quietly(request)
 
     def _wake_held(self):
         while not self.stopped:
@@ -176,7 +202,7 @@ class Primary:
                 due = [h for h in self.held if h[1] <= now]
                 self.held = [h for h in self.held if h[1] > now]
             for request, _ in due:
-                self._reply_held(request)
+                self._reply_held_quietly(request)
 
     def _dispatch(self):
         while not self.stopped:
@@ -197,6 +223,11 @@ class Primary:
                     refusal = self.stream_refusal
                 if refusal:
                     request.command_err(code=refusal[0], errmsg=refusal[1])
+                elif self.fan_out:
+                    cursor = Int64(next(self._cursor_ids))
+                    with self.lock:
+                        self.cursors[cursor] = []
+                    self._batch_reply(request, first=True, cursor=cursor)
                 else:
                     self._batch_reply(request, first=True)
             elif name == "ping":
@@ -217,9 +248,11 @@ class Primary:
             elif name == "find" and doc.get("find") == "users" and "status" in (doc.get("filter") or {}):
                 # Presence's start: no user is shown online yet.
                 self.reply_cursor(request, [], ns="meteor.users")
-            elif doc.get(name) in ("instances", "usersSessions") and name in ("find", "insert", "update", "delete"):
+            elif (doc.get(name) in ("instances", "usersSessions", "comet_leases")
+                  and name in ("find", "insert", "update", "delete")):
                 # Presence's own bookkeeping (this process's heartbeat, the sweep of gone
-                # processes' connections): no other process, no connection records.
+                # processes' connections): no other process, no connection records. A lease
+                # is free (no record), so its insert takes it.
                 if name == "find":
                     self.reply_cursor(request, [], ns="meteor." + doc[name])
                 elif name == "insert":
@@ -230,12 +263,16 @@ class Primary:
                 request.ok(version=".".join(map(str, self.version)),
                            versionArray=list(self.version) + [0], operationTime=self.now)
             elif name in ("killCursors", "endSessions"):
+                with self.lock:
+                    for cursor in doc.get("cursors", []) if name == "killCursors" else []:
+                        self.cursors.pop(cursor, None)
                 request.ok(cursorsKilled=doc.get("cursors", [])) if name == "killCursors" else request.ok()
             elif name == "createIndexes":
                 with self.lock:
                     self.indexes.append(doc)
                 request.ok(operationTime=self.now)
-            elif name == "getMore" and doc.get("getMore") == CURSOR_ID and self._fail_getmore(request):
+            elif (name == "getMore" and (doc.get("getMore") == CURSOR_ID or doc.get("getMore") in self.cursors)
+                  and self._fail_getmore(request)):
                 pass
             elif name == "find" and doc.get("find") == "oplog.rs" and doc.get("tailable"):
                 with self.lock:
@@ -245,7 +282,8 @@ class Primary:
                 # The oldest or newest entry: a no-op at the current time.
                 self.reply_cursor(request, [{"ts": self.now, "op": "n", "ns": "", "o": {}}],
                                   ns="local.oplog.rs")
-            elif name == "getMore" and doc.get("getMore") in (CURSOR_ID, OPLOG_CURSOR_ID):
+            elif name == "getMore" and (doc.get("getMore") in (CURSOR_ID, OPLOG_CURSOR_ID)
+                                        or doc.get("getMore") in self.cursors):
                 wait = doc.get("maxTimeMS", 1000) / 1000.0
                 with self.lock:
                     self.held.append((request, time.monotonic() + wait))

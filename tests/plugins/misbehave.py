@@ -1,4 +1,4 @@
-"""A plugin that misbehaves on purpose, for tests/plugins.rs: `python3 misbehave.py <mode>`.
+"""A plugin that misbehaves on purpose, for tests/it/plugins.rs: `python3 misbehave.py <mode>`.
 
   exit     exits at once, before any handshake
   sleep    MessageWillBePosted sleeps 5 s (past any deadline the tests give)

@@ -39,6 +39,17 @@ const MY_MESSAGES_KEY: &str = "__my_messages__/";
 /// The stream events clients may write on `stream-notify-room`.
 const CLIENT_ROOM_EVENTS: &[&str] = &["typing", "user-activity"];
 
+/// The `stream-notify-user` events clients may write: signalling between two people that the
+/// server only relays (WebRTC offers, answers and candidates; OTR's key exchange).
+const CLIENT_USER_EVENTS: &[&str] = &["webrtc", "otr"];
+
+/// The OTR messages a client may relay (the rest of OTR goes through methods).
+const OTR_RELAYED: &[&str] = &["handshake", "acknowledge"];
+
+/// The largest relayed signalling write, its arguments as EJSON: a WebRTC offer is a few
+/// kilobytes.
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+
 struct Member {
     rid: Arc<str>,
     uid: Arc<str>,
@@ -49,6 +60,8 @@ struct Member {
 struct Members {
     by_subscription: HashMap<String, Member>,
     by_room: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// The rooms of each user: whether two people share one, for relayed signalling.
+    by_user: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
 
 impl Members {
@@ -63,6 +76,10 @@ impl Members {
             .entry(rid.clone())
             .or_default()
             .insert(uid.clone());
+        self.by_user
+            .entry(uid.clone())
+            .or_default()
+            .insert(rid.clone());
         self.by_subscription
             .insert(sub_id.to_owned(), Member { rid, uid });
         true
@@ -76,11 +93,37 @@ impl Members {
                 self.by_room.remove(&member.rid);
             }
         }
+        if let Some(rooms) = self.by_user.get_mut(&member.uid) {
+            rooms.remove(&member.rid);
+            if rooms.is_empty() {
+                self.by_user.remove(&member.uid);
+            }
+        }
         Some(member)
     }
 
     fn is_member(&self, rid: &str, uid: &str) -> bool {
         self.by_room.get(rid).is_some_and(|u| u.contains(uid))
+    }
+
+    /// Whether `a` and `b` are in at least one room together.
+    fn share_a_room(&self, a: &str, b: &str) -> bool {
+        let (Some(of_a), Some(of_b)) = (self.by_user.get(a), self.by_user.get(b)) else {
+            return false;
+        };
+        let (fewer, more) = if of_a.len() <= of_b.len() {
+            (of_a, of_b)
+        } else {
+            (of_b, of_a)
+        };
+        fewer.iter().any(|rid| more.contains(rid))
+    }
+
+    /// The members of `rid` but `uid`.
+    fn others_in(&self, rid: &str, uid: &str) -> Vec<Arc<str>> {
+        self.by_room.get(rid).map_or_else(Vec::new, |users| {
+            users.iter().filter(|u| &***u != uid).cloned().collect()
+        })
     }
 }
 
@@ -126,6 +169,11 @@ fn sub_member(doc: &Document) -> Option<(String, String, String)> {
     let rid = text(doc, "rid")?.to_owned();
     let uid = text(doc.get("u")?.as_object()?, "_id")?.to_owned();
     Some((id, rid, uid))
+}
+
+/// The size of a write's arguments as EJSON.
+fn signal_size(args: &[Value]) -> usize {
+    args.iter().map(|a| a.to_ejson_string().len() + 1).sum()
 }
 
 /// `<rid>/<name>` split at the first `/`.
@@ -225,6 +273,7 @@ impl RoomStreams {
         live.reload_members().await?;
         follower.add_service(&live);
         live.register_writes(registry);
+        live.register_signalling(registry);
         Ok(live)
     }
 
@@ -251,6 +300,89 @@ impl RoomStreams {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_member(rid, uid)
+    }
+
+    /// Whether `writer` may relay `args` to `target`'s event `name` on `stream-notify-user`:
+    /// a signalling event, to someone the writer shares a room with (Rocket.Chat lets any
+    /// logged-in user signal anyone; comet keeps strangers out), small enough, and OTR's
+    /// only while `OTR_Enable` is on.
+    fn may_signal(&self, writer: &str, target: &str, name: &str, args: &[Value]) -> bool {
+        if !CLIENT_USER_EVENTS.contains(&name) || signal_size(args) > MAX_SIGNAL_BYTES {
+            return false;
+        }
+        if name == "otr" {
+            let relayed = args
+                .first()
+                .and_then(Value::as_str)
+                .is_some_and(|kind| OTR_RELAYED.contains(&kind));
+            if !relayed || self.settings.value("OTR_Enable") != Some(Value::Bool(true)) {
+                return false;
+            }
+        }
+        writer == target
+            || self
+                .members
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .share_a_room(writer, target)
+    }
+
+    /// `stream-notify-user` writes (`<uid>/webrtc`, `<uid>/otr`) and `stream-notify-room-users`
+    /// writes (`<rid>/webrtc`, relayed to each other member's `<uid>/webrtc`): signalling the
+    /// server only carries, on the bus so a peer on another instance gets it. Anything
+    /// [`Self::may_signal`] refuses is dropped without a word, as Rocket.Chat does.
+    fn register_signalling(self: &Arc<Self>, registry: &mut Registry) {
+        registry.method_of("stream-notify-user", self, |live, ctx, params| async move {
+            let Some(Value::String(event)) = params.first() else {
+                return Err(ServiceError::match_failed());
+            };
+            let args = &params[1..];
+            let (Some(writer), Some((target, name))) = (ctx.user_id.as_deref(), split_event(event))
+            else {
+                return Ok(None);
+            };
+            if live.may_signal(writer, target, name, args) {
+                live.signal(target, name, args, &ctx.connection_id);
+            }
+            Ok(None)
+        });
+        registry.method_of(
+            "stream-notify-room-users",
+            self,
+            |live, ctx, params| async move {
+                let Some(Value::String(event)) = params.first() else {
+                    return Err(ServiceError::match_failed());
+                };
+                let args = &params[1..];
+                let (Some(writer), Some((rid, "webrtc"))) =
+                    (ctx.user_id.as_deref(), split_event(event))
+                else {
+                    return Ok(None);
+                };
+                if !live.is_member(rid, writer) || signal_size(args) > MAX_SIGNAL_BYTES {
+                    return Ok(None);
+                }
+                let others = live
+                    .members
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .others_in(rid, writer);
+                for uid in others {
+                    live.signal(&uid, "webrtc", args, &ctx.connection_id);
+                }
+                Ok(None)
+            },
+        );
+    }
+
+    /// Sends `<uid>/<name>` to `uid`'s listeners on every instance, but the writer's connection.
+    fn signal(&self, uid: &str, name: &str, args: &[Value], writer: &Arc<str>) {
+        self.bus.publish(BusEvent {
+            stream: self.user.collection().into(),
+            event: format!("{uid}/{name}"),
+            args: args.to_vec(),
+            except: Some(writer.clone()),
+        });
     }
 
     /// `stream-notify-room` writes: typing and activity, by a member, under its own name;

@@ -55,6 +55,8 @@ pub(super) const DEFAULTS: &[Default] = &[
     public("Allow_Save_Media_to_Gallery", "boolean", "true"),
     public("Number_of_users_autocomplete_suggestions", "int", "5"),
     public("Presence_broadcast_disabled", "boolean", "false"),
+    // Off-the-record chats: whether clients may relay their key exchange (`stream-notify-user`).
+    public("OTR_Enable", "boolean", "true"),
     public("Cloud_Workspace_AirGapped_Restrictions_Remaining_Days", "int", "-1"),
     public("UI_Use_Real_Name", "boolean", "false"),
     public("UI_Allow_room_names_with_special_chars", "boolean", "false"),

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{config_file, DdpClient};
 use serde_json::{json, Value as Json};

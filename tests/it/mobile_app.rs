@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{http_with, sign_in, Binary, DdpClient};
 use serde_json::{json, Value as Json};

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::DdpClient;
 use serde_json::{json, Value as Json};
@@ -604,6 +604,100 @@ async fn typing_reaches_the_other_members_only_under_ones_own_name() {
     )
     .await;
     silent_on(&mut ann, "stream-notify-room").await;
+}
+
+#[tokio::test]
+async fn signalling_reaches_a_roommate_and_never_comes_from_a_stranger() {
+    let server = common::spawn_with_admin().await;
+    let (mut ann, ann_id) = user(&server, "ann").await;
+    let (mut bob, _) = user(&server, "bob").await;
+    let (mut eve, _) = user(&server, "eve").await;
+    // Everyone shares the default channel: eve leaves it, so she shares no room with ann.
+    let left = call(&mut eve, "leaveRoom", json!(["GENERAL"])).await;
+    assert!(left.get("error").is_none(), "{left}");
+    let rid = channel(&mut ann, "createPrivateGroup", "call", json!(["bob"])).await;
+    for name in ["webrtc", "otr", "message"] {
+        let frames = ann
+            .subscribe(
+                name,
+                "stream-notify-user",
+                json!([format!("{ann_id}/{name}"), false]),
+            )
+            .await;
+        assert!(ready(&frames), "{frames:?}");
+    }
+    let webrtc = format!("{ann_id}/webrtc");
+    let offer = json!({"from": "bob", "room": rid, "type": "offer", "sdp": "v=0"});
+    call(
+        &mut bob,
+        "stream-notify-user",
+        json!([webrtc, "call", offer]),
+    )
+    .await;
+    let heard = event(&mut ann, "stream-notify-user", &webrtc).await;
+    assert_eq!(heard, Some(json!(["call", offer])));
+    // To the whole room: each other member hears it on its own stream.
+    call(
+        &mut bob,
+        "stream-notify-room-users",
+        json!([format!("{rid}/webrtc"), "call", {"from": "bob"}]),
+    )
+    .await;
+    let heard = event(&mut ann, "stream-notify-user", &webrtc).await;
+    assert_eq!(heard, Some(json!(["call", {"from": "bob"}])));
+    let otr = format!("{ann_id}/otr");
+    let handshake = json!({"roomId": rid, "userId": "bob", "publicKey": "k"});
+    call(
+        &mut bob,
+        "stream-notify-user",
+        json!([otr, "handshake", handshake]),
+    )
+    .await;
+    let heard = event(&mut ann, "stream-notify-user", &otr).await;
+    assert_eq!(heard, Some(json!(["handshake", handshake])));
+
+    // Dropped without a word: a stranger's signal, to one person or to the room; an OTR
+    // message that is not the key exchange; an event that is not signalling (a forged
+    // server note); an oversized signal; an anonymous one.
+    let (mut anon, _) = DdpClient::connect(&server).await;
+    for (who, params) in [
+        ("eve", json!([webrtc, "call", {"from": "eve"}])),
+        ("eve", json!([format!("{rid}/webrtc"), "call", {}])),
+        ("bob", json!([otr, "end", {}])),
+        (
+            "bob",
+            json!([format!("{ann_id}/message"), {"msg": "forged"}]),
+        ),
+        ("bob", json!([webrtc, "x".repeat(65 * 1024)])),
+        ("anon", json!([webrtc, "call", {}])),
+    ] {
+        let method = if params[0].as_str().unwrap().starts_with(&rid) {
+            "stream-notify-room-users"
+        } else {
+            "stream-notify-user"
+        };
+        let client = match who {
+            "eve" => &mut eve,
+            "bob" => &mut bob,
+            _ => &mut anon,
+        };
+        let r = call(client, method, params.clone()).await;
+        assert!(r.get("error").is_none(), "{params}: {r}");
+    }
+    silent_on(&mut ann, "stream-notify-user").await;
+
+    // With off-the-record chats turned off, the key exchange is not relayed either.
+    let mut boss = common::logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;
+    let saved = call(&mut boss, "saveSetting", json!(["OTR_Enable", false])).await;
+    assert!(saved.get("error").is_none(), "{saved}");
+    tokio::time::sleep(QUIET).await;
+    call(
+        &mut bob,
+        "stream-notify-user",
+        json!([otr, "handshake", handshake]),
+    )
+    .await;
+    silent_on(&mut ann, "stream-notify-user").await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use comet::chat::call::Call;
 use comet::chat::hooks::{

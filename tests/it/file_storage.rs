@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use comet::storage::files::{FileError, FileStore, S3Options};
 use futures_util::StreamExt as _;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{DdpClient, Received};
 use serde_json::json;

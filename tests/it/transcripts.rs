@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)] // test code: a failed unwrap is a failed test
 
-mod common;
+use crate::common;
 
 use common::{DdpClient, Received};
 use serde_json::Value as Json;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use comet::model::{Document, Value};
 use common::{DdpClient, Received};

@@ -40,7 +40,7 @@ async fn acknowledged_writes_survive_sigkill_and_resume_is_exact() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "durability_child_writer",
+            "durability::durability_child_writer",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{metric_at, rest_call, sign_in, sign_up, url, Auth, Binary, DdpClient};
 use reqwest::Method;

@@ -4,7 +4,7 @@
 //! what each fault does are in `protocol-spec/instances.md`.
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{rest_call, sign_in, sign_up, Auth, Binary, DdpClient, Received};
 use serde_json::{json, Value as Json};
@@ -235,6 +235,38 @@ async fn three_instances_share_messages_typing_and_presence_and_lose_a_killed_on
         metric(c.addr, "comet_bus_received_total").await,
         received_on_c,
         "an instance with no listener of the room receives none of its events"
+    );
+
+    // A client's WebRTC signal written on B reaches its peer on A, once; C hears nothing.
+    let webrtc = format!("{}/webrtc", ann.0);
+    subscribe(&mut on_a, "stream-notify-user", json!([webrtc, false])).await;
+    let received_on_c = metric(c.addr, "comet_bus_received_total").await;
+    let offer = json!({"from": bob.0, "type": "offer", "sdp": "v=0"});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let signals = loop {
+        // The subscription reaches NATS a moment after `ready`: written again until heard.
+        call(
+            &mut on_b,
+            "stream-notify-user",
+            json!([webrtc, "call", offer]),
+        )
+        .await;
+        let heard = events(
+            &mut on_a,
+            "stream-notify-user",
+            &webrtc,
+            Duration::from_millis(500),
+        )
+        .await;
+        if !heard.is_empty() || Instant::now() > deadline {
+            break heard;
+        }
+    };
+    assert_eq!(signals, vec![json!(["call", offer])]);
+    assert_eq!(
+        metric(c.addr, "comet_bus_received_total").await,
+        received_on_c,
+        "the signal goes only where its listener is"
     );
 
     // The deployment's instances, for administrators only.

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-mod common;
+use crate::common;
 
 use common::{rest_call as call, sign_in, sign_up, url, Auth, Binary};
 use serde_json::{json, Value as Json};
