@@ -25,6 +25,8 @@
 #   SCENARIOS=cluster bench/run.sh                         # S12: three instances over NATS
 #   SCENARIOS=cluster CHAT_MODES=small bench/run.sh        # S12 small rooms only
 #   TYPING=1 SCENARIOS=cluster bench/run.sh                # S12 with a typing event per message
+#   BROKER=0 SCENARIOS=cluster bench/run.sh                # S12's instances without NATS
+#   BIG_RATE=50 SCENARIOS="chat cluster" CHAT_MODES=big bench/run.sh  # the big room, slower
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -128,12 +130,18 @@ stop_server() {
 PORT_NATS=4322
 start_cluster() {
   DATA_DIR=$(mktemp -d)
-  taskset -c 0 nats-server -a 127.0.0.1 -p $PORT_NATS >/dev/null 2>&1 &
-  CLUSTER_PIDS="$!"
-  local pids=() port
+  local pids=() port broker=
+  CLUSTER_PIDS=
+  # BROKER=0: the same three instances without NATS (stored changes still cross; typing
+  # and the shared limits do not), for CPU with and without the broker.
+  if [ "${BROKER:-1}" != 0 ]; then
+    taskset -c 0 nats-server -a 127.0.0.1 -p $PORT_NATS >/dev/null 2>&1 &
+    CLUSTER_PIDS="$!"
+    broker=TRANSPORTER=nats://127.0.0.1:$PORT_NATS
+  fi
   for i in 1 2 3; do
     port=$((PORT_COMET + i - 1))
-    env $(comet_env $port) TRANSPORTER=nats://127.0.0.1:$PORT_NATS \
+    env $(comet_env $port) $broker \
       taskset -c 0 "${COMET_BIN:-target/release}/comet" 2>>"$OUT/comet-$i.log" &
     pids+=("$!")
     # One at a time: the first creates the administrator and the default channel.
@@ -156,7 +164,7 @@ run_cluster() { # label args...
     start_cluster
     taskset -c 1 target/release/comet-bench "$@" --url "$URL" --spread "$SPREAD" --pid "$SERVER_PID" \
       --pids "$PIDS" --metrics-ports "$PORT_COMET,$((PORT_COMET + 1)),$((PORT_COMET + 2))" \
-      ${TYPING:+--typing} --label "cluster/$label" | tee -a "$OUT/results.jsonl"
+      ${TYPING:+--typing} --label "cluster${BROKER:+-broker$BROKER}/$label" | tee -a "$OUT/results.jsonl"
     stop_server
   done
 }
@@ -245,7 +253,7 @@ for scenario in $SCENARIOS; do
       modes=" ${CHAT_MODES:-big huge small} "
       for server in ${SERVERS:-comet peer}; do
         if [[ $modes == *" big "* ]]; then
-          run $server "S9 chat: one room of 1000, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
+          run $server "S9 chat: one room of 1000, ${BIG_RATE:-100} msgs/s" chat --mode big --big 1000 --rate "${BIG_RATE:-100}" --secs 8 --warmup-secs 3
         fi
         if [[ $modes == *" huge "* ]]; then
           run $server "S9 chat: one room of ${CHAT_BIG:-5000}, ${CHAT_BIG_RATE:-20} msgs/s" chat --mode big --big "${CHAT_BIG:-5000}" --rate "${CHAT_BIG_RATE:-20}" --secs 8 --warmup-secs 3
@@ -260,7 +268,7 @@ for scenario in $SCENARIOS; do
       export BCRYPT_COST=4 HEARTBEAT_MS=0
       modes=" ${CHAT_MODES:-big small} "
       if [[ $modes == *" big "* ]]; then
-        run_cluster "S12 chat: one room of 1000 over 3 instances, 100 msgs/s" chat --mode big --big 1000 --rate 100 --secs 8 --warmup-secs 3
+        run_cluster "S12 chat: one room of 1000 over 3 instances, ${BIG_RATE:-100} msgs/s" chat --mode big --big 1000 --rate "${BIG_RATE:-100}" --secs 8 --warmup-secs 3
       fi
       if [[ $modes == *" small "* ]]; then
         run_cluster "S12 chat: ${CHAT_ROOMS:-1000} rooms of 10 over 3 instances, ${CHAT_RATE:-500} msgs/s" chat --mode small --rooms "${CHAT_ROOMS:-1000}" --room-size 10 --rate "${CHAT_RATE:-500}" --secs 8 --warmup-secs 3

@@ -50,6 +50,10 @@ const OTR_RELAYED: &[&str] = &["handshake", "acknowledge"];
 /// kilobytes.
 pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 
+/// The most members a room-wide signal is relayed to: a call's room. One write to a bigger
+/// room would become thousands of events, so it is dropped.
+pub const MAX_SIGNAL_ROOM: usize = 100;
+
 struct Member {
     rid: Arc<str>,
     uid: Arc<str>,
@@ -119,11 +123,14 @@ impl Members {
         fewer.iter().any(|rid| more.contains(rid))
     }
 
-    /// The members of `rid` but `uid`.
-    fn others_in(&self, rid: &str, uid: &str) -> Vec<Arc<str>> {
-        self.by_room.get(rid).map_or_else(Vec::new, |users| {
-            users.iter().filter(|u| &***u != uid).cloned().collect()
-        })
+    /// Who a room-wide signal of `writer` in `rid` goes to: the other members, when the
+    /// writer is one and the room is small enough for a call ([`MAX_SIGNAL_ROOM`]).
+    fn call_peers(&self, rid: &str, writer: &str) -> Option<Vec<Arc<str>>> {
+        let users = self.by_room.get(rid)?;
+        if !users.contains(writer) || users.len() > MAX_SIGNAL_ROOM + 1 {
+            return None;
+        }
+        Some(users.iter().filter(|u| &***u != writer).cloned().collect())
     }
 }
 
@@ -359,15 +366,15 @@ impl RoomStreams {
                 else {
                     return Ok(None);
                 };
-                if !live.is_member(rid, writer) || signal_size(args) > MAX_SIGNAL_BYTES {
+                if signal_size(args) > MAX_SIGNAL_BYTES {
                     return Ok(None);
                 }
-                let others = live
+                let peers = live
                     .members
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .others_in(rid, writer);
-                for uid in others {
+                    .call_peers(rid, writer);
+                for uid in peers.unwrap_or_default() {
                     live.signal(&uid, "webrtc", args, &ctx.connection_id);
                 }
                 Ok(None)
@@ -1053,6 +1060,30 @@ impl crate::engine::feed::FeedHandler for RoomStreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_go_between_roommates_and_a_call_stays_in_a_small_room() {
+        let mut m = Members::default();
+        m.put("s1", "call", "ann");
+        m.put("s2", "call", "bob");
+        m.put("s3", "elsewhere", "eve");
+        assert!(m.share_a_room("ann", "bob") && m.share_a_room("bob", "ann"));
+        assert!(!m.share_a_room("ann", "eve"));
+        assert_eq!(m.call_peers("call", "bob"), Some(vec![Arc::from("ann")]));
+        assert_eq!(m.call_peers("call", "eve"), None, "not a member");
+        m.forget("s2");
+        assert!(!m.share_a_room("ann", "bob"), "bob left");
+        for i in 0..MAX_SIGNAL_ROOM {
+            m.put(&format!("big{i}"), "big", &format!("u{i}"));
+        }
+        m.put("big-last", "big", "ann");
+        assert_eq!(
+            m.call_peers("big", "ann").map(|p| p.len()),
+            Some(MAX_SIGNAL_ROOM)
+        );
+        m.put("big-over", "big", "bob");
+        assert_eq!(m.call_peers("big", "ann"), None, "too big for a call");
+    }
 
     #[test]
     fn members_are_found_by_room_and_forgotten_by_subscription() {
