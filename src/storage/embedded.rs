@@ -286,10 +286,12 @@ fn start_readers(path: &Path) -> Result<tokio::sync::mpsc::Sender<ReadJob>, Stor
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
+    // First: with other processes on the file (several instances), even switching to WAL
+    // can meet a lock (another's checkpoint), and must wait for it rather than fail the start.
+    conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk (the WAL fsynced) before any write in it is acknowledged.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
     Ok(conn)
 }
 

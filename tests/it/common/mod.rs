@@ -663,9 +663,10 @@ impl Binary {
         });
         let mut log = Vec::new();
         let addr = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(20))
-                .expect("comet starts");
+            let line = match lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => line,
+                Err(e) => panic!("comet did not start ({e}); its log:\n{}", log.join("\n")),
+            };
             log.push(line.clone());
             if line.contains("comet listening") {
                 let v: Json = serde_json::from_str(&line).unwrap();
