@@ -670,6 +670,7 @@ async fn signalling_reaches_a_roommate_and_never_comes_from_a_stranger() {
         ),
         ("bob", json!([webrtc, "x".repeat(65 * 1024)])),
         ("anon", json!([webrtc, "call", {}])),
+        ("anon", json!([format!("{rid}/webrtc"), "call", {}])),
     ] {
         let method = if params[0].as_str().unwrap().starts_with(&rid) {
             "stream-notify-room-users"
@@ -685,6 +686,11 @@ async fn signalling_reaches_a_roommate_and_never_comes_from_a_stranger() {
         assert!(r.get("error").is_none(), "{params}: {r}");
     }
     silent_on(&mut ann, "stream-notify-user").await;
+    // An event name that is not a string is a clear error, not a silent drop.
+    for method in ["stream-notify-user", "stream-notify-room-users"] {
+        let r = call(&mut bob, method, json!([5, "call"])).await;
+        assert_eq!(error_of(&r), "400", "{method}: {r}");
+    }
 
     // With off-the-record chats turned off, the key exchange is not relayed either.
     let mut boss = common::logged_in(&server, common::ADMIN.0, common::ADMIN.1).await;

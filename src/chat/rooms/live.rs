@@ -178,6 +178,14 @@ fn sub_member(doc: &Document) -> Option<(String, String, String)> {
     Some((id, rid, uid))
 }
 
+/// A stream write's event name and arguments; a name that is not a string is a client error.
+fn stream_write(params: &[Value]) -> Result<(&str, &[Value]), ServiceError> {
+    match params.split_first() {
+        Some((Value::String(event), args)) => Ok((event, args)),
+        _ => Err(ServiceError::match_failed()),
+    }
+}
+
 /// The size of a write's arguments as EJSON.
 fn signal_size(args: &[Value]) -> usize {
     args.iter().map(|a| a.to_ejson_string().len() + 1).sum()
@@ -340,10 +348,7 @@ impl RoomStreams {
     /// [`Self::may_signal`] refuses is dropped without a word, as Rocket.Chat does.
     fn register_signalling(self: &Arc<Self>, registry: &mut Registry) {
         registry.method_of("stream-notify-user", self, |live, ctx, params| async move {
-            let Some(Value::String(event)) = params.first() else {
-                return Err(ServiceError::match_failed());
-            };
-            let args = &params[1..];
+            let (event, args) = stream_write(&params)?;
             let (Some(writer), Some((target, name))) = (ctx.user_id.as_deref(), split_event(event))
             else {
                 return Ok(None);
@@ -357,10 +362,7 @@ impl RoomStreams {
             "stream-notify-room-users",
             self,
             |live, ctx, params| async move {
-                let Some(Value::String(event)) = params.first() else {
-                    return Err(ServiceError::match_failed());
-                };
-                let args = &params[1..];
+                let (event, args) = stream_write(&params)?;
                 let (Some(writer), Some((rid, "webrtc"))) =
                     (ctx.user_id.as_deref(), split_event(event))
                 else {
@@ -398,10 +400,7 @@ impl RoomStreams {
     /// [`MAX_ACTIVITY_EXTRAS_BYTES`]: a write is relayed to every member, so it must stay small.
     fn register_writes(self: &Arc<Self>, registry: &mut Registry) {
         registry.method_of("stream-notify-room", self, |live, ctx, params| async move {
-            let Some(Value::String(event)) = params.first() else {
-                return Err(ServiceError::match_failed());
-            };
-            let args = &params[1..];
+            let (event, args) = stream_write(&params)?;
             let (Some(user), Some((rid, name))) = (ctx.user_id.as_deref(), split_event(event))
             else {
                 return Ok(None);
